@@ -1,0 +1,195 @@
+//! The one coded error type of Xalo.
+//!
+//! Every failure a user or a client can see carries an [`ErrorCode`]: a stable string such as
+//! `XALO-ID-001`, an HTTP status and a short title. Codes are never renumbered or reused, so
+//! clients, runbooks and tests can rely on them. All crates add their codes here, which keeps
+//! the catalogue in one place (`xalo errors` prints it).
+
+use std::fmt;
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+
+macro_rules! error_codes {
+    ($($variant:ident = $code:literal, $status:literal, $title:literal;)*) => {
+        /// A stable, documented error code.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum ErrorCode { $($variant),* }
+
+        impl ErrorCode {
+            /// Every code, in declaration order.
+            pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$variant),*];
+
+            /// The stable code, e.g. `XALO-ID-001`.
+            pub fn as_str(self) -> &'static str {
+                match self { $(ErrorCode::$variant => $code),* }
+            }
+            /// The HTTP status this error maps to.
+            pub fn status(self) -> u16 {
+                match self { $(ErrorCode::$variant => $status),* }
+            }
+            /// A short English title.
+            pub fn title(self) -> &'static str {
+                match self { $(ErrorCode::$variant => $title),* }
+            }
+            pub fn from_code(code: &str) -> Option<Self> {
+                match code { $($code => Some(ErrorCode::$variant),)* _ => None }
+            }
+        }
+    };
+}
+
+error_codes! {
+    PersonalCodeLength = "XALO-ID-001", 400, "personal code has the wrong length";
+    PersonalCodeNonDigit = "XALO-ID-002", 400, "personal code contains a non-digit";
+    PersonalCodeUnknownProvince = "XALO-ID-003", 400, "unknown province code";
+    PersonalCodeCheckDigit = "XALO-ID-004", 400, "bad check digit";
+    PersonalCodeImpossibleDate = "XALO-ID-005", 400, "personal code names an impossible birth date";
+    PersonalCodeUnknownCountry = "XALO-ID-006", 400, "unknown personal code country";
+    IdentifierEmpty = "XALO-ID-010", 400, "empty identifier part";
+    IdentifierCharacter = "XALO-ID-011", 400, "identifier character not allowed";
+    IdentifierTooLong = "XALO-ID-012", 400, "identifier part too long";
+    IdentifierParts = "XALO-ID-013", 400, "wrong number of identifier parts";
+    IdentifierEncoding = "XALO-ID-014", 400, "bad percent-encoding in identifier";
+    ConfigInvalid = "XALO-CFG-001", 500, "invalid configuration";
+    ConfigUnknownRole = "XALO-CFG-002", 400, "unknown server role";
+    StoreUnavailable = "XALO-STORE-001", 503, "database unavailable";
+    StoreMigration = "XALO-STORE-002", 500, "database migration failed";
+    StoreQuery = "XALO-STORE-003", 500, "database query failed";
+    StoreNotFound = "XALO-STORE-004", 404, "record not found";
+    StoreConflict = "XALO-STORE-005", 409, "record already exists";
+    StoreUrl = "XALO-STORE-006", 400, "unsupported database URL";
+    HttpNotFound = "XALO-HTTP-001", 404, "no such resource";
+    HttpBodyTooLarge = "XALO-HTTP-002", 413, "request body too large";
+    HttpBadRequest = "XALO-HTTP-003", 400, "malformed request";
+    HttpUnauthorized = "XALO-HTTP-004", 401, "authentication required";
+    HttpForbidden = "XALO-HTTP-005", 403, "not allowed";
+    HttpMethodNotAllowed = "XALO-HTTP-006", 405, "method not allowed";
+    HttpUnsupportedMediaType = "XALO-HTTP-007", 415, "unsupported media type";
+    HttpUnavailable = "XALO-HTTP-008", 503, "service unavailable";
+    Internal = "XALO-SRV-001", 500, "internal error";
+    ServerBind = "XALO-SRV-002", 500, "cannot listen on the address";
+    ServerIo = "XALO-SRV-003", 500, "input or output failed";
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for ErrorCode {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for ErrorCode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = std::borrow::Cow::<str>::deserialize(d)?;
+        ErrorCode::from_code(&s)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown error code {s}")))
+    }
+}
+
+/// An error with its code and a message that says what went wrong, with context.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct Error {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl Error {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// Prefix the message with what was being done, keeping the code.
+    pub fn context(mut self, what: impl fmt::Display) -> Self {
+        self.message = format!("{what}: {}", self.message);
+        self
+    }
+
+    pub fn status(&self) -> u16 {
+        self.code.status()
+    }
+}
+
+/// Attach context to any fallible result whose error converts into [`Error`].
+pub trait ResultExt<T> {
+    fn context(self, what: impl fmt::Display) -> Result<T, Error>;
+}
+
+impl<T, E: Into<Error>> ResultExt<T> for Result<T, E> {
+    fn context(self, what: impl fmt::Display) -> Result<T, Error> {
+        self.map_err(|e| e.into().context(what))
+    }
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Error::new(ErrorCode::ServerIo, e.to_string())
+    }
+}
+
+/// The JSON body of an error response.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub code: ErrorCode,
+    pub status: u16,
+    pub title: String,
+    pub message: String,
+}
+
+impl From<&Error> for ErrorBody {
+    fn from(e: &Error) -> Self {
+        ErrorBody {
+            code: e.code,
+            status: e.code.status(),
+            title: e.code.title().to_owned(),
+            message: e.message.clone(),
+        }
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let status =
+            StatusCode::from_u16(self.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        if status.is_server_error() {
+            tracing::error!(code = %self.code, message = %self.message, "request failed");
+        }
+        (status, axum::Json(ErrorBody::from(&self))).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_unique_and_round_trip() {
+        let mut seen = std::collections::BTreeSet::new();
+        for &c in ErrorCode::ALL {
+            assert!(seen.insert(c.as_str()), "duplicate {c}");
+            assert_eq!(ErrorCode::from_code(c.as_str()), Some(c));
+            assert!(StatusCode::from_u16(c.status()).is_ok());
+            assert!(c.as_str().starts_with("XALO-"));
+        }
+    }
+
+    #[test]
+    fn json_body() {
+        let e = Error::new(ErrorCode::PersonalCodeCheckDigit, "check digit 8, expected 9")
+            .context("parsing subject");
+        let body = serde_json::to_value(ErrorBody::from(&e)).unwrap();
+        assert_eq!(body["code"], "XALO-ID-004");
+        assert_eq!(body["status"], 400);
+        assert_eq!(body["message"], "parsing subject: check digit 8, expected 9");
+    }
+}

@@ -1,0 +1,19 @@
+//! The ground floor of Xalo: identifiers of people, members and services; the coded error
+//! type; configuration; and the plumbing every server role shares.
+//!
+//! Nothing here knows about any particular system of the platform.
+
+pub mod config;
+pub mod error;
+pub mod personal_code;
+pub mod server;
+pub mod telemetry;
+pub mod xroad;
+
+pub use config::Config;
+pub use error::{Error, ErrorCode, ResultExt};
+pub use personal_code::{Country, Gender, PersonalCode, PersonalCodeError};
+pub use xroad::{ClientId, IdentifierError, MemberId, ServiceId, SubsystemId};
+
+/// The version of this build of Xalo.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,234 @@
+//! One database handle for every Xalo role.
+//!
+//! SQLite is the embedded default (a file under the data directory, in WAL mode); PostgreSQL
+//! is the production backend. Both are reached through sqlx's `Any` driver so that a crate
+//! writes each query once, with `$1`-style placeholders that both backends accept, and
+//! sticks to the portable types (`BIGINT`, `TEXT`, byte strings, booleans). Where the two
+//! dialects differ (auto-increment keys, `BLOB` vs `BYTEA`), a [`Migration`] carries one
+//! script per backend.
+//!
+//! Each crate owns its tables and migrates them itself ([`Database::migrate`]) under its
+//! own component name, so crates never collide on migration versions and a member's
+//! database holds only the components it runs.
+
+mod migrate;
+pub mod testing;
+
+use std::str::FromStr;
+use std::sync::{Arc, Once};
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, Executor};
+use xalo_core::server::HealthCheck;
+use xalo_core::{Error, ErrorCode};
+
+pub use migrate::Migration;
+pub use sqlx;
+pub use sqlx::Row;
+
+/// Which database engine a handle talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn of_url(url: &str) -> Result<Backend, Error> {
+        if url.starts_with("sqlite:") {
+            Ok(Backend::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Backend::Postgres)
+        } else {
+            Err(Error::new(
+                ErrorCode::StoreUrl,
+                format!("{}: expected sqlite:// or postgres://", redact(url)),
+            ))
+        }
+    }
+}
+
+/// A pool of connections to one database.
+#[derive(Clone, Debug)]
+pub struct Database {
+    pool: AnyPool,
+    backend: Backend,
+    url: Arc<str>,
+}
+
+/// How many connections a pool keeps; SQLite has one writer at a time anyway.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolSize {
+    pub max_connections: u32,
+}
+
+impl Default for PoolSize {
+    fn default() -> Self {
+        PoolSize { max_connections: 16 }
+    }
+}
+
+/// The URL with any password replaced, for logs and errors.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+impl Database {
+    /// Open (creating if needed) the database at `url`.
+    pub async fn connect(url: &str) -> Result<Database, Error> {
+        Self::connect_with(url, PoolSize::default()).await
+    }
+
+    pub async fn connect_with(url: &str, size: PoolSize) -> Result<Database, Error> {
+        static DRIVERS: Once = Once::new();
+        DRIVERS.call_once(sqlx::any::install_default_drivers);
+        let backend = Backend::of_url(url)?;
+        let mut full = url.to_owned();
+        if backend == Backend::Sqlite {
+            let path = url
+                .trim_start_matches("sqlite:")
+                .trim_start_matches("//")
+                .split('?')
+                .next()
+                .unwrap_or("");
+            if let Some(parent) = std::path::Path::new(path).parent() {
+                if !parent.as_os_str().is_empty() {
+                    std::fs::create_dir_all(parent).map_err(|e| {
+                        Error::new(
+                            ErrorCode::StoreUnavailable,
+                            format!("creating {}: {e}", parent.display()),
+                        )
+                    })?;
+                }
+            }
+            if !full.contains("mode=") {
+                full.push(if full.contains('?') { '&' } else { '?' });
+                full.push_str("mode=rwc");
+            }
+        }
+        let options = AnyConnectOptions::from_str(&full).map_err(|e| {
+            Error::new(ErrorCode::StoreUrl, format!("{}: {e}", redact(url)))
+        })?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(size.max_connections)
+            .acquire_timeout(Duration::from_secs(30))
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        // WAL lets readers run beside the one writer; NORMAL sync in WAL mode
+                        // loses nothing on a process crash (kill -9), only possibly the last
+                        // transactions on power loss. Components that promise durability
+                        // against power loss set FULL on their own writes.
+                        conn.execute(
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                             PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 30000;",
+                        )
+                        .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await
+            .map_err(|e| {
+                Error::new(ErrorCode::StoreUnavailable, format!("{}: {e}", redact(url)))
+            })?;
+        tracing::debug!(url = %redact(url), ?backend, "database opened");
+        Ok(Database {
+            pool,
+            backend,
+            url: url.into(),
+        })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The connection pool, for queries.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// The URL this handle was opened with (password redacted).
+    pub fn url(&self) -> String {
+        redact(&self.url)
+    }
+
+    /// Start a transaction that will write. On SQLite it takes the write lock at once
+    /// (`BEGIN IMMEDIATE`), so that two writers queue on the busy timeout instead of one
+    /// failing when it upgrades a read lock.
+    pub async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, Error> {
+        let statement = match self.backend {
+            Backend::Sqlite => "BEGIN IMMEDIATE",
+            Backend::Postgres => "BEGIN",
+        };
+        self.pool
+            .begin_with(statement)
+            .await
+            .map_err(|e| db_error(e, "starting a transaction"))
+    }
+
+    /// Check that the database answers.
+    pub async fn ping(&self) -> Result<(), Error> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(|e| Error::new(ErrorCode::StoreUnavailable, e.to_string()))
+    }
+
+    /// A `/healthz` probe that pings this database.
+    pub fn health_check(&self) -> HealthCheck {
+        let db = self.clone();
+        Arc::new(move || {
+            let db = db.clone();
+            Box::pin(async move { db.ping().await })
+        })
+    }
+
+    /// Apply the component's migrations that this database has not seen yet.
+    pub async fn migrate(&self, component: &str, migrations: &[Migration]) -> Result<(), Error> {
+        migrate::run(self, component, migrations).await
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Turn a sqlx error into a coded error: unique violations are conflicts, a missing row is
+/// not-found, connection trouble is unavailability.
+pub fn db_error(e: sqlx::Error, context: &str) -> Error {
+    let code = match &e {
+        sqlx::Error::RowNotFound => ErrorCode::StoreNotFound,
+        sqlx::Error::Database(d) if d.is_unique_violation() => ErrorCode::StoreConflict,
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_) => ErrorCode::StoreUnavailable,
+        _ => ErrorCode::StoreQuery,
+    };
+    Error::new(code, format!("{context}: {e}"))
+}
+
+/// `.db("what")` on any sqlx result.
+pub trait DbResultExt<T> {
+    fn db(self, context: &str) -> Result<T, Error>;
+}
+
+impl<T> DbResultExt<T> for Result<T, sqlx::Error> {
+    fn db(self, context: &str) -> Result<T, Error> {
+        self.map_err(|e| db_error(e, context))
+    }
+}

@@ -1,0 +1,53 @@
+//! The server roles this build can run, with their fixed port offsets.
+//!
+//! Each role's server lives in its library crate as `serve(config, listener)`; this table
+//! is the one place that names them all, for `xalo serve ROLE` and `xalo demo`.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use tokio::net::TcpListener;
+use xalo_core::server::{self, ServerHandle};
+use xalo_core::{Config, Error};
+
+use crate::status;
+
+type Start = fn(Config, TcpListener) -> Pin<Box<dyn Future<Output = Result<ServerHandle, Error>> + Send>>;
+
+pub struct Role {
+    pub name: &'static str,
+    /// Listens on `port_base + port_offset` unless configured otherwise.
+    pub port_offset: u16,
+    pub about: &'static str,
+    start: Start,
+}
+
+pub const ALL: &[Role] = &[Role {
+    name: "status",
+    port_offset: 0,
+    about: "the nation's front page: every system, its URL and its health",
+    start: |config, listener| Box::pin(status::serve(config, listener)),
+}];
+
+pub fn find(name: &str) -> Option<&'static Role> {
+    ALL.iter().find(|r| r.name == name)
+}
+
+pub fn names() -> Vec<&'static str> {
+    ALL.iter().map(|r| r.name).collect()
+}
+
+/// Where `role` listens under `config` (port base 0 means any free port).
+pub fn listen_addr(role: &Role, config: &Config) -> std::net::SocketAddr {
+    let mut addr = config.listen_addr(role.name, role.port_offset);
+    if config.port_base == 0 && !config.roles.get(role.name).is_some_and(|r| r.listen.is_some()) {
+        addr.set_port(0);
+    }
+    addr
+}
+
+/// Bind the role's address and start it.
+pub async fn start(role: &Role, config: &Config) -> Result<ServerHandle, Error> {
+    let listener = server::bind(listen_addr(role, config)).await?;
+    (role.start)(config.clone(), listener).await
+}
