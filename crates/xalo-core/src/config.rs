@@ -118,7 +118,10 @@ impl Config {
         figment = figment.merge(
             Env::prefixed("XALO_")
                 .split("__")
-                .filter(|k| !NON_CONFIG_PREFIXES.iter().any(|p| k.as_str().starts_with(p))),
+                .filter(|k| {
+                    let k = k.as_str().to_ascii_lowercase();
+                    !NON_CONFIG_PREFIXES.iter().any(|p| k.starts_with(p))
+                }),
         );
         figment
             .extract()

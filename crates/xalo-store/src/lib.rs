@@ -3,7 +3,8 @@
 //! SQLite is the embedded default (a file under the data directory, in WAL mode); PostgreSQL
 //! is the production backend. Both are reached through sqlx's `Any` driver so that a crate
 //! writes each query once, with `$1`-style placeholders that both backends accept, and
-//! sticks to the portable types (`BIGINT`, `TEXT`, byte strings, booleans). Where the two
+//! sticks to the portable types (`BIGINT`, `TEXT`, byte strings; flags as `BIGINT` 0/1,
+//! since the `Any` driver cannot read SQLite's `BOOLEAN` columns). Where the two
 //! dialects differ (auto-increment keys, `BLOB` vs `BYTEA`), a [`Migration`] carries one
 //! script per backend.
 //!
@@ -57,15 +58,20 @@ pub struct Database {
     url: Arc<str>,
 }
 
-/// How many connections a pool keeps; SQLite has one writer at a time anyway.
+/// How a pool behaves: its size, and how long to wait for a connection before reporting
+/// the database unavailable.
 #[derive(Debug, Clone, Copy)]
-pub struct PoolSize {
+pub struct PoolOptions {
     pub max_connections: u32,
+    pub acquire_timeout: Duration,
 }
 
-impl Default for PoolSize {
+impl Default for PoolOptions {
     fn default() -> Self {
-        PoolSize { max_connections: 16 }
+        PoolOptions {
+            max_connections: 16,
+            acquire_timeout: Duration::from_secs(10),
+        }
     }
 }
 
@@ -86,10 +92,10 @@ pub fn redact(url: &str) -> String {
 impl Database {
     /// Open (creating if needed) the database at `url`.
     pub async fn connect(url: &str) -> Result<Database, Error> {
-        Self::connect_with(url, PoolSize::default()).await
+        Self::connect_with(url, PoolOptions::default()).await
     }
 
-    pub async fn connect_with(url: &str, size: PoolSize) -> Result<Database, Error> {
+    pub async fn connect_with(url: &str, options: PoolOptions) -> Result<Database, Error> {
         static DRIVERS: Once = Once::new();
         DRIVERS.call_once(sqlx::any::install_default_drivers);
         let backend = Backend::of_url(url)?;
@@ -116,12 +122,12 @@ impl Database {
                 full.push_str("mode=rwc");
             }
         }
-        let options = AnyConnectOptions::from_str(&full).map_err(|e| {
+        let connect = AnyConnectOptions::from_str(&full).map_err(|e| {
             Error::new(ErrorCode::StoreUrl, format!("{}: {e}", redact(url)))
         })?;
         let pool = AnyPoolOptions::new()
-            .max_connections(size.max_connections)
-            .acquire_timeout(Duration::from_secs(30))
+            .max_connections(options.max_connections)
+            .acquire_timeout(options.acquire_timeout)
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
@@ -138,7 +144,7 @@ impl Database {
                     Ok(())
                 })
             })
-            .connect_with(options)
+            .connect_with(connect)
             .await
             .map_err(|e| {
                 Error::new(ErrorCode::StoreUnavailable, format!("{}: {e}", redact(url)))

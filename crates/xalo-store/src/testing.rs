@@ -64,7 +64,7 @@ impl TestDatabase {
                     rand::random::<u32>()
                 );
                 let admin = admin_url();
-                let admin_db = Database::connect_with(&admin, crate::PoolSize { max_connections: 1 })
+                let admin_db = Database::connect_with(&admin, crate::PoolOptions { max_connections: 1, ..Default::default() })
                     .await
                     .map_err(|e| e.context("connecting to the PostgreSQL test server"))?;
                 // The name is made here from digits, never from input.
@@ -106,7 +106,7 @@ impl Drop for TestDatabase {
                 };
                 rt.block_on(async move {
                     if let Ok(db) =
-                        Database::connect_with(&admin, crate::PoolSize { max_connections: 1 }).await
+                        Database::connect_with(&admin, crate::PoolOptions { max_connections: 1, ..Default::default() }).await
                     {
                         let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
                             .execute(db.pool())

@@ -1,0 +1,207 @@
+//! Storage tests. They run on SQLite by default and on PostgreSQL when
+//! `XALO_TEST_DATABASE=postgres` (CI runs both).
+
+use xalo_core::ErrorCode;
+use xalo_store::testing::TestDatabase;
+use xalo_store::{Backend, Database, DbResultExt, Migration, Row};
+
+const NOTES_V1: Migration = Migration::per_backend(
+    1,
+    "notes",
+    "CREATE TABLE note (id INTEGER PRIMARY KEY AUTOINCREMENT, title TEXT NOT NULL UNIQUE, body BLOB NOT NULL, pinned BIGINT NOT NULL, at BIGINT NOT NULL)",
+    "CREATE TABLE note (id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, title TEXT NOT NULL UNIQUE, body BYTEA NOT NULL, pinned BIGINT NOT NULL, at BIGINT NOT NULL)",
+);
+const NOTES_V2: Migration =
+    Migration::portable(2, "note tags", "ALTER TABLE note ADD COLUMN tag TEXT");
+
+async fn fresh() -> TestDatabase {
+    TestDatabase::new().await.unwrap()
+}
+
+#[tokio::test]
+async fn migrations_apply_once_and_in_order() {
+    let t = fresh().await;
+    // Given out of order, applied in order.
+    t.db.migrate("notes", &[NOTES_V2, NOTES_V1]).await.unwrap();
+    t.db.migrate("notes", &[NOTES_V1, NOTES_V2]).await.unwrap();
+    let rows = sqlx::query("SELECT version FROM xalo_schema WHERE component = $1 ORDER BY version")
+        .bind("notes")
+        .fetch_all(t.db.pool())
+        .await
+        .unwrap();
+    let versions: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+    assert_eq!(versions, vec![1, 2]);
+    // Another component keeps its own version sequence in the same database.
+    let other = Migration::portable(1, "other", "CREATE TABLE other_thing (x BIGINT)");
+    t.db.migrate("other", &[other]).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_changed_or_unknown_migration_is_refused() {
+    let t = fresh().await;
+    t.db.migrate("notes", &[NOTES_V1, NOTES_V2]).await.unwrap();
+    let changed = Migration::portable(2, "note tags", "ALTER TABLE note ADD COLUMN tags TEXT");
+    let e = t.db.migrate("notes", &[NOTES_V1, changed]).await.unwrap_err();
+    assert_eq!(e.code, ErrorCode::StoreMigration);
+    assert!(e.message.contains("was changed"), "{}", e.message);
+    let e = t.db.migrate("notes", &[NOTES_V1]).await.unwrap_err();
+    assert!(e.message.contains("newer Xalo"), "{}", e.message);
+}
+
+#[tokio::test]
+async fn a_failing_migration_leaves_nothing_behind() {
+    let t = fresh().await;
+    let bad = Migration::portable(2, "broken", "CREATE TABLE fine (x BIGINT); CREATE TABLE broken (");
+    let e = t.db.migrate("notes", &[NOTES_V1, bad]).await.unwrap_err();
+    assert_eq!(e.code, ErrorCode::StoreMigration);
+    // The whole run was one transaction: not even step 1 stayed.
+    let n: i64 = sqlx::query("SELECT COUNT(*) FROM xalo_schema")
+        .fetch_one(t.db.pool())
+        .await
+        .map(|r| r.get(0))
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    t.db.migrate("notes", &[NOTES_V1]).await.unwrap();
+}
+
+#[tokio::test]
+async fn portable_types_round_trip_and_errors_are_coded() {
+    let t = fresh().await;
+    t.db.migrate("notes", &[NOTES_V1]).await.unwrap();
+    let body: Vec<u8> = (0..=255).collect();
+    let mut tx = t.db.begin_write().await.unwrap();
+    sqlx::query("INSERT INTO note (title, body, pinned, at) VALUES ($1, $2, $3, $4)")
+        .bind("Đăng ký khai sinh")
+        .bind(body.clone())
+        .bind(1i64)
+        .bind(i64::MAX)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let row = sqlx::query("SELECT title, body, pinned, at FROM note WHERE title = $1")
+        .bind("Đăng ký khai sinh")
+        .fetch_one(t.db.pool())
+        .await
+        .unwrap();
+    assert_eq!(row.get::<String, _>(0), "Đăng ký khai sinh");
+    assert_eq!(row.get::<Vec<u8>, _>(1), body);
+    assert_eq!(row.get::<i64, _>(2), 1);
+    assert_eq!(row.get::<i64, _>(3), i64::MAX);
+
+    let dup = sqlx::query("INSERT INTO note (title, body, pinned, at) VALUES ($1, $2, $3, $4)")
+        .bind("Đăng ký khai sinh")
+        .bind(Vec::<u8>::new())
+        .bind(0i64)
+        .bind(0i64)
+        .execute(t.db.pool())
+        .await
+        .db("adding a note");
+    assert_eq!(dup.unwrap_err().code, ErrorCode::StoreConflict);
+    let missing = sqlx::query("SELECT title FROM note WHERE title = $1")
+        .bind("none")
+        .fetch_one(t.db.pool())
+        .await
+        .db("reading a note");
+    assert_eq!(missing.err().map(|e| e.code), Some(ErrorCode::StoreNotFound));
+}
+
+#[tokio::test]
+async fn concurrent_writers_all_land() {
+    let t = fresh().await;
+    t.db.migrate("notes", &[NOTES_V1]).await.unwrap();
+    let mut tasks = Vec::new();
+    for w in 0..8 {
+        let db = t.db.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..25 {
+                let mut tx = db.begin_write().await.unwrap();
+                let n: i64 = sqlx::query("SELECT COUNT(*) FROM note")
+                    .fetch_one(&mut *tx)
+                    .await
+                    .unwrap()
+                    .get(0);
+                sqlx::query("INSERT INTO note (title, body, pinned, at) VALUES ($1, $2, $3, $4)")
+                    .bind(format!("w{w}-{i}"))
+                    .bind(vec![1u8])
+                    .bind(0i64)
+                    .bind(n)
+                    .execute(&mut *tx)
+                    .await
+                    .unwrap();
+                tx.commit().await.unwrap();
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let n: i64 = sqlx::query("SELECT COUNT(*) FROM note")
+        .fetch_one(t.db.pool())
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 200);
+}
+
+#[tokio::test]
+async fn committed_data_survives_reopening() {
+    let t = fresh().await;
+    t.db.migrate("notes", &[NOTES_V1]).await.unwrap();
+    sqlx::query("INSERT INTO note (title, body, pinned, at) VALUES ($1, $2, $3, $4)")
+        .bind("kept")
+        .bind(vec![7u8])
+        .bind(0i64)
+        .bind(1i64)
+        .execute(t.db.pool())
+        .await
+        .unwrap();
+    t.db.close().await;
+    let again = Database::connect(t.url()).await.unwrap();
+    again.migrate("notes", &[NOTES_V1]).await.unwrap();
+    let n: i64 = sqlx::query("SELECT COUNT(*) FROM note WHERE title = 'kept'")
+        .fetch_one(again.pool())
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1);
+    again.close().await;
+}
+
+#[tokio::test]
+async fn sqlite_runs_in_wal_mode() {
+    let t = fresh().await;
+    if t.db.backend() != Backend::Sqlite {
+        return;
+    }
+    let mode: String = sqlx::query("PRAGMA journal_mode")
+        .fetch_one(t.db.pool())
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(mode, "wal");
+    assert!(t.url().starts_with("sqlite://"));
+}
+
+#[tokio::test]
+async fn bad_urls_get_precise_errors() {
+    let e = Database::connect("mysql://x").await.unwrap_err();
+    assert_eq!(e.code, ErrorCode::StoreUrl);
+    let quick = xalo_store::PoolOptions {
+        max_connections: 1,
+        acquire_timeout: std::time::Duration::from_secs(1),
+    };
+    let e = Database::connect_with("postgres://nobody:secret@127.0.0.1:1/none", quick)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::StoreUnavailable);
+    assert!(!e.message.contains("secret"), "password leaked: {}", e.message);
+}
+
+#[tokio::test]
+async fn health_check_pings_the_database() {
+    let t = fresh().await;
+    (t.db.health_check())().await.unwrap();
+    t.db.close().await;
+    assert_eq!((t.db.health_check())().await.unwrap_err().code, ErrorCode::StoreUnavailable);
+}
