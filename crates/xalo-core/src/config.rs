@@ -115,14 +115,10 @@ impl Config {
             }
             figment = figment.merge(Toml::file_exact(file));
         }
-        figment = figment.merge(
-            Env::prefixed("XALO_")
-                .split("__")
-                .filter(|k| {
-                    let k = k.as_str().to_ascii_lowercase();
-                    !NON_CONFIG_PREFIXES.iter().any(|p| k.starts_with(p))
-                }),
-        );
+        figment = figment.merge(Env::prefixed("XALO_").split("__").filter(|k| {
+            let k = k.as_str().to_ascii_lowercase();
+            !NON_CONFIG_PREFIXES.iter().any(|p| k.starts_with(p))
+        }));
         figment
             .extract()
             .map_err(|e| Error::new(ErrorCode::ConfigInvalid, e.to_string()))
@@ -138,7 +134,8 @@ impl Config {
 
     /// The configuration as TOML, as `xalo config show` prints it.
     pub fn to_toml(&self) -> Result<String, Error> {
-        toml::to_string_pretty(self).map_err(|e| Error::new(ErrorCode::ConfigInvalid, e.to_string()))
+        toml::to_string_pretty(self)
+            .map_err(|e| Error::new(ErrorCode::ConfigInvalid, e.to_string()))
     }
 
     pub fn role(&self, role: &str) -> RoleConfig {
@@ -158,7 +155,10 @@ impl Config {
             .database_url
             .or_else(|| self.database_url.clone())
             .unwrap_or_else(|| {
-                format!("sqlite://{}", self.data_dir.join(format!("{role}.db")).display())
+                format!(
+                    "sqlite://{}",
+                    self.data_dir.join(format!("{role}.db")).display()
+                )
             })
     }
 }
@@ -193,6 +193,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment's test jail fixes the error type
     fn environment_overrides_the_file() {
         figment::Jail::expect_with(|jail| {
             jail.create_file("x.toml", "port_base = 9000\n[log]\nfilter = \"debug\"")?;

@@ -71,6 +71,24 @@ error_codes! {
     Internal = "XALO-SRV-001", 500, "internal error";
     ServerBind = "XALO-SRV-002", 500, "cannot listen on the address";
     ServerIo = "XALO-SRV-003", 500, "input or output failed";
+    LedgerIndexOutOfRange = "XALO-LEDGER-001", 400, "leaf index outside the tree";
+    LedgerSizeOrder = "XALO-LEDGER-002", 400, "tree sizes out of order";
+    LedgerProofInvalid = "XALO-LEDGER-003", 422, "Merkle proof does not verify";
+    LedgerHashLength = "XALO-LEDGER-004", 400, "hash has the wrong length";
+    LedgerTilePath = "XALO-LEDGER-005", 400, "malformed tile path";
+    LedgerTileContent = "XALO-LEDGER-006", 422, "malformed tile or entry bundle";
+    LedgerEntryTooLarge = "XALO-LEDGER-007", 413, "log entry too large";
+    LedgerCheckpointMalformed = "XALO-LEDGER-008", 400, "malformed checkpoint";
+    LedgerNoteMalformed = "XALO-LEDGER-009", 400, "malformed signed note";
+    LedgerNoteTooLarge = "XALO-LEDGER-010", 413, "signed note too large";
+    LedgerKeyMalformed = "XALO-LEDGER-011", 400, "malformed note key";
+    LedgerSignatureInvalid = "XALO-LEDGER-012", 403, "note signature does not verify";
+    LedgerNoteUnverified = "XALO-LEDGER-013", 403, "no trusted signature on the note";
+    LedgerDuplicateSignature = "XALO-LEDGER-014", 400, "duplicate note signature";
+    LedgerAmbiguousKey = "XALO-LEDGER-015", 500, "two verifiers share a key name and id";
+    LedgerWitnessQuorum = "XALO-LEDGER-016", 403, "too few witness cosignatures";
+    LedgerTimestamp = "XALO-LEDGER-017", 400, "cosignature time out of range";
+    LedgerHashSource = "XALO-LEDGER-018", 500, "stored tree hashes missing or inconsistent";
 }
 
 impl fmt::Display for ErrorCode {
@@ -185,11 +203,17 @@ mod tests {
 
     #[test]
     fn json_body() {
-        let e = Error::new(ErrorCode::PersonalCodeCheckDigit, "check digit 8, expected 9")
-            .context("parsing subject");
+        let e = Error::new(
+            ErrorCode::PersonalCodeCheckDigit,
+            "check digit 8, expected 9",
+        )
+        .context("parsing subject");
         let body = serde_json::to_value(ErrorBody::from(&e)).unwrap();
         assert_eq!(body["code"], "XALO-ID-004");
         assert_eq!(body["status"], 400);
-        assert_eq!(body["message"], "parsing subject: check digit 8, expected 9");
+        assert_eq!(
+            body["message"],
+            "parsing subject: check digit 8, expected 9"
+        );
     }
 }

@@ -273,7 +273,11 @@ impl PersonalCode {
     }
 
     pub fn gender(&self) -> Gender {
-        let g = self.digit(if self.country == Country::Vietnam { 3 } else { 0 });
+        let g = self.digit(if self.country == Country::Vietnam {
+            3
+        } else {
+            0
+        });
         match (self.country, g % 2) {
             (Country::Vietnam, 0) | (Country::Estonia, 1) => Gender::Male,
             _ => Gender::Female,

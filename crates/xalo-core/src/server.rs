@@ -102,7 +102,9 @@ impl Server {
         let metrics = HttpMetrics {
             requests: Family::default(),
             duration: Family::new_with_constructor(|| {
-                Histogram::new([0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5])
+                Histogram::new([
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                ])
             }),
         };
         self.registry.register(
@@ -130,10 +132,7 @@ impl Server {
         let health = self.health.clone();
         let router = self
             .router
-            .route(
-                "/healthz",
-                get(move || healthz(role, health.clone())),
-            )
+            .route("/healthz", get(move || healthz(role, health.clone())))
             .route(
                 "/metrics",
                 get(move || {
@@ -178,10 +177,23 @@ async fn healthz(role: &'static str, check: Option<HealthCheck>) -> Response {
         None => Ok(()),
     };
     let (status, body) = match &result {
-        Ok(()) => (StatusCode::OK, Health { status: "ok", role, version: crate::VERSION, error: None }),
+        Ok(()) => (
+            StatusCode::OK,
+            Health {
+                status: "ok",
+                role,
+                version: crate::VERSION,
+                error: None,
+            },
+        ),
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Health { status: "unavailable", role, version: crate::VERSION, error: Some(e.into()) },
+            Health {
+                status: "unavailable",
+                role,
+                version: crate::VERSION,
+                error: Some(e.into()),
+            },
         ),
     };
     (status, axum::Json(body)).into_response()
@@ -203,7 +215,10 @@ fn metrics_text(registry: &Registry) -> Response {
 }
 
 async fn not_found(req: Request) -> Error {
-    Error::new(ErrorCode::HttpNotFound, format!("no resource at {}", req.uri().path()))
+    Error::new(
+        ErrorCode::HttpNotFound,
+        format!("no resource at {}", req.uri().path()),
+    )
 }
 
 async fn record(State(m): State<HttpMetrics>, req: Request, next: Next) -> Response {
@@ -254,7 +269,9 @@ async fn coded_rejections(req: Request, next: Next) -> Response {
         _ => return response,
     };
     let (parts, body) = response.into_parts();
-    let text = axum::body::to_bytes(body, 64 * 1024).await.unwrap_or_default();
+    let text = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .unwrap_or_default();
     let mut coded = Error::new(code, String::from_utf8_lossy(&text).into_owned()).into_response();
     // Keep the status axum chose (e.g. 422 for JSON that does not fit the schema).
     *coded.status_mut() = parts.status;
@@ -294,7 +311,10 @@ impl ServerHandle {
         let role = self.role;
         match tokio::time::timeout(self.grace, self.task).await {
             Ok(Ok(result)) => result,
-            Ok(Err(join)) => Err(Error::new(ErrorCode::Internal, format!("{role} server task failed: {join}"))),
+            Ok(Err(join)) => Err(Error::new(
+                ErrorCode::Internal,
+                format!("{role} server task failed: {join}"),
+            )),
             Err(_) => {
                 tracing::warn!(role, "open requests outlived the shutdown grace period");
                 Ok(())

@@ -12,7 +12,10 @@ pub fn init(log: &LogConfig) -> Result<(), Error> {
         _ => log.filter.clone(),
     };
     let filter = EnvFilter::try_new(&filter).map_err(|e| {
-        Error::new(ErrorCode::ConfigInvalid, format!("log filter {filter:?}: {e}"))
+        Error::new(
+            ErrorCode::ConfigInvalid,
+            format!("log filter {filter:?}: {e}"),
+        )
     })?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -17,13 +17,19 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 pub const MAX_PART_LEN: usize = 255;
 
 /// Everything but the RFC 3986 unreserved characters is encoded in a path segment.
-const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdentifierError {
     #[error("the {part} is empty")]
     Empty { part: &'static str },
-    #[error("the {part} contains {found:?}, outside X-Road's identifier characters (A-Z a-z 0-9 ' ( ) + , - . = ?)")]
+    #[error(
+        "the {part} contains {found:?}, outside X-Road's identifier characters (A-Z a-z 0-9 ' ( ) + , - . = ?)"
+    )]
     BadCharacter { part: &'static str, found: char },
     #[error("the {part} is longer than {MAX_PART_LEN} characters")]
     TooLong { part: &'static str },
@@ -77,10 +83,7 @@ fn encode(s: &str) -> impl fmt::Display + '_ {
     utf8_percent_encode(s, SEGMENT)
 }
 
-fn decode_segments<'a>(
-    part: &'static str,
-    path: &'a str,
-) -> Result<Vec<String>, IdentifierError> {
+fn decode_segments<'a>(part: &'static str, path: &'a str) -> Result<Vec<String>, IdentifierError> {
     path.trim_matches('/')
         .split('/')
         .map(|seg: &'a str| {
@@ -279,11 +282,7 @@ impl ServiceId {
     fn from_parts(p: &[String]) -> Result<Self, IdentifierError> {
         match p {
             [i, c, m, s, code] => MemberId::new(i, c, m)?.subsystem(s)?.service(code, None),
-            [i, c, m, s, code, v] => {
-                MemberId::new(i, c, m)?
-                    .subsystem(s)?
-                    .service(code, Some(v))
-            }
+            [i, c, m, s, code, v] => MemberId::new(i, c, m)?.subsystem(s)?.service(code, Some(v)),
             _ => Err(IdentifierError::Parts {
                 kind: "service",
                 expected: "5 or 6",
@@ -294,7 +293,12 @@ impl ServiceId {
     /// Percent-encoded path segments, as they follow `/r1/` in a gateway URL.
     pub fn to_path(&self) -> String {
         match &self.version {
-            Some(v) => format!("{}/{}/{}", self.provider.to_path(), encode(&self.code), encode(v)),
+            Some(v) => format!(
+                "{}/{}/{}",
+                self.provider.to_path(),
+                encode(&self.code),
+                encode(v)
+            ),
             None => format!("{}/{}", self.provider.to_path(), encode(&self.code)),
         }
     }
@@ -362,8 +366,16 @@ mod tests {
     #[test]
     fn defects() {
         use IdentifierError as E;
-        assert!(matches!("VN/GOV".parse::<MemberId>(), Err(E::Parts { found: 2, .. })));
-        assert!(matches!("VN//1".parse::<MemberId>(), Err(E::Empty { part: "member class" })));
+        assert!(matches!(
+            "VN/GOV".parse::<MemberId>(),
+            Err(E::Parts { found: 2, .. })
+        ));
+        assert!(matches!(
+            "VN//1".parse::<MemberId>(),
+            Err(E::Empty {
+                part: "member class"
+            })
+        ));
         assert!(matches!(
             "VN/GOV/1:2".parse::<MemberId>(),
             Err(E::BadCharacter { found: ':', .. })

@@ -1,5 +1,7 @@
 //! The server plumbing every role shares, exercised over real sockets.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -54,9 +56,19 @@ async fn healthz_and_metrics() {
         .send()
         .await
         .unwrap();
-    assert!(m.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    assert!(
+        m.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
     let text = m.text().await.unwrap();
-    assert!(text.contains("xalo_http_requests_total{method=\"GET\",route=\"/healthz\",status=\"200\"} 1"), "{text}");
+    assert!(
+        text.contains(
+            "xalo_http_requests_total{method=\"GET\",route=\"/healthz\",status=\"200\"} 1"
+        ),
+        "{text}"
+    );
     assert!(text.contains("xalo_build_info{"), "{text}");
     assert!(text.trim_end().ends_with("# EOF"));
     server.shutdown().await.unwrap();
@@ -71,7 +83,11 @@ async fn failing_health_check_answers_503_with_the_code() {
         .health_check(Arc::new(move || {
             let ok = flag.load(Ordering::SeqCst);
             Box::pin(async move {
-                if ok { Ok(()) } else { Err(Error::new(ErrorCode::StoreUnavailable, "db down")) }
+                if ok {
+                    Ok(())
+                } else {
+                    Err(Error::new(ErrorCode::StoreUnavailable, "db down"))
+                }
             })
         }))
         .spawn(listener)
@@ -105,10 +121,22 @@ async fn every_rejection_is_a_coded_json_error() {
         (404, "XALO-HTTP-001".into())
     );
     assert_eq!(
-        code(c.post(format!("{u}/echo")).body(vec![b'x'; 2048]).send().await.unwrap()).await,
+        code(
+            c.post(format!("{u}/echo"))
+                .body(vec![b'x'; 2048])
+                .send()
+                .await
+                .unwrap()
+        )
+        .await,
         (413, "XALO-HTTP-002".into())
     );
-    let small = c.post(format!("{u}/echo")).body("hello").send().await.unwrap();
+    let small = c
+        .post(format!("{u}/echo"))
+        .body("hello")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(small.text().await.unwrap(), "hello");
     assert_eq!(
         code(c.delete(format!("{u}/echo")).send().await.unwrap()).await,
@@ -143,7 +171,14 @@ async fn graceful_shutdown_finishes_open_requests_and_refuses_new_ones() {
     let url = server.url();
     let open = tokio::spawn({
         let url = url.clone();
-        async move { reqwest::get(format!("{url}/slow")).await.unwrap().text().await.unwrap() }
+        async move {
+            reqwest::get(format!("{url}/slow"))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        }
     });
     tokio::time::sleep(Duration::from_millis(100)).await;
     server.shutdown().await.unwrap();

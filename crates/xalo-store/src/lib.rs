@@ -107,24 +107,23 @@ impl Database {
                 .split('?')
                 .next()
                 .unwrap_or("");
-            if let Some(parent) = std::path::Path::new(path).parent() {
-                if !parent.as_os_str().is_empty() {
-                    std::fs::create_dir_all(parent).map_err(|e| {
-                        Error::new(
-                            ErrorCode::StoreUnavailable,
-                            format!("creating {}: {e}", parent.display()),
-                        )
-                    })?;
-                }
+            if let Some(parent) = std::path::Path::new(path).parent()
+                && !parent.as_os_str().is_empty()
+            {
+                std::fs::create_dir_all(parent).map_err(|e| {
+                    Error::new(
+                        ErrorCode::StoreUnavailable,
+                        format!("creating {}: {e}", parent.display()),
+                    )
+                })?;
             }
             if !full.contains("mode=") {
                 full.push(if full.contains('?') { '&' } else { '?' });
                 full.push_str("mode=rwc");
             }
         }
-        let connect = AnyConnectOptions::from_str(&full).map_err(|e| {
-            Error::new(ErrorCode::StoreUrl, format!("{}: {e}", redact(url)))
-        })?;
+        let connect = AnyConnectOptions::from_str(&full)
+            .map_err(|e| Error::new(ErrorCode::StoreUrl, format!("{}: {e}", redact(url))))?;
         let pool = AnyPoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout)

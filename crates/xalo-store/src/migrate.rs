@@ -150,7 +150,12 @@ pub(crate) async fn run(
         .execute(&mut *tx)
         .await
         .map_err(|e| failed(component, m, e))?;
-        tracing::info!(component, version = m.version, name = m.name, "migration applied");
+        tracing::info!(
+            component,
+            version = m.version,
+            name = m.name,
+            "migration applied"
+        );
     }
     tx.commit().await.db("committing migrations")
 }

@@ -64,9 +64,15 @@ impl TestDatabase {
                     rand::random::<u32>()
                 );
                 let admin = admin_url();
-                let admin_db = Database::connect_with(&admin, crate::PoolOptions { max_connections: 1, ..Default::default() })
-                    .await
-                    .map_err(|e| e.context("connecting to the PostgreSQL test server"))?;
+                let admin_db = Database::connect_with(
+                    &admin,
+                    crate::PoolOptions {
+                        max_connections: 1,
+                        ..Default::default()
+                    },
+                )
+                .await
+                .map_err(|e| e.context("connecting to the PostgreSQL test server"))?;
                 // The name is made here from digits, never from input.
                 sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
                     .execute(admin_db.pool())
@@ -100,17 +106,27 @@ impl Drop for TestDatabase {
             // Drop runs outside async context; a short-lived runtime on its own thread
             // removes the database even when the test's runtime is shutting down.
             let cleanup = std::thread::spawn(move || {
-                let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build()
+                let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
                 else {
                     return;
                 };
                 rt.block_on(async move {
-                    if let Ok(db) =
-                        Database::connect_with(&admin, crate::PoolOptions { max_connections: 1, ..Default::default() }).await
+                    if let Ok(db) = Database::connect_with(
+                        &admin,
+                        crate::PoolOptions {
+                            max_connections: 1,
+                            ..Default::default()
+                        },
+                    )
+                    .await
                     {
-                        let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
-                            .execute(db.pool())
-                            .await;
+                        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                        )))
+                        .execute(db.pool())
+                        .await;
                         db.close().await;
                     }
                 });

@@ -1,6 +1,8 @@
 //! Storage tests. They run on SQLite by default and on PostgreSQL when
 //! `XALO_TEST_DATABASE=postgres` (CI runs both).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly
+
 use xalo_core::ErrorCode;
 use xalo_store::testing::TestDatabase;
 use xalo_store::{Backend, Database, DbResultExt, Migration, Row};
@@ -41,7 +43,10 @@ async fn a_changed_or_unknown_migration_is_refused() {
     let t = fresh().await;
     t.db.migrate("notes", &[NOTES_V1, NOTES_V2]).await.unwrap();
     let changed = Migration::portable(2, "note tags", "ALTER TABLE note ADD COLUMN tags TEXT");
-    let e = t.db.migrate("notes", &[NOTES_V1, changed]).await.unwrap_err();
+    let e =
+        t.db.migrate("notes", &[NOTES_V1, changed])
+            .await
+            .unwrap_err();
     assert_eq!(e.code, ErrorCode::StoreMigration);
     assert!(e.message.contains("was changed"), "{}", e.message);
     let e = t.db.migrate("notes", &[NOTES_V1]).await.unwrap_err();
@@ -51,7 +56,11 @@ async fn a_changed_or_unknown_migration_is_refused() {
 #[tokio::test]
 async fn a_failing_migration_leaves_nothing_behind() {
     let t = fresh().await;
-    let bad = Migration::portable(2, "broken", "CREATE TABLE fine (x BIGINT); CREATE TABLE broken (");
+    let bad = Migration::portable(
+        2,
+        "broken",
+        "CREATE TABLE fine (x BIGINT); CREATE TABLE broken (",
+    );
     let e = t.db.migrate("notes", &[NOTES_V1, bad]).await.unwrap_err();
     assert_eq!(e.code, ErrorCode::StoreMigration);
     // The whole run was one transaction: not even step 1 stayed.
@@ -103,7 +112,10 @@ async fn portable_types_round_trip_and_errors_are_coded() {
         .fetch_one(t.db.pool())
         .await
         .db("reading a note");
-    assert_eq!(missing.err().map(|e| e.code), Some(ErrorCode::StoreNotFound));
+    assert_eq!(
+        missing.err().map(|e| e.code),
+        Some(ErrorCode::StoreNotFound)
+    );
 }
 
 #[tokio::test]
@@ -195,7 +207,11 @@ async fn bad_urls_get_precise_errors() {
         .await
         .unwrap_err();
     assert_eq!(e.code, ErrorCode::StoreUnavailable);
-    assert!(!e.message.contains("secret"), "password leaked: {}", e.message);
+    assert!(
+        !e.message.contains("secret"),
+        "password leaked: {}",
+        e.message
+    );
 }
 
 #[tokio::test]
@@ -203,5 +219,8 @@ async fn health_check_pings_the_database() {
     let t = fresh().await;
     (t.db.health_check())().await.unwrap();
     t.db.close().await;
-    assert_eq!((t.db.health_check())().await.unwrap_err().code, ErrorCode::StoreUnavailable);
+    assert_eq!(
+        (t.db.health_check())().await.unwrap_err().code,
+        ErrorCode::StoreUnavailable
+    );
 }

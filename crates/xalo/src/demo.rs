@@ -20,7 +20,11 @@ pub async fn run(config: Config) -> Result<(), Error> {
             }
         }
     }
-    println!("Xalo {} demo nation is running (data in {}).", xalo_core::VERSION, config.data_dir.display());
+    println!(
+        "Xalo {} demo nation is running (data in {}).",
+        xalo_core::VERSION,
+        config.data_dir.display()
+    );
     println!();
     for h in &handles {
         println!(

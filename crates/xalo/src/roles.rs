@@ -12,7 +12,8 @@ use xalo_core::{Config, Error};
 
 use crate::status;
 
-type Start = fn(Config, TcpListener) -> Pin<Box<dyn Future<Output = Result<ServerHandle, Error>> + Send>>;
+type Start =
+    fn(Config, TcpListener) -> Pin<Box<dyn Future<Output = Result<ServerHandle, Error>> + Send>>;
 
 pub struct Role {
     pub name: &'static str,
@@ -40,7 +41,12 @@ pub fn names() -> Vec<&'static str> {
 /// Where `role` listens under `config` (port base 0 means any free port).
 pub fn listen_addr(role: &Role, config: &Config) -> std::net::SocketAddr {
     let mut addr = config.listen_addr(role.name, role.port_offset);
-    if config.port_base == 0 && !config.roles.get(role.name).is_some_and(|r| r.listen.is_some()) {
+    if config.port_base == 0
+        && config
+            .roles
+            .get(role.name)
+            .is_none_or(|r| r.listen.is_none())
+    {
         addr.set_port(0);
     }
     addr

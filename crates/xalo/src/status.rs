@@ -46,7 +46,11 @@ fn directory(config: &Config) -> Result<Directory, Error> {
         .filter(|r| r.name != "status")
         .map(|r| {
             let addr = roles::listen_addr(r, config);
-            (r.name, r.about, format!("http://{}:{}", config.public_host, addr.port()))
+            (
+                r.name,
+                r.about,
+                format!("http://{}:{}", config.public_host, addr.port()),
+            )
         })
         .collect();
     let client = reqwest::Client::builder()
@@ -65,7 +69,13 @@ async fn check(d: &Directory) -> Vec<SystemStatus> {
                 Ok(r) => (false, format!("answered {}", r.status())),
                 Err(e) => (false, e.to_string()),
             };
-            SystemStatus { role, about, url: url.clone(), healthy, detail }
+            SystemStatus {
+                role,
+                about,
+                url: url.clone(),
+                healthy,
+                detail,
+            }
         }
     });
     let mut out = Vec::new();
@@ -80,7 +90,10 @@ async fn status_json(State(d): State<Directory>) -> axum::Json<Vec<SystemStatus>
 }
 
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 async fn page(State(d): State<Directory>) -> Html<String> {
@@ -90,12 +103,18 @@ async fn page(State(d): State<Directory>) -> Html<String> {
             "<tr><td>{}</td><td>{}</td><td><a href=\"{url}\">{url}</a></td><td>{}</td></tr>",
             escape(s.role),
             escape(s.about),
-            if s.healthy { "✅ hoạt động / up".to_owned() } else { format!("❌ {}", escape(&s.detail)) },
+            if s.healthy {
+                "✅ hoạt động / up".to_owned()
+            } else {
+                format!("❌ {}", escape(&s.detail))
+            },
             url = escape(&s.url),
         ));
     }
     if rows.is_empty() {
-        rows.push_str("<tr><td colspan=\"4\">Chưa có hệ thống nào khác / no other system runs yet</td></tr>");
+        rows.push_str(
+            "<tr><td colspan=\"4\">Chưa có hệ thống nào khác / no other system runs yet</td></tr>",
+        );
     }
     Html(format!(
         "<!doctype html><html lang=\"vi\"><head><meta charset=\"utf-8\">\
