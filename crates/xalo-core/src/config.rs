@@ -96,10 +96,14 @@ impl Default for HttpConfig {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct RoleConfig {
     pub listen: Option<SocketAddr>,
     pub database_url: Option<String>,
+    /// The role's own settings, which its crate reads with [`Config::role_settings`]
+    /// (and which are checked there, unknown keys included).
+    #[serde(flatten)]
+    pub settings: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Config {
@@ -142,6 +146,13 @@ impl Config {
         self.roles.get(role).cloned().unwrap_or_default()
     }
 
+    /// The role's own settings section (`[roles.NAME]` less `listen` and `database_url`),
+    /// as the role's type; absent keys take the type's defaults.
+    pub fn role_settings<T: serde::de::DeserializeOwned>(&self, role: &str) -> Result<T, Error> {
+        serde_json::from_value(serde_json::Value::Object(self.role(role).settings))
+            .map_err(|e| Error::new(ErrorCode::ConfigInvalid, format!("[roles.{role}]: {e}")))
+    }
+
     /// Where a role listens: its own `listen`, else `bind:port_base+offset`.
     pub fn listen_addr(&self, role: &str, offset: u16) -> SocketAddr {
         self.role(role)
@@ -182,6 +193,25 @@ mod tests {
         let err = Config::from_toml("prot_base = 1").unwrap_err();
         assert_eq!(err.code, ErrorCode::ConfigInvalid);
         assert!(err.message.contains("prot_base"), "{}", err.message);
+    }
+
+    #[test]
+    fn role_settings_are_read_by_the_role() {
+        #[derive(Deserialize, Default, Debug)]
+        #[serde(default, deny_unknown_fields)]
+        struct Ledger {
+            origin: String,
+            batch: u32,
+        }
+        let c = Config::from_toml("[roles.ledger]\norigin = \"xalo.vn/log\"\nbatch = 5\n").unwrap();
+        let l: Ledger = c.role_settings("ledger").unwrap();
+        assert_eq!((l.origin.as_str(), l.batch), ("xalo.vn/log", 5));
+        let none: Ledger = c.role_settings("trust").unwrap();
+        assert_eq!(none.batch, 0);
+        let c = Config::from_toml("[roles.ledger]\norign = \"x\"\n").unwrap();
+        let e = c.role_settings::<Ledger>("ledger").unwrap_err();
+        assert!(e.message.contains("orign"), "{}", e.message);
+        assert_eq!(Config::from_toml(&c.to_toml().unwrap()).unwrap(), c);
     }
 
     #[test]
