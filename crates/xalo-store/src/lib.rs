@@ -64,6 +64,9 @@ pub struct Database {
 pub struct PoolOptions {
     pub max_connections: u32,
     pub acquire_timeout: Duration,
+    /// On SQLite, sync every commit to disk (`synchronous = FULL`), so commits survive power
+    /// loss and not only a process crash. PostgreSQL always does.
+    pub power_loss_durable: bool,
 }
 
 impl Default for PoolOptions {
@@ -71,6 +74,7 @@ impl Default for PoolOptions {
         PoolOptions {
             max_connections: 16,
             acquire_timeout: Duration::from_secs(10),
+            power_loss_durable: false,
         }
     }
 }
@@ -124,21 +128,26 @@ impl Database {
         }
         let connect = AnyConnectOptions::from_str(&full)
             .map_err(|e| Error::new(ErrorCode::StoreUrl, format!("{}: {e}", redact(url))))?;
+        let synchronous = if options.power_loss_durable {
+            "FULL"
+        } else {
+            "NORMAL"
+        };
+        let pragmas = format!(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; \
+             PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 30000;"
+        );
         let pool = AnyPoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout)
             .after_connect(move |conn, _meta| {
+                let pragmas = pragmas.clone();
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
                         // WAL lets readers run beside the one writer; NORMAL sync in WAL mode
                         // loses nothing on a process crash (kill -9), only possibly the last
-                        // transactions on power loss. Components that promise durability
-                        // against power loss set FULL on their own writes.
-                        conn.execute(
-                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                             PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 30000;",
-                        )
-                        .await?;
+                        // transactions on power loss; `power_loss_durable` closes that gap.
+                        conn.execute(sqlx::AssertSqlSafe(pragmas.as_str())).await?;
                     }
                     Ok(())
                 })

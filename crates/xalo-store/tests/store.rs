@@ -202,6 +202,7 @@ async fn bad_urls_get_precise_errors() {
     let quick = xalo_store::PoolOptions {
         max_connections: 1,
         acquire_timeout: std::time::Duration::from_secs(1),
+        ..Default::default()
     };
     let e = Database::connect_with("postgres://nobody:secret@127.0.0.1:1/none", quick)
         .await
@@ -223,4 +224,29 @@ async fn health_check_pings_the_database() {
         (t.db.health_check())().await.unwrap_err().code,
         ErrorCode::StoreUnavailable
     );
+}
+
+#[tokio::test]
+async fn power_loss_durable_pools_sync_every_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("d.db").display());
+    let durable = xalo_store::PoolOptions {
+        power_loss_durable: true,
+        ..Default::default()
+    };
+    let db = Database::connect_with(&url, durable).await.unwrap();
+    let level: i64 = sqlx::query("PRAGMA synchronous")
+        .fetch_one(db.pool())
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(level, 2, "FULL");
+    db.close().await;
+    let db = Database::connect(&url).await.unwrap();
+    let level: i64 = sqlx::query("PRAGMA synchronous")
+        .fetch_one(db.pool())
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(level, 1, "NORMAL");
 }
