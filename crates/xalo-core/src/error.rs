@@ -71,6 +71,30 @@ error_codes! {
     Internal = "XALO-SRV-001", 500, "internal error";
     ServerBind = "XALO-SRV-002", 500, "cannot listen on the address";
     ServerIo = "XALO-SRV-003", 500, "input or output failed";
+    TrustNotInitialised = "XALO-TRUST-001", 503, "the certificate authorities are not initialised";
+    TrustUnknownAuthority = "XALO-TRUST-002", 400, "unknown certificate authority or profile";
+    TrustBadCsr = "XALO-TRUST-003", 400, "malformed or badly signed certificate signing request";
+    TrustKey = "XALO-TRUST-004", 400, "unusable key";
+    TrustIssue = "XALO-TRUST-005", 500, "certificate could not be issued";
+    TrustCertificateNotFound = "XALO-TRUST-006", 404, "no such certificate";
+    TrustAlreadyRevoked = "XALO-TRUST-007", 409, "certificate already revoked";
+    TrustBadDer = "XALO-TRUST-008", 400, "malformed DER";
+    TrustBadOcspRequest = "XALO-TRUST-009", 400, "malformed OCSP request";
+    TrustBadTimeStampRequest = "XALO-TRUST-010", 400, "malformed time-stamp request";
+    TrustUnsupportedAlgorithm = "XALO-TRUST-011", 400, "unsupported algorithm";
+    TrustExport = "XALO-TRUST-012", 500, "export failed";
+    TrustUpstream = "XALO-TRUST-013", 502, "trust service did not answer as expected";
+    TrustBadContainer = "XALO-TRUST-020", 400, "not a valid ASiC-E container";
+    TrustFileChanged = "XALO-TRUST-021", 422, "a signed file was changed";
+    TrustFileMissing = "XALO-TRUST-022", 422, "a signed file is missing";
+    TrustFileNotSigned = "XALO-TRUST-023", 422, "a file in the container is not covered by any signature";
+    TrustBadSignature = "XALO-TRUST-024", 422, "the signature does not verify";
+    TrustUnknownCa = "XALO-TRUST-025", 422, "the certificate does not chain to a trusted authority";
+    TrustRevokedBeforeSigning = "XALO-TRUST-026", 422, "the certificate was revoked before signing";
+    TrustBadTimeStamp = "XALO-TRUST-027", 422, "the time-stamp is missing or does not verify";
+    TrustNoRevocationData = "XALO-TRUST-028", 422, "no usable certificate status for the signing time";
+    TrustWrongKeyUsage = "XALO-TRUST-029", 422, "the certificate is not meant for this use";
+    TrustNoSignature = "XALO-TRUST-030", 422, "the container holds no signature";
     LedgerIndexOutOfRange = "XALO-LEDGER-001", 400, "leaf index outside the tree";
     LedgerSizeOrder = "XALO-LEDGER-002", 400, "tree sizes out of order";
     LedgerProofInvalid = "XALO-LEDGER-003", 422, "Merkle proof does not verify";
@@ -89,6 +113,14 @@ error_codes! {
     LedgerWitnessQuorum = "XALO-LEDGER-016", 403, "too few witness cosignatures";
     LedgerTimestamp = "XALO-LEDGER-017", 400, "cosignature time out of range";
     LedgerHashSource = "XALO-LEDGER-018", 500, "stored tree hashes missing or inconsistent";
+    LedgerEntryKind = "XALO-LEDGER-101", 400, "malformed entry kind";
+    LedgerBatchTooLarge = "XALO-LEDGER-102", 413, "too many entries in one request";
+    LedgerInconsistent = "XALO-LEDGER-103", 500, "refusing to sign a checkpoint inconsistent with an earlier one";
+    LedgerWitnessRequest = "XALO-LEDGER-104", 400, "malformed add-checkpoint request";
+    LedgerUnknownLog = "XALO-LEDGER-105", 404, "the witness does not follow this log";
+    LedgerEntryNotFound = "XALO-LEDGER-106", 404, "no such entry";
+    LedgerVerifyFailed = "XALO-LEDGER-107", 422, "ledger verification failed";
+    LedgerUpstream = "XALO-LEDGER-108", 502, "the ledger or a witness did not answer as expected";
 }
 
 impl fmt::Display for ErrorCode {

@@ -167,6 +167,7 @@ impl Server {
             stop: tx,
             grace,
             task,
+            background: Vec::new(),
         })
     }
 }
@@ -288,6 +289,7 @@ pub struct ServerHandle {
     stop: watch::Sender<bool>,
     grace: Duration,
     task: JoinHandle<Result<(), Error>>,
+    background: Vec<tokio::task::AbortHandle>,
 }
 
 impl ServerHandle {
@@ -305,9 +307,18 @@ impl ServerHandle {
         format!("http://{}", self.addr)
     }
 
+    /// Tie a background task of the role (a checkpoint signer, a poller) to this server:
+    /// it is stopped when the server shuts down.
+    pub fn attach(&mut self, task: tokio::task::AbortHandle) {
+        self.background.push(task);
+    }
+
     /// Stop accepting connections and wait, up to the grace period, for open requests.
     pub async fn shutdown(self) -> Result<(), Error> {
         let _ = self.stop.send(true);
+        for task in &self.background {
+            task.abort();
+        }
         let role = self.role;
         match tokio::time::timeout(self.grace, self.task).await {
             Ok(Ok(result)) => result,

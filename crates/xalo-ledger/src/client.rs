@@ -1,0 +1,261 @@
+//! The library other crates use to put evidence in the ledger and to check it.
+//!
+//! [`LedgerClient`] speaks the ledger's HTTP API. [`Recorder`] batches: many tasks call
+//! [`Recorder::record`] and their entries travel together in one request, which is how a
+//! busy gateway records every message without a request per message.
+
+use std::ops::Range;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use xalo_core::error::ErrorBody;
+use xalo_core::{Error, ErrorCode};
+
+use crate::Hash;
+use crate::checkpoint::Checkpoint;
+use crate::entry::Entry;
+use crate::note::{Limits, Note};
+use crate::proof;
+use crate::service::{AddRequest, AddResponse, EntryJson, MAX_ENTRIES_PER_REQUEST, ProofJson};
+use crate::witness_policy::{CosignedCheckpoint, WitnessPolicy};
+
+fn upstream(e: impl std::fmt::Display) -> Error {
+    Error::new(ErrorCode::LedgerUpstream, e.to_string())
+}
+
+/// A client of one ledger.
+#[derive(Clone, Debug)]
+pub struct LedgerClient {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl LedgerClient {
+    pub fn new(base_url: &str) -> Result<LedgerClient, Error> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .map_err(upstream)?;
+        Ok(LedgerClient {
+            base: base_url.trim_end_matches('/').to_owned(),
+            http,
+        })
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    async fn check(response: reqwest::Response) -> Result<reqwest::Response, Error> {
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        // Pass the ledger's own coded error through when it sent one.
+        match serde_json::from_str::<ErrorBody>(&text) {
+            Ok(body) => Err(Error::new(body.code, body.message)),
+            Err(_) => Err(upstream(format!("ledger answered {status}: {text}"))),
+        }
+    }
+
+    /// Record entries; returns their indexes once the ledger has them on disk.
+    pub async fn submit(&self, entries: &[Entry]) -> Result<Range<u64>, Error> {
+        let req = AddRequest {
+            entries: entries.iter().map(EntryJson::from_entry).collect(),
+        };
+        let r = self
+            .http
+            .post(format!("{}/add", self.base))
+            .json(&req)
+            .send()
+            .await
+            .map_err(upstream)?;
+        let added: AddResponse = Self::check(r).await?.json().await.map_err(upstream)?;
+        if added.count != entries.len() as u64 {
+            return Err(upstream(
+                "the ledger acknowledged a different number of entries",
+            ));
+        }
+        Ok(added.first..added.first + added.count)
+    }
+
+    /// The latest signed checkpoint note, as served.
+    pub async fn checkpoint_note(&self) -> Result<String, Error> {
+        let r = self
+            .http
+            .get(format!("{}/checkpoint", self.base))
+            .send()
+            .await
+            .map_err(upstream)?;
+        Self::check(r).await?.text().await.map_err(upstream)
+    }
+
+    /// The latest checkpoint, accepted only if `policy` (log key and witnesses) is met.
+    pub async fn verified_checkpoint(
+        &self,
+        policy: &WitnessPolicy,
+    ) -> Result<CosignedCheckpoint, Error> {
+        let note = self.checkpoint_note().await?;
+        Ok(policy.verify(note.as_bytes(), Some(unix_now()))?)
+    }
+
+    /// Bytes of a tile or entry bundle path (`tile/…`).
+    pub async fn get_tile(&self, path: &str) -> Result<Vec<u8>, Error> {
+        let r = self
+            .http
+            .get(format!("{}/{path}", self.base))
+            .send()
+            .await
+            .map_err(upstream)?;
+        Ok(Self::check(r)
+            .await?
+            .bytes()
+            .await
+            .map_err(upstream)?
+            .to_vec())
+    }
+
+    async fn proof(&self, query: &str) -> Result<ProofJson, Error> {
+        let r = self
+            .http
+            .get(format!("{}/proof/{query}", self.base))
+            .send()
+            .await
+            .map_err(upstream)?;
+        Self::check(r).await?.json().await.map_err(upstream)
+    }
+
+    /// The inclusion proof of leaf `index` in the tree of `size`.
+    pub async fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>, Error> {
+        let p = self
+            .proof(&format!("inclusion?index={index}&size={size}"))
+            .await?;
+        decode_proof(&p)
+    }
+
+    /// The index and inclusion proof of the entry with `leaf_hash` in the tree of `size`.
+    pub async fn inclusion_proof_by_hash(
+        &self,
+        leaf_hash: &Hash,
+        size: u64,
+    ) -> Result<(u64, Vec<Hash>), Error> {
+        let p = self
+            .proof(&format!(
+                "inclusion?hash={}&size={size}",
+                leaf_hash.to_hex()
+            ))
+            .await?;
+        let index = p.index.ok_or_else(|| upstream("proof without an index"))?;
+        Ok((index, decode_proof(&p)?))
+    }
+
+    pub async fn consistency_proof(&self, first: u64, second: u64) -> Result<Vec<Hash>, Error> {
+        let p = self
+            .proof(&format!("consistency?first={first}&second={second}"))
+            .await?;
+        decode_proof(&p)
+    }
+
+    /// Prove that `entry` is in the log under `checkpoint`: find it, fetch its proof and
+    /// check it against the checkpoint's root. Returns its index.
+    pub async fn prove_included(
+        &self,
+        entry: &Entry,
+        checkpoint: &Checkpoint,
+    ) -> Result<u64, Error> {
+        let leaf = entry.leaf_hash();
+        let (index, proof) = self.inclusion_proof_by_hash(&leaf, checkpoint.size).await?;
+        proof::verify_inclusion(index, checkpoint.size, &leaf, &proof, &checkpoint.root)?;
+        Ok(index)
+    }
+}
+
+fn decode_proof(p: &ProofJson) -> Result<Vec<Hash>, Error> {
+    p.proof
+        .iter()
+        .map(|h| Hash::from_base64(h).map_err(Error::from))
+        .collect()
+}
+
+/// The checkpoint text of a signed note, without checking signatures (for callers that
+/// check them separately).
+pub fn checkpoint_of_note(note: &str) -> Result<Checkpoint, Error> {
+    let n = Note::parse(note.as_bytes(), &Limits::default())?;
+    Ok(Checkpoint::parse(n.text())?)
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+struct Pending {
+    entry: Entry,
+    ack: oneshot::Sender<Result<u64, Error>>,
+}
+
+/// Batches entries from many tasks into few requests.
+#[derive(Clone)]
+pub struct Recorder {
+    queue: mpsc::Sender<Pending>,
+}
+
+impl Recorder {
+    /// Start a recorder that sends at most `max_batch` entries per request and waits at
+    /// most `linger` for a batch to fill.
+    pub fn start(client: LedgerClient, max_batch: usize, linger: Duration) -> Recorder {
+        let (queue, rx) = mpsc::channel(max_batch.max(1) * 4);
+        tokio::spawn(run_recorder(
+            client,
+            rx,
+            max_batch.clamp(1, MAX_ENTRIES_PER_REQUEST),
+            linger,
+        ));
+        Recorder { queue }
+    }
+
+    /// Record one entry; returns its index once it is durable in the ledger.
+    pub async fn record(&self, entry: Entry) -> Result<u64, Error> {
+        let (ack, done) = oneshot::channel();
+        let stopped = || upstream("the ledger recorder has stopped");
+        self.queue
+            .send(Pending { entry, ack })
+            .await
+            .map_err(|_| stopped())?;
+        done.await.map_err(|_| stopped())?
+    }
+}
+
+async fn run_recorder(
+    client: LedgerClient,
+    mut rx: mpsc::Receiver<Pending>,
+    max: usize,
+    linger: Duration,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        let deadline = tokio::time::Instant::now() + linger;
+        while batch.len() < max {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(p)) => batch.push(p),
+                _ => break,
+            }
+        }
+        let entries: Vec<Entry> = batch.iter().map(|p| p.entry.clone()).collect();
+        match client.submit(&entries).await {
+            Ok(range) => {
+                for (p, index) in batch.into_iter().zip(range) {
+                    let _ = p.ack.send(Ok(index));
+                }
+            }
+            Err(e) => {
+                for p in batch {
+                    let _ = p.ack.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,432 @@
+//! The log on a real database (SQLite, or PostgreSQL under XALO_TEST_DATABASE=postgres) and
+//! the `ledger` and `witness` roles over real sockets.
+
+use std::time::Duration;
+
+use xalo_core::{Config, ErrorCode};
+use xalo_ledger::client::{LedgerClient, Recorder, checkpoint_of_note};
+use xalo_ledger::cosignature::{CosignatureSigner, CosignatureVerifier};
+use xalo_ledger::log::Log;
+use xalo_ledger::note::Ed25519Signer;
+use xalo_ledger::tile::{EntryBundle, TileId};
+use xalo_ledger::witness::Witness;
+use xalo_ledger::{Entry, Hash, WitnessPolicy, merkle, proof};
+use xalo_store::testing::TestDatabase;
+
+const ORIGIN: &str = "test.xalo.vn/ledger";
+
+fn entry(i: u64) -> Entry {
+    Entry::new(
+        "test.entry".parse().unwrap(),
+        format!("evidence {i}").into_bytes(),
+    )
+    .unwrap()
+}
+
+async fn log_on(t: &TestDatabase, signer: &Ed25519Signer) -> Log {
+    let s = Ed25519Signer::from_signer_key(&signer.signer_key()).unwrap();
+    Log::open(t.db.clone(), ORIGIN, s).await.unwrap()
+}
+
+#[tokio::test]
+async fn entries_become_tiles_checkpoints_and_proofs() {
+    let t = TestDatabase::new().await.unwrap();
+    let signer = Ed25519Signer::generate(ORIGIN).unwrap();
+    let log = log_on(&t, &signer).await;
+    let all: Vec<Entry> = (0..700).map(entry).collect();
+    let r = log.append(all[..300].to_vec()).await.unwrap();
+    assert_eq!(r, 0..300);
+    let first = log.checkpoint().await.unwrap().unwrap();
+    assert_eq!(first.checkpoint.size, 300);
+    let r = log.append(all[300..].to_vec()).await.unwrap();
+    assert_eq!(r, 300..700);
+    let second = log.checkpoint().await.unwrap().unwrap();
+    assert_eq!(second.checkpoint.size, 700);
+
+    // The root is the RFC 9162 root of the encoded entries.
+    let leaves: Vec<Hash> = all.iter().map(Entry::leaf_hash).collect();
+    assert_eq!(
+        second.checkpoint.root,
+        merkle::root_from_leaf_hashes(&leaves)
+    );
+    assert_eq!(
+        first.checkpoint.root,
+        merkle::root_from_leaf_hashes(&leaves[..300])
+    );
+
+    // The note verifies with the log's public key.
+    let mut v = xalo_ledger::VerifierSet::new();
+    v.add_verifier_key(&log.verifier_key()).unwrap();
+    xalo_ledger::note::open(second.note.as_bytes(), &v).unwrap();
+
+    for (index, size) in [(0, 300), (299, 300), (299, 700), (512, 700), (699, 700)] {
+        let p = log.inclusion_proof(index, size).await.unwrap();
+        let root = if size == 300 {
+            first.checkpoint.root
+        } else {
+            second.checkpoint.root
+        };
+        proof::verify_inclusion(index, size, &leaves[index as usize], &p, &root).unwrap();
+    }
+    let c = log.consistency_proof(300, 700).await.unwrap();
+    proof::verify_consistency(
+        300,
+        700,
+        &first.checkpoint.root,
+        &second.checkpoint.root,
+        &c,
+    )
+    .unwrap();
+    assert_eq!(log.index_of(&leaves[42]).await.unwrap(), Some(42));
+
+    // Tiles: a full level-0 tile, the partial one, and entry bundles that match the entries.
+    let full = log.hash_tile(TileId::full(0, 0)).await.unwrap().unwrap();
+    assert_eq!(full.len(), 256 * 32);
+    assert_eq!(&full[32..64], leaves[1].as_bytes());
+    let partial = log
+        .hash_tile(TileId::new(0, 2, 700 - 512).unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(partial.len(), (700 - 512) * 32);
+    // An older, narrower view of the same tile is its prefix.
+    let older = log
+        .hash_tile(TileId::new(0, 1, 44).unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(older, full_tile_prefix(&log, 1, 44).await);
+    assert!(log.hash_tile(TileId::full(0, 2)).await.unwrap().is_none());
+    let bundle = log
+        .entry_bundle(TileId::new(0, 2, 188).unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let bundle = EntryBundle::from_bytes(&bundle).unwrap();
+    assert_eq!(bundle.entries()[0], all[512].encode());
+    assert_eq!(bundle.leaf_hashes(), leaves[512..].to_vec());
+}
+
+async fn full_tile_prefix(log: &Log, index: u64, width: usize) -> Vec<u8> {
+    let t = log
+        .hash_tile(TileId::full(0, index))
+        .await
+        .unwrap()
+        .unwrap();
+    t[..width * 32].to_vec()
+}
+
+#[tokio::test]
+async fn the_log_refuses_to_sign_a_tree_inconsistent_with_its_last_checkpoint() {
+    let t = TestDatabase::new().await.unwrap();
+    let signer = Ed25519Signer::generate(ORIGIN).unwrap();
+    let log = log_on(&t, &signer).await;
+    log.append((0..40).map(entry).collect()).await.unwrap();
+    log.checkpoint().await.unwrap();
+    // Someone rewrites history in the database: leaf 3's hash in the tile changes.
+    let tile = log
+        .hash_tile(TileId::new(0, 0, 40).unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut forged = tile.clone();
+    forged[3 * 32] ^= 1;
+    sqlx::query("UPDATE ledger_tile SET data = $1 WHERE level = 0 AND idx = 0")
+        .bind(forged)
+        .execute(t.db.pool())
+        .await
+        .unwrap();
+    log.append((40..50).map(entry).collect()).await.unwrap();
+    let e = log.checkpoint().await.unwrap_err();
+    assert_eq!(e.code, ErrorCode::LedgerInconsistent, "{e}");
+    // Also after a restart: the check reads only what is stored.
+    let again = log_on(&t, &signer).await;
+    let e = again.checkpoint().await.unwrap_err();
+    assert_eq!(e.code, ErrorCode::LedgerInconsistent);
+    assert_eq!(
+        again
+            .latest_checkpoint()
+            .await
+            .unwrap()
+            .unwrap()
+            .checkpoint
+            .size,
+        40
+    );
+}
+
+#[tokio::test]
+async fn a_log_key_must_be_named_after_the_origin() {
+    let t = TestDatabase::new().await.unwrap();
+    let e = Log::open(
+        t.db.clone(),
+        ORIGIN,
+        Ed25519Signer::generate("other").unwrap(),
+    )
+    .await
+    .err()
+    .unwrap();
+    assert_eq!(e.code, ErrorCode::ConfigInvalid);
+}
+
+async fn spawn_witness(
+    t: &TestDatabase,
+    log_key: &str,
+) -> (xalo_core::server::ServerHandle, String) {
+    let signer = CosignatureSigner::generate("test.xalo.vn/witness").unwrap();
+    let key = signer.verifier().verifier_key();
+    let w = Witness::open(t.db.clone(), signer, &[log_key.to_owned()])
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let config = Config::default();
+    (
+        xalo_ledger::witness::serve_witness(w, &config, listener).unwrap(),
+        key,
+    )
+}
+
+#[tokio::test]
+async fn ledger_and_witness_over_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger_db = TestDatabase::new().await.unwrap();
+    let witness_db = TestDatabase::new().await.unwrap();
+
+    // Start the ledger once to learn its key, as an operator would before configuring a witness.
+    let mut config = Config {
+        data_dir: dir.path().to_path_buf(),
+        ..Config::default()
+    };
+    config
+        .roles
+        .entry("ledger".into())
+        .or_default()
+        .database_url = Some(ledger_db.url().to_owned());
+    let log_key = xalo_ledger::service::open_log(&config)
+        .await
+        .unwrap()
+        .verifier_key();
+    let (witness, witness_key) = spawn_witness(&witness_db, &log_key).await;
+
+    let settings = config.roles.entry("ledger".into()).or_default();
+    settings
+        .settings
+        .insert("checkpoint_interval_ms".into(), 50.into());
+    settings.settings.insert(
+        "witnesses".into(),
+        serde_json::json!([{ "url": witness.url(), "key": witness_key }]),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ledger = xalo_ledger::service::serve(config.clone(), listener)
+        .await
+        .unwrap();
+    let client = LedgerClient::new(&ledger.url()).unwrap();
+
+    // Many tasks record through one batching recorder.
+    let recorder = Recorder::start(client.clone(), 256, Duration::from_millis(5));
+    let mut tasks = Vec::new();
+    for i in 0..500u64 {
+        let r = recorder.clone();
+        tasks.push(tokio::spawn(async move {
+            (i, r.record(entry(i)).await.unwrap())
+        }));
+    }
+    let mut indexes = Vec::new();
+    for t in tasks {
+        indexes.push(t.await.unwrap());
+    }
+    let mut seen: Vec<u64> = indexes.iter().map(|(_, idx)| *idx).collect();
+    seen.sort();
+    assert_eq!(seen, (0..500).collect::<Vec<_>>());
+
+    // Wait (bounded) for a checkpoint of all 500 with the witness's cosignature.
+    let log_verifier = xalo_ledger::Ed25519Verifier::from_verifier_key(&log_key).unwrap();
+    let policy = WitnessPolicy::new(
+        origin_of(&log_key),
+        log_verifier,
+        vec![CosignatureVerifier::from_verifier_key(&witness_key).unwrap()],
+        1,
+    )
+    .unwrap();
+    let mut cosigned = None;
+    for _ in 0..200 {
+        if let Ok(c) = client.verified_checkpoint(&policy).await
+            && c.checkpoint.size == 500
+        {
+            cosigned = Some(c);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let cosigned = cosigned.expect("a cosigned checkpoint of 500 entries");
+    assert_eq!(cosigned.cosigners.len(), 1);
+
+    // Every recorded entry is provably in the log.
+    for (i, idx) in indexes.iter().take(20) {
+        assert_eq!(
+            client
+                .prove_included(&entry(*i), &cosigned.checkpoint)
+                .await
+                .unwrap(),
+            *idx
+        );
+    }
+    // Tiles over HTTP rebuild the same root.
+    let tile = client.get_tile("tile/0/000").await.unwrap();
+    assert_eq!(tile.len(), 256 * 32);
+    let bundle = client.get_tile("tile/entries/001.p/244").await.unwrap();
+    assert_eq!(EntryBundle::from_bytes(&bundle).unwrap().len(), 244);
+    let note = client.checkpoint_note().await.unwrap();
+    assert_eq!(checkpoint_of_note(&note).unwrap(), cosigned.checkpoint);
+
+    // Bad input gets coded errors.
+    let http = reqwest::Client::new();
+    let bad = |body: serde_json::Value| {
+        let http = http.clone();
+        let url = format!("{}/add", ledger.url());
+        async move {
+            let r = http.post(url).json(&body).send().await.unwrap();
+            let status = r.status().as_u16();
+            let b: serde_json::Value = r.json().await.unwrap();
+            (status, b["code"].as_str().unwrap().to_owned())
+        }
+    };
+    assert_eq!(
+        bad(serde_json::json!({"entries": [{"kind": "NoDots", "data": ""}]})).await,
+        (400, "XALO-HTTP-003".into())
+    );
+    assert_eq!(
+        bad(serde_json::json!({"entries": [{"kind": "a.b", "data": "%%%"}]})).await,
+        (400, "XALO-HTTP-003".into())
+    );
+    let many: Vec<_> = (0..10_001)
+        .map(|_| serde_json::json!({"kind": "a.b", "data": ""}))
+        .collect();
+    assert_eq!(
+        bad(serde_json::json!({ "entries": many })).await,
+        (413, "XALO-LEDGER-102".into())
+    );
+    let big = base64_of(&vec![0u8; 70_000]);
+    assert_eq!(
+        bad(serde_json::json!({"entries": [{"kind": "a.b", "data": big}]})).await,
+        (413, "XALO-LEDGER-007".into())
+    );
+    let r = http
+        .get(format!("{}/tile/0/01", ledger.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = http
+        .get(format!("{}/tile/0/003", ledger.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let r = http
+        .get(format!(
+            "{}/proof/inclusion?index=600&size=500",
+            ledger.url()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+
+    ledger.shutdown().await.unwrap();
+    witness.shutdown().await.unwrap();
+}
+
+fn origin_of(vkey: &str) -> String {
+    vkey.split('+').next().unwrap().to_owned()
+}
+
+fn base64_of(b: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+#[tokio::test]
+async fn the_witness_refuses_forks_and_stale_sizes() {
+    let t = TestDatabase::new().await.unwrap();
+    let log_signer = Ed25519Signer::generate(ORIGIN).unwrap();
+    let log_key = log_signer.verifier().verifier_key();
+    let w = Witness::open(
+        t.db.clone(),
+        CosignatureSigner::generate("w.example").unwrap(),
+        std::slice::from_ref(&log_key),
+    )
+    .await
+    .unwrap();
+    let tree = |n: u64| (0..n).map(|i| entry(i).leaf_hash()).collect::<Vec<_>>();
+    let sign = |n: u64, leaves: &[Hash]| {
+        xalo_ledger::Checkpoint::new(ORIGIN, n, merkle::root_from_leaf_hashes(leaves))
+            .unwrap()
+            .sign(&[&log_signer])
+            .unwrap()
+    };
+    let body = |old: u64, proof: &[Hash], note: &str| {
+        let mut b = format!("old {old}\n");
+        for h in proof {
+            b.push_str(&h.to_base64());
+            b.push('\n');
+        }
+        b.push('\n');
+        b.push_str(note);
+        b.into_bytes()
+    };
+    let ten = tree(10);
+    let line = w
+        .add_checkpoint(&body(0, &[], &sign(10, &ten)))
+        .await
+        .unwrap();
+    assert!(line.starts_with("\u{2014} w.example "));
+
+    // Stale `old`: the witness says what it has.
+    match w.add_checkpoint(&body(0, &[], &sign(10, &ten))).await {
+        Err(xalo_ledger::witness::WitnessRefusal::Conflict(10)) => {}
+        other => panic!("expected a 409 with size 10, got {other:?}"),
+    }
+    // A fork: a tree of 20 whose first 10 leaves differ cannot prove consistency.
+    let mut forked = tree(20);
+    forked[3] = entry(999).leaf_hash();
+    let mem = xalo_ledger::MemoryTree::from_entries(
+        &(0..20)
+            .map(|i| if i == 3 { entry(999) } else { entry(i) }.encode())
+            .collect::<Vec<_>>(),
+    );
+    let fork_proof = proof::consistency_proof(&mem, 10, 20).unwrap();
+    let refused = w
+        .add_checkpoint(&body(10, &fork_proof, &sign(20, &forked)))
+        .await
+        .unwrap_err();
+    assert!(matches!(refused, xalo_ledger::witness::WitnessRefusal::Other(s, _) if s == 422));
+    // The honest extension is cosigned.
+    let honest = xalo_ledger::MemoryTree::from_entries(
+        &(0..20).map(|i| entry(i).encode()).collect::<Vec<_>>(),
+    );
+    let p = proof::consistency_proof(&honest, 10, 20).unwrap();
+    w.add_checkpoint(&body(10, &p, &sign(20, &tree(20))))
+        .await
+        .unwrap();
+    // Unknown logs and bad signatures are refused.
+    let stranger = Ed25519Signer::generate("other.log").unwrap();
+    let note = xalo_ledger::Checkpoint::new("other.log", 1, tree(1)[0])
+        .unwrap()
+        .sign(&[&stranger])
+        .unwrap();
+    let r = w.add_checkpoint(&body(0, &[], &note)).await.unwrap_err();
+    assert!(matches!(r, xalo_ledger::witness::WitnessRefusal::Other(s, _) if s == 404));
+    let impostor = Ed25519Signer::generate(ORIGIN).unwrap();
+    let note = xalo_ledger::Checkpoint::new(ORIGIN, 20, merkle::root_from_leaf_hashes(&tree(20)))
+        .unwrap()
+        .sign(&[&impostor])
+        .unwrap();
+    let r = w.add_checkpoint(&body(20, &[], &note)).await.unwrap_err();
+    assert!(
+        matches!(r, xalo_ledger::witness::WitnessRefusal::Other(s, _) if s == 404 || s == 403),
+        "{r:?}"
+    );
+    let r = w.add_checkpoint(b"garbage").await.unwrap_err();
+    assert!(matches!(r, xalo_ledger::witness::WitnessRefusal::Other(s, _) if s == 400));
+}
