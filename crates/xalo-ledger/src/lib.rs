@@ -44,6 +44,7 @@ pub mod keys;
 pub mod log;
 pub mod sequencer;
 pub mod service;
+pub mod verify;
 pub mod witness;
 pub mod witness_client;
 

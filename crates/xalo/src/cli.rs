@@ -38,10 +38,58 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// The transparency ledger: verify offline, copy for offline checks.
+    Ledger {
+        #[command(subcommand)]
+        command: LedgerCommand,
+    },
     /// List the server roles.
     Roles,
     /// List every error code with its HTTP status and title.
     Errors,
+}
+
+#[derive(Subcommand, Debug)]
+enum LedgerCommand {
+    /// Check a log from its URL or a directory of tiles: the checkpoint's signatures and
+    /// cosignatures, the root recomputed from the tiles, and optionally that a file or hash
+    /// is included and that an older checkpoint is a prefix. Exits non-zero on any mismatch.
+    Verify {
+        /// The log's URL (`http://…`) or a directory laid out like it.
+        #[arg(long)]
+        log: String,
+        /// The log's verifier key (`name+hash+key`).
+        #[arg(long)]
+        key: String,
+        /// A witness's verifier key; repeat for each witness.
+        #[arg(long = "witness")]
+        witnesses: Vec<String>,
+        /// How many of the witnesses must have cosigned.
+        #[arg(long, default_value_t = 0)]
+        quorum: usize,
+        /// Verify this checkpoint note file instead of the log's current one.
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+        /// Prove that this file was recorded (with `--kind`).
+        #[arg(long, requires = "kind", conflicts_with = "hash")]
+        file: Option<PathBuf>,
+        /// The entry kind the file was recorded under, e.g. `document.issued`.
+        #[arg(long)]
+        kind: Option<String>,
+        /// Prove that the entry with this leaf hash (hex or base64) was recorded.
+        #[arg(long)]
+        hash: Option<String>,
+        /// An older checkpoint note file the current one must be consistent with.
+        #[arg(long)]
+        older: Option<PathBuf>,
+    },
+    /// Copy a log's checkpoint, tiles and entry bundles into a directory.
+    Mirror {
+        #[arg(long)]
+        log: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -85,6 +133,7 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
             print!("{}", Config::load(config.as_deref())?.to_toml()?);
             Ok(())
         }
+        Command::Ledger { command } => ledger(command).await,
         Command::Roles => {
             for role in roles::ALL {
                 println!("{:<10} +{:<3} {}", role.name, role.port_offset, role.about);
@@ -95,6 +144,62 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
             for code in ErrorCode::ALL {
                 println!("{:<16} {}  {}", code.as_str(), code.status(), code.title());
             }
+            Ok(())
+        }
+    }
+}
+
+async fn ledger(command: LedgerCommand) -> Result<(), Error> {
+    use xalo_ledger::verify::{TileSource, VerifyRequest, leaf_hash_of_file, mirror, verify};
+    match command {
+        LedgerCommand::Verify {
+            log,
+            key,
+            witnesses,
+            quorum,
+            checkpoint,
+            file,
+            kind,
+            hash,
+            older,
+        } => {
+            let leaf_hash = match (file, kind, hash) {
+                (Some(f), Some(k), _) => Some(leaf_hash_of_file(&k, &f)?),
+                (_, _, Some(h)) => Some(xalo_ledger::service::parse_hash(&h)?),
+                _ => None,
+            };
+            let request = VerifyRequest {
+                log_key: key,
+                witness_keys: witnesses,
+                quorum,
+                checkpoint,
+                leaf_hash,
+                older,
+            };
+            let report = verify(&TileSource::parse(&log)?, &request).await?;
+            let cp = &report.checkpoint;
+            println!(
+                "checkpoint    {} size {} root {}",
+                cp.origin, cp.size, cp.root
+            );
+            println!("signature     log key verified");
+            for (name, time) in &report.cosigners {
+                println!("cosignature   {name} at {time} (unix seconds)");
+            }
+            println!("tiles         recompute the signed root");
+            if let Some(i) = report.included_at {
+                println!("inclusion     leaf {i} is in the tree");
+            }
+            if let Some(n) = report.consistent_with {
+                println!("consistency   the checkpoint of size {n} is a prefix");
+            }
+            println!("OK");
+            Ok(())
+        }
+        LedgerCommand::Mirror { log, out } => {
+            let client = xalo_ledger::client::LedgerClient::new(&log)?;
+            let size = mirror(&client, &out).await?;
+            println!("copied a tree of {size} entries to {}", out.display());
             Ok(())
         }
     }

@@ -1,16 +1,40 @@
 //! `xalo demo`: every role of this build in one process, on SQLite files under the data
 //! directory, until Ctrl-C or SIGTERM.
+//!
+//! The demo binds every listener first, so that each role's real address (also with
+//! `--port-base 0`) is in the configuration the others read; then it introduces the roles
+//! to each other (the witness follows the ledger, the ledger asks the witness) exactly as
+//! an operator would in their configuration files.
 
+use std::collections::BTreeMap;
+
+use xalo_core::server::{self, ServerHandle};
 use xalo_core::{Config, Error};
 
 use crate::roles;
 
-pub async fn run(config: Config) -> Result<(), Error> {
+pub async fn run(mut config: Config) -> Result<(), Error> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| Error::from(e).context(format!("creating {}", config.data_dir.display())))?;
-    let mut handles = Vec::new();
+    let mut listeners = Vec::new();
     for role in roles::ALL {
-        match roles::start(role, &config).await {
+        let listener = server::bind(roles::listen_addr(role, &config)).await?;
+        let addr = listener.local_addr()?;
+        config.roles.entry(role.name.into()).or_default().listen = Some(addr);
+        listeners.push((role, listener));
+    }
+    let urls: BTreeMap<&str, String> = roles::ALL
+        .iter()
+        .map(|r| {
+            let port = roles::listen_addr(r, &config).port();
+            (r.name, format!("http://{}:{port}", config.public_host))
+        })
+        .collect();
+    let nation = introduce(&mut config, &urls).await?;
+
+    let mut handles: Vec<ServerHandle> = Vec::new();
+    for (role, listener) in listeners {
+        match roles::start_on(role, &config, listener).await {
             Ok(h) => handles.push(h),
             Err(e) => {
                 for h in handles {
@@ -35,11 +59,47 @@ pub async fn run(config: Config) -> Result<(), Error> {
         );
     }
     println!();
+    println!("Transparency ledger");
+    println!("  checkpoint     {}/checkpoint", urls["ledger"]);
+    println!("  tiles          {}/tile/0/000 …", urls["ledger"]);
+    println!("  log key        {}", nation.log_key);
+    println!("  witness key    {}", nation.witness_key);
+    println!(
+        "  verify         xalo ledger verify --log {} --key {} --witness {} --quorum 1",
+        urls["ledger"], nation.log_key, nation.witness_key
+    );
+    println!();
     println!("Health: append /healthz to any URL; metrics: /metrics. Stop with Ctrl-C.");
-    xalo_core::server::shutdown_signal().await;
+    server::shutdown_signal().await;
     for h in handles {
         h.shutdown().await?;
     }
     println!("Xalo demo stopped.");
     Ok(())
+}
+
+/// Public keys the demo introduced to each other.
+struct Nation {
+    log_key: String,
+    witness_key: String,
+}
+
+async fn introduce(config: &mut Config, urls: &BTreeMap<&str, String>) -> Result<Nation, Error> {
+    let log = xalo_ledger::service::open_log(config).await?;
+    let log_key = log.verifier_key();
+    log.database().close().await;
+    let witness_settings = &mut config.roles.entry("witness".into()).or_default().settings;
+    witness_settings
+        .entry("logs")
+        .or_insert_with(|| serde_json::json!([log_key]));
+    let witness = xalo_ledger::witness::open_witness(config).await?;
+    let witness_key = witness.verifier_key();
+    let ledger_settings = &mut config.roles.entry("ledger".into()).or_default().settings;
+    ledger_settings
+        .entry("witnesses")
+        .or_insert_with(|| serde_json::json!([{ "url": urls["witness"], "key": witness_key }]));
+    Ok(Nation {
+        log_key,
+        witness_key,
+    })
 }

@@ -23,12 +23,26 @@ pub struct Role {
     start: Start,
 }
 
-pub const ALL: &[Role] = &[Role {
-    name: "status",
-    port_offset: 0,
-    about: "the nation's front page: every system, its URL and its health",
-    start: |config, listener| Box::pin(status::serve(config, listener)),
-}];
+pub const ALL: &[Role] = &[
+    Role {
+        name: "status",
+        port_offset: 0,
+        about: "the nation's front page: every system, its URL and its health",
+        start: |config, listener| Box::pin(status::serve(config, listener)),
+    },
+    Role {
+        name: "ledger",
+        port_offset: 2,
+        about: "transparency ledger: C2SP checkpoints and tiles, proofs",
+        start: |config, listener| Box::pin(xalo_ledger::service::serve(config, listener)),
+    },
+    Role {
+        name: "witness",
+        port_offset: 3,
+        about: "ledger witness: checks consistency and cosigns checkpoints",
+        start: |config, listener| Box::pin(xalo_ledger::witness::serve(config, listener)),
+    },
+];
 
 pub fn find(name: &str) -> Option<&'static Role> {
     ALL.iter().find(|r| r.name == name)
@@ -55,5 +69,14 @@ pub fn listen_addr(role: &Role, config: &Config) -> std::net::SocketAddr {
 /// Bind the role's address and start it.
 pub async fn start(role: &Role, config: &Config) -> Result<ServerHandle, Error> {
     let listener = server::bind(listen_addr(role, config)).await?;
+    start_on(role, config, listener).await
+}
+
+/// Start the role on a listener bound already.
+pub async fn start_on(
+    role: &Role,
+    config: &Config,
+    listener: TcpListener,
+) -> Result<ServerHandle, Error> {
     (role.start)(config.clone(), listener).await
 }

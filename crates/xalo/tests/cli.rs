@@ -73,53 +73,112 @@ fn serve_refuses_an_unknown_role() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("XALO-CFG-002"));
 }
 
+/// A running `xalo demo`, with what it printed.
+struct Demo {
+    child: std::process::Child,
+    /// Role name to URL.
+    urls: Vec<(String, String)>,
+    printed: Vec<String>,
+    rest: std::io::Lines<BufReader<std::process::ChildStdout>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Demo {
+    fn start() -> Demo {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = xalo()
+            .args(["demo", "--port-base", "0", "--data-dir"])
+            .arg(dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut urls = Vec::new();
+        let mut printed = Vec::new();
+        let mut lines = BufReader::new(stdout).lines();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        // Role URLs are the block after the "is running" line, up to a blank line.
+        let mut section = 0;
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            if line.trim().is_empty() {
+                section += 1;
+            }
+            let words: Vec<&str> = line.split_whitespace().collect();
+            if let [role, url] = words.as_slice()
+                && url.starts_with("http://")
+                && section == 1
+            {
+                urls.push((role.to_string(), url.trim_end_matches('/').to_owned()));
+            }
+            printed.push(line.clone());
+            if line.starts_with("Health:") || Instant::now() > deadline {
+                break;
+            }
+        }
+        Demo {
+            child,
+            urls,
+            printed,
+            rest: lines,
+            _dir: dir,
+        }
+    }
+
+    fn url(&self, role: &str) -> &str {
+        &self.urls.iter().find(|(r, _)| r == role).unwrap().1
+    }
+
+    /// The value printed after `label`.
+    fn printed(&self, label: &str) -> String {
+        let line = self
+            .printed
+            .iter()
+            .find(|l| l.trim_start().starts_with(label))
+            .unwrap();
+        line.trim_start()[label.len()..].trim().to_owned()
+    }
+
+    fn stop(mut self) -> Vec<String> {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let exit = self.child.wait().unwrap();
+        assert!(exit.success(), "demo exited with {exit}");
+        self.rest.map_while(Result::ok).collect()
+    }
+}
+
 /// Start `xalo demo` on free ports, read the URLs it prints, check every one is healthy,
 /// then stop it with SIGTERM and expect a clean exit.
 #[test]
 fn demo_serves_healthz_until_terminated() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut child = xalo()
-        .args(["demo", "--port-base", "0", "--data-dir"])
-        .arg(dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut urls = Vec::new();
-    let mut lines = BufReader::new(stdout).lines();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        if let Some(url) = line.split_whitespace().find(|w| w.starts_with("http://")) {
-            urls.push(url.trim_end_matches('/').to_owned());
-        }
-        if line.starts_with("Health:") || Instant::now() > deadline {
-            break;
-        }
+    let demo = Demo::start();
+    let roles: Vec<&str> = demo.urls.iter().map(|(r, _)| r.as_str()).collect();
+    for role in ["status", "ledger", "witness"] {
+        assert!(roles.contains(&role), "{roles:?}");
     }
-    assert!(!urls.is_empty(), "the demo printed no URL");
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        for url in &urls {
+        for (_, url) in &demo.urls {
             let r = reqwest::get(format!("{url}/healthz")).await.unwrap();
             assert_eq!(r.status(), 200, "{url}");
         }
-        let page = reqwest::get(format!("{}/", urls[0]))
+        let page = reqwest::get(format!("{}/", demo.url("status")))
             .await
             .unwrap()
             .text()
             .await
             .unwrap();
-        assert!(page.contains("Xalo"), "{page}");
+        assert!(page.contains("ledger") && !page.contains("❌"), "{page}");
     });
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let exit = child.wait().unwrap();
-    assert!(exit.success(), "demo exited with {exit}");
-    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let rest = demo.stop();
     assert!(rest.iter().any(|l| l.contains("stopped")), "{rest:?}");
+}
+
+mod cli {
+    mod ledger;
 }
