@@ -121,6 +121,29 @@ error_codes! {
     LedgerEntryNotFound = "XALO-LEDGER-106", 404, "no such entry";
     LedgerVerifyFailed = "XALO-LEDGER-107", 422, "ledger verification failed";
     LedgerUpstream = "XALO-LEDGER-108", 502, "the ledger or a witness did not answer as expected";
+    RegistryTaxCode = "XALO-REG-001", 400, "malformed enterprise tax code";
+    RegistryPurposeRequired = "XALO-REG-002", 400, "personal data needs X-Road-UserId and X-Road-Issue";
+    RegistryNotFound = "XALO-REG-003", 404, "no such person or enterprise";
+    RegistryInvalid = "XALO-REG-004", 422, "the registration fails a rule of the register";
+    RegistryDuplicate = "XALO-REG-005", 409, "already registered";
+    RegistryForbidden = "XALO-REG-006", 403, "only the person may see their access records";
+    RegistryAdminUnit = "XALO-REG-007", 400, "unknown administrative unit";
+    ExchUnknownMember = "XALO-EXCH-001", 404, "no such exchange member";
+    ExchUnknownSubsystem = "XALO-EXCH-002", 404, "no such subsystem";
+    ExchUnknownGateway = "XALO-EXCH-003", 404, "no such gateway";
+    ExchUnknownGroup = "XALO-EXCH-004", 404, "no such global group";
+    ExchGlobalConfInvalid = "XALO-EXCH-005", 502, "the global configuration does not verify";
+    ExchGlobalConfExpired = "XALO-EXCH-006", 503, "the global configuration has expired";
+    ExchCertificate = "XALO-EXCH-007", 400, "unusable certificate";
+    ExchNotAdministrator = "XALO-EXCH-008", 403, "the client certificate is not an administrator's";
+    ExchUnknownService = "XALO-EXCH-009", 404, "no such service";
+    ExchOpenApi = "XALO-EXCH-010", 400, "malformed OpenAPI description";
+    ExchBackendUrl = "XALO-EXCH-011", 400, "unusable backend URL";
+    ExchTls = "XALO-EXCH-012", 500, "TLS setup failed";
+    ExchUpstream = "XALO-EXCH-013", 502, "the central server or a gateway did not answer as expected";
+    ExchAdminToken = "XALO-EXCH-014", 401, "gateway administration token missing or wrong";
+    ExchMessageSignature = "XALO-EXCH-015", 422, "the message signature does not verify";
+    ExchCertificateStatus = "XALO-EXCH-016", 422, "the certificate status is not good";
 }
 
 impl fmt::Display for ErrorCode {
@@ -167,6 +190,22 @@ impl Error {
 
     pub fn status(&self) -> u16 {
         self.code.status()
+    }
+
+    /// An error for a rejected request body: the first Xalo code named in `text` (a
+    /// field's own parser put it there), else `fallback`.
+    pub fn from_rejection(fallback: ErrorCode, text: &str) -> Self {
+        let code = text
+            .match_indices("XALO-")
+            .filter_map(|(i, _)| {
+                let end = text[i..]
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+                    .map_or(text.len(), |e| i + e);
+                ErrorCode::from_code(&text[i..end])
+            })
+            .next()
+            .unwrap_or(fallback);
+        Error::new(code, text)
     }
 }
 
@@ -231,6 +270,17 @@ mod tests {
             assert!(StatusCode::from_u16(c.status()).is_ok());
             assert!(c.as_str().starts_with("XALO-"));
         }
+    }
+
+    #[test]
+    fn rejections_keep_the_field_code() {
+        let e = Error::from_rejection(
+            ErrorCode::HttpBadRequest,
+            "Failed to deserialize the JSON body: mother: XALO-ID-001: a VN personal code has 12 digits",
+        );
+        assert_eq!(e.code, ErrorCode::PersonalCodeLength);
+        let e = Error::from_rejection(ErrorCode::HttpBadRequest, "expected value at line 1");
+        assert_eq!(e.code, ErrorCode::HttpBadRequest);
     }
 
     #[test]

@@ -374,7 +374,9 @@ impl Serialize for PersonalCode {
 impl<'de> Deserialize<'de> for PersonalCode {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = std::borrow::Cow::<str>::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
+        // The code travels in the message so that a JSON body's rejection keeps it.
+        s.parse()
+            .map_err(|e: PersonalCodeError| serde::de::Error::custom(format!("{}: {e}", e.code())))
     }
 }
 

@@ -216,6 +216,37 @@ impl Database {
         migrate::run(self, component, migrations).await
     }
 
+    /// Stream CSV rows into a PostgreSQL table with `COPY … FROM STDIN`, the fast path for
+    /// bulk loads (the `Any` driver has no COPY, so this opens one native connection).
+    /// `statement` is the full COPY statement with `FORMAT csv`.
+    pub async fn postgres_copy(&self, statement: &str, csv: Vec<u8>) -> Result<u64, Error> {
+        use sqlx::Connection;
+        if self.backend != Backend::Postgres {
+            return Err(Error::new(
+                ErrorCode::StoreUrl,
+                "COPY is a PostgreSQL feature; SQLite loads with batched INSERTs",
+            ));
+        }
+        let mut conn = sqlx::postgres::PgConnection::connect(&self.url)
+            .await
+            .map_err(|e| db_error(e, "connecting for COPY"))?;
+        let mut copy = conn
+            .copy_in_raw(statement)
+            .await
+            .map_err(|e| db_error(e, "starting COPY"))?;
+        copy.send(csv)
+            .await
+            .map_err(|e| db_error(e, "sending COPY data"))?;
+        let rows = copy
+            .finish()
+            .await
+            .map_err(|e| db_error(e, "finishing COPY"))?;
+        conn.close()
+            .await
+            .map_err(|e| db_error(e, "closing the COPY connection"))?;
+        Ok(rows)
+    }
+
     pub async fn close(&self) {
         self.pool.close().await;
     }

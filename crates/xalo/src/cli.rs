@@ -43,6 +43,11 @@ enum Command {
         #[command(subcommand)]
         command: LedgerCommand,
     },
+    /// The base registries.
+    Registry {
+        #[command(subcommand)]
+        command: RegistryCommand,
+    },
     /// List the server roles.
     Roles,
     /// List every error code with its HTTP status and title.
@@ -93,6 +98,23 @@ enum LedgerCommand {
 }
 
 #[derive(Subcommand, Debug)]
+enum RegistryCommand {
+    /// Generate a synthetic nation: families across the provinces with valid personal
+    /// codes, and their enterprises; the same seed gives the same nation.
+    Generate {
+        #[arg(long)]
+        persons: u64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// One enterprise per this many people.
+        #[arg(long, default_value_t = 20)]
+        persons_per_enterprise: u64,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 enum ConfigCommand {
     /// Print the effective configuration (defaults, file, environment) as TOML.
     Show {
@@ -134,6 +156,44 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
             Ok(())
         }
         Command::Ledger { command } => ledger(command).await,
+        Command::Registry {
+            command:
+                RegistryCommand::Generate {
+                    persons,
+                    seed,
+                    persons_per_enterprise,
+                    config,
+                },
+        } => {
+            let config = Config::load(config.as_deref())?;
+            let (population, business) = xalo_registry::service::open(&config).await?;
+            let started = std::time::Instant::now();
+            let bar = indicatif::ProgressBar::new(persons).with_style(
+                indicatif::ProgressStyle::with_template(
+                    "{bar:40} {pos}/{len} people, {per_sec}, {eta} left",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            // People go to the population register; their enterprises to the business one.
+            let made = xalo_registry::generate::generate_split(
+                &population,
+                &business,
+                persons,
+                seed,
+                persons_per_enterprise,
+                &bar,
+            )
+            .await?;
+            let secs = started.elapsed().as_secs_f64();
+            println!(
+                "generate: {} persons/s ({} persons, {} enterprises in {secs:.1} s into {})",
+                (made.persons as f64 / secs.max(1e-9)) as u64,
+                made.persons,
+                made.enterprises,
+                population.url()
+            );
+            Ok(())
+        }
         Command::Roles => {
             for role in roles::ALL {
                 println!("{:<10} +{:<3} {}", role.name, role.port_offset, role.about);

@@ -69,6 +69,24 @@ pub async fn run(mut config: Config) -> Result<(), Error> {
         urls["ledger"], nation.log_key, nation.witness_key
     );
     println!();
+    println!(
+        "Base registries (population register: {} people)",
+        nation.population
+    );
+    println!(
+        "  population     {}/population/persons/CODE  (headers X-Road-UserId, X-Road-Issue)",
+        urls["registry"]
+    );
+    println!(
+        "  business       {}/business/enterprises?name=…",
+        urls["registry"]
+    );
+    println!();
+    println!("Demo citizens");
+    for (code, name, unit) in &nation.citizens {
+        println!("  {code}  {name}, {unit}");
+    }
+    println!();
     println!("Health: append /healthz to any URL; metrics: /metrics. Stop with Ctrl-C.");
     server::shutdown_signal().await;
     for h in handles {
@@ -78,11 +96,17 @@ pub async fn run(mut config: Config) -> Result<(), Error> {
     Ok(())
 }
 
-/// Public keys the demo introduced to each other.
+/// What the demo set up: public keys it introduced, and the people it made.
 struct Nation {
     log_key: String,
     witness_key: String,
+    population: i64,
+    /// Personal code, name, residence of a few adults to try the services with.
+    citizens: Vec<(String, String, String)>,
 }
+
+/// The demo's population, made once on first start.
+const DEMO_PERSONS: u64 = 20_000;
 
 async fn introduce(config: &mut Config, urls: &BTreeMap<&str, String>) -> Result<Nation, Error> {
     let log = xalo_ledger::service::open_log(config).await?;
@@ -98,8 +122,46 @@ async fn introduce(config: &mut Config, urls: &BTreeMap<&str, String>) -> Result
     ledger_settings
         .entry("witnesses")
         .or_insert_with(|| serde_json::json!([{ "url": urls["witness"], "key": witness_key }]));
+    let registry_settings = &mut config.roles.entry("registry".into()).or_default().settings;
+    registry_settings
+        .entry("ledger_url")
+        .or_insert_with(|| serde_json::json!(urls["ledger"]));
+    let (population_db, business_db) = xalo_registry::service::open(config).await?;
+    let mut population = xalo_registry::store::count(&population_db, "person").await?;
+    if population == 0 {
+        println!("Making the demo population ({DEMO_PERSONS} people)…");
+        let bar = indicatif::ProgressBar::new(DEMO_PERSONS);
+        xalo_registry::generate::generate_split(
+            &population_db,
+            &business_db,
+            DEMO_PERSONS,
+            1,
+            20,
+            &bar,
+        )
+        .await?;
+        population = xalo_registry::store::count(&population_db, "person").await?;
+    }
+    let units = xalo_registry::admin_unit::admin_units();
+    let citizens = xalo_registry::store::people_where(
+        &population_db,
+        "alive = 1 AND spouse IS NOT NULL AND birth_date < '1990'",
+        &[],
+        3,
+    )
+    .await?
+    .into_iter()
+    .map(|p| {
+        let place = units.describe(&p.residence_unit).unwrap_or_default();
+        (p.code.to_string(), p.full_name(), place)
+    })
+    .collect();
+    population_db.close().await;
+    business_db.close().await;
     Ok(Nation {
         log_key,
         witness_key,
+        population,
+        citizens,
     })
 }

@@ -42,6 +42,12 @@ pub const ALL: &[Role] = &[
         about: "ledger witness: checks consistency and cosigns checkpoints",
         start: |config, listener| Box::pin(xalo_ledger::witness::serve(config, listener)),
     },
+    Role {
+        name: "registry",
+        port_offset: 20,
+        about: "population and business registers, their history, events and access records",
+        start: |config, listener| Box::pin(xalo_registry::service::serve(config, listener)),
+    },
 ];
 
 pub fn find(name: &str) -> Option<&'static Role> {

@@ -1,0 +1,258 @@
+//! The registers' tables and queries.
+
+use sqlx::Row;
+use sqlx::any::AnyRow;
+use xalo_core::{Error, ErrorCode, Gender, PersonalCode};
+use xalo_store::{Database, DbResultExt, Migration};
+
+use crate::model::{Enterprise, Person};
+
+pub const MIGRATIONS: &[Migration] = &[Migration::per_backend(
+    1,
+    "population and business registers",
+    include_str!("../migrations/1.sqlite.sql"),
+    include_str!("../migrations/1.postgres.sql"),
+)];
+
+pub const PERSON_COLUMNS: &str = "code, family_name, middle_name, given_name, birth_date, gender, \
+    birth_place, nationality, residence_unit, residence_address, temporary_residence_unit, \
+    father, mother, spouse, alive, death_date, name_key";
+
+fn gender_str(g: Gender) -> &'static str {
+    match g {
+        Gender::Male => "male",
+        Gender::Female => "female",
+    }
+}
+
+fn code_of(s: Option<String>) -> Result<Option<PersonalCode>, Error> {
+    s.map(|c| c.parse().map_err(Error::from)).transpose()
+}
+
+pub fn person_from_row(r: &AnyRow) -> Result<Person, Error> {
+    let ctx = "reading a person";
+    let gender: String = r.try_get(5).db(ctx)?;
+    Ok(Person {
+        code: r.try_get::<String, _>(0).db(ctx)?.parse()?,
+        family_name: r.try_get(1).db(ctx)?,
+        middle_name: r.try_get(2).db(ctx)?,
+        given_name: r.try_get(3).db(ctx)?,
+        birth_date: r.try_get(4).db(ctx)?,
+        gender: if gender == "female" {
+            Gender::Female
+        } else {
+            Gender::Male
+        },
+        birth_place: r.try_get(6).db(ctx)?,
+        nationality: r.try_get(7).db(ctx)?,
+        residence_unit: r.try_get(8).db(ctx)?,
+        residence_address: r.try_get(9).db(ctx)?,
+        temporary_residence_unit: r.try_get(10).db(ctx)?,
+        father: code_of(r.try_get(11).db(ctx)?)?,
+        mother: code_of(r.try_get(12).db(ctx)?)?,
+        spouse: code_of(r.try_get(13).db(ctx)?)?,
+        alive: r.try_get::<i64, _>(14).db(ctx)? != 0,
+        death_date: r.try_get(15).db(ctx)?,
+    })
+}
+
+/// The person's columns in [`PERSON_COLUMNS`] order, as text (for COPY and for binds);
+/// `name_key` is the full name folded for search.
+pub fn person_values(p: &Person) -> [Option<String>; 17] {
+    [
+        Some(p.code.to_string()),
+        Some(p.family_name.clone()),
+        Some(p.middle_name.clone()),
+        Some(p.given_name.clone()),
+        Some(p.birth_date.clone()),
+        Some(gender_str(p.gender).into()),
+        Some(p.birth_place.clone()),
+        Some(p.nationality.clone()),
+        Some(p.residence_unit.clone()),
+        Some(p.residence_address.clone()),
+        p.temporary_residence_unit.clone(),
+        p.father.map(|c| c.to_string()),
+        p.mother.map(|c| c.to_string()),
+        p.spouse.map(|c| c.to_string()),
+        Some(if p.alive { "1".into() } else { "0".into() }),
+        p.death_date.clone(),
+        Some(crate::text::fold(&p.full_name())),
+    ]
+}
+
+fn bind_person<'q>(
+    mut q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    p: &Person,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    for (i, v) in person_values(p).into_iter().enumerate() {
+        q = if i == 14 {
+            q.bind(i64::from(p.alive))
+        } else {
+            q.bind(v)
+        };
+    }
+    q
+}
+
+fn placeholders(from: usize, n: usize) -> String {
+    (from..from + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Insert people in one statement per chunk (the SQLite path of bulk loading, and single
+/// registrations).
+pub async fn insert_people(conn: &mut sqlx::AnyConnection, people: &[Person]) -> Result<(), Error> {
+    for chunk in people.chunks(200) {
+        let rows: Vec<String> = (0..chunk.len())
+            .map(|i| format!("({})", placeholders(i * 17 + 1, 17)))
+            .collect();
+        let sql = format!(
+            "INSERT INTO person ({PERSON_COLUMNS}) VALUES {}",
+            rows.join(", ")
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for p in chunk {
+            q = bind_person(q, p);
+        }
+        q.execute(&mut *conn).await.db("adding people")?;
+    }
+    Ok(())
+}
+
+pub async fn person(db: &Database, code: &PersonalCode) -> Result<Option<Person>, Error> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {PERSON_COLUMNS} FROM person WHERE code = $1"
+    )))
+    .bind(code.to_string())
+    .fetch_optional(db.pool())
+    .await
+    .db("reading a person")?;
+    row.as_ref().map(person_from_row).transpose()
+}
+
+pub async fn people_where(
+    db: &Database,
+    condition: &str,
+    binds: &[String],
+    limit: i64,
+) -> Result<Vec<Person>, Error> {
+    let sql = format!(
+        "SELECT {PERSON_COLUMNS} FROM person WHERE {condition} ORDER BY code LIMIT {}",
+        limit.clamp(1, 1000)
+    );
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for b in binds {
+        q = q.bind(b.clone());
+    }
+    let rows = q.fetch_all(db.pool()).await.db("searching people")?;
+    rows.iter().map(person_from_row).collect()
+}
+
+pub async fn count(db: &Database, table: &str) -> Result<i64, Error> {
+    let table = match table {
+        "person" | "enterprise" | "registry_change" | "registry_access" => table,
+        _ => return Err(Error::new(ErrorCode::Internal, format!("no table {table}"))),
+    };
+    sqlx::query(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
+        .fetch_one(db.pool())
+        .await
+        .and_then(|r| r.try_get::<i64, _>(0))
+        .db("counting")
+}
+
+pub const ENTERPRISE_COLUMNS: &str = "code, name, foreign_name, unit, address, legal_form, \
+    charter_capital, business_lines, representative, founders, status, registered_on, name_key";
+
+pub fn enterprise_from_row(r: &AnyRow) -> Result<Enterprise, Error> {
+    let ctx = "reading an enterprise";
+    let lines: String = r.try_get(7).db(ctx)?;
+    let founders: String = r.try_get(9).db(ctx)?;
+    Ok(Enterprise {
+        code: r.try_get::<String, _>(0).db(ctx)?.parse()?,
+        name: r.try_get(1).db(ctx)?,
+        foreign_name: r.try_get(2).db(ctx)?,
+        unit: r.try_get(3).db(ctx)?,
+        address: r.try_get(4).db(ctx)?,
+        legal_form: r.try_get(5).db(ctx)?,
+        charter_capital: r.try_get(6).db(ctx)?,
+        business_lines: lines
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        representative: r.try_get::<String, _>(8).db(ctx)?.parse()?,
+        founders: founders
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(|s| s.parse().map_err(Error::from))
+            .collect::<Result<_, _>>()?,
+        status: r.try_get(10).db(ctx)?,
+        registered_on: r.try_get(11).db(ctx)?,
+    })
+}
+
+/// The columns of an enterprise in [`ENTERPRISE_COLUMNS`] order; `name_key` is the name
+/// folded for duplicate checks.
+pub fn enterprise_values(e: &Enterprise) -> Vec<Option<String>> {
+    vec![
+        Some(e.code.to_string()),
+        Some(e.name.clone()),
+        e.foreign_name.clone(),
+        Some(e.unit.clone()),
+        Some(e.address.clone()),
+        Some(e.legal_form.clone()),
+        Some(e.charter_capital.to_string()),
+        Some(e.business_lines.join(",")),
+        Some(e.representative.to_string()),
+        Some(
+            e.founders
+                .iter()
+                .map(|f| f.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
+        Some(e.status.clone()),
+        Some(e.registered_on.clone()),
+        Some(crate::text::fold(&e.name)),
+    ]
+}
+
+pub async fn insert_enterprises(
+    conn: &mut sqlx::AnyConnection,
+    list: &[Enterprise],
+) -> Result<(), Error> {
+    for chunk in list.chunks(200) {
+        let rows: Vec<String> = (0..chunk.len())
+            .map(|i| format!("({})", placeholders(i * 13 + 1, 13)))
+            .collect();
+        let sql = format!(
+            "INSERT INTO enterprise ({ENTERPRISE_COLUMNS}) VALUES {}",
+            rows.join(", ")
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for e in chunk {
+            for (i, v) in enterprise_values(e).into_iter().enumerate() {
+                q = if i == 6 {
+                    q.bind(e.charter_capital)
+                } else {
+                    q.bind(v)
+                };
+            }
+        }
+        q.execute(&mut *conn).await.db("adding enterprises")?;
+    }
+    Ok(())
+}
+
+pub async fn enterprise(db: &Database, code: &str) -> Result<Option<Enterprise>, Error> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {ENTERPRISE_COLUMNS} FROM enterprise WHERE code = $1"
+    )))
+    .bind(code.to_owned())
+    .fetch_optional(db.pool())
+    .await
+    .db("reading an enterprise")?;
+    row.as_ref().map(enterprise_from_row).transpose()
+}
