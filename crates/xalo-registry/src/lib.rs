@@ -7,6 +7,7 @@
 //! - [`store`]: tables and queries; [`text`]: search folding.
 
 pub mod admin_unit;
+pub mod bench;
 pub mod generate;
 pub mod model;
 pub mod names;

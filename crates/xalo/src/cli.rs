@@ -48,6 +48,11 @@ enum Command {
         #[command(subcommand)]
         command: RegistryCommand,
     },
+    /// Benchmarks; each ends with one headline line `NAME: VALUE UNIT …`.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
     /// List the server roles.
     Roles,
     /// List every error code with its HTTP status and title.
@@ -115,6 +120,24 @@ enum RegistryCommand {
 }
 
 #[derive(Subcommand, Debug)]
+enum BenchCommand {
+    /// Population register: generation speed, then concurrent lookups by personal code
+    /// through the HTTP service (each writes its access record). Uses the configured
+    /// databases (XALO_DATABASE_URL for PostgreSQL), or SQLite files in a temporary
+    /// directory.
+    Registry {
+        #[arg(long, default_value_t = 100_000)]
+        persons: u64,
+        #[arg(long, default_value_t = 16)]
+        clients: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 enum ConfigCommand {
     /// Print the effective configuration (defaults, file, environment) as TOML.
     Show {
@@ -156,6 +179,40 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
             Ok(())
         }
         Command::Ledger { command } => ledger(command).await,
+        Command::Bench {
+            command:
+                BenchCommand::Registry {
+                    persons,
+                    clients,
+                    seconds,
+                    config,
+                },
+        } => {
+            let mut config = Config::load(config.as_deref())?;
+            let scratch = tempfile_dir()?;
+            if config.database_url.is_none() {
+                config.data_dir = scratch.clone();
+            }
+            let b = xalo_registry::bench::run(
+                &config,
+                persons,
+                clients,
+                std::time::Duration::from_secs(seconds),
+            )
+            .await?;
+            let _ = std::fs::remove_dir_all(&scratch);
+            if b.generate_per_sec > 0.0 {
+                println!(
+                    "generated {} persons at {:.0} persons/s",
+                    b.persons, b.generate_per_sec
+                );
+            }
+            println!(
+                "registry: {:.0} lookups/s, p50 {:.2} ms, p99 {:.2} ms, {} clients, {} persons",
+                b.lookups_per_sec, b.p50_ms, b.p99_ms, clients, b.persons
+            );
+            Ok(())
+        }
         Command::Registry {
             command:
                 RegistryCommand::Generate {
@@ -263,4 +320,11 @@ async fn ledger(command: LedgerCommand) -> Result<(), Error> {
             Ok(())
         }
     }
+}
+
+/// A fresh scratch directory for a benchmark's databases.
+fn tempfile_dir() -> Result<PathBuf, Error> {
+    let dir = std::env::temp_dir().join(format!("xalo-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
 }
