@@ -6,6 +6,7 @@
 //! - [`model`]: people, enterprises, tax codes.
 //! - [`store`]: tables and queries; [`text`]: search folding.
 
+pub mod access_log;
 pub mod admin_unit;
 pub mod bench;
 pub mod generate;

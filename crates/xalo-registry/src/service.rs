@@ -24,6 +24,7 @@ use xalo_core::{Config, Error, ErrorCode, PersonalCode};
 use xalo_ledger::client::{LedgerClient, Recorder};
 use xalo_store::{Database, DbResultExt};
 
+use crate::access_log::{AccessLog, AccessRecord};
 use crate::model::{Enterprise, Person};
 use crate::registration::{Actor, Birth, Change, EnterpriseRegistration, PersonCheck, Registrar};
 use crate::store;
@@ -50,6 +51,7 @@ struct Registers {
     population: Registrar,
     business: Registrar,
     people: HttpPersonCheck,
+    accesses: AccessLog,
 }
 
 /// Open both registers' databases (migrating them).
@@ -90,6 +92,7 @@ pub async fn serve(config: Config, listener: TcpListener) -> Result<ServerHandle
         population: Registrar::new(population_db.clone(), "population", recorder.clone()),
         business: Registrar::new(business_db.clone(), "business", recorder),
         people,
+        accesses: AccessLog::start(population_db.clone()),
     };
     let health_db = population_db.clone();
     let mut handle = Server::new("registry", router(registers.clone()), &config.http)
@@ -188,30 +191,29 @@ impl Request {
         }
     }
 
-    /// Record that the people in `subjects` were read.
-    async fn record(&self, db: &Database, service: &str, subjects: &[String]) -> Result<(), Error> {
-        if subjects.is_empty() {
-            return Ok(());
-        }
+    /// Record that the people in `subjects` were read; returns once it is committed.
+    async fn record(
+        &self,
+        log: &AccessLog,
+        service: &str,
+        subjects: &[String],
+    ) -> Result<(), Error> {
         let now = chrono::Utc::now().timestamp_millis();
-        let mut tx = db.begin_write().await?;
-        for s in subjects {
-            sqlx::query(
-                "INSERT INTO registry_access (subject, client, user_id, purpose, service, message_id, at_ms) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            )
-            .bind(s.clone())
-            .bind(self.client.clone())
-            .bind(self.user.clone())
-            .bind(self.purpose.clone())
-            .bind(service.to_owned())
-            .bind(self.message_id.clone())
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .db("recording the access")?;
-        }
-        tx.commit().await.db("recording the access")
+        log.record(
+            subjects
+                .iter()
+                .map(|s| AccessRecord {
+                    subject: s.clone(),
+                    client: self.client.clone(),
+                    user_id: self.user.clone(),
+                    purpose: self.purpose.clone(),
+                    service: service.to_owned(),
+                    message_id: self.message_id.clone(),
+                    at_ms: now,
+                })
+                .collect(),
+        )
+        .await
     }
 }
 
@@ -236,7 +238,7 @@ async fn get_person(
     let p = store::person(r.population.database(), &c)
         .await?
         .ok_or_else(|| not_found(&c.to_string()))?;
-    req.record(r.population.database(), "persons", &[p.code.to_string()])
+    req.record(&r.accesses, "persons", &[p.code.to_string()])
         .await?;
     Ok(axum::Json(p))
 }
@@ -284,7 +286,7 @@ async fn search_people(
         }
     };
     let subjects: Vec<String> = people.iter().map(|p| p.code.to_string()).collect();
-    req.record(db, "persons.search", &subjects).await?;
+    req.record(&r.accesses, "persons.search", &subjects).await?;
     Ok(axum::Json(people))
 }
 
@@ -305,7 +307,8 @@ async fn children(
     .await?;
     let mut subjects: Vec<String> = kids.iter().map(|p| p.code.to_string()).collect();
     subjects.push(c);
-    req.record(db, "persons.children", &subjects).await?;
+    req.record(&r.accesses, "persons.children", &subjects)
+        .await?;
     Ok(axum::Json(kids))
 }
 
@@ -329,7 +332,8 @@ async fn household(
     )
     .await?;
     let subjects: Vec<String> = members.iter().map(|p| p.code.to_string()).collect();
-    req.record(db, "persons.household", &subjects).await?;
+    req.record(&r.accesses, "persons.household", &subjects)
+        .await?;
     Ok(axum::Json(members))
 }
 
@@ -341,8 +345,7 @@ async fn person_history(
     let req = Request::with_purpose(&h)?;
     let c = code(&c)?.to_string();
     let history = r.population.history(&c).await?;
-    req.record(r.population.database(), "persons.history", &[c])
-        .await?;
+    req.record(&r.accesses, "persons.history", &[c]).await?;
     Ok(axum::Json(history))
 }
 
