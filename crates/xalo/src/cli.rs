@@ -201,15 +201,40 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
             )
             .await?;
             let _ = std::fs::remove_dir_all(&scratch);
-            if b.generate_per_sec > 0.0 {
+            let load = if b.generate_per_sec > 0.0 {
                 println!(
-                    "generated {} persons at {:.0} persons/s",
-                    b.persons, b.generate_per_sec
+                    "load          {:.0} rows/s (generated and written)",
+                    b.generate_per_sec
                 );
-            }
+                match b.copy_baseline_per_sec {
+                    Some(copy) => {
+                        println!("COPY          {copy:.0} rows/s (PostgreSQL alone, same rows)");
+                        format!(
+                            ", load {:.0} rows/s, ratio {:.2} to COPY",
+                            b.generate_per_sec,
+                            b.generate_per_sec / copy
+                        )
+                    }
+                    None => format!(", load {:.0} rows/s", b.generate_per_sec),
+                }
+            } else {
+                String::new()
+            };
             println!(
-                "registry: {:.0} lookups/s, p50 {:.2} ms, p99 {:.2} ms, {} clients, {} persons",
-                b.lookups_per_sec, b.p50_ms, b.p99_ms, clients, b.persons
+                "direct        p50 {:.3} ms, p99 {:.3} ms (lookup by personal code)",
+                b.direct_p50_ms, b.direct_p99_ms
+            );
+            println!(
+                "search        p99 {:.3} ms (full name and birth date)",
+                b.search_p99_ms
+            );
+            println!(
+                "http          {:.0} lookups/s, p50 {:.2} ms, p99 {:.2} ms ({clients} clients, access records written)",
+                b.lookups_per_sec, b.p50_ms, b.p99_ms
+            );
+            println!(
+                "registry: {:.0} lookups/s over HTTP, direct p99 {:.3} ms, search p99 {:.3} ms{load}, {} persons",
+                b.lookups_per_sec, b.direct_p99_ms, b.search_p99_ms, b.persons
             );
             Ok(())
         }
