@@ -193,7 +193,7 @@ async fn copy_baseline(db: &xalo_store::Database, persons: u64) -> Result<f64, E
             }
             chunk.push(b'\n');
             made += 1;
-            if made % 5000 == 0 {
+            if made.is_multiple_of(5000) {
                 chunks.push(std::mem::take(&mut chunk));
             }
         }
