@@ -144,6 +144,25 @@ error_codes! {
     ExchAdminToken = "XALO-EXCH-014", 401, "gateway administration token missing or wrong";
     ExchMessageSignature = "XALO-EXCH-015", 422, "the message signature does not verify";
     ExchCertificateStatus = "XALO-EXCH-016", 422, "the certificate status is not good";
+    WebSessionExpired = "XALO-WEB-001", 401, "the session has expired or does not exist";
+    WebCsrf = "XALO-WEB-002", 403, "the form's anti-forgery token is missing or wrong";
+    WebForm = "XALO-WEB-003", 400, "the form could not be read";
+    WebTemplate = "XALO-WEB-004", 500, "the page could not be rendered";
+    AuthInvalidRequest = "XALO-AUTH-001", 400, "malformed authorization request";
+    AuthUnknownClient = "XALO-AUTH-002", 400, "unknown client or redirect URI";
+    AuthInvalidClient = "XALO-AUTH-003", 401, "client authentication failed";
+    AuthInvalidGrant = "XALO-AUTH-004", 400, "the authorization code or verifier is invalid, used or expired";
+    AuthInvalidToken = "XALO-AUTH-005", 401, "the access token is invalid or expired";
+    AuthUnsupported = "XALO-AUTH-006", 400, "unsupported grant, response type or scope";
+    AuthLoginFailed = "XALO-AUTH-007", 401, "the person could not be authenticated";
+    AuthTooManyAttempts = "XALO-AUTH-008", 429, "too many attempts; try again later";
+    AuthCertificate = "XALO-AUTH-009", 401, "the certificate is not valid for sign-in";
+    AuthSigningKey = "XALO-AUTH-010", 500, "the token signing key is unusable";
+    AuthMobileIdUpstream = "XALO-AUTH-011", 502, "the Mobile-ID operator did not answer as expected";
+    AuthNotMobileIdClient = "XALO-AUTH-012", 404, "the phone number and personal code are not a Mobile-ID subscription";
+    AuthPinLocked = "XALO-AUTH-013", 423, "the PIN is locked after three wrong tries";
+    AuthMobileIdSession = "XALO-AUTH-014", 404, "no such Mobile-ID session";
+    AuthClientRegistration = "XALO-AUTH-015", 400, "the client registration is invalid";
 }
 
 impl fmt::Display for ErrorCode {

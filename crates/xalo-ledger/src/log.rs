@@ -496,6 +496,22 @@ impl Log {
         Ok(())
     }
 
+    /// The root of the checkpoint of `size`, if one was signed.
+    pub async fn signed_root(&self, size: u64) -> Result<Option<Hash>, Error> {
+        let row = sqlx::query("SELECT root FROM ledger_checkpoint WHERE size = $1")
+            .bind(size as i64)
+            .fetch_optional(self.db.pool())
+            .await
+            .db("reading a checkpoint")?;
+        match row {
+            Some(r) => {
+                let root: Vec<u8> = r.try_get(0).db("reading a checkpoint")?;
+                Ok(Some(Hash::from_slice(&root).map_err(ledger)?))
+            }
+            None => Ok(None),
+        }
+    }
+
     /// The time-stamp token of the checkpoint of `size`, if it has one.
     pub async fn time_stamp(&self, size: u64) -> Result<Option<Vec<u8>>, Error> {
         let row = sqlx::query("SELECT time_stamp FROM ledger_checkpoint WHERE size = $1")

@@ -45,6 +45,8 @@ pub struct LedgerSettings {
     pub checkpoint_interval_ms: Option<u64>,
     /// Witnesses asked to cosign every checkpoint.
     pub witnesses: Vec<WitnessPeer>,
+    /// The RFC 3161 time-stamping authority that dates every checkpoint.
+    pub tsa_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
@@ -101,20 +103,36 @@ pub async fn serve(config: Config, listener: TcpListener) -> Result<ServerHandle
     let mut handle = Server::new("ledger", router, &config.http)
         .health_check(db.health_check())
         .spawn(listener)?;
-    let task = tokio::spawn(publish_loop(log, peers, interval));
+    let task = tokio::spawn(publish_loop(log, peers, settings.tsa_url.clone(), interval));
     handle.attach(task.abort_handle());
     Ok(handle)
 }
 
-/// Integrate, sign and cosign at every tick, for as long as the server runs.
-async fn publish_loop(log: Log, peers: WitnessPeers, interval: Duration) {
+/// Integrate, sign, cosign and time-stamp at every tick, for as long as the server runs.
+async fn publish_loop(log: Log, peers: WitnessPeers, tsa_url: Option<String>, interval: Duration) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_cosigned = None;
+    let mut last_stamped = None;
+    let http = reqwest::Client::new();
     loop {
         ticker.tick().await;
         match log.checkpoint().await {
             Ok(Some(published)) => {
+                let size = published.checkpoint.size;
+                if let Some(url) = &tsa_url
+                    && last_stamped != Some(size)
+                {
+                    // The token covers the checkpoint text, which cosignatures never change.
+                    let text = published.checkpoint.to_text();
+                    match xalo_trust::timestamp::request_token(&http, url, text.as_bytes()).await {
+                        Ok(token) => match log.set_time_stamp(size, &token).await {
+                            Ok(()) => last_stamped = Some(size),
+                            Err(e) => tracing::warn!(error = %e, "storing the time-stamp failed"),
+                        },
+                        Err(e) => tracing::warn!(error = %e, "time-stamping the checkpoint failed"),
+                    }
+                }
                 if last_cosigned != Some(published.checkpoint.size) && !peers.is_empty() {
                     match peers.cosign(&log, &published).await {
                         Ok(note) => {
@@ -139,6 +157,8 @@ pub fn router(log: Log) -> Router {
     Router::new()
         .route("/add", post(add).layer(DefaultBodyLimit::max(MAX_ADD_BODY)))
         .route("/checkpoint", get(checkpoint))
+        .route("/checkpoints/{size}", get(checkpoint_text))
+        .route("/checkpoints/{size}/timestamp", get(checkpoint_time_stamp))
         .route("/key", get(key))
         .route("/tile/{*path}", get(tile))
         .route("/proof/inclusion", get(inclusion))
@@ -248,6 +268,40 @@ async fn checkpoint(State(log): Shared) -> Result<Response, Error> {
             "no checkpoint has been signed yet",
         )),
     }
+}
+
+/// The text of the checkpoint of `size` (what its time-stamp covers).
+async fn checkpoint_text(State(log): Shared, Path(size): Path<u64>) -> Result<Response, Error> {
+    let root = log.signed_root(size).await?.ok_or_else(|| {
+        Error::new(
+            ErrorCode::HttpNotFound,
+            format!("no checkpoint of size {size} was signed"),
+        )
+    })?;
+    let cp = crate::checkpoint::Checkpoint::new(log.origin().to_owned(), size, root)?;
+    Ok(text(cp.to_text()))
+}
+
+/// The RFC 3161 token dating the checkpoint of `size`: check it with
+/// `openssl ts -verify -token_in -in TOKEN -data CHECKPOINT -CAfile root.pem -untrusted tsa.pem`.
+async fn checkpoint_time_stamp(
+    State(log): Shared,
+    Path(size): Path<u64>,
+) -> Result<Response, Error> {
+    let token = log.time_stamp(size).await?.ok_or_else(|| {
+        Error::new(
+            ErrorCode::HttpNotFound,
+            format!("the checkpoint of size {size} has no time-stamp (yet)"),
+        )
+    })?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/pkcs7-mime; smime-type=signed-data"),
+        )],
+        token,
+    )
+        .into_response())
 }
 
 async fn key(State(log): Shared) -> Response {

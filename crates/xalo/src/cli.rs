@@ -38,6 +38,13 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// The national PKI: init, issue, revoke, list, export (PEM, PKCS#12).
+    #[command(subcommand)]
+    Pki(xalo_trust::cli::PkiCommand),
+    /// Sign files into an ASiC-E container (CAdES-T with OCSP and chain embedded).
+    Sign(xalo_trust::cli::SignArgs),
+    /// Verify an ASiC-E container; exits non-zero naming every defect.
+    Verify(xalo_trust::cli::VerifyArgs),
     /// The transparency ledger: verify offline, copy for offline checks.
     Ledger {
         #[command(subcommand)]
@@ -121,6 +128,12 @@ enum RegistryCommand {
 
 #[derive(Subcommand, Debug)]
 enum BenchCommand {
+    /// Trust services: P-256 signatures and verifications/s beside `openssl speed`, TSA
+    /// tokens/s and OCSP responses/s over HTTP with 64 concurrent clients.
+    Trust {
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
     /// Population register: generation speed, then concurrent lookups by personal code
     /// through the HTTP service (each writes its access record). Uses the configured
     /// databases (XALO_DATABASE_URL for PostgreSQL), or SQLite files in a temporary
@@ -176,6 +189,33 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
             command: ConfigCommand::Show { config },
         } => {
             print!("{}", Config::load(config.as_deref())?.to_toml()?);
+            Ok(())
+        }
+        Command::Pki(command) => {
+            let config = Config::load(None)?;
+            xalo_trust::cli::run_pki(&config, command).await
+        }
+        Command::Sign(args) => {
+            let config = Config::load(None)?;
+            xalo_trust::cli::run_sign(&config, args).await
+        }
+        Command::Verify(args) => {
+            let config = Config::load(None)?;
+            if xalo_trust::cli::run_verify(&config, args)? {
+                Ok(())
+            } else {
+                Err(Error::new(
+                    ErrorCode::TrustBadSignature,
+                    "the container did not verify (see above)",
+                ))
+            }
+        }
+        Command::Bench {
+            command: BenchCommand::Trust { seconds },
+        } => {
+            for line in xalo_trust::benchmark::run(seconds).await? {
+                println!("{line}");
+            }
             Ok(())
         }
         Command::Ledger { command } => ledger(command).await,

@@ -59,9 +59,17 @@ pub async fn run(mut config: Config) -> Result<(), Error> {
         );
     }
     println!();
+    if let Some(trust) = handles.iter().find(|h| h.role() == xalo_trust::ROLE) {
+        println!("{}", xalo_trust::demo_summary(&config, trust));
+        println!();
+    }
     println!("Transparency ledger");
     println!("  checkpoint     {}/checkpoint", urls["ledger"]);
     println!("  tiles          {}/tile/0/000 …", urls["ledger"]);
+    println!(
+        "  time-stamps    {}/checkpoints/SIZE/timestamp (RFC 3161 token over {}/checkpoints/SIZE)",
+        urls["ledger"], urls["ledger"]
+    );
     println!("  log key        {}", nation.log_key);
     println!("  witness key    {}", nation.witness_key);
     println!(

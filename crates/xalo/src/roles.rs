@@ -31,6 +31,12 @@ pub const ALL: &[Role] = &[
         start: |config, listener| Box::pin(status::serve(config, listener)),
     },
     Role {
+        name: xalo_trust::ROLE,
+        port_offset: xalo_trust::cli::PORT_OFFSET,
+        about: "national trust services: CAs, OCSP, RFC 3161 time-stamps",
+        start: |config, listener| Box::pin(xalo_trust::serve(config, listener)),
+    },
+    Role {
         name: "ledger",
         port_offset: 2,
         about: "transparency ledger: C2SP checkpoints and tiles, proofs",

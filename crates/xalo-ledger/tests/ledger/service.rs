@@ -430,3 +430,104 @@ async fn the_witness_refuses_forks_and_stale_sizes() {
     let r = w.add_checkpoint(b"garbage").await.unwrap_err();
     assert!(matches!(r, xalo_ledger::witness::WitnessRefusal::Other(s, _) if s == 400));
 }
+
+/// Every checkpoint is dated by the trust service's TSA, and openssl alone can check it.
+#[tokio::test]
+async fn checkpoints_are_time_stamped_and_openssl_agrees() {
+    let dir = tempfile::tempdir().unwrap();
+    let (trust_db, ledger_db) = (
+        TestDatabase::new().await.unwrap(),
+        TestDatabase::new().await.unwrap(),
+    );
+    let mut config = Config {
+        data_dir: dir.path().to_path_buf(),
+        ..Config::default()
+    };
+    config.roles.entry("trust".into()).or_default().database_url = Some(trust_db.url().to_owned());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    config.roles.entry("trust".into()).or_default().listen = Some(listener.local_addr().unwrap());
+    let trust = xalo_trust::serve(config.clone(), listener).await.unwrap();
+    let ledger_role = config.roles.entry("ledger".into()).or_default();
+    ledger_role.database_url = Some(ledger_db.url().to_owned());
+    ledger_role
+        .settings
+        .insert("checkpoint_interval_ms".into(), 50.into());
+    ledger_role
+        .settings
+        .insert("tsa_url".into(), format!("{}/tsa", trust.url()).into());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ledger = xalo_ledger::service::serve(config.clone(), listener)
+        .await
+        .unwrap();
+    let client = LedgerClient::new(&ledger.url()).unwrap();
+    client
+        .submit(&[entry(1), entry(2), entry(3)])
+        .await
+        .unwrap();
+
+    let http = reqwest::Client::new();
+    let mut token = None;
+    for _ in 0..200 {
+        let r = http
+            .get(format!("{}/checkpoints/3/timestamp", ledger.url()))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 200 {
+            token = Some(r.bytes().await.unwrap().to_vec());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let token = token.expect("the checkpoint of 3 entries was time-stamped");
+    let text = http
+        .get(format!("{}/checkpoints/3", ledger.url()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.starts_with("127.0.0.1/ledger\n3\n"), "{text}");
+    let work = tempfile::tempdir().unwrap();
+    std::fs::write(work.path().join("checkpoint"), &text).unwrap();
+    std::fs::write(work.path().join("token.der"), &token).unwrap();
+    let trust_dir = dir.path().join("trust");
+    let out = std::process::Command::new("openssl")
+        .args(["ts", "-verify", "-token_in", "-in"])
+        .arg(work.path().join("token.der"))
+        .arg("-data")
+        .arg(work.path().join("checkpoint"))
+        .arg("-CAfile")
+        .arg(trust_dir.join("root.pem"))
+        .arg("-untrusted")
+        .arg(trust_dir.join("tsa.pem"))
+        .output()
+        .unwrap();
+    let said =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && said.contains("Verification: OK"),
+        "{said}"
+    );
+    // A changed checkpoint does not verify.
+    std::fs::write(
+        work.path().join("checkpoint"),
+        text.replace("\n3\n", "\n4\n"),
+    )
+    .unwrap();
+    let out = std::process::Command::new("openssl")
+        .args(["ts", "-verify", "-token_in", "-in"])
+        .arg(work.path().join("token.der"))
+        .arg("-data")
+        .arg(work.path().join("checkpoint"))
+        .arg("-CAfile")
+        .arg(trust_dir.join("root.pem"))
+        .arg("-untrusted")
+        .arg(trust_dir.join("tsa.pem"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    ledger.shutdown().await.unwrap();
+    trust.shutdown().await.unwrap();
+}

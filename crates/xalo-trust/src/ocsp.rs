@@ -1,0 +1,463 @@
+//! The OCSP responder (RFC 6960) and the client side of certificate status.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
+
+use der::asn1::{BitString, GeneralizedTime, Null, ObjectIdentifier as Oid, OctetString};
+use der::{Decode, Encode};
+use serde::{Deserialize, Serialize};
+use x509_cert::Certificate;
+use x509_cert::ext::Extension;
+use x509_cert::spki::AlgorithmIdentifierOwned;
+use x509_ocsp::{
+    BasicOcspResponse, CertId, CertStatus, OcspGeneralizedTime, OcspRequest, OcspResponse,
+    OcspResponseStatus, Request, ResponderId, ResponseBytes, ResponseData, RevokedInfo,
+    SingleResponse, TbsRequest, Version,
+};
+use xalo_core::{Error, ErrorCode};
+
+use crate::authority::{AuthorityName, Pki, parse_certificate, serial_hex};
+use crate::chain::{TrustAnchors, has_extended_key_usage, verify_path};
+use crate::key::{oid, to_der, verify_signature};
+use crate::store::{self, RevocationReason};
+
+pub const ID_PKIX_OCSP_BASIC: Oid = Oid::new_unwrap("1.3.6.1.5.5.7.48.1.1");
+pub const ID_PKIX_OCSP_NONCE: Oid = Oid::new_unwrap("1.3.6.1.5.5.7.48.1.2");
+const ID_KP_OCSP_SIGNING: Oid = Oid::new_unwrap("1.3.6.1.5.5.7.3.9");
+
+/// How long answers stay good and cached.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct OcspSettings {
+    /// Seconds a signed answer is reused for the same question (0: sign every time).
+    pub cache_secs: u64,
+    /// Seconds between thisUpdate and nextUpdate.
+    pub next_update_secs: u64,
+}
+
+impl Default for OcspSettings {
+    fn default() -> Self {
+        OcspSettings {
+            cache_secs: 60,
+            next_update_secs: 3600,
+        }
+    }
+}
+
+fn sha1(data: &[u8]) -> Vec<u8> {
+    ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, data)
+        .as_ref()
+        .to_vec()
+}
+
+fn hash_for(alg: &Oid, data: &[u8]) -> Option<Vec<u8>> {
+    match *alg {
+        oid::SHA1 => Some(sha1(data)),
+        _ => crate::key::DigestAlgorithm::from_oid(alg).map(|d| d.digest(data)),
+    }
+}
+
+/// The CertID of `cert` under `issuer`, with SHA-1 as openssl and browsers send it.
+pub fn cert_id(cert: &Certificate, issuer: &Certificate) -> Result<CertId, Error> {
+    let name = to_der(&issuer.tbs_certificate.subject)?;
+    let key = issuer
+        .tbs_certificate
+        .subject_public_key_info
+        .subject_public_key
+        .raw_bytes();
+    let octets = |b: Vec<u8>| {
+        OctetString::new(b).map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))
+    };
+    Ok(CertId {
+        hash_algorithm: AlgorithmIdentifierOwned {
+            oid: oid::SHA1,
+            parameters: None,
+        },
+        issuer_name_hash: octets(sha1(&name))?,
+        issuer_key_hash: octets(sha1(key))?,
+        serial_number: cert.tbs_certificate.serial_number.clone(),
+    })
+}
+
+/// Parse a DER OCSPRequest: what the fuzz target drives.
+pub fn parse_request(der: &[u8]) -> Result<OcspRequest, Error> {
+    OcspRequest::from_der(der)
+        .map_err(|e| Error::new(ErrorCode::TrustBadOcspRequest, e.to_string()))
+}
+
+/// The DER OCSPResponse for a request that could not be parsed.
+pub fn malformed_response() -> Vec<u8> {
+    to_der(&OcspResponse {
+        response_status: OcspResponseStatus::MalformedRequest,
+        response_bytes: None,
+    })
+    .unwrap_or_default()
+}
+
+/// The responder: answers for the three authorities, each with its own OCSP certificate.
+pub struct OcspResponder {
+    pki: Pki,
+    settings: OcspSettings,
+    cache: Mutex<HashMap<Vec<u8>, CachedAnswer>>,
+}
+
+const CACHE_LIMIT: usize = 100_000;
+
+/// A signed answer and when it was made.
+type CachedAnswer = (Instant, std::sync::Arc<Vec<u8>>);
+
+impl OcspResponder {
+    pub fn new(pki: Pki, settings: OcspSettings) -> Self {
+        OcspResponder {
+            pki,
+            settings,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Forget cached answers (after a revocation in this process).
+    pub fn clear_cache(&self) {
+        if let Ok(mut c) = self.cache.lock() {
+            c.clear();
+        }
+    }
+
+    fn authority_for(&self, id: &CertId) -> Option<AuthorityName> {
+        AuthorityName::ALL.into_iter().find(|a| {
+            let ca = &self.pki.authority(*a).certificate;
+            let Ok(name) = ca.tbs_certificate.subject.to_der() else {
+                return false;
+            };
+            let key = ca
+                .tbs_certificate
+                .subject_public_key_info
+                .subject_public_key
+                .raw_bytes();
+            hash_for(&id.hash_algorithm.oid, &name).as_deref()
+                == Some(id.issuer_name_hash.as_bytes())
+                && hash_for(&id.hash_algorithm.oid, key).as_deref()
+                    == Some(id.issuer_key_hash.as_bytes())
+        })
+    }
+
+    async fn status(&self, authority: AuthorityName, id: &CertId) -> Result<CertStatus, Error> {
+        let serial = hex::encode(id.serial_number.as_bytes());
+        // The authorities' own service certificates are not in the issued table.
+        let own: Vec<&crate::Signer> = match authority {
+            AuthorityName::Root => vec![
+                self.pki.authority(AuthorityName::Organisations),
+                self.pki.authority(AuthorityName::Persons),
+                self.pki.ocsp_signer(AuthorityName::Root),
+            ],
+            AuthorityName::Organisations => vec![
+                self.pki.ocsp_signer(AuthorityName::Organisations),
+                self.pki.tsa_signer(),
+            ],
+            AuthorityName::Persons => vec![self.pki.ocsp_signer(AuthorityName::Persons)],
+        };
+        if own.iter().any(|s| serial_hex(&s.certificate) == serial) {
+            return Ok(CertStatus::good());
+        }
+        match store::find_optional(self.pki.database(), &serial).await? {
+            Some(r) if r.authority == authority => match (r.revoked_unix, r.revocation_reason) {
+                (Some(at), reason) => Ok(CertStatus::revoked(RevokedInfo {
+                    revocation_time: ocsp_time(
+                        SystemTime::UNIX_EPOCH + Duration::from_secs(at.max(0) as u64),
+                    )?,
+                    revocation_reason: Some(
+                        reason.unwrap_or(RevocationReason::Unspecified).crl_reason(),
+                    ),
+                })),
+                (None, _) => Ok(CertStatus::good()),
+            },
+            _ => Ok(CertStatus::unknown()),
+        }
+    }
+
+    /// Answer a DER OCSPRequest with a DER OCSPResponse. `Err` only when the request is
+    /// not an OCSP request at all.
+    pub async fn respond(&self, request_der: &[u8]) -> Result<Vec<u8>, Error> {
+        let request = parse_request(request_der)?;
+        let tbs = &request.tbs_request;
+        if tbs.request_list.is_empty() {
+            return Err(Error::new(
+                ErrorCode::TrustBadOcspRequest,
+                "no certificate asked about",
+            ));
+        }
+        let nonce = tbs
+            .request_extensions
+            .iter()
+            .flatten()
+            .find(|e| e.extn_id == ID_PKIX_OCSP_NONCE)
+            .cloned();
+        let cache_key = if nonce.is_none() && self.settings.cache_secs > 0 {
+            Some(to_der(&tbs.request_list)?)
+        } else {
+            None
+        };
+        if let (Some(key), Ok(cache)) = (&cache_key, self.cache.lock())
+            && let Some((_, der)) = cache
+                .get(key)
+                .filter(|(at, _)| at.elapsed() < Duration::from_secs(self.settings.cache_secs))
+        {
+            return Ok(der.as_ref().clone());
+        }
+        let first_authority = tbs
+            .request_list
+            .iter()
+            .find_map(|r| self.authority_for(&r.req_cert));
+        let authority = first_authority.unwrap_or(AuthorityName::Root);
+        let now = SystemTime::now();
+        let mut responses = Vec::new();
+        for Request { req_cert, .. } in &tbs.request_list {
+            let status = match self.authority_for(req_cert) {
+                Some(a) if a == authority => self.status(a, req_cert).await?,
+                _ => CertStatus::unknown(),
+            };
+            responses.push(SingleResponse {
+                cert_id: req_cert.clone(),
+                cert_status: status,
+                this_update: ocsp_time(now)?,
+                next_update: Some(ocsp_time(
+                    now + Duration::from_secs(self.settings.next_update_secs),
+                )?),
+                single_extensions: None,
+            });
+        }
+        let signer = self.pki.ocsp_signer(authority);
+        let key_hash = sha1(
+            signer
+                .certificate
+                .tbs_certificate
+                .subject_public_key_info
+                .subject_public_key
+                .raw_bytes(),
+        );
+        let data = ResponseData {
+            version: Version::V1,
+            responder_id: ResponderId::ByKey(
+                OctetString::new(key_hash)
+                    .map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?,
+            ),
+            produced_at: ocsp_time(now)?,
+            responses,
+            response_extensions: nonce.map(|n| vec![n]),
+        };
+        let signature = signer.key.sign(&to_der(&data)?)?;
+        let mut certs = vec![signer.certificate.clone()];
+        if authority != AuthorityName::Root {
+            certs.push(self.pki.authority(authority).certificate.clone());
+        }
+        let basic = BasicOcspResponse {
+            tbs_response_data: data,
+            signature_algorithm: signer.key.signature_algorithm(),
+            signature: BitString::from_bytes(&signature)
+                .map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?,
+            certs: Some(certs),
+        };
+        let der = to_der(&OcspResponse {
+            response_status: OcspResponseStatus::Successful,
+            response_bytes: Some(ResponseBytes {
+                response_type: ID_PKIX_OCSP_BASIC,
+                response: OctetString::new(to_der(&basic)?)
+                    .map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?,
+            }),
+        })?;
+        if let (Some(key), Ok(mut cache)) = (cache_key, self.cache.lock()) {
+            if cache.len() >= CACHE_LIMIT {
+                cache.clear();
+            }
+            cache.insert(key, (Instant::now(), std::sync::Arc::new(der.clone())));
+        }
+        Ok(der)
+    }
+}
+
+fn ocsp_time(t: SystemTime) -> Result<OcspGeneralizedTime, Error> {
+    GeneralizedTime::from_system_time(t)
+        .map(OcspGeneralizedTime)
+        .map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))
+}
+
+/// Build a DER OCSP request for `cert`, with a nonce.
+pub fn build_request(cert: &Certificate, issuer: &Certificate) -> Result<Vec<u8>, Error> {
+    let nonce = crate::key::random_bytes::<16>()?;
+    let nonce_ext = Extension {
+        extn_id: ID_PKIX_OCSP_NONCE,
+        critical: false,
+        extn_value: OctetString::new(to_der(
+            &OctetString::new(nonce.to_vec())
+                .map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?,
+        )?)
+        .map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?,
+    };
+    to_der(&OcspRequest {
+        tbs_request: TbsRequest {
+            version: Version::V1,
+            requestor_name: None,
+            request_list: vec![Request {
+                req_cert: cert_id(cert, issuer)?,
+                single_request_extensions: None,
+            }],
+            request_extensions: Some(vec![nonce_ext]),
+        },
+        optional_signature: None,
+    })
+}
+
+/// The status of one certificate, as a verified OCSP response states it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", rename_all = "kebab-case")]
+pub enum CertificateStatus {
+    Good,
+    Revoked {
+        revoked_unix: i64,
+        reason: Option<String>,
+    },
+    Unknown,
+}
+
+/// A verified OCSP answer about one certificate.
+#[derive(Debug, Clone)]
+pub struct StatusAnswer {
+    pub status: CertificateStatus,
+    pub produced_at: SystemTime,
+    pub this_update: SystemTime,
+    pub basic: BasicOcspResponse,
+}
+
+/// Extract the BasicOCSPResponse of a DER OCSPResponse.
+pub fn basic_response(der: &[u8]) -> Result<BasicOcspResponse, Error> {
+    let bad = |m: String| Error::new(ErrorCode::TrustNoRevocationData, m);
+    let resp = OcspResponse::from_der(der).map_err(|e| bad(format!("OCSP response: {e}")))?;
+    if resp.response_status != OcspResponseStatus::Successful {
+        return Err(bad(format!(
+            "OCSP responder said {:?}",
+            resp.response_status
+        )));
+    }
+    let bytes = resp
+        .response_bytes
+        .ok_or_else(|| bad("empty OCSP response".into()))?;
+    if bytes.response_type != ID_PKIX_OCSP_BASIC {
+        return Err(bad("not a basic OCSP response".into()));
+    }
+    BasicOcspResponse::from_der(bytes.response.as_bytes())
+        .map_err(|e| bad(format!("basic OCSP response: {e}")))
+}
+
+/// Check a basic response about `cert` (issued by `issuer`): signed by the issuer or by a
+/// responder certificate the issuer gave the OCSP-signing usage, and naming `cert`.
+pub fn verify_basic(
+    basic: &BasicOcspResponse,
+    cert: &Certificate,
+    issuer: &Certificate,
+    anchors: &TrustAnchors,
+) -> Result<StatusAnswer, Error> {
+    let bad = |m: String| Error::new(ErrorCode::TrustNoRevocationData, m);
+    let tbs = to_der(&basic.tbs_response_data)?;
+    let signature = basic.signature.raw_bytes();
+    let signed_by_issuer = verify_signature(
+        &issuer.tbs_certificate.subject_public_key_info,
+        &basic.signature_algorithm,
+        &tbs,
+        signature,
+    )
+    .is_ok();
+    if !signed_by_issuer {
+        let responder = basic
+            .certs
+            .iter()
+            .flatten()
+            .find(|c| {
+                verify_signature(
+                    &c.tbs_certificate.subject_public_key_info,
+                    &basic.signature_algorithm,
+                    &tbs,
+                    signature,
+                )
+                .is_ok()
+            })
+            .ok_or_else(|| bad("the OCSP response's signature does not verify".into()))?;
+        if !crate::chain::issued_by(responder, issuer)
+            || !has_extended_key_usage(responder, &ID_KP_OCSP_SIGNING)
+        {
+            return Err(bad(
+                "the OCSP responder is not authorised by the certificate's issuer".into(),
+            ));
+        }
+        let produced = basic.tbs_response_data.produced_at.0.to_system_time();
+        let issuer_der = to_der(issuer)?;
+        verify_path(&to_der(responder)?, &[issuer_der], anchors, produced)
+            .map_err(|e| bad(format!("OCSP responder certificate: {}", e.message)))?;
+    }
+    let wanted = cert_id(cert, issuer)?;
+    let single = basic
+        .tbs_response_data
+        .responses
+        .iter()
+        .find(|r| {
+            r.cert_id.serial_number == wanted.serial_number
+                && hash_for(
+                    &r.cert_id.hash_algorithm.oid,
+                    &to_der(&issuer.tbs_certificate.subject).unwrap_or_default(),
+                )
+                .as_deref()
+                    == Some(r.cert_id.issuer_name_hash.as_bytes())
+        })
+        .ok_or_else(|| bad("the OCSP response is about another certificate".into()))?;
+    let status = match &single.cert_status {
+        CertStatus::Good(Null) => CertificateStatus::Good,
+        CertStatus::Revoked(info) => CertificateStatus::Revoked {
+            revoked_unix: info.revocation_time.0.to_unix_duration().as_secs() as i64,
+            reason: info.revocation_reason.map(|r| format!("{r:?}")),
+        },
+        CertStatus::Unknown(_) => CertificateStatus::Unknown,
+    };
+    Ok(StatusAnswer {
+        status,
+        produced_at: basic.tbs_response_data.produced_at.0.to_system_time(),
+        this_update: single.this_update.0.to_system_time(),
+        basic: basic.clone(),
+    })
+}
+
+/// Ask the responder named in `cert` (or `url`) about it; returns the raw DER and the
+/// verified answer.
+pub async fn query(
+    http: &reqwest::Client,
+    url: Option<&str>,
+    cert_der: &[u8],
+    issuer_der: &[u8],
+    anchors: &TrustAnchors,
+) -> Result<(Vec<u8>, StatusAnswer), Error> {
+    let cert = parse_certificate(cert_der)?;
+    let issuer = parse_certificate(issuer_der)?;
+    let url = match url {
+        Some(u) => u.to_owned(),
+        None => crate::chain::ocsp_url(&cert).ok_or_else(|| {
+            Error::new(
+                ErrorCode::TrustNoRevocationData,
+                "the certificate names no OCSP responder",
+            )
+        })?,
+    };
+    let body = build_request(&cert, &issuer)?;
+    let response = http
+        .post(&url)
+        .header("content-type", "application/ocsp-request")
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| Error::new(ErrorCode::TrustUpstream, format!("{url}: {e}")))?;
+    let bytes = response
+        .bytes()
+        .await
+        .map_err(|e| Error::new(ErrorCode::TrustUpstream, format!("{url}: {e}")))?
+        .to_vec();
+    let basic = basic_response(&bytes)?;
+    let answer = verify_basic(&basic, &cert, &issuer, anchors)?;
+    Ok((bytes, answer))
+}

@@ -1,0 +1,321 @@
+use xalo_trust::authority::Subject;
+use xalo_trust::ocsp::OcspSettings;
+use xalo_trust::{
+    AuthorityName, IssueRequest, KeyAlgorithm, KeySource, Profile, RevocationReason, TrustSettings,
+};
+
+use super::support::{Running, ok, openssl};
+
+fn no_cache() -> TrustSettings {
+    TrustSettings {
+        ocsp: OcspSettings {
+            cache_secs: 0,
+            ..OcspSettings::default()
+        },
+        ..TrustSettings::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openssl_ocsp_sees_good_then_revoked() {
+    let server = Running::start(no_cache()).await;
+    let pki = server.pki().await;
+    let issued = pki
+        .issue(&IssueRequest {
+            profile: Profile::Seal,
+            subject: Subject::organisation("VN", "Ministry of Finance", "000002"),
+            key: KeySource::Generate(KeyAlgorithm::P256),
+            validity_days: 365,
+        })
+        .await
+        .unwrap();
+    let trust_dir = server.dir.path().join("trust");
+    std::fs::write(trust_dir.join("seal.pem"), issued.certificate_pem()).unwrap();
+    let url = format!("{}/ocsp", server.handle.url());
+    let ask = || {
+        ok(&openssl(
+            &trust_dir,
+            &[
+                "ocsp",
+                "-issuer",
+                "organisations.pem",
+                "-cert",
+                "seal.pem",
+                "-url",
+                &url,
+                "-CAfile",
+                "root.pem",
+                "-resp_text",
+            ],
+        ))
+    };
+    let text = ask();
+    assert!(text.contains("seal.pem: good"), "{text}");
+    assert!(text.contains("Response verify OK"), "{text}");
+    assert!(text.contains("Next Update"), "{text}");
+    assert!(text.contains("OCSP Nonce"), "{text}");
+
+    pki.revoke(&issued.record.serial, RevocationReason::KeyCompromise, None)
+        .await
+        .unwrap();
+    let text = ask();
+    assert!(text.contains("seal.pem: revoked"), "{text}");
+    assert!(text.contains("Reason: keyCompromise"), "{text}");
+    assert!(text.contains("Revocation Time"), "{text}");
+
+    // Unknown serial; and the issuing CA's own status, answered under the root.
+    ok(&openssl(
+        &trust_dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "k.pem",
+            "-out",
+            "other.pem",
+            "-subj",
+            "/CN=other",
+            "-days",
+            "1",
+        ],
+    ));
+    let text = ok(&openssl(
+        &trust_dir,
+        &[
+            "ocsp",
+            "-issuer",
+            "organisations.pem",
+            "-serial",
+            "0x1234",
+            "-url",
+            &url,
+            "-CAfile",
+            "root.pem",
+        ],
+    ));
+    assert!(text.contains("unknown"), "{text}");
+    let text = ok(&openssl(
+        &trust_dir,
+        &[
+            "ocsp",
+            "-issuer",
+            "root.pem",
+            "-cert",
+            "persons.pem",
+            "-url",
+            &url,
+            "-CAfile",
+            "root.pem",
+        ],
+    ));
+    assert!(text.contains("persons.pem: good"), "{text}");
+    server.handle.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ocsp_get_cache_and_bad_input() {
+    let server = Running::start(TrustSettings::default()).await;
+    let pki = server.pki().await;
+    let issued = pki
+        .issue(&IssueRequest {
+            profile: Profile::PersonSigning,
+            subject: Subject::person(&"VN001203012345".parse().unwrap(), "An", "NGUYEN"),
+            key: KeySource::Generate(KeyAlgorithm::P256),
+            validity_days: 365,
+        })
+        .await
+        .unwrap();
+    let cert = xalo_trust::authority::parse_certificate(&issued.record.certificate).unwrap();
+    let issuer = &pki.authority(AuthorityName::Persons).certificate;
+    let id = xalo_trust::ocsp::cert_id(&cert, issuer).unwrap();
+    // A request without nonce, sent twice by GET: the second answer is the cached one.
+    use der::Encode;
+    let req = x509_ocsp::OcspRequest {
+        tbs_request: x509_ocsp::TbsRequest {
+            version: x509_ocsp::Version::V1,
+            requestor_name: None,
+            request_list: vec![x509_ocsp::Request {
+                req_cert: id,
+                single_request_extensions: None,
+            }],
+            request_extensions: None,
+        },
+        optional_signature: None,
+    }
+    .to_der()
+    .unwrap();
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&req);
+    let enc =
+        percent_encoding::utf8_percent_encode(&b64, percent_encoding::NON_ALPHANUMERIC).to_string();
+    let http = reqwest::Client::new();
+    let url = format!("{}/ocsp/{enc}", server.handle.url());
+    let a = http.get(&url).send().await.unwrap();
+    assert_eq!(a.status(), 200);
+    assert_eq!(a.headers()["content-type"], "application/ocsp-response");
+    let a = a.bytes().await.unwrap();
+    let b = http.get(&url).send().await.unwrap().bytes().await.unwrap();
+    assert_eq!(a, b, "cached answers are byte-identical");
+    let basic = xalo_trust::ocsp::basic_response(&a).unwrap();
+    let anchors = xalo_trust::chain::TrustAnchors::new(vec![
+        pki.authority(AuthorityName::Root).certificate_der.clone(),
+    ]);
+    let answer = xalo_trust::ocsp::verify_basic(&basic, &cert, issuer, &anchors).unwrap();
+    assert_eq!(answer.status, xalo_trust::ocsp::CertificateStatus::Good);
+
+    // Malformed DER, garbage base64 and oversized bodies: 400-class, never a crash.
+    let post = |body: Vec<u8>| {
+        http.post(format!("{}/ocsp", server.handle.url()))
+            .header("content-type", "application/ocsp-request")
+            .body(body)
+            .send()
+    };
+    let r = post(vec![0x30, 0x82, 0xff, 0xff, 0x01]).await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(
+        &r.bytes().await.unwrap()[..],
+        &[0x30, 0x03, 0x0a, 0x01, 0x01]
+    );
+    let r = post(vec![0u8; 1 << 20]).await.unwrap();
+    assert_eq!(r.status(), 413);
+    let r = http
+        .get(format!("{}/ocsp/!!!notbase64", server.handle.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = http
+        .post(format!("{}/tsa", server.handle.url()))
+        .header("content-type", "application/timestamp-query")
+        .body(vec![0x30, 0x01])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.headers()["content-type"], "application/timestamp-reply");
+    let r = http
+        .post(format!("{}/tsa", server.handle.url()))
+        .body(vec![0x30, 0x00])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 415);
+    let r = http
+        .get(format!("{}/ca/root.pem", server.handle.url()))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.text().await.unwrap().contains("BEGIN CERTIFICATE"));
+    server.handle.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openssl_time_stamps_verify() {
+    let server = Running::start(TrustSettings::default()).await;
+    let dir = server.dir.path().join("trust");
+    std::fs::write(dir.join("doc.txt"), "Quyết định số 1/2025\n").unwrap();
+    let url = format!("{}/tsa", server.handle.url());
+    let http = reqwest::Client::new();
+    let mut serials = Vec::new();
+    for _ in 0..2 {
+        ok(&openssl(
+            &dir,
+            &[
+                "ts", "-query", "-data", "doc.txt", "-sha256", "-cert", "-out", "q.tsq",
+            ],
+        ));
+        let reply = http
+            .post(&url)
+            .header("content-type", "application/timestamp-query")
+            .body(std::fs::read(dir.join("q.tsq")).unwrap())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(reply.status(), 200);
+        assert_eq!(
+            reply.headers()["content-type"],
+            "application/timestamp-reply"
+        );
+        std::fs::write(dir.join("r.tsr"), reply.bytes().await.unwrap()).unwrap();
+        let text = ok(&openssl(
+            &dir,
+            &[
+                "ts",
+                "-verify",
+                "-data",
+                "doc.txt",
+                "-in",
+                "r.tsr",
+                "-CAfile",
+                "root.pem",
+                "-untrusted",
+                "organisations.pem",
+            ],
+        ));
+        assert!(text.contains("Verification: OK"), "{text}");
+        let text = ok(&openssl(
+            &dir,
+            &[
+                "ts",
+                "-verify",
+                "-queryfile",
+                "q.tsq",
+                "-in",
+                "r.tsr",
+                "-CAfile",
+                "root.pem",
+            ],
+        ));
+        assert!(text.contains("Verification: OK"), "{text}");
+        let text = ok(&openssl(&dir, &["ts", "-reply", "-in", "r.tsr", "-text"]));
+        assert!(text.contains("Policy OID: 0.4.0.2023.1.1"), "{text}");
+        assert!(text.contains("Accuracy: 0x01 seconds"), "{text}");
+        assert!(text.contains("Nonce: 0x"), "{text}");
+        let serial = text
+            .lines()
+            .find(|l| l.starts_with("Serial number"))
+            .unwrap()
+            .to_owned();
+        serials.push(serial);
+    }
+    assert_ne!(serials[0], serials[1]);
+
+    // SHA-1 (or any hash we do not take) is refused with badAlg.
+    ok(&openssl(
+        &dir,
+        &[
+            "ts", "-query", "-data", "doc.txt", "-sha1", "-out", "q1.tsq",
+        ],
+    ));
+    let reply = http
+        .post(&url)
+        .header("content-type", "application/timestamp-query")
+        .body(std::fs::read(dir.join("q1.tsq")).unwrap())
+        .send()
+        .await
+        .unwrap();
+    std::fs::write(dir.join("r1.tsr"), reply.bytes().await.unwrap()).unwrap();
+    let text = ok(&openssl(&dir, &["ts", "-reply", "-in", "r1.tsr", "-text"]));
+    assert!(
+        text.contains("Rejected") && text.contains("unrecognized or unsupported algorithm"),
+        "{text}"
+    );
+
+    // Our own verifier agrees with openssl.
+    let pki = server.pki().await;
+    let anchors = xalo_trust::chain::TrustAnchors::new(vec![
+        pki.authority(AuthorityName::Root).certificate_der.clone(),
+    ]);
+    let token = xalo_trust::timestamp::request_token(&http, &url, b"data")
+        .await
+        .unwrap();
+    let verified = xalo_trust::timestamp::verify_token(&token, b"data", &anchors).unwrap();
+    assert!(verified.authority.contains("Time-Stamping"));
+    assert!(xalo_trust::timestamp::verify_token(&token, b"other", &anchors).is_err());
+    server.handle.shutdown().await.unwrap();
+}
