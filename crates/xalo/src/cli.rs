@@ -50,6 +50,13 @@ enum Command {
         #[command(subcommand)]
         command: LedgerCommand,
     },
+    /// National sign-in: relying parties and signing keys.
+    Id {
+        #[command(subcommand)]
+        command: IdCommand,
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
+    },
     /// The base registries.
     Registry {
         #[command(subcommand)]
@@ -107,6 +114,32 @@ enum LedgerCommand {
         #[arg(long)]
         out: PathBuf,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum IdCommand {
+    /// Register a relying party (an e-service that signs people in). Prints its secret once.
+    ClientAdd {
+        #[arg(long)]
+        client_id: String,
+        #[arg(long)]
+        name: String,
+        /// client_secret_basic, private_key_jwt or none (a public client, PKCE required).
+        #[arg(long, default_value = "client_secret_basic")]
+        auth_method: String,
+        /// Exact redirect URIs; repeat for each.
+        #[arg(long = "redirect-uri", required = true)]
+        redirect_uris: Vec<String>,
+        #[arg(long = "post-logout-redirect-uri")]
+        post_logout_redirect_uris: Vec<String>,
+        /// The client's public keys (a JWK set file) for private_key_jwt.
+        #[arg(long)]
+        jwks: Option<PathBuf>,
+    },
+    /// List relying parties.
+    Clients,
+    /// Start signing ID tokens with a new key (the old one stays published for a while).
+    KeysRotate,
 }
 
 #[derive(Subcommand, Debug)]
@@ -219,6 +252,7 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
             Ok(())
         }
         Command::Ledger { command } => ledger(command).await,
+        Command::Id { command, config } => id(command, config).await,
         Command::Bench {
             command:
                 BenchCommand::Registry {
@@ -392,4 +426,52 @@ fn tempfile_dir() -> Result<PathBuf, Error> {
     let dir = std::env::temp_dir().join(format!("xalo-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
+}
+
+async fn id(command: IdCommand, config: Option<PathBuf>) -> Result<(), Error> {
+    let config = Config::load(config.as_deref())?;
+    let db = xalo_store::Database::connect(&config.database_url(xalo_id::ROLE)).await?;
+    xalo_id::store::migrate(&db).await?;
+    match command {
+        IdCommand::ClientAdd {
+            client_id,
+            name,
+            auth_method,
+            redirect_uris,
+            post_logout_redirect_uris,
+            jwks,
+        } => {
+            let jwks = jwks
+                .map(|f| {
+                    std::fs::read_to_string(&f).map_err(|e| Error::from(e).context(f.display()))
+                })
+                .transpose()?;
+            let registration: xalo_id::client::Registration =
+                serde_json::from_value(serde_json::json!({
+                    "client_id": client_id,
+                    "name": name,
+                    "auth_method": auth_method,
+                    "redirect_uris": redirect_uris,
+                    "post_logout_redirect_uris": post_logout_redirect_uris,
+                    "jwks": jwks,
+                }))
+                .map_err(|e| Error::new(ErrorCode::ConfigInvalid, e.to_string()))?;
+            match xalo_id::client::register(&db, &registration).await? {
+                Some(secret) => {
+                    println!("client {client_id} registered; its secret (shown once): {secret}")
+                }
+                None => println!("client {client_id} registered"),
+            }
+        }
+        IdCommand::Clients => {
+            for (id, name, method) in xalo_id::client::list(&db).await? {
+                println!("{id:<24} {method:<20} {name}");
+            }
+        }
+        IdCommand::KeysRotate => {
+            xalo_id::signing_key::rotate(&db).await?;
+            println!("a new signing key is in use; the previous one stays in the JWKS");
+        }
+    }
+    Ok(())
 }

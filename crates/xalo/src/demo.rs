@@ -95,6 +95,29 @@ pub async fn run(mut config: Config) -> Result<(), Error> {
         println!("  {code}  {name}, {unit}");
     }
     println!();
+    println!("National sign-in (OpenID Connect)");
+    println!(
+        "  discovery      {}/.well-known/openid-configuration",
+        urls["id"]
+    );
+    println!(
+        "  ID-card        {} (TLS client certificate: a card from `xalo pki export --p12`)",
+        nation.id_card
+    );
+    println!("  demo client    portal / {DEMO_PORTAL_SECRET}");
+    println!("Demo accounts (Mobile-ID; PIN1 {DEMO_PIN1} to sign in, PIN2 {DEMO_PIN2} to sign)");
+    for (code, phone) in &nation.phones {
+        let eres = if code.starts_with("EE") {
+            " (e-Resident)"
+        } else {
+            ""
+        };
+        println!(
+            "  {code}{eres}  phone {phone}  screen {}/phone/{phone}",
+            urls["mobile-id"]
+        );
+    }
+    println!();
     println!("Health: append /healthz to any URL; metrics: /metrics. Stop with Ctrl-C.");
     server::shutdown_signal().await;
     for h in handles {
@@ -111,7 +134,16 @@ struct Nation {
     population: i64,
     /// Personal code, name, residence of a few adults to try the services with.
     citizens: Vec<(String, String, String)>,
+    /// Personal code and Mobile-ID phone number of the demo accounts.
+    phones: Vec<(String, String)>,
+    id_card: String,
 }
+
+/// The demo accounts' Mobile-ID PINs (PIN1 signs in, PIN2 signs documents).
+const DEMO_PIN1: &str = "1234";
+const DEMO_PIN2: &str = "12345";
+/// The demo portal's client secret at the sign-in provider.
+const DEMO_PORTAL_SECRET: &str = "demo-portal-secret";
 
 /// The demo's population, made once on first start.
 const DEMO_PERSONS: u64 = 20_000;
@@ -151,25 +183,89 @@ async fn introduce(config: &mut Config, urls: &BTreeMap<&str, String>) -> Result
         population = xalo_registry::store::count(&population_db, "person").await?;
     }
     let units = xalo_registry::admin_unit::admin_units();
-    let citizens = xalo_registry::store::people_where(
+    let people = xalo_registry::store::people_where(
         &population_db,
         "alive = 1 AND spouse IS NOT NULL AND birth_date < '1990'",
         &[],
         3,
     )
-    .await?
-    .into_iter()
-    .map(|p| {
-        let place = units.describe(&p.residence_unit).unwrap_or_default();
-        (p.code.to_string(), p.full_name(), place)
-    })
-    .collect();
+    .await?;
     population_db.close().await;
     business_db.close().await;
+
+    // Sign-in: two citizens and an e-Resident get Mobile-ID; the portal is a relying party.
+    let mut phones = Vec::new();
+    let mut subscribers = Vec::new();
+    for (i, p) in people.iter().take(2).enumerate() {
+        let phone = format!("+8490123456{}", 7 + i);
+        subscribers.push(serde_json::json!({
+            "phone": phone, "personal_code": p.code.to_string(),
+            "given_name": p.given_name, "family_name": p.family_name,
+            "pin1": DEMO_PIN1, "pin2": DEMO_PIN2,
+        }));
+        phones.push((p.code.to_string(), phone));
+    }
+    subscribers.push(serde_json::json!({
+        "phone": "+3725550001", "personal_code": "EE38001085718",
+        "given_name": "Mari", "family_name": "Tamm", "pin1": DEMO_PIN1, "pin2": DEMO_PIN2,
+    }));
+    phones.push(("EE38001085718".into(), "+3725550001".into()));
+    let operator = &mut config.roles.entry("mobile-id".into()).or_default().settings;
+    operator
+        .entry("trust_url")
+        .or_insert_with(|| serde_json::json!(urls["trust"]));
+    operator
+        .entry("subscribers")
+        .or_insert_with(|| serde_json::json!(subscribers));
+    let id_card_port = if config.port_base == 0 {
+        std::net::TcpListener::bind((config.bind, 0))?
+            .local_addr()?
+            .port()
+    } else {
+        config.port_base.saturating_add(32)
+    };
+    let id_card_listen = std::net::SocketAddr::new(config.bind, id_card_port);
+    let portal = urls
+        .get("portal")
+        .cloned()
+        .unwrap_or_else(|| urls["status"].clone());
+    let provider = &mut config.roles.entry("id".into()).or_default().settings;
+    for (key, role) in [
+        ("trust_url", "trust"),
+        ("mobile_id_url", "mobile-id"),
+        ("registry_url", "registry"),
+        ("ledger_url", "ledger"),
+    ] {
+        provider
+            .entry(key)
+            .or_insert_with(|| serde_json::json!(urls[role]));
+    }
+    provider
+        .entry("id_card_listen")
+        .or_insert_with(|| serde_json::json!(id_card_listen.to_string()));
+    provider.entry("clients").or_insert_with(|| {
+        serde_json::json!([{
+            "client_id": "portal", "name": "Cổng Dịch vụ công quốc gia",
+            "auth_method": "client_secret_basic",
+            "redirect_uris": [format!("{portal}/auth/callback")],
+            "post_logout_redirect_uris": [portal],
+            "secret": DEMO_PORTAL_SECRET,
+        }])
+    });
+
+    let citizens = people
+        .into_iter()
+        .map(|p| {
+            let place = units.describe(&p.residence_unit).unwrap_or_default();
+            (p.code.to_string(), p.full_name(), place)
+        })
+        .collect();
     Ok(Nation {
         log_key,
         witness_key,
         population,
         citizens,
+        phones,
+        id_card: format!("https://{}:{id_card_port}", config.public_host),
     })
 }

@@ -54,6 +54,19 @@ pub const ALL: &[Role] = &[
         about: "population and business registers, their history, events and access records",
         start: |config, listener| Box::pin(xalo_registry::service::serve(config, listener)),
     },
+    // The operator first: the sign-in provider asks it for subscribers' certificates.
+    Role {
+        name: "mobile-id",
+        port_offset: 31,
+        about: "Mobile-ID operator: subscribers' keys, phone screens for PIN1 and PIN2",
+        start: |config, listener| Box::pin(xalo_id::operator::serve(config, listener)),
+    },
+    Role {
+        name: "id",
+        port_offset: 30,
+        about: "national sign-in: OpenID Connect with ID-card, Mobile-ID and e-Residency",
+        start: |config, listener| Box::pin(xalo_id::serve(config, listener)),
+    },
 ];
 
 pub fn find(name: &str) -> Option<&'static Role> {

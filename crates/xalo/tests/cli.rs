@@ -158,7 +158,15 @@ impl Demo {
 fn demo_serves_healthz_until_terminated() {
     let demo = Demo::start();
     let roles: Vec<&str> = demo.urls.iter().map(|(r, _)| r.as_str()).collect();
-    for role in ["status", "ledger", "witness"] {
+    for role in [
+        "status",
+        "trust",
+        "ledger",
+        "witness",
+        "registry",
+        "mobile-id",
+        "id",
+    ] {
         assert!(roles.contains(&role), "{roles:?}");
     }
     let rt = tokio::runtime::Runtime::new().unwrap();

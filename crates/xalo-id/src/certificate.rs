@@ -1,0 +1,133 @@
+//! Checking a person's certificate as the sign-in needs it: issued (through the persons
+//! CA) by the national root, valid now, meant for authentication, and reported good by
+//! the OCSP responder the certificate names. The CA certificates are fetched once from the
+//! trust service and kept.
+
+use std::time::SystemTime;
+
+use der::Decode;
+use tokio::sync::OnceCell;
+use x509_cert::Certificate;
+use xalo_core::{Error, ErrorCode, PersonalCode};
+use xalo_trust::chain::{TrustAnchors, verify_path};
+use xalo_trust::ocsp::CertificateStatus;
+
+use crate::identity::person_of_certificate;
+
+/// Where the trust service is, and the CA certificates once fetched.
+pub struct CertificateCheck {
+    trust_url: String,
+    http: reqwest::Client,
+    cas: OnceCell<(TrustAnchors, Vec<u8>)>,
+}
+
+/// A person proved by a certificate.
+#[derive(Debug, Clone)]
+pub struct CertifiedPerson {
+    pub code: PersonalCode,
+    pub given_name: String,
+    pub surname: String,
+    pub certificate: Certificate,
+}
+
+fn bad(m: impl Into<String>) -> Error {
+    Error::new(ErrorCode::AuthCertificate, m)
+}
+
+impl CertificateCheck {
+    pub fn new(trust_url: &str, http: reqwest::Client) -> CertificateCheck {
+        CertificateCheck {
+            trust_url: trust_url.trim_end_matches('/').to_owned(),
+            http,
+            cas: OnceCell::new(),
+        }
+    }
+
+    async fn fetch(&self, name: &str) -> Result<Vec<u8>, Error> {
+        let url = format!("{}/ca/{name}.crt", self.trust_url);
+        let r = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| Error::new(ErrorCode::TrustUpstream, format!("{url}: {e}")))?;
+        if !r.status().is_success() {
+            return Err(Error::new(
+                ErrorCode::TrustUpstream,
+                format!("{url}: {}", r.status()),
+            ));
+        }
+        Ok(r.bytes()
+            .await
+            .map_err(|e| Error::new(ErrorCode::TrustUpstream, format!("{url}: {e}")))?
+            .to_vec())
+    }
+
+    /// The national root (as anchor) and the persons CA.
+    pub async fn authorities(&self) -> Result<&(TrustAnchors, Vec<u8>), Error> {
+        self.cas
+            .get_or_try_init(|| async {
+                let root = self.fetch("root").await?;
+                let persons = self.fetch("persons").await?;
+                Ok((TrustAnchors::new(vec![root]), persons))
+            })
+            .await
+    }
+
+    /// Check `der` fully; returns the person it names.
+    pub async fn check(&self, der: &[u8]) -> Result<CertifiedPerson, Error> {
+        let (anchors, persons) = self.authorities().await?;
+        let certificate =
+            Certificate::from_der(der).map_err(|e| bad(format!("certificate: {e}")))?;
+        let path = verify_path(
+            der,
+            std::slice::from_ref(persons),
+            anchors,
+            SystemTime::now(),
+        )
+        .map_err(|e| {
+            bad(format!(
+                "not issued by the national persons CA: {}",
+                e.message
+            ))
+        })?;
+        let issuer = path
+            .issuer()
+            .ok_or_else(|| bad("the certificate has no issuer in the path"))?;
+        let (_, answer) = xalo_trust::ocsp::query(&self.http, None, der, issuer, anchors)
+            .await
+            .map_err(|e| bad(format!("certificate status: {}", e.message)))?;
+        match answer.status {
+            CertificateStatus::Good => {}
+            CertificateStatus::Revoked { .. } => return Err(bad("the certificate is revoked")),
+            CertificateStatus::Unknown => return Err(bad("the certificate's status is unknown")),
+        }
+        let (code, given_name, surname) = person_of_certificate(&certificate)?;
+        Ok(CertifiedPerson {
+            code,
+            given_name,
+            surname,
+            certificate,
+        })
+    }
+}
+
+/// Verify an ECDSA P-256 signature over a SHA-256 hash with the certificate's key.
+pub fn verify_hash_signature(
+    cert: &Certificate,
+    hash: &[u8],
+    signature: &[u8],
+) -> Result<(), Error> {
+    use p256::ecdsa::signature::hazmat::PrehashVerifier;
+    use p256::ecdsa::{Signature, VerifyingKey};
+    let spki = &cert.tbs_certificate.subject_public_key_info;
+    let key = VerifyingKey::from_sec1_bytes(spki.subject_public_key.raw_bytes())
+        .map_err(|_| bad("the certificate's key is not a P-256 key"))?;
+    let sig = Signature::from_slice(signature).map_err(|_| bad("malformed signature"))?;
+    key.verify_prehash(hash, &sig).map_err(|_| {
+        Error::new(
+            ErrorCode::AuthLoginFailed,
+            "the signature does not match the certificate",
+        )
+    })
+}
