@@ -20,7 +20,8 @@ use tokio::net::TcpListener;
 use xalo_core::server::{Server, ServerHandle};
 use xalo_core::{Config, Error, ErrorCode, PersonalCode};
 use xalo_store::{Database, DbResultExt, Migration, Row};
-use xalo_trust::{IssueRequest, KeyAlgorithm, KeySource, Pki, PkiSettings, Profile, Subject};
+use xalo_trust::registration::{CertificateRequest as IssueCertificate, RegistrationClient};
+use xalo_trust::{KeyAlgorithm, Profile, Subject};
 use xalo_web::{Field, FieldKind, Lang, Page, Session, SessionSettings, Sessions};
 
 use crate::mobile_id::{
@@ -83,8 +84,9 @@ pub struct SubscriberSeed {
 pub struct OperatorSettings {
     /// The trust role's public URL, which new certificates name for OCSP.
     pub trust_url: Option<String>,
-    /// The trust role's database, where the CA keys are (default: the trust role's).
-    pub trust_database_url: Option<String>,
+    /// The operator's registration-authority token at the trust role, with which it asks
+    /// for its subscribers' certificates.
+    pub ra_token: Option<String>,
     pub subscribers: Vec<SubscriberSeed>,
     /// How long a session waits for the PIN.
     pub session_timeout_secs: i64,
@@ -94,7 +96,7 @@ impl Default for OperatorSettings {
     fn default() -> Self {
         OperatorSettings {
             trust_url: None,
-            trust_database_url: None,
+            ra_token: None,
             subscribers: Vec::new(),
             session_timeout_secs: 120,
         }
@@ -131,7 +133,11 @@ pub async fn migrate(db: &Database) -> Result<(), Error> {
 
 /// Create a subscriber: keys and certificates from the persons CA, PINs hashed. Does
 /// nothing when the phone number is already a subscriber.
-pub async fn provision(db: &Database, pki: &Pki, seed: &SubscriberSeed) -> Result<bool, Error> {
+pub async fn provision(
+    db: &Database,
+    ra: &RegistrationClient,
+    seed: &SubscriberSeed,
+) -> Result<bool, Error> {
     let phone = normalise_phone(&seed.phone).ok_or_else(|| {
         Error::new(
             ErrorCode::ConfigInvalid,
@@ -155,18 +161,20 @@ pub async fn provision(db: &Database, pki: &Pki, seed: &SubscriberSeed) -> Resul
     let subject = Subject::person(&seed.personal_code, &seed.given_name, &seed.family_name);
     let mut issued = Vec::new();
     for profile in [Profile::PersonAuthentication, Profile::PersonSigning] {
-        let i = pki
-            .issue(&IssueRequest {
+        // The SIM's keys are made at the CA and handed to the operator, as for a card.
+        let i = ra
+            .issue(&IssueCertificate {
                 profile,
                 subject: subject.clone(),
-                key: KeySource::Generate(KeyAlgorithm::P256),
+                csr_pem: None,
+                key_algorithm: Some(KeyAlgorithm::P256),
                 validity_days: 5 * 365,
             })
             .await?;
         let key = i
-            .private_key
+            .private_key_der()?
             .ok_or_else(|| Error::new(ErrorCode::TrustIssue, "the CA returned no key"))?;
-        issued.push((STANDARD.encode(&i.record.certificate), STANDARD.encode(key)));
+        issued.push((STANDARD.encode(i.certificate_der()?), STANDARD.encode(key)));
     }
     let salt = hex::encode(rand::random::<[u8; 16]>());
     xalo_store::sqlx::query(
@@ -201,17 +209,15 @@ pub async fn serve(config: Config, listener: TcpListener) -> Result<ServerHandle
                 "[roles.mobile-id] trust_url is needed to issue subscribers' certificates",
             )
         })?;
-        let trust_db_url = settings
-            .trust_database_url
-            .clone()
-            .unwrap_or_else(|| config.database_url(xalo_trust::ROLE));
-        let pki = Pki::open(
-            Database::connect(&trust_db_url).await?,
-            PkiSettings::new(trust_url),
-        )
-        .await?;
+        let token = settings.ra_token.clone().ok_or_else(|| {
+            Error::new(
+                ErrorCode::ConfigInvalid,
+                "[roles.mobile-id] ra_token is needed to ask the trust role for certificates",
+            )
+        })?;
+        let ra = RegistrationClient::new(&trust_url, &token)?;
         for seed in &settings.subscribers {
-            provision(&db, &pki, seed).await?;
+            provision(&db, &ra, seed).await?;
         }
     }
     let sessions = Sessions::open(

@@ -38,6 +38,9 @@ async fn listener() -> tokio::net::TcpListener {
     tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap()
 }
 
+/// The Mobile-ID operator's registration-authority token at the trust role.
+const RA_TOKEN: &str = "operator-ra-token";
+
 impl Nation {
     pub async fn start() -> Nation {
         Self::start_with(json!({})).await
@@ -54,7 +57,11 @@ impl Nation {
         };
         config
             .roles
-            .insert("trust".into(), role(&trust_db, json!({})));
+            .insert("trust".into(), role(&trust_db, json!({
+                "registration_authorities": [
+                    { "name": "mobile-operator", "token_sha256": xalo_trust::registration::token_hash(RA_TOKEN) }
+                ]
+            })));
         let trust = xalo_trust::serve_with(config.clone(), listener().await, Default::default())
             .await
             .unwrap();
@@ -64,7 +71,7 @@ impl Nation {
                 &mid_db,
                 json!({
                     "trust_url": trust.url(),
-                    "trust_database_url": trust_db.url(),
+                    "ra_token": RA_TOKEN,
                     "subscribers": [
                         { "phone": CITIZEN_PHONE, "personal_code": CITIZEN, "given_name": "AN", "family_name": "NGUYEN", "pin1": PIN1, "pin2": PIN2 },
                         { "phone": E_RESIDENT_PHONE, "personal_code": E_RESIDENT, "given_name": "MARI", "family_name": "TAMM", "pin1": PIN1, "pin2": PIN2 },

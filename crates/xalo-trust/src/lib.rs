@@ -15,6 +15,7 @@ pub use store::{CertificateRecord, RevocationReason};
 pub mod cades;
 pub mod chain;
 pub mod ocsp;
+pub mod registration;
 pub mod service;
 pub mod timestamp;
 

@@ -93,13 +93,18 @@ pub async fn serve_with(
         .map_err(|e| Error::new(ErrorCode::ServerBind, e.to_string()))?
         .port();
     let pki = open_pki(&config, port, settings.algorithm).await?;
+    let authorities =
+        crate::registration::TrustRoleSettings::load(&config)?.registration_authorities;
     let health = pki.database().health_check();
     let state = AppState {
         ocsp: Arc::new(OcspResponder::new(pki.clone(), settings.ocsp.clone())),
         tsa: Arc::new(TimeStampAuthority::new(pki.clone(), &settings.tsa)?),
         pki,
     };
-    Server::new(ROLE, router(state), &config.http)
+    let registration = Router::new()
+        .route("/ra/certificates", post(crate::registration::issue_handler))
+        .with_state((state.pki.clone(), Arc::new(authorities)));
+    Server::new(ROLE, router(state).merge(registration), &config.http)
         .health_check(health)
         .spawn(listener)
 }

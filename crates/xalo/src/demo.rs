@@ -210,6 +210,20 @@ async fn introduce(config: &mut Config, urls: &BTreeMap<&str, String>) -> Result
         "given_name": "Mari", "family_name": "Tamm", "pin1": DEMO_PIN1, "pin2": DEMO_PIN2,
     }));
     phones.push(("EE38001085718".into(), "+3725550001".into()));
+    // The operator is a registration authority of the trust service: it asks for its
+    // subscribers' certificates over HTTP with a token, as any organisation would.
+    let ra_token = hex_token(&xalo_trust::key::random_bytes::<24>()?);
+    let trust = &mut config
+        .roles
+        .entry(xalo_trust::ROLE.into())
+        .or_default()
+        .settings;
+    trust.entry("registration_authorities").or_insert_with(|| {
+        serde_json::json!([{
+            "name": "mobile-id",
+            "token_sha256": xalo_trust::registration::token_hash(&ra_token),
+        }])
+    });
     let operator = &mut config.roles.entry("mobile-id".into()).or_default().settings;
     operator
         .entry("trust_url")
@@ -217,6 +231,9 @@ async fn introduce(config: &mut Config, urls: &BTreeMap<&str, String>) -> Result
     operator
         .entry("subscribers")
         .or_insert_with(|| serde_json::json!(subscribers));
+    operator
+        .entry("ra_token")
+        .or_insert_with(|| serde_json::json!(ra_token));
     let id_card_port = if config.port_base == 0 {
         std::net::TcpListener::bind((config.bind, 0))?
             .local_addr()?
@@ -268,4 +285,8 @@ async fn introduce(config: &mut Config, urls: &BTreeMap<&str, String>) -> Result
         phones,
         id_card: format!("https://{}:{id_card_port}", config.public_host),
     })
+}
+
+fn hex_token(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

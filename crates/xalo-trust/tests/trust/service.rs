@@ -319,3 +319,90 @@ async fn openssl_time_stamps_verify() {
     assert!(xalo_trust::timestamp::verify_token(&token, b"other", &anchors).is_err());
     server.handle.shutdown().await.unwrap();
 }
+
+/// Other organisations get certificates through the registration-authority API, by token,
+/// and openssl accepts what they get.
+#[tokio::test]
+async fn registration_authorities_issue_over_http() {
+    use xalo_core::Config;
+    use xalo_trust::registration::{CertificateRequest, RegistrationClient, token_hash};
+    let db = xalo_store::testing::TestDatabase::new().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config {
+        data_dir: dir.path().to_path_buf(),
+        database_url: Some(db.url().to_owned()),
+        ..Config::default()
+    };
+    config.roles.entry("trust".into()).or_default().settings.insert(
+        "registration_authorities".into(),
+        serde_json::json!([{ "name": "mobile-operator", "token_sha256": token_hash("s3cret") }]),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = xalo_trust::serve(config, listener).await.unwrap();
+    let subject = xalo_trust::Subject::person(&"VN001203012345".parse().unwrap(), "An", "Nguyễn");
+    let request = CertificateRequest {
+        profile: xalo_trust::Profile::PersonAuthentication,
+        subject: subject.clone(),
+        csr_pem: None,
+        key_algorithm: None,
+        validity_days: 365,
+    };
+    let ra = RegistrationClient::new(&server.url(), "s3cret").unwrap();
+    let issued = ra.issue(&request).await.unwrap();
+    assert!(issued.private_key_der().unwrap().is_some());
+    let work = tempfile::tempdir().unwrap();
+    std::fs::write(
+        work.path().join("cert.pem"),
+        issued.certificate_pem().unwrap(),
+    )
+    .unwrap();
+    let chain = issued.chain_der().unwrap();
+    std::fs::write(
+        work.path().join("issuing.pem"),
+        xalo_trust::key::pem_encode("CERTIFICATE", &chain[0]),
+    )
+    .unwrap();
+    std::fs::write(
+        work.path().join("root.pem"),
+        xalo_trust::key::pem_encode("CERTIFICATE", &chain[1]),
+    )
+    .unwrap();
+    ok(&openssl(
+        work.path(),
+        &[
+            "verify",
+            "-CAfile",
+            "root.pem",
+            "-untrusted",
+            "issuing.pem",
+            "cert.pem",
+        ],
+    ));
+    let subject_line = ok(&openssl(
+        work.path(),
+        &["x509", "-in", "cert.pem", "-noout", "-subject"],
+    ));
+    assert!(
+        subject_line.contains("PNOVN-001203012345"),
+        "{subject_line}"
+    );
+
+    // Wrong or missing token, and profiles no RA may ask for.
+    let e = RegistrationClient::new(&server.url(), "guess")
+        .unwrap()
+        .issue(&request)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, xalo_core::ErrorCode::HttpForbidden);
+    let r = reqwest::Client::new()
+        .post(format!("{}/ra/certificates", server.url()))
+        .json(&request)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let mut tsa = request.clone();
+    tsa.profile = xalo_trust::Profile::TimeStamping;
+    assert!(ra.issue(&tsa).await.is_err());
+    server.shutdown().await.unwrap();
+}
