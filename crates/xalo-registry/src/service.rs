@@ -652,7 +652,7 @@ impl PersonCheck for HttpPersonCheck {
 }
 
 /// The OpenAPI 3 description of a register's service, which its gateway reads endpoints from.
-fn openapi(register: &str) -> axum::Json<serde_json::Value> {
+pub fn openapi(register: &str) -> axum::Json<serde_json::Value> {
     let purpose = serde_json::json!([
         { "name": "X-Road-UserId", "in": "header", "required": true, "schema": { "type": "string" } },
         { "name": "X-Road-Issue", "in": "header", "required": true, "schema": { "type": "string" } }

@@ -311,8 +311,10 @@ pub async fn request_token(
     let alg = DigestAlgorithm::Sha256;
     let nonce = crate::key::random_bytes::<8>()?;
     let mut nonce = nonce.to_vec();
+    // A positive INTEGER whose first byte is not zero, so its DER encoding is minimal as
+    // written (a leading zero byte would make the request malformed).
     if let Some(b) = nonce.first_mut() {
-        *b &= 0x7f;
+        *b = (*b & 0x7f) | 0x01;
     }
     let body = build_request(alg, &alg.digest(data), Some(&nonce))?;
     let response = http

@@ -50,6 +50,34 @@ enum Command {
         #[command(subcommand)]
         command: LedgerCommand,
     },
+    /// Members of the data exchange (at the central server, as its administrator).
+    Member {
+        #[command(subcommand)]
+        command: MemberCommand,
+        #[command(flatten)]
+        central: CentralArgs,
+    },
+    /// Subsystems of members.
+    Subsystem {
+        #[command(subcommand)]
+        command: SubsystemCommand,
+        #[command(flatten)]
+        central: CentralArgs,
+    },
+    /// Security gateways.
+    Gateway {
+        #[command(subcommand)]
+        command: GatewayCommand,
+        #[command(flatten)]
+        central: CentralArgs,
+    },
+    /// Global groups of clients.
+    Group {
+        #[command(subcommand)]
+        command: GroupCommand,
+        #[command(flatten)]
+        central: CentralArgs,
+    },
     /// National sign-in: relying parties and signing keys.
     Id {
         #[command(subcommand)]
@@ -116,6 +144,74 @@ enum LedgerCommand {
     },
 }
 
+/// How to reach the central server's management API: its URL and the administrator's
+/// certificate (the demo writes them under DATA_DIR/exchange/).
+#[derive(clap::Args, Debug)]
+struct CentralArgs {
+    /// `https://HOST:PORT` of the management API (the demo prints it).
+    #[arg(long, global = true)]
+    central: Option<String>,
+    #[arg(long, global = true, default_value = "xalo-data/exchange/admin.pem")]
+    cert: PathBuf,
+    #[arg(long, global = true, default_value = "xalo-data/exchange/admin.key")]
+    key: PathBuf,
+    /// The root CA the central server's certificate chains to.
+    #[arg(long, global = true, default_value = "xalo-data/exchange/root.pem")]
+    ca: PathBuf,
+}
+
+impl CentralArgs {
+    fn client(&self) -> Result<xalo_exchange::management_client::ManagementClient, Error> {
+        let central = self.central.as_deref().ok_or_else(|| {
+            Error::new(
+                ErrorCode::ConfigInvalid,
+                "--central https://HOST:PORT is required",
+            )
+        })?;
+        xalo_exchange::management_client::ManagementClient::from_files(
+            central, &self.cert, &self.key, &self.ca,
+        )
+    }
+}
+
+#[derive(Subcommand, Debug)]
+enum MemberCommand {
+    /// Register a member: `VN/GOV/000001 "Bộ Công an"`.
+    Add { id: String, name: String },
+    /// List members, subsystems and gateways of the registry.
+    List,
+}
+
+#[derive(Subcommand, Debug)]
+enum SubsystemCommand {
+    /// Register a subsystem: `VN/GOV/000001/population`.
+    Add { id: String },
+}
+
+#[derive(Subcommand, Debug)]
+enum GatewayCommand {
+    /// Register a member's gateway with its address and TLS authentication certificate.
+    Register {
+        #[arg(long)]
+        owner: String,
+        #[arg(long)]
+        code: String,
+        /// `HOST:PORT` of its gateway-to-gateway TLS listener.
+        #[arg(long)]
+        address: String,
+        #[arg(long)]
+        tls_cert: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum GroupCommand {
+    /// Create a global group.
+    Add { code: String, description: String },
+    /// Add a member or subsystem to a global group.
+    AddMember { code: String, client: String },
+}
+
 #[derive(Subcommand, Debug)]
 enum IdCommand {
     /// Register a relying party (an e-service that signs people in). Prints its secret once.
@@ -161,6 +257,18 @@ enum RegistryCommand {
 
 #[derive(Subcommand, Debug)]
 enum BenchCommand {
+    /// Data exchange: round trips/s and p50/p99 through a client gateway, a provider
+    /// gateway and an echo backend with C concurrent clients, beside the backend called
+    /// directly in the same run, with the ratio.
+    Exchange {
+        #[arg(long, default_value_t = 20_000)]
+        requests: usize,
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// Also record every message in a ledger.
+        #[arg(long)]
+        ledger: bool,
+    },
     /// Trust services: P-256 signatures and verifications/s beside `openssl speed`, TSA
     /// tokens/s and OCSP responses/s over HTTP with 64 concurrent clients.
     Trust {
@@ -253,6 +361,86 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
         }
         Command::Ledger { command } => ledger(command).await,
         Command::Id { command, config } => id(command, config).await,
+        Command::Member { command, central } => {
+            let m = central.client()?;
+            match command {
+                MemberCommand::Add { id, name } => {
+                    m.add_member(&id.parse()?, &name).await?;
+                    println!("member {id} registered");
+                }
+                MemberCommand::List => {
+                    let conf = m.registry().await?;
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&conf).unwrap_or_default()
+                    );
+                }
+            }
+            Ok(())
+        }
+        Command::Subsystem {
+            command: SubsystemCommand::Add { id },
+            central,
+        } => {
+            central.client()?.add_subsystem(&id.parse()?).await?;
+            println!("subsystem {id} registered");
+            Ok(())
+        }
+        Command::Gateway {
+            command:
+                GatewayCommand::Register {
+                    owner,
+                    code,
+                    address,
+                    tls_cert,
+                },
+            central,
+        } => {
+            let tls_certificate = std::fs::read_to_string(&tls_cert)
+                .map_err(|e| Error::from(e).context(tls_cert.display()))?;
+            central
+                .client()?
+                .register_gateway(&xalo_exchange::registry::NewGateway {
+                    owner: owner.parse()?,
+                    code: code.clone(),
+                    address,
+                    tls_certificate,
+                })
+                .await?;
+            println!("gateway {code} of {owner} registered");
+            Ok(())
+        }
+        Command::Group { command, central } => {
+            let m = central.client()?;
+            match command {
+                GroupCommand::Add { code, description } => {
+                    m.add_group(&code, &description).await?;
+                    println!("group {code} created");
+                }
+                GroupCommand::AddMember { code, client } => {
+                    m.add_group_member(&code, &client.parse()?).await?;
+                    println!("{client} added to {code}");
+                }
+            }
+            Ok(())
+        }
+        Command::Bench {
+            command:
+                BenchCommand::Exchange {
+                    requests,
+                    concurrency,
+                    ledger,
+                },
+        } => {
+            let report = xalo_exchange::bench::run(&xalo_exchange::bench::BenchOptions {
+                requests,
+                concurrency,
+                ledger,
+            })
+            .await?;
+            print!("{report}");
+            Ok(())
+        }
         Command::Bench {
             command:
                 BenchCommand::Registry {

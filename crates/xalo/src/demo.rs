@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 
 use xalo_core::server::{self, ServerHandle};
-use xalo_core::{Config, Error};
+use xalo_core::{Config, Error, ErrorCode};
 
 use crate::roles;
 
@@ -17,7 +17,7 @@ pub async fn run(mut config: Config) -> Result<(), Error> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| Error::from(e).context(format!("creating {}", config.data_dir.display())))?;
     let mut listeners = Vec::new();
-    for role in roles::ALL {
+    for role in roles::ALL.iter().filter(|r| r.in_demo) {
         let listener = server::bind(roles::listen_addr(role, &config)).await?;
         let addr = listener.local_addr()?;
         config.roles.entry(role.name.into()).or_default().listen = Some(addr);
@@ -25,6 +25,7 @@ pub async fn run(mut config: Config) -> Result<(), Error> {
     }
     let urls: BTreeMap<&str, String> = roles::ALL
         .iter()
+        .filter(|r| r.in_demo)
         .map(|r| {
             let port = roles::listen_addr(r, &config).port();
             (r.name, format!("http://{}:{port}", config.public_host))
@@ -33,12 +34,29 @@ pub async fn run(mut config: Config) -> Result<(), Error> {
     let nation = introduce(&mut config, &urls).await?;
 
     let mut handles: Vec<ServerHandle> = Vec::new();
+    let mut exchange = None;
     for (role, listener) in listeners {
+        // The exchange joins once trust and ledger run, before the registers, which
+        // reach each other through it.
+        if role.name == "registry" && exchange.is_none() {
+            match start_exchange(&mut config, &urls, &nation).await {
+                Ok(x) => exchange = Some(x),
+                Err(e) => {
+                    for h in handles {
+                        let _ = h.shutdown().await;
+                    }
+                    return Err(e.context("starting the data exchange"));
+                }
+            }
+        }
         match roles::start_on(role, &config, listener).await {
             Ok(h) => handles.push(h),
             Err(e) => {
                 for h in handles {
                     let _ = h.shutdown().await;
+                }
+                if let Some(x) = exchange {
+                    let _ = x.shutdown().await;
                 }
                 return Err(e.context(format!("starting {}", role.name)));
             }
@@ -76,6 +94,12 @@ pub async fn run(mut config: Config) -> Result<(), Error> {
         "  verify         xalo ledger verify --log {} --key {} --witness {} --quorum 1",
         urls["ledger"], nation.log_key, nation.witness_key
     );
+    if let Some(x) = &exchange {
+        println!();
+        for line in &x.lines {
+            println!("{line}");
+        }
+    }
     println!();
     println!(
         "Base registries (population register: {} people)",
@@ -123,12 +147,17 @@ pub async fn run(mut config: Config) -> Result<(), Error> {
     for h in handles {
         h.shutdown().await?;
     }
+    if let Some(x) = exchange {
+        x.shutdown().await?;
+    }
     println!("Xalo demo stopped.");
     Ok(())
 }
 
 /// What the demo set up: public keys it introduced, and the people it made.
 struct Nation {
+    /// The exchange operator's registration-authority token at the trust service.
+    exchange_ra_token: String,
     log_key: String,
     witness_key: String,
     population: i64,
@@ -218,11 +247,12 @@ async fn introduce(config: &mut Config, urls: &BTreeMap<&str, String>) -> Result
         .entry(xalo_trust::ROLE.into())
         .or_default()
         .settings;
+    let exchange_ra_token = hex_token(&xalo_trust::key::random_bytes::<24>()?);
     trust.entry("registration_authorities").or_insert_with(|| {
-        serde_json::json!([{
-            "name": "mobile-id",
-            "token_sha256": xalo_trust::registration::token_hash(&ra_token),
-        }])
+        serde_json::json!([
+            { "name": "mobile-id", "token_sha256": xalo_trust::registration::token_hash(&ra_token) },
+            { "name": "exchange", "token_sha256": xalo_trust::registration::token_hash(&exchange_ra_token) },
+        ])
     });
     let operator = &mut config.roles.entry("mobile-id".into()).or_default().settings;
     operator
@@ -278,6 +308,7 @@ async fn introduce(config: &mut Config, urls: &BTreeMap<&str, String>) -> Result
         })
         .collect();
     Ok(Nation {
+        exchange_ra_token,
         log_key,
         witness_key,
         population,
@@ -289,4 +320,62 @@ async fn introduce(config: &mut Config, urls: &BTreeMap<&str, String>) -> Result
 
 fn hex_token(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Start the exchange with the registers' APIs behind their owners' gateways, and point
+/// the business register's founder checks at the population register through it.
+async fn start_exchange(
+    config: &mut Config,
+    urls: &BTreeMap<&str, String>,
+    nation: &Nation,
+) -> Result<xalo_exchange::demo::DemoExchange, Error> {
+    use xalo_exchange::demo::ProvidedApi;
+    let trust_port = roles::listen_addr(
+        roles::find(xalo_trust::ROLE)
+            .ok_or_else(|| Error::new(ErrorCode::Internal, "no trust role"))?,
+        config,
+    )
+    .port();
+    let registry = &urls["registry"];
+    let apis = [
+        ProvidedApi {
+            provider: "VN/GOV/000001/population".parse()?,
+            backend_url: format!("{registry}/population"),
+            openapi: xalo_registry::service::openapi("population").0,
+        },
+        ProvidedApi {
+            provider: "VN/GOV/000002/business".parse()?,
+            backend_url: format!("{registry}/business"),
+            openapi: xalo_registry::service::openapi("business").0,
+        },
+    ];
+    let exchange = xalo_exchange::demo::start(
+        config,
+        trust_port,
+        &nation.exchange_ra_token,
+        Some(urls["ledger"].clone()),
+        &apis,
+    )
+    .await?;
+    let business: xalo_core::SubsystemId = "VN/GOV/000002/business".parse()?;
+    let key = exchange
+        .client_keys
+        .get(&business)
+        .cloned()
+        .unwrap_or_default();
+    let gateway = exchange.gateway_url(business.member())?;
+    let registry_settings = &mut config.roles.entry("registry".into()).or_default().settings;
+    registry_settings.insert(
+        "population_url".into(),
+        serde_json::json!(format!("{gateway}/r1/VN/GOV/000001/population")),
+    );
+    registry_settings.insert(
+        "population_headers".into(),
+        serde_json::json!({ "X-Xalo-Client-Key": key }),
+    );
+    registry_settings.insert(
+        "business_client".into(),
+        serde_json::json!(business.to_string()),
+    );
+    Ok(exchange)
 }

@@ -17,6 +17,9 @@ type Start =
 
 pub struct Role {
     pub name: &'static str,
+    /// Whether `xalo demo` runs it as one process-wide role; the exchange's central server
+    /// and gateways are many per nation, and the demo starts them itself.
+    pub in_demo: bool,
     /// Listens on `port_base + port_offset` unless configured otherwise.
     pub port_offset: u16,
     pub about: &'static str,
@@ -26,30 +29,35 @@ pub struct Role {
 pub const ALL: &[Role] = &[
     Role {
         name: "status",
+        in_demo: true,
         port_offset: 0,
         about: "the nation's front page: every system, its URL and its health",
         start: |config, listener| Box::pin(status::serve(config, listener)),
     },
     Role {
         name: xalo_trust::ROLE,
+        in_demo: true,
         port_offset: xalo_trust::cli::PORT_OFFSET,
         about: "national trust services: CAs, OCSP, RFC 3161 time-stamps",
         start: |config, listener| Box::pin(xalo_trust::serve(config, listener)),
     },
     Role {
         name: "ledger",
+        in_demo: true,
         port_offset: 2,
         about: "transparency ledger: C2SP checkpoints and tiles, proofs",
         start: |config, listener| Box::pin(xalo_ledger::service::serve(config, listener)),
     },
     Role {
         name: "witness",
+        in_demo: true,
         port_offset: 3,
         about: "ledger witness: checks consistency and cosigns checkpoints",
         start: |config, listener| Box::pin(xalo_ledger::witness::serve(config, listener)),
     },
     Role {
         name: "registry",
+        in_demo: true,
         port_offset: 20,
         about: "population and business registers, their history, events and access records",
         start: |config, listener| Box::pin(xalo_registry::service::serve(config, listener)),
@@ -57,15 +65,31 @@ pub const ALL: &[Role] = &[
     // The operator first: the sign-in provider asks it for subscribers' certificates.
     Role {
         name: "mobile-id",
+        in_demo: true,
         port_offset: 31,
         about: "Mobile-ID operator: subscribers' keys, phone screens for PIN1 and PIN2",
         start: |config, listener| Box::pin(xalo_id::operator::serve(config, listener)),
     },
     Role {
         name: "id",
+        in_demo: true,
         port_offset: 30,
         about: "national sign-in: OpenID Connect with ID-card, Mobile-ID and e-Residency",
         start: |config, listener| Box::pin(xalo_id::serve(config, listener)),
+    },
+    Role {
+        name: xalo_exchange::central::ROLE,
+        in_demo: false,
+        port_offset: 10,
+        about: "data exchange central server: members, gateways, signed global configuration",
+        start: |config, listener| Box::pin(xalo_exchange::central::serve(config, listener)),
+    },
+    Role {
+        name: xalo_exchange::gateway::ROLE,
+        in_demo: false,
+        port_offset: 11,
+        about: "a member's data exchange gateway (its [roles.gateway] section names the member)",
+        start: |config, listener| Box::pin(xalo_exchange::gateway::serve(config, listener)),
     },
 ];
 

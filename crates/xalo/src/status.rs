@@ -43,7 +43,7 @@ pub async fn serve(config: Config, listener: TcpListener) -> Result<ServerHandle
 fn directory(config: &Config) -> Result<Directory, Error> {
     let systems = roles::ALL
         .iter()
-        .filter(|r| r.name != "status")
+        .filter(|r| r.name != "status" && r.in_demo)
         .map(|r| {
             let addr = roles::listen_addr(r, config);
             (

@@ -188,5 +188,6 @@ fn demo_serves_healthz_until_terminated() {
 }
 
 mod cli {
+    mod exchange;
     mod ledger;
 }

@@ -181,7 +181,9 @@ async fn ocsp_get_cache_and_bad_input() {
         &r.bytes().await.unwrap()[..],
         &[0x30, 0x03, 0x0a, 0x01, 0x01]
     );
-    let r = post(vec![0u8; 1 << 20]).await.unwrap();
+    // Just over the limit: a much larger body may be cut off mid-write when the server
+    // answers 413 early, which the client sees as a broken pipe instead of the answer.
+    let r = post(vec![0u8; 20 * 1024]).await.unwrap();
     assert_eq!(r.status(), 413);
     let r = http
         .get(format!("{}/ocsp/!!!notbase64", server.handle.url()))

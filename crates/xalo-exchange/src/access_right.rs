@@ -1,0 +1,171 @@
+//! Access rights: who may call which endpoint of a service. Nothing is allowed unless a
+//! right grants it (default deny). A right names a service, an endpoint (a method or `*`,
+//! and a path template where `{name}` or `*` matches one segment and a final `**` any
+//! rest) and a subject: a client (member or subsystem) or a global group.
+
+use serde::{Deserialize, Serialize};
+use xalo_core::{ClientId, Error, ErrorCode};
+
+/// A method and path template.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    pub method: String,
+    pub path: String,
+}
+
+impl Endpoint {
+    pub fn new(method: &str, path: &str) -> Result<Endpoint, Error> {
+        let method = method.to_ascii_uppercase();
+        if method != "*" && !method.bytes().all(|b| b.is_ascii_uppercase()) {
+            return Err(Error::new(
+                ErrorCode::HttpBadRequest,
+                format!("bad method {method:?}"),
+            ));
+        }
+        if path != "**" && !path.starts_with('/') {
+            return Err(Error::new(
+                ErrorCode::HttpBadRequest,
+                format!("an endpoint path starts with / (or is ** for all): {path:?}"),
+            ));
+        }
+        Ok(Endpoint {
+            method,
+            path: path.to_owned(),
+        })
+    }
+
+    /// Every method and path.
+    pub fn all() -> Endpoint {
+        Endpoint {
+            method: "*".into(),
+            path: "**".into(),
+        }
+    }
+
+    pub fn matches(&self, method: &str, path: &str) -> bool {
+        (self.method == "*" || self.method.eq_ignore_ascii_case(method))
+            && path_matches(&self.path, path)
+    }
+}
+
+/// Whether `path` (of a request) fits `template`.
+pub fn path_matches(template: &str, path: &str) -> bool {
+    if template == "**" {
+        return true;
+    }
+    let path = if path.is_empty() { "/" } else { path };
+    let t: Vec<&str> = template.trim_start_matches('/').split('/').collect();
+    let p: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    for (i, seg) in t.iter().enumerate() {
+        if *seg == "**" && i == t.len() - 1 {
+            return true;
+        }
+        let Some(actual) = p.get(i) else {
+            return false;
+        };
+        let wildcard = *seg == "*" || (seg.starts_with('{') && seg.ends_with('}'));
+        if wildcard {
+            if actual.is_empty() {
+                return false;
+            }
+        } else if seg != actual {
+            return false;
+        }
+    }
+    t.len() == p.len()
+}
+
+/// Who a right is granted to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Subject {
+    Client(ClientId),
+    /// A global group of the central server, by code.
+    Group(String),
+}
+
+impl std::fmt::Display for Subject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Subject::Client(c) => c.fmt(f),
+            Subject::Group(g) => write!(f, "group:{g}"),
+        }
+    }
+}
+
+impl std::str::FromStr for Subject {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        match s.strip_prefix("group:") {
+            Some(code) if !code.is_empty() => Ok(Subject::Group(code.to_owned())),
+            Some(_) => Err(Error::new(ErrorCode::HttpBadRequest, "empty group code")),
+            None => Ok(Subject::Client(s.parse()?)),
+        }
+    }
+}
+
+impl Serialize for Subject {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Subject {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse()
+            .map_err(|e: Error| serde::de::Error::custom(e.message))
+    }
+}
+
+/// One granted right on a service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessRight {
+    pub endpoint: Endpoint,
+    pub subject: Subject,
+}
+
+impl AccessRight {
+    /// Whether this right lets `client` (in `groups`) call `method path`.
+    pub fn allows(&self, client: &ClientId, groups: &[&str], method: &str, path: &str) -> bool {
+        let subject = match &self.subject {
+            Subject::Client(c) => c == client,
+            Subject::Group(g) => groups.contains(&g.as_str()),
+        };
+        subject && self.endpoint.matches(method, path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates() {
+        assert!(path_matches("/persons/{code}", "/persons/VN001"));
+        assert!(!path_matches("/persons/{code}", "/persons"));
+        assert!(!path_matches("/persons/{code}", "/persons/a/b"));
+        assert!(path_matches("/persons/**", "/persons/a/b"));
+        assert!(path_matches("**", ""));
+        assert!(path_matches("/", ""));
+        assert!(!path_matches("/a", "/b"));
+    }
+
+    #[test]
+    fn rights_need_subject_and_endpoint() {
+        let c: ClientId = "VN/GOV/1/a".parse().unwrap();
+        let other: ClientId = "VN/GOV/2/a".parse().unwrap();
+        let r = AccessRight {
+            endpoint: Endpoint::new("GET", "/x/{id}").unwrap(),
+            subject: Subject::Client(c.clone()),
+        };
+        assert!(r.allows(&c, &[], "GET", "/x/1"));
+        assert!(!r.allows(&c, &[], "POST", "/x/1"));
+        assert!(!r.allows(&other, &[], "GET", "/x/1"));
+        let g = AccessRight {
+            endpoint: Endpoint::all(),
+            subject: "group:ministries".parse().unwrap(),
+        };
+        assert!(g.allows(&other, &["ministries"], "DELETE", "/y"));
+        assert!(!g.allows(&other, &["banks"], "DELETE", "/y"));
+    }
+}

@@ -1,0 +1,280 @@
+//! `xalo bench exchange`: round-trips per second and the latency the exchange adds, with
+//! many concurrent clients: information system → client gateway → provider gateway →
+//! backend, against calling the backend directly. Everything runs in this process on
+//! loopback (load generator included), with the message log on and, when asked, the
+//! ledger recording evidence.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::routing::get;
+use serde::Serialize;
+use xalo_core::{Error, ErrorCode, ServiceId, SubsystemId};
+
+use crate::nation::{MemberSpec, NationOptions, client_subject};
+use crate::service_registry::NewService;
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    pub concurrency: usize,
+    /// Round-trips per measurement (after a warm-up of a tenth of that).
+    pub requests: usize,
+    /// Record evidence in a ledger started for the run.
+    pub ledger: bool,
+}
+
+impl Default for BenchOptions {
+    fn default() -> Self {
+        BenchOptions {
+            concurrency: 64,
+            requests: 20_000,
+            ledger: false,
+        }
+    }
+}
+
+/// One measurement.
+#[derive(Debug, Clone, Serialize)]
+pub struct Measurement {
+    pub requests: usize,
+    pub errors: usize,
+    pub seconds: f64,
+    pub per_second: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+/// The benchmark's result.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub concurrency: usize,
+    pub ledger: bool,
+    pub direct: Measurement,
+    pub exchange: Measurement,
+    pub added_p50_ms: f64,
+    pub added_p99_ms: f64,
+    /// Entries in the ledger after the run (two per exchanged message), when recording.
+    pub ledger_entries: Option<u64>,
+    /// Exchange round-trips per second over the 110/s X-Road users report for a pair of
+    /// 32-core security servers.
+    pub ratio_to_x_road: f64,
+}
+
+impl std::fmt::Display for BenchReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let line = |f: &mut std::fmt::Formatter<'_>, name: &str, m: &Measurement| {
+            writeln!(
+                f,
+                "  {name:<28} {:>9.0} req/s   p50 {:>7.2} ms   p99 {:>7.2} ms   ({} requests, {} errors)",
+                m.per_second, m.p50_ms, m.p99_ms, m.requests, m.errors
+            )
+        };
+        writeln!(
+            f,
+            "Exchange benchmark, {} concurrent clients{}",
+            self.concurrency,
+            if self.ledger {
+                ", evidence in the ledger"
+            } else {
+                ""
+            }
+        )?;
+        line(f, "backend directly", &self.direct)?;
+        line(f, "through both gateways", &self.exchange)?;
+        writeln!(
+            f,
+            "  added latency: p50 {:.2} ms, p99 {:.2} ms",
+            self.added_p50_ms, self.added_p99_ms
+        )?;
+        if let Some(n) = self.ledger_entries {
+            writeln!(
+                f,
+                "  ledger entries after the run: {n} (two per message, warm-up included)"
+            )?;
+        }
+        writeln!(
+            f,
+            "  {:.0} round-trips/s through one pair of gateways on this machine is {:.1}× the ~110/s X-Road users report for a pair of 32-core security servers",
+            self.exchange.per_second, self.ratio_to_x_road
+        )?;
+        writeln!(
+            f,
+            "exchange: {:.0} round-trips/s, p50 +{:.2} ms, p99 +{:.2} ms, ratio {:.3} to direct",
+            self.exchange.per_second,
+            self.added_p50_ms,
+            self.added_p99_ms,
+            self.exchange.per_second / self.direct.per_second.max(1e-9)
+        )
+    }
+}
+
+async fn measure(
+    http: &reqwest::Client,
+    concurrency: usize,
+    total: usize,
+    make: Arc<dyn Fn(&reqwest::Client) -> reqwest::RequestBuilder + Send + Sync>,
+) -> Measurement {
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency.max(1) {
+        let (next, make, http) = (next.clone(), make.clone(), http.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut errors = 0usize;
+            while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < total {
+                let t = Instant::now();
+                match make(&http).send().await {
+                    Ok(r) if r.status().is_success() => {
+                        let _ = r.bytes().await;
+                    }
+                    _ => errors += 1,
+                }
+                latencies.push(t.elapsed().as_secs_f64() * 1000.0);
+            }
+            (latencies, errors)
+        }));
+    }
+    let mut all = Vec::with_capacity(total);
+    let mut errors = 0;
+    for t in tasks {
+        if let Ok((l, e)) = t.await {
+            all.extend(l);
+            errors += e;
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    all.sort_by(|a, b| a.total_cmp(b));
+    let pct = |p: f64| {
+        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0.0)
+    };
+    Measurement {
+        requests: all.len(),
+        errors,
+        seconds,
+        per_second: all.len() as f64 / seconds.max(1e-9),
+        p50_ms: pct(0.50),
+        p99_ms: pct(0.99),
+    }
+}
+
+/// Run the benchmark in a temporary directory.
+pub async fn run(options: &BenchOptions) -> Result<BenchReport, Error> {
+    let dir = tempfile::tempdir()?;
+    let backend_listener =
+        xalo_core::server::bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+    let backend = backend_listener.local_addr()?;
+    let app = Router::new().route(
+        "/persons/{code}",
+        get(|axum::extract::Path(code): axum::extract::Path<String>| async move {
+            axum::Json(serde_json::json!({"code": code, "name": "Nguyễn Văn An", "province": "Quảng Ninh"}))
+        }),
+    );
+    let backend_task = tokio::spawn(async move {
+        let _ = axum::serve(backend_listener, app).await;
+    });
+    let mut ledger = None;
+    let mut nation_options = NationOptions::new(
+        dir.path(),
+        vec![
+            MemberSpec::new("VN/GOV/000007", "Văn phòng Chính phủ", &["portal"])?,
+            MemberSpec::new("VN/GOV/000001", "Bộ Công an", &["population"])?,
+        ],
+    );
+    nation_options.base.log.filter = "warn".into();
+    if options.ledger {
+        let mut config = nation_options.base.clone();
+        config
+            .roles
+            .entry("ledger".into())
+            .or_default()
+            .settings
+            .insert("checkpoint_interval_ms".into(), serde_json::json!(200));
+        let listener =
+            xalo_core::server::bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+        let handle = xalo_ledger::service::serve(config, listener).await?;
+        nation_options.ledger_url = Some(handle.url());
+        ledger = Some(handle);
+    }
+    let nation = crate::nation::start(&nation_options).await?;
+    let service: ServiceId = "VN/GOV/000001/population/persons".parse()?;
+    let client: SubsystemId = "VN/GOV/000007/portal".parse()?;
+    let provider = &nation.gateways[1].admin;
+    provider
+        .add_service(&NewService {
+            service: service.clone(),
+            backend_url: format!("http://{backend}"),
+            openapi: None,
+        })
+        .await?;
+    provider
+        .grant(
+            &service,
+            client_subject(&client),
+            Some(("GET", "/persons/{code}")),
+        )
+        .await?;
+    let key = nation.gateways[0].admin.issue_client_key(&client).await?;
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(options.concurrency * 2)
+        .build()
+        .map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?;
+    let direct_url = format!("http://{backend}/persons/VN022095001234");
+    let via_url = format!(
+        "{}/r1/{}/persons/VN022095001234",
+        nation.gateways[0].url,
+        service.to_path()
+    );
+    let direct: Arc<dyn Fn(&reqwest::Client) -> reqwest::RequestBuilder + Send + Sync> =
+        Arc::new(move |h: &reqwest::Client| h.get(&direct_url));
+    let via: Arc<dyn Fn(&reqwest::Client) -> reqwest::RequestBuilder + Send + Sync> =
+        Arc::new(move |h: &reqwest::Client| {
+            h.get(&via_url)
+                .header("X-Road-Client", "VN/GOV/000007/portal")
+                .header(crate::message::CLIENT_KEY, &key)
+                .header("X-Road-UserId", "VN001203012345")
+                .header("X-Road-Issue", "bench")
+        });
+    let warm = (options.requests / 10).max(options.concurrency);
+    measure(&http, options.concurrency, warm, direct.clone()).await;
+    let direct = measure(&http, options.concurrency, options.requests, direct).await;
+    measure(&http, options.concurrency, warm, via.clone()).await;
+    let exchange = measure(&http, options.concurrency, options.requests, via).await;
+    // Let the message log and evidence catch up before stopping; with a ledger, wait
+    // (bounded) until it holds both gateways' entries of every message.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut ledger_entries = None;
+    if let Some(l) = &ledger {
+        let client = xalo_ledger::client::LedgerClient::new(&l.url())?;
+        let expected = 2 * (2 * warm + options.requests) as u64;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let size =
+                xalo_ledger::client::checkpoint_of_note(&client.checkpoint_note().await?)?.size;
+            ledger_entries = Some(size);
+            if size >= expected || Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    nation.shutdown().await?;
+    if let Some(l) = ledger {
+        l.shutdown().await?;
+    }
+    backend_task.abort();
+    Ok(BenchReport {
+        concurrency: options.concurrency,
+        ledger: options.ledger,
+        added_p50_ms: exchange.p50_ms - direct.p50_ms,
+        added_p99_ms: exchange.p99_ms - direct.p99_ms,
+        ratio_to_x_road: exchange.per_second / 110.0,
+        ledger_entries,
+        direct,
+        exchange,
+    })
+}

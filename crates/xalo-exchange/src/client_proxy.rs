@@ -1,0 +1,444 @@
+//! The client proxy: an information system's request to `/r1/{serviceId}[/path][?query]`
+//! is checked (protocol, client registration, the system's key), signed with the member's
+//! key and sent to the provider's gateway over mutual TLS; the answer's signature and
+//! X-Road-Request-Hash are checked before the answer is passed back.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use xalo_core::{ClientId, ServiceId};
+
+use crate::b64;
+use crate::evidence::MessageEvidence;
+use crate::gateway::GatewayState;
+use crate::message::{
+    self, X_ROAD_CLIENT, X_ROAD_ID, X_ROAD_ISSUE, X_ROAD_REQUEST_HASH, X_ROAD_USER_ID,
+};
+use crate::message_log::LoggedMessage;
+use crate::protocol_error::{Kind, ProtocolError, X_ROAD_ERROR};
+use crate::signature::{BatchProof, Signed};
+use crate::spool::{SpoolError, Spooled, spool};
+
+pub async fn handle(State(gw): State<Arc<GatewayState>>, req: Request) -> Response {
+    match outbound(&gw, req).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+fn bad(m: impl Into<String>) -> ProtocolError {
+    ProtocolError::new(Kind::BadRequest, m)
+}
+
+fn spool_error(e: SpoolError, kind_on_io: Kind) -> ProtocolError {
+    match e {
+        SpoolError::TooLarge { .. } | SpoolError::Read(_) => bad(e.to_string()),
+        SpoolError::Io(_) => ProtocolError::new(kind_on_io, e.to_string()),
+    }
+}
+
+/// The headers that carry a request's signature to the provider's gateway.
+pub fn signature_headers(
+    certificate: &[u8],
+    signed: &Signed,
+    signer_ocsp: &[u8],
+    tls_ocsp: &[u8],
+) -> Result<HeaderMap, xalo_core::Error> {
+    let mut h = HeaderMap::new();
+    let value = |bytes: &[u8]| {
+        HeaderValue::from_str(&b64().encode(bytes))
+            .map_err(|e| xalo_core::Error::new(xalo_core::ErrorCode::Internal, e.to_string()))
+    };
+    h.insert(message::SIGNATURE, value(&signed.signature)?);
+    h.insert(
+        message::SIGNATURE_BATCH,
+        HeaderValue::from_str(&signed.proof.header())
+            .map_err(|e| xalo_core::Error::new(xalo_core::ErrorCode::Internal, e.to_string()))?,
+    );
+    h.insert(message::SIGNER, value(certificate)?);
+    h.insert(message::SIGNER_OCSP, value(signer_ocsp)?);
+    h.insert(message::TLS_OCSP, value(tls_ocsp)?);
+    Ok(h)
+}
+
+async fn outbound(gw: &Arc<GatewayState>, req: Request) -> Result<Response, ProtocolError> {
+    let (parts, body) = req.into_parts();
+    let path = parts.uri.path().to_owned();
+    if let Some(r) = crate::metaservice::client_side(gw, &parts.method, &path)? {
+        return Ok(r);
+    }
+    let (service_path, _rest) = message::split_service_path(&path).ok_or_else(|| {
+        bad(format!(
+            "{path}: expected /r1/INSTANCE/CLASS/MEMBER/SUBSYSTEM/SERVICE[/path]"
+        ))
+    })?;
+    let service = ServiceId::from_path(service_path).map_err(|e| bad(format!("service: {e}")))?;
+    let client: ClientId = message::header_text(&parts.headers, X_ROAD_CLIENT)
+        .ok_or_else(|| bad("the X-Road-Client header is missing"))?
+        .parse()
+        .map_err(|e| bad(format!("X-Road-Client: {e}")))?;
+    let conf = gw.conf.get().map_err(|e| ProtocolError::client(&e))?;
+    if client.member() != &gw.owner || !conf.has_client(&client) {
+        return Err(ProtocolError::new(
+            Kind::ClientUnknownMember,
+            format!(
+                "client {client} is not registered at this gateway ({})",
+                gw.name
+            ),
+        ));
+    }
+    // The calling system must present a certificate registered for exactly this client
+    // (client TLS listener) or hold a key issued for it.
+    let internal = |e: xalo_core::Error| ProtocolError::new(Kind::ClientInternalError, e.message);
+    let presented = match parts.extensions.get::<crate::tls::PeerCertificate>() {
+        Some(cert) => gw
+            .registry
+            .client_of_certificate(&cert.0)
+            .await
+            .map_err(internal)?,
+        None => match message::header_text(&parts.headers, message::CLIENT_KEY) {
+            Some(key) if !key.is_empty() => {
+                gw.registry.client_of_key(key).await.map_err(internal)?
+            }
+            _ => None,
+        },
+    };
+    let allowed = presented.is_some_and(|c| c == client);
+    if !allowed {
+        return Err(ProtocolError::new(
+            Kind::ClientAuthenticationFailed,
+            format!(
+                "the information system is not registered for client {client} (header {})",
+                message::CLIENT_KEY
+            ),
+        ));
+    }
+    if !conf.has_subsystem(service.provider()) {
+        return Err(ProtocolError::new(
+            Kind::ClientUnknownMember,
+            format!("service provider {} is not registered", service.provider()),
+        ));
+    }
+    // A provider may run several gateways: start at a random one (spreading the load)
+    // and go on to the next when one cannot be reached.
+    let mut candidates: Vec<crate::global_conf::GatewayEntry> = conf
+        .gateways_of(service.provider().member())
+        .into_iter()
+        .cloned()
+        .collect();
+    if candidates.is_empty() {
+        return Err(ProtocolError::new(
+            Kind::ClientUnknownMember,
+            format!("{} has no registered gateway", service.provider().member()),
+        ));
+    }
+    let start = rand::random::<u32>() as usize % candidates.len();
+    candidates.rotate_left(start);
+    let mut provider_gateway = candidates[0].clone();
+    let tls_ocsp = gw
+        .status
+        .good_answer(gw.tls.certificate(), &conf)
+        .await
+        .map_err(|e| {
+            ProtocolError::new(
+                Kind::ClientSslAuthenticationFailed,
+                format!("this gateway's TLS certificate: {}", e.message),
+            )
+        })?;
+    let signer_ocsp = gw
+        .status
+        .good_answer(gw.signer.certificate(), &conf)
+        .await
+        .map_err(|e| {
+            ProtocolError::new(
+                Kind::ClientCertValidation,
+                format!("the member's signing certificate: {}", e.message),
+            )
+        })?;
+
+    let mut headers = HeaderMap::new();
+    for (name, value) in &parts.headers {
+        if !message::is_filtered(name) && !is_response_only(name) {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+    let x_road_id = match message::header_text(&headers, X_ROAD_ID) {
+        Some(id) => id.to_owned(),
+        None => {
+            let id = message::new_uuid();
+            headers.insert(
+                X_ROAD_ID,
+                HeaderValue::from_str(&id).map_err(|e| bad(e.to_string()))?,
+            );
+            id
+        }
+    };
+    // Sent explicitly, so the header the HTTP client would add is in the signed head.
+    if !headers.contains_key(axum::http::header::ACCEPT) {
+        headers.insert(axum::http::header::ACCEPT, HeaderValue::from_static("*/*"));
+    }
+    let body = spool(body.into_data_stream(), &gw.spool)
+        .await
+        .map_err(|e| spool_error(e, Kind::ClientInternalError))?;
+    let target = parts
+        .uri
+        .path_and_query()
+        .map_or(path.as_str(), |p| p.as_str());
+    let url = reqwest::Url::parse(&format!("https://{}{target}", provider_gateway.address))
+        .map_err(|e| bad(format!("request target: {e}")))?;
+    let sent_target = match url.query() {
+        Some(q) => format!("{}?{q}", url.path()),
+        None => url.path().to_owned(),
+    };
+    let request_head = message::request_head(parts.method.as_str(), &sent_target, &headers);
+    let request_hash = message::message_hash(&request_head, body.len, &body.sha512);
+    let signature = gw
+        .batch
+        .sign(&request_hash)
+        .await
+        .map_err(|e| ProtocolError::new(Kind::ClientInternalError, e.message))?;
+    let signed = signature_headers(gw.signer.certificate(), &signature, &signer_ocsp, &tls_ocsp)
+        .map_err(|e| ProtocolError::new(Kind::ClientInternalError, e.message))?;
+    let request_signature = signed
+        .get(message::SIGNATURE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let request_body = body.bytes().map(|b| b.to_vec());
+    // A body in memory can be sent again to another gateway; a spooled one only once.
+    let in_memory = body.bytes().cloned();
+    let mut spooled = Some(body);
+    let mut attempt = 0;
+    let response = loop {
+        let peer = &candidates[attempt];
+        let http = gw
+            .peer_client(peer)
+            .map_err(|e| ProtocolError::new(Kind::ClientInternalError, e.message))?;
+        let outgoing = match (&in_memory, spooled.take()) {
+            (Some(bytes), _) => reqwest::Body::from(bytes.clone()),
+            (None, Some(body)) => body.into_reqwest_body(),
+            (None, None) => break Err((peer.clone(), None)),
+        };
+        let mut target_url = url.clone();
+        let (host, port) = peer
+            .address
+            .rsplit_once(':')
+            .unwrap_or((peer.address.as_str(), "443"));
+        let _ = target_url.set_host(Some(host));
+        let _ = target_url.set_port(port.parse().ok());
+        match http
+            .request(parts.method.clone(), target_url)
+            .headers(headers.clone())
+            .headers(signed.clone())
+            .body(outgoing)
+            .send()
+            .await
+        {
+            Ok(r) => break Ok((peer.clone(), r)),
+            Err(e)
+                if e.is_connect()
+                    && !crate::tls::is_tls_failure(&e)
+                    && attempt + 1 < candidates.len()
+                    && in_memory.is_some() =>
+            {
+                tracing::warn!(gateway = %peer.address, error = %e, "provider gateway unreachable; trying the next");
+                attempt += 1;
+            }
+            Err(e) => break Err((peer.clone(), Some(e))),
+        }
+    };
+    let response = match response {
+        Ok((peer, r)) => {
+            provider_gateway = peer;
+            r
+        }
+        Err((peer, e)) => {
+            let e = match e {
+                Some(e) => e,
+                None => {
+                    return Err(ProtocolError::new(
+                        Kind::ClientNetworkError,
+                        format!("{}: unreachable", peer.address),
+                    ));
+                }
+            };
+            return Err(if crate::tls::is_tls_failure(&e) {
+                ProtocolError::new(
+                    Kind::ClientSslAuthenticationFailed,
+                    format!(
+                        "TLS with {} ({}) failed: {e:#}",
+                        peer.address,
+                        service.provider().member()
+                    ),
+                )
+            } else {
+                ProtocolError::new(Kind::ClientNetworkError, format!("{}: {e}", peer.address))
+            });
+        }
+    };
+    let status = response.status();
+    let response_headers = response.headers().clone();
+    // An error of the provider's gateway travels back as it is.
+    if let Some(kind) = response_headers.get(X_ROAD_ERROR) {
+        let kind = kind
+            .to_str()
+            .unwrap_or("Server.ServerProxy.InternalError")
+            .to_owned();
+        let text = response.text().await.unwrap_or_default();
+        let message = serde_json::from_str::<crate::protocol_error::ProtocolErrorBody>(&text)
+            .map(|b| b.message)
+            .unwrap_or(text);
+        return Ok(crate::protocol_error::response(&kind, status, &message));
+    }
+    let response_body = spool(response.bytes_stream(), &gw.spool)
+        .await
+        .map_err(|e| spool_error(e, Kind::ClientInternalError))?;
+    let response_head = message::response_head(status.as_u16(), &response_headers);
+    let response_hash =
+        message::message_hash(&response_head, response_body.len, &response_body.sha512);
+    let verified = verify_response(
+        gw,
+        &conf,
+        &service,
+        &provider_gateway,
+        &response_headers,
+        &response_hash,
+        &request_hash,
+    );
+    let response_signature =
+        message::header_text(&response_headers, message::SIGNATURE).map(str::to_owned);
+    let logged_body = response_body.bytes().map(|b| b.to_vec());
+    verified?;
+
+    let evidence = MessageEvidence {
+        gateway: gw.name.clone(),
+        side: "client".into(),
+        x_road_id: x_road_id.clone(),
+        client: client.to_string(),
+        service: service.to_string(),
+        method: parts.method.to_string(),
+        user_id: message::header_text(&headers, X_ROAD_USER_ID).map(str::to_owned),
+        issue: message::header_text(&headers, X_ROAD_ISSUE).map(str::to_owned),
+        request_hash: message::hash_text(&request_hash),
+        response_hash: Some(message::hash_text(&response_hash)),
+        status: status.as_u16(),
+        time_unix: crate::unix_now(),
+    };
+    let logged = LoggedMessage {
+        side: "client",
+        x_road_id,
+        client: client.to_string(),
+        service: service.to_string(),
+        request_hash: evidence.request_hash.clone(),
+        request_head,
+        request_signature,
+        request_body,
+        response_hash: evidence.response_hash.clone(),
+        response_head: Some(response_head),
+        response_signature,
+        response_body: logged_body,
+        status: status.as_u16(),
+        ledger_index: None,
+    };
+    record(gw, evidence, logged).await;
+    Ok(pass_back(status, &response_headers, response_body))
+}
+
+/// Headers only a provider's gateway sets.
+fn is_response_only(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        X_ROAD_REQUEST_HASH | message::X_ROAD_SERVICE | message::X_ROAD_REQUEST_ID
+    )
+}
+
+fn verify_response(
+    gw: &GatewayState,
+    conf: &crate::global_conf::GlobalConf,
+    service: &ServiceId,
+    provider_gateway: &crate::global_conf::GatewayEntry,
+    headers: &HeaderMap,
+    response_hash: &[u8],
+    request_hash: &[u8],
+) -> Result<(), ProtocolError> {
+    let invalid = |m: String| ProtocolError::new(Kind::ClientInvalidSignatureValue, m);
+    let decode = |name: &str| {
+        message::header_text(headers, name)
+            .and_then(|v| b64().decode(v).ok())
+            .ok_or_else(|| invalid(format!("the provider's answer has no valid {name} header")))
+    };
+    if message::header_text(headers, X_ROAD_REQUEST_HASH)
+        != Some(message::hash_text(request_hash).as_str())
+    {
+        return Err(invalid(
+            "X-Road-Request-Hash of the answer is not the hash of the request sent".into(),
+        ));
+    }
+    let tls_ocsp = decode(message::TLS_OCSP)?;
+    let provider_cert = provider_gateway
+        .certificate_der()
+        .map_err(|e| ProtocolError::new(Kind::ClientInternalError, e.message))?;
+    gw.status
+        .verify_answer(&provider_cert, &tls_ocsp, conf)
+        .map_err(|e| {
+            ProtocolError::new(
+                Kind::ClientSslAuthenticationFailed,
+                format!("the provider's TLS certificate: {}", e.message),
+            )
+        })?;
+    let signer = decode(message::SIGNER)?;
+    let ocsp = decode(message::SIGNER_OCSP)?;
+    gw.status.verify_answer(&signer, &ocsp, conf).map_err(|e| {
+        ProtocolError::new(
+            Kind::ClientCertValidation,
+            format!("the provider's signing certificate: {}", e.message),
+        )
+    })?;
+    let proof = message::header_text(headers, message::SIGNATURE_BATCH)
+        .ok_or_else(|| invalid("the provider's answer has no signature batch proof".into()))
+        .and_then(|p| BatchProof::parse(p).map_err(|e| invalid(e.message)))?;
+    gw.verified
+        .verify(
+            &signer,
+            service.provider().member(),
+            response_hash,
+            &decode(message::SIGNATURE)?,
+            &proof,
+        )
+        .map_err(|e| invalid(e.message))
+}
+
+fn pass_back(status: StatusCode, headers: &HeaderMap, body: Spooled) -> Response {
+    let mut r = Response::new(body.into_axum_body());
+    *r.status_mut() = status;
+    for (name, value) in headers {
+        if !message::is_filtered(name) {
+            r.headers_mut().append(name.clone(), value.clone());
+        }
+    }
+    r
+}
+
+/// Log the message and record its evidence, off the response path; the log waits for
+/// the ledger index so that each logged message names its evidence.
+pub(crate) async fn record(
+    gw: &Arc<GatewayState>,
+    evidence: MessageEvidence,
+    mut logged: LoggedMessage,
+) {
+    let gw = gw.clone();
+    tokio::spawn(async move {
+        if let Some(ev) = &gw.evidence {
+            match ev.record(&evidence).await {
+                Ok(index) => logged.ledger_index = Some(index),
+                Err(e) => {
+                    tracing::warn!(error = %e, x_road_id = %evidence.x_road_id, "recording evidence failed")
+                }
+            }
+        }
+        gw.log.append(logged).await;
+    });
+}

@@ -1,0 +1,473 @@
+//! The `gateway` role: a member's door to the exchange (X-Road's security server).
+//!
+//! Its plain listener (the one [`serve`] is given, meant for the member's own network)
+//! serves the client proxy, `/r1/…`, to the member's information systems, and the
+//! administration API (`/api/v1/…`, bearer token) with which the member registers its
+//! services, access rights and client systems. Its TLS listener (`tls_listen`) serves the
+//! server proxy to other gateways, with mutual TLS.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use xalo_core::server::{Server, ServerHandle};
+use xalo_core::{Config, Error, ErrorCode, MemberId, SubsystemId};
+use xalo_store::Database;
+
+use crate::central::json;
+use crate::certificate_status::StatusCache;
+use crate::evidence::Evidence;
+use crate::global_conf::{self, Anchor, GatewayEntry, GlobalConf, GlobalConfHolder};
+use crate::message_log::MessageLog;
+use crate::service_registry::{NewAccessRight, NewService, ServiceRegistry};
+use crate::signature::{BatchSigner, MessageSigner, VerifiedSignatures};
+use crate::spool::SpoolLimits;
+use crate::tls::{self, Identity, PinnedServer, StapledCertificate};
+
+pub const ROLE: &str = "gateway";
+
+/// `[roles.gateway]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GatewaySettings {
+    /// The member that owns this gateway, e.g. `VN/GOV/000001`.
+    pub owner: Option<MemberId>,
+    /// The gateway's code, as registered at the central server.
+    pub code: String,
+    /// `http://host:port` of the central server.
+    pub central_url: String,
+    /// The central server's public key (base64 SubjectPublicKeyInfo).
+    pub central_anchor: String,
+    /// Where other gateways reach this one (TLS).
+    pub tls_listen: Option<SocketAddr>,
+    /// Where the member's information systems may call with a client certificate (TLS,
+    /// the same client proxy as the plain listener); off when unset.
+    pub client_tls_listen: Option<SocketAddr>,
+    /// PEM files: the TLS authentication certificate (and chain) and key, and the member's
+    /// signing certificate and key.
+    pub tls_certificate: PathBuf,
+    pub tls_key: PathBuf,
+    pub signing_certificate: PathBuf,
+    pub signing_key: PathBuf,
+    /// Bearer token of the administration API; the API is off when unset.
+    pub admin_token: Option<String>,
+    /// `http://host:port` of the transparency ledger; no evidence is recorded when unset.
+    pub ledger_url: Option<String>,
+    /// Seconds between global configuration downloads.
+    pub poll_secs: u64,
+    /// Seconds an OCSP answer is reused before asking again.
+    pub ocsp_reuse_secs: u64,
+    /// Oldest OCSP answer (seconds since produced) accepted from a peer.
+    pub ocsp_max_age_secs: u64,
+    /// Days the message log keeps messages.
+    pub message_log_retention_days: u64,
+    /// Bodies up to this size are kept in memory and in the message log; larger ones
+    /// go through temporary files and the log keeps their hash.
+    pub memory_body_bytes: usize,
+    /// Largest body accepted.
+    pub max_body_bytes: u64,
+    /// Seconds to wait for a provider's gateway or backend.
+    pub timeout_secs: u64,
+}
+
+impl Default for GatewaySettings {
+    fn default() -> Self {
+        GatewaySettings {
+            owner: None,
+            code: "gw1".into(),
+            central_url: String::new(),
+            central_anchor: String::new(),
+            tls_listen: None,
+            client_tls_listen: None,
+            tls_certificate: PathBuf::new(),
+            tls_key: PathBuf::new(),
+            signing_certificate: PathBuf::new(),
+            signing_key: PathBuf::new(),
+            admin_token: None,
+            ledger_url: None,
+            poll_secs: 60,
+            ocsp_reuse_secs: 300,
+            ocsp_max_age_secs: 1200,
+            message_log_retention_days: 30,
+            memory_body_bytes: 256 * 1024,
+            max_body_bytes: 4 * 1024 * 1024 * 1024,
+            timeout_secs: 60,
+        }
+    }
+}
+
+/// What the client and server proxies share.
+pub struct GatewayState {
+    pub settings: GatewaySettings,
+    pub owner: MemberId,
+    /// `INSTANCE/CLASS/CODE/GATEWAY`, as logs and evidence name it.
+    pub name: String,
+    pub conf: GlobalConfHolder,
+    pub status: StatusCache,
+    pub registry: ServiceRegistry,
+    pub tls: Identity,
+    pub stapled: Arc<StapledCertificate>,
+    pub signer: MessageSigner,
+    pub batch: BatchSigner,
+    pub verified: VerifiedSignatures,
+    pub spool: SpoolLimits,
+    pub backend: reqwest::Client,
+    pub log: MessageLog,
+    pub evidence: Option<Evidence>,
+    /// The bound address of the client TLS listener, when there is one.
+    pub client_tls_addr: Option<SocketAddr>,
+    peers: Mutex<HashMap<(String, String), reqwest::Client>>,
+}
+
+impl GatewayState {
+    /// The HTTP client for another gateway: mutual TLS, pinned to its registered
+    /// certificate, requiring a good stapled OCSP answer. One per peer, so connections
+    /// are reused.
+    pub fn peer_client(self: &Arc<Self>, peer: &GatewayEntry) -> Result<reqwest::Client, Error> {
+        let key = (peer.address.clone(), peer.tls_certificate.clone());
+        if let Ok(p) = self.peers.lock()
+            && let Some(c) = p.get(&key)
+        {
+            return Ok(c.clone());
+        }
+        let me = Arc::downgrade(self);
+        let check: tls::StapleCheck = Arc::new(move |cert: &[u8], ocsp: &[u8]| {
+            let me = me.upgrade().ok_or("the gateway is stopping")?;
+            let conf = me.conf.get().map_err(|e| e.message)?;
+            me.status
+                .verify_answer(cert, ocsp, &conf)
+                .map_err(|e| format!("the provider's TLS certificate: {}", e.message))
+        });
+        let verifier = PinnedServer::new(peer.certificate_der()?, Some(check));
+        let config = tls::client_config(&self.tls, Arc::new(verifier))?;
+        let client = tls::http_client(config, Duration::from_secs(self.settings.timeout_secs))?;
+        if let Ok(mut p) = self.peers.lock() {
+            // Forget clients of peers whose certificate changed.
+            if p.len() > 1024 {
+                p.clear();
+            }
+            p.insert(key, client.clone());
+        }
+        Ok(client)
+    }
+
+    /// Refresh the stapled OCSP answer of the TLS certificate.
+    async fn refresh_staple(&self, conf: &GlobalConf) {
+        match self.status.good_answer(self.tls.certificate(), conf).await {
+            Ok(der) => {
+                if let Err(e) = self.stapled.set_ocsp(der.as_ref().clone()) {
+                    tracing::warn!(error = %e, "stapling the OCSP answer failed");
+                }
+            }
+            Err(e) => {
+                // A revoked certificate must stop being vouched for at once.
+                if e.code == ErrorCode::ExchCertificateStatus {
+                    self.stapled.clear_ocsp();
+                }
+                tracing::warn!(error = %e, "no good OCSP answer for the gateway's TLS certificate");
+            }
+        }
+    }
+
+    /// Download the global configuration once and refresh the staple.
+    pub async fn sync(&self, http: &reqwest::Client, anchor: &Anchor) -> Result<(), Error> {
+        let conf = global_conf::download(http, &self.settings.central_url, anchor).await?;
+        self.conf.set(conf);
+        if let Some(conf) = self.conf.latest() {
+            self.refresh_staple(&conf).await;
+        }
+        Ok(())
+    }
+}
+
+/// Start a gateway; binds `tls_listen` from the settings.
+pub async fn serve(config: Config, listener: TcpListener) -> Result<ServerHandle, Error> {
+    let settings: GatewaySettings = config.role_settings(ROLE)?;
+    let addr = settings
+        .tls_listen
+        .ok_or_else(|| Error::new(ErrorCode::ConfigInvalid, "[roles.gateway] needs tls_listen"))?;
+    let tls_listener = xalo_core::server::bind(addr).await?;
+    serve_with(config, listener, tls_listener).await
+}
+
+/// Start a gateway on listeners bound already (tests, demo).
+pub async fn serve_with(
+    config: Config,
+    listener: TcpListener,
+    tls_listener: TcpListener,
+) -> Result<ServerHandle, Error> {
+    let settings: GatewaySettings = config.role_settings(ROLE)?;
+    let owner = settings
+        .owner
+        .clone()
+        .ok_or_else(|| Error::new(ErrorCode::ConfigInvalid, "[roles.gateway] needs owner"))?;
+    let anchor = Anchor::parse(&settings.central_anchor)?;
+    let tls_identity = Identity::from_files(&settings.tls_certificate, &settings.tls_key)?;
+    let read = |p: &PathBuf| {
+        std::fs::read_to_string(p)
+            .map_err(|e| Error::new(ErrorCode::ConfigInvalid, format!("{}: {e}", p.display())))
+    };
+    let signer = MessageSigner::from_pem(
+        &read(&settings.signing_certificate)?,
+        &read(&settings.signing_key)?,
+    )?;
+    let db = Database::connect(&config.database_url(ROLE)).await?;
+    let registry = ServiceRegistry::open(db.clone()).await?;
+    let (log, log_task) = MessageLog::start(db.clone(), settings.message_log_retention_days);
+    let evidence = match &settings.ledger_url {
+        Some(url) => Some(Evidence::new(url)?),
+        None => None,
+    };
+    let backend = reqwest::Client::builder()
+        .timeout(Duration::from_secs(settings.timeout_secs))
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_max_idle_per_host(256)
+        .build()
+        .map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?;
+    let stapled = StapledCertificate::new(tls_identity.clone())?;
+    let client_tls_listener = match settings.client_tls_listen {
+        Some(addr) => Some(xalo_core::server::bind(addr).await?),
+        None => None,
+    };
+    let client_tls_addr = match &client_tls_listener {
+        Some(l) => Some(l.local_addr()?),
+        None => None,
+    };
+    let (batch, batch_task) = BatchSigner::start(signer.clone());
+    let state = Arc::new(GatewayState {
+        client_tls_addr,
+        batch,
+        verified: VerifiedSignatures::default(),
+        name: format!("{owner}/{}", settings.code),
+        owner,
+        conf: GlobalConfHolder::default(),
+        status: StatusCache::new(
+            Duration::from_secs(settings.ocsp_reuse_secs),
+            Duration::from_secs(settings.ocsp_max_age_secs),
+        )?,
+        registry,
+        tls: tls_identity,
+        stapled: stapled.clone(),
+        signer,
+        spool: SpoolLimits {
+            memory: settings.memory_body_bytes,
+            max: settings.max_body_bytes,
+            dir: None,
+        },
+        backend,
+        log,
+        evidence,
+        peers: Mutex::new(HashMap::new()),
+        settings,
+    });
+    let central = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?;
+    if let Err(e) = state.sync(&central, &anchor).await {
+        tracing::warn!(error = %e, "the first global configuration download failed; retrying");
+    }
+    let tls_config = tls::server_config(stapled.clone())?;
+    let tls_task = tls::serve(
+        tls_listener,
+        tls_config,
+        crate::server_proxy::router(state.clone()),
+    );
+    let plain = Router::new()
+        .route("/r1/{*rest}", any(crate::client_proxy::handle))
+        .merge(admin_router(state.clone()))
+        .with_state(state.clone());
+    let mut handle = Server::new(ROLE, plain, &config.http)
+        .health_check(db.health_check())
+        .spawn(listener)?;
+    handle.attach(tls_task);
+    handle.attach(log_task);
+    handle.attach(batch_task);
+    if let Some(listener) = client_tls_listener {
+        let router = Router::new()
+            .route("/r1/{*rest}", any(crate::client_proxy::handle))
+            .with_state(state.clone());
+        handle.attach(tls::serve(listener, tls::server_config(stapled)?, router));
+    }
+    let poller = state.clone();
+    let interval = Duration::from_secs(poller.settings.poll_secs.max(1));
+    handle.attach(
+        tokio::spawn(async move {
+            loop {
+                // Retry sooner while the configuration is missing or expired.
+                let wait = if poller.conf.get().is_ok() {
+                    interval
+                } else {
+                    interval.min(Duration::from_secs(2))
+                };
+                tokio::time::sleep(wait).await;
+                if let Err(e) = poller.sync(&central, &anchor).await {
+                    tracing::warn!(error = %e, "global configuration refresh failed");
+                }
+            }
+        })
+        .abort_handle(),
+    );
+    Ok(handle)
+}
+
+fn admin_router(state: Arc<GatewayState>) -> Router<Arc<GatewayState>> {
+    Router::new()
+        .route("/api/v1/services", post(add_service).get(list_services))
+        .route("/api/v1/access-rights", post(grant).delete(revoke))
+        .route("/api/v1/clients", post(issue_client_key))
+        .route("/api/v1/status", get(status))
+        .route("/openapi.json", get(openapi))
+        .layer(middleware::from_fn_with_state(state, admin_only))
+}
+
+async fn admin_only(State(state): State<Arc<GatewayState>>, req: Request, next: Next) -> Response {
+    if req.uri().path() == "/openapi.json" {
+        return next.run(req).await;
+    }
+    let given = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match (&state.settings.admin_token, given) {
+        (Some(token), Some(given)) if constant_time_eq(token.as_bytes(), given.as_bytes()) => {
+            next.run(req).await
+        }
+        (None, _) => Error::new(
+            ErrorCode::HttpForbidden,
+            "the administration API is off (no admin_token)",
+        )
+        .into_response(),
+        _ => Error::new(
+            ErrorCode::ExchAdminToken,
+            "Authorization: Bearer <admin_token> required",
+        )
+        .into_response(),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn own_service(state: &GatewayState, s: &SubsystemId) -> Result<(), Error> {
+    if s.member() != &state.owner {
+        return Err(Error::new(
+            ErrorCode::HttpForbidden,
+            format!(
+                "{s} is not a subsystem of {}, which owns this gateway",
+                state.owner
+            ),
+        ));
+    }
+    Ok(())
+}
+
+async fn add_service(State(s): State<Arc<GatewayState>>, body: Bytes) -> Result<Response, Error> {
+    let new: NewService = json(&body)?;
+    own_service(&s, new.service.provider())?;
+    let service = s.registry.add_service(&new).await?;
+    Ok((StatusCode::CREATED, axum::Json(service)).into_response())
+}
+
+async fn list_services(State(s): State<Arc<GatewayState>>) -> Result<Response, Error> {
+    let mut out = Vec::new();
+    for id in s.registry.services(None).await? {
+        if let Some(svc) = s.registry.service(&id).await? {
+            out.push(serde_json::json!({
+                "service": svc.service,
+                "backend_url": svc.backend_url,
+                "endpoints": svc.endpoints,
+                "access_rights": s.registry.rights(&id).await?,
+            }));
+        }
+    }
+    Ok(axum::Json(out).into_response())
+}
+
+async fn grant(State(s): State<Arc<GatewayState>>, body: Bytes) -> Result<Response, Error> {
+    let r: NewAccessRight = json(&body)?;
+    s.registry.grant(&r).await?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(serde_json::json!({"status": "granted"})),
+    )
+        .into_response())
+}
+
+async fn revoke(State(s): State<Arc<GatewayState>>, body: Bytes) -> Result<Response, Error> {
+    let r: NewAccessRight = json(&body)?;
+    s.registry.revoke(&r).await?;
+    Ok(axum::Json(serde_json::json!({"status": "revoked"})).into_response())
+}
+
+#[derive(Deserialize)]
+struct NewClient {
+    subsystem: SubsystemId,
+    /// PEM or base64 DER of the information system's certificate; a key is issued when
+    /// none is given.
+    #[serde(default)]
+    certificate: Option<String>,
+}
+
+async fn issue_client_key(
+    State(s): State<Arc<GatewayState>>,
+    body: Bytes,
+) -> Result<Response, Error> {
+    let c: NewClient = json(&body)?;
+    own_service(&s, &c.subsystem)?;
+    if let Some(cert) = &c.certificate {
+        let der = crate::registry::certificate_der(cert)?;
+        let fingerprint = s
+            .registry
+            .register_client_certificate(&c.subsystem, &der)
+            .await?;
+        return Ok((
+            StatusCode::CREATED,
+            axum::Json(serde_json::json!({"subsystem": c.subsystem, "certificate": fingerprint})),
+        )
+            .into_response());
+    }
+    let key = s.registry.issue_client_key(&c.subsystem).await?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(serde_json::json!({"subsystem": c.subsystem, "key": key, "header": crate::message::CLIENT_KEY})),
+    )
+        .into_response())
+}
+
+async fn status(State(s): State<Arc<GatewayState>>) -> Result<Response, Error> {
+    let conf = s.conf.latest();
+    Ok(axum::Json(serde_json::json!({
+        "gateway": s.name,
+        "client_tls_address": s.client_tls_addr,
+        "global_conf_version": conf.as_ref().map(|c| c.version),
+        "global_conf_expires_unix": conf.as_ref().map(|c| c.expires_unix),
+        "tls_certificate": crate::fingerprint(s.tls.certificate()),
+        "signing_certificate": crate::fingerprint(s.signer.certificate()),
+    }))
+    .into_response())
+}
+
+async fn openapi() -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        OPENAPI,
+    )
+        .into_response()
+}
+
+/// The gateway's administration API, described by hand.
+pub const OPENAPI: &str = include_str!("gateway_openapi.json");

@@ -1,0 +1,57 @@
+//! Xalo's data exchange layer, after X-Road: the `central` role keeps the registry of
+//! members, subsystems, gateways and global groups and publishes it as a signed, expiring
+//! global configuration; the `gateway` role (one or more per member) lets the member's
+//! information systems call other members' services through `/r1/…` (X-Road's REST message
+//! protocol) and serves the member's own services to other gateways over mutual TLS, every
+//! message signed, access-checked, logged and recorded in the transparency ledger.
+
+pub mod access_right;
+pub mod bench;
+pub mod central;
+pub mod certificate_status;
+pub mod client_proxy;
+pub mod demo;
+pub mod evidence;
+pub mod gateway;
+pub mod global_conf;
+pub mod management_client;
+pub mod message;
+pub mod message_log;
+pub mod metaservice;
+pub mod nation;
+pub mod openapi;
+pub mod protocol_error;
+pub mod registry;
+pub mod server_proxy;
+pub mod service_registry;
+pub mod signature;
+pub mod spool;
+pub mod tls;
+
+pub use central::{CentralSettings, ROLE as CENTRAL_ROLE};
+pub use gateway::{GatewaySettings, ROLE as GATEWAY_ROLE};
+
+pub(crate) fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+pub(crate) fn b64() -> base64::engine::GeneralPurpose {
+    base64::engine::general_purpose::STANDARD
+}
+
+/// SHA-256 of a certificate, in lower-case hex: how administrators and logs name it.
+pub fn fingerprint(der: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(der))
+}
+
+/// A random bearer token (hex), for registration-authority and client keys.
+pub fn random_token() -> Result<String, xalo_core::Error> {
+    Ok(xalo_trust::key::random_bytes::<24>()?
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}

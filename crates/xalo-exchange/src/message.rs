@@ -1,0 +1,188 @@
+//! An exchanged message as the gateways see it: X-Road's headers, which headers travel
+//! and which are filtered, the canonical form that is hashed and signed, and
+//! X-Road-Request-Hash.
+//!
+//! A message's hash is `SHA-512(SHA-512(head) ‖ SHA-512(body))` (PR-REST 4.3, the
+//! request hash), where the head is the request line (or status) and the travelling
+//! headers in a canonical order; a signature signs that hash, so it covers the request
+//! line, the headers and the body.
+
+use axum::http::{HeaderMap, HeaderName};
+use base64::Engine;
+use sha2::{Digest, Sha512};
+
+use crate::b64;
+
+pub const X_ROAD_CLIENT: &str = "x-road-client";
+pub const X_ROAD_SERVICE: &str = "x-road-service";
+pub const X_ROAD_ID: &str = "x-road-id";
+pub const X_ROAD_USER_ID: &str = "x-road-userid";
+pub const X_ROAD_ISSUE: &str = "x-road-issue";
+pub const X_ROAD_REQUEST_HASH: &str = "x-road-request-hash";
+pub const X_ROAD_REQUEST_ID: &str = "x-road-request-id";
+
+/// How an information system proves it may act for a client subsystem, when it does not
+/// use a client certificate: a key the gateway's administrator issued to it.
+pub const CLIENT_KEY: &str = "x-xalo-client-key";
+/// Gateway-to-gateway headers: the sending member's signature, its signing certificate
+/// (base64 DER) with a recent OCSP answer, and the OCSP answer for the sending gateway's TLS
+/// certificate.
+pub const SIGNATURE: &str = "x-xalo-signature";
+/// Where the message sits in the signed batch (see [`crate::signature::BatchProof`]).
+pub const SIGNATURE_BATCH: &str = "x-xalo-signature-batch";
+pub const SIGNER: &str = "x-xalo-signer";
+pub const SIGNER_OCSP: &str = "x-xalo-signer-ocsp";
+pub const TLS_OCSP: &str = "x-xalo-tls-ocsp";
+
+/// Headers that do not travel through the exchange (PR-REST 4.3 "Filtered headers"), and
+/// those a hop may rewrite (length, date), which therefore are not signed either.
+pub fn is_filtered(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "host"
+            | "user-agent"
+            | "server"
+            | "expect"
+            | "content-length"
+            | "date"
+            | "x-road-error"
+    ) || name.as_str().starts_with("x-xalo-")
+}
+
+/// The headers that travel, in the order the canonical form lists them.
+pub fn travelling(headers: &HeaderMap) -> Vec<(&HeaderName, &[u8])> {
+    let mut out: Vec<(&HeaderName, &[u8])> = headers
+        .iter()
+        .filter(|(n, _)| !is_filtered(n))
+        .map(|(n, v)| (n, v.as_bytes()))
+        .collect();
+    // Stable sort: values of a repeated header keep their order.
+    out.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+    out
+}
+
+fn head_bytes(first: &[u8], headers: &HeaderMap) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(first);
+    out.push(b'\n');
+    for (n, v) in travelling(headers) {
+        out.extend_from_slice(n.as_str().as_bytes());
+        out.push(b':');
+        out.extend_from_slice(v);
+        out.push(b'\n');
+    }
+    out
+}
+
+/// The canonical head of a request: method, target (path and query as sent) and headers.
+pub fn request_head(method: &str, target: &str, headers: &HeaderMap) -> Vec<u8> {
+    head_bytes(
+        format!("xalo-request/1 {method} {target}").as_bytes(),
+        headers,
+    )
+}
+
+/// The canonical head of a response: status and headers.
+pub fn response_head(status: u16, headers: &HeaderMap) -> Vec<u8> {
+    head_bytes(format!("xalo-response/1 {status}").as_bytes(), headers)
+}
+
+/// `SHA-512(SHA-512(head) ‖ SHA-512(body))`, or `SHA-512(head)` without a body.
+pub fn message_hash(head: &[u8], body_len: u64, body_sha512: &[u8; 64]) -> [u8; 64] {
+    if body_len == 0 {
+        return Sha512::digest(head).into();
+    }
+    let mut h = Sha512::new();
+    h.update(Sha512::digest(head));
+    h.update(body_sha512);
+    h.finalize().into()
+}
+
+pub fn hash_text(hash: &[u8]) -> String {
+    b64().encode(hash)
+}
+
+/// A random (version 4) UUID, for X-Road-Id and error details.
+pub fn new_uuid() -> String {
+    let mut b: [u8; 16] = rand::random();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h = hex::encode(b);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+/// The first value of a header as text.
+pub fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Split `/r1/INSTANCE/CLASS/MEMBER/SUBSYSTEM/SERVICE[/path]` into the service (its first
+/// five segments) and the rest of the path (with its leading `/`, possibly empty).
+pub fn split_service_path(path: &str) -> Option<(&str, &str)> {
+    let rest = path.strip_prefix("/r1/")?;
+    let mut end = 0;
+    for i in 0..5 {
+        let from = if i == 0 { 0 } else { end + 1 };
+        if from > rest.len() {
+            return None;
+        }
+        end = match rest[from..].find('/') {
+            Some(j) => from + j,
+            None if i == 4 => rest.len(),
+            None => return None,
+        };
+    }
+    Some((&rest[..end], &rest[end..]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_paths_split_after_five_segments() {
+        assert_eq!(
+            split_service_path("/r1/VN/GOV/000001/population/persons/v1/x"),
+            Some(("VN/GOV/000001/population/persons", "/v1/x"))
+        );
+        assert_eq!(
+            split_service_path("/r1/VN/GOV/000001/population/persons"),
+            Some(("VN/GOV/000001/population/persons", ""))
+        );
+        assert_eq!(split_service_path("/r1/VN/GOV/000001/population"), None);
+        assert_eq!(split_service_path("/r2/VN/GOV/1/a/b"), None);
+    }
+
+    #[test]
+    fn hash_depends_on_every_part() {
+        let mut h = HeaderMap::new();
+        h.insert("x-road-client", "VN/GOV/1/a".parse().unwrap());
+        h.insert("content-length", "3".parse().unwrap());
+        let head = request_head("GET", "/r1/VN/GOV/2/b/s", &h);
+        assert!(!String::from_utf8_lossy(&head).contains("content-length"));
+        let body: [u8; 64] = Sha512::digest(b"abc").into();
+        let a = message_hash(&head, 3, &body);
+        let other: [u8; 64] = Sha512::digest(b"abd").into();
+        assert_ne!(a, message_hash(&head, 3, &other));
+        assert_ne!(
+            a,
+            message_hash(&request_head("POST", "/r1/VN/GOV/2/b/s", &h), 3, &body)
+        );
+        assert_eq!(new_uuid().len(), 36);
+    }
+}

@@ -1,0 +1,171 @@
+//! X-Road's REST metaservices (PR-MREST): `listClients` answered by the client's gateway
+//! from the global configuration; `listMethods`, `allowedMethods` and `getOpenAPI`
+//! answered by the provider's gateway from its service registry, signed like any answer.
+
+use std::sync::Arc;
+
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde_json::{Value, json};
+use xalo_core::{ClientId, ServiceId, SubsystemId};
+
+use crate::gateway::GatewayState;
+use crate::global_conf::GlobalConf;
+use crate::protocol_error::{Kind, ProtocolError};
+use crate::spool::Spooled;
+
+pub const LIST_CLIENTS: &str = "listClients";
+pub const LIST_METHODS: &str = "listMethods";
+pub const ALLOWED_METHODS: &str = "allowedMethods";
+pub const GET_OPENAPI: &str = "getOpenAPI";
+
+/// `GET /r1/{instance}/listClients`, or `None` for any other path.
+pub fn client_side(
+    gw: &Arc<GatewayState>,
+    method: &Method,
+    path: &str,
+) -> Result<Option<Response>, ProtocolError> {
+    let Some(rest) = path.strip_prefix("/r1/") else {
+        return Ok(None);
+    };
+    let parts: Vec<&str> = rest.split('/').collect();
+    let [instance, LIST_CLIENTS] = parts.as_slice() else {
+        return Ok(None);
+    };
+    if method != Method::GET {
+        return Err(ProtocolError::new(
+            Kind::BadRequest,
+            "listClients is called with GET",
+        ));
+    }
+    let conf = gw.conf.get().map_err(|e| ProtocolError::client(&e))?;
+    if *instance != conf.instance {
+        return Err(ProtocolError::new(
+            Kind::BadRequest,
+            format!(
+                "this gateway belongs to instance {}, not {instance}",
+                conf.instance
+            ),
+        ));
+    }
+    let mut members = Vec::new();
+    for m in &conf.members {
+        let id = m.id.clone();
+        members.push(
+            json!({"id": {"xroad_instance": id.instance(), "member_class": id.class(),
+            "member_code": id.code(), "object_type": "MEMBER"}, "name": m.name}),
+        );
+        for s in &m.subsystems {
+            members.push(json!({"id": {"xroad_instance": id.instance(), "member_class": id.class(),
+                "member_code": id.code(), "subsystem_code": s, "object_type": "SUBSYSTEM"}, "name": m.name}));
+        }
+    }
+    Ok(Some(
+        axum::Json(json!({ "member": members })).into_response(),
+    ))
+}
+
+fn service_json(id: &ServiceId, endpoints: &[crate::access_right::Endpoint]) -> Value {
+    let p = id.provider();
+    json!({
+        "xroad_instance": p.member().instance(),
+        "member_class": p.member().class(),
+        "member_code": p.member().code(),
+        "subsystem_code": p.code(),
+        "service_code": id.code(),
+        "object_type": "SERVICE",
+        "service_type": if endpoints.is_empty() { "REST" } else { "OPENAPI" },
+        "endpoint_list": endpoints,
+    })
+}
+
+fn answer(body: Value) -> (StatusCode, HeaderMap, Spooled) {
+    let mut h = HeaderMap::new();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    (
+        StatusCode::OK,
+        h,
+        Spooled::from_bytes(Bytes::from(body.to_string())),
+    )
+}
+
+/// Answer a metaservice addressed to one of this gateway's subsystems, or `None` when the
+/// service is an ordinary one.
+pub async fn provider_side(
+    gw: &GatewayState,
+    conf: &GlobalConf,
+    client: &ClientId,
+    service: &ServiceId,
+    query: Option<&str>,
+) -> Result<Option<(StatusCode, HeaderMap, Spooled)>, ProtocolError> {
+    let code = service.code();
+    if ![LIST_METHODS, ALLOWED_METHODS, GET_OPENAPI].contains(&code) {
+        return Ok(None);
+    }
+    let db = |e: xalo_core::Error| ProtocolError::server(&e);
+    let provider: &SubsystemId = service.provider();
+    if code == GET_OPENAPI {
+        let wanted = query
+            .into_iter()
+            .flat_map(|q| q.split('&'))
+            .find_map(|kv| kv.strip_prefix("serviceCode="))
+            .ok_or_else(|| {
+                ProtocolError::new(Kind::BadRequest, "getOpenAPI needs ?serviceCode=")
+            })?;
+        let id = provider
+            .service(wanted, None)
+            .map_err(|e| ProtocolError::new(Kind::BadRequest, e.to_string()))?;
+        let svc = gw.registry.service(&id).await.map_err(db)?.ok_or_else(|| {
+            ProtocolError::new(
+                Kind::ServerUnknownService,
+                format!("{id} is not registered"),
+            )
+        })?;
+        let doc = svc.openapi.ok_or_else(|| {
+            ProtocolError::new(
+                Kind::ServerUnknownService,
+                format!("{id} has no OpenAPI description"),
+            )
+        })?;
+        let doc: Value = serde_json::from_str(&doc)
+            .map_err(|e| ProtocolError::new(Kind::ServerInternalError, e.to_string()))?;
+        return Ok(Some(answer(doc)));
+    }
+    let groups = conf.groups_of(client);
+    let mut out = Vec::new();
+    for id in gw.registry.services(Some(provider)).await.map_err(db)? {
+        let Some(svc) = gw.registry.service(&id).await.map_err(db)? else {
+            continue;
+        };
+        if code == ALLOWED_METHODS {
+            let rights = gw.registry.rights(&id).await.map_err(db)?;
+            let mine: Vec<_> = rights
+                .iter()
+                .filter(|r| match &r.subject {
+                    crate::access_right::Subject::Client(c) => c == client,
+                    crate::access_right::Subject::Group(g) => groups.contains(&g.as_str()),
+                })
+                .collect();
+            if mine.is_empty() {
+                continue;
+            }
+            // The endpoints this client may call, as X-Road lists them.
+            let endpoints: Vec<_> = if mine
+                .iter()
+                .any(|r| r.endpoint.path == "**" && r.endpoint.method == "*")
+            {
+                svc.endpoints.clone()
+            } else {
+                mine.iter().map(|r| r.endpoint.clone()).collect()
+            };
+            out.push(service_json(&id, &endpoints));
+        } else {
+            out.push(service_json(&id, &svc.endpoints));
+        }
+    }
+    Ok(Some(answer(json!({ "service": out }))))
+}

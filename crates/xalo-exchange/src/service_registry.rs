@@ -1,0 +1,520 @@
+//! A gateway's own registry, in its database (component `gateway`): the services its
+//! member provides (backend URL, OpenAPI description, endpoints), the access rights on
+//! them, and the information systems allowed to call out as the member's subsystems.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use sha2::Digest;
+use xalo_core::{ClientId, Error, ErrorCode, ServiceId, SubsystemId};
+use xalo_store::{Database, DbResultExt, Migration, Row};
+
+use crate::access_right::{AccessRight, Endpoint, Subject};
+
+const MIGRATIONS: &[Migration] = &[
+    Migration::portable(
+        1,
+        "services, access rights and client systems",
+        "CREATE TABLE gateway_service (
+            service TEXT PRIMARY KEY,
+            provider TEXT NOT NULL,
+            backend_url TEXT NOT NULL,
+            openapi TEXT
+        );
+        CREATE TABLE gateway_endpoint (
+            service TEXT NOT NULL REFERENCES gateway_service (service),
+            method TEXT NOT NULL,
+            path TEXT NOT NULL,
+            PRIMARY KEY (service, method, path)
+        );
+        CREATE TABLE gateway_access_right (
+            service TEXT NOT NULL REFERENCES gateway_service (service),
+            method TEXT NOT NULL,
+            path TEXT NOT NULL,
+            subject TEXT NOT NULL,
+            PRIMARY KEY (service, method, path, subject)
+        );
+        CREATE TABLE gateway_client_key (
+            key_sha256 TEXT PRIMARY KEY,
+            subsystem TEXT NOT NULL,
+            created_unix BIGINT NOT NULL
+        );
+        CREATE INDEX gateway_client_key_subsystem ON gateway_client_key (subsystem);",
+    ),
+    Migration::per_backend(
+        2,
+        "message log",
+        "CREATE TABLE gateway_message_log (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            logged_unix BIGINT NOT NULL,
+            side TEXT NOT NULL,
+            x_road_id TEXT NOT NULL,
+            client TEXT NOT NULL,
+            service TEXT NOT NULL,
+            request_hash TEXT NOT NULL,
+            request_head BLOB NOT NULL,
+            request_signature TEXT NOT NULL,
+            request_body BLOB,
+            response_hash TEXT,
+            response_head BLOB,
+            response_signature TEXT,
+            response_body BLOB,
+            status BIGINT NOT NULL,
+            ledger_index BIGINT
+        );
+        CREATE INDEX gateway_message_log_time ON gateway_message_log (logged_unix);
+        CREATE INDEX gateway_message_log_id ON gateway_message_log (x_road_id);",
+        "CREATE TABLE gateway_message_log (
+            id BIGSERIAL PRIMARY KEY,
+            logged_unix BIGINT NOT NULL,
+            side TEXT NOT NULL,
+            x_road_id TEXT NOT NULL,
+            client TEXT NOT NULL,
+            service TEXT NOT NULL,
+            request_hash TEXT NOT NULL,
+            request_head BYTEA NOT NULL,
+            request_signature TEXT NOT NULL,
+            request_body BYTEA,
+            response_hash TEXT,
+            response_head BYTEA,
+            response_signature TEXT,
+            response_body BYTEA,
+            status BIGINT NOT NULL,
+            ledger_index BIGINT
+        );
+        CREATE INDEX gateway_message_log_time ON gateway_message_log (logged_unix);
+        CREATE INDEX gateway_message_log_id ON gateway_message_log (x_road_id);",
+    ),
+];
+
+/// A service as its provider registers it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NewService {
+    pub service: ServiceId,
+    /// Where the gateway sends the requests: `http(s)://host[:port][/base]`.
+    pub backend_url: String,
+    /// The OpenAPI 3 description (JSON), from which the endpoints are read.
+    #[serde(default)]
+    pub openapi: Option<serde_json::Value>,
+}
+
+/// A registered service.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Service {
+    pub service: ServiceId,
+    pub backend_url: String,
+    pub endpoints: Vec<Endpoint>,
+    #[serde(skip)]
+    pub openapi: Option<String>,
+}
+
+/// A right to grant.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NewAccessRight {
+    pub service: ServiceId,
+    #[serde(default = "any_method")]
+    pub method: String,
+    #[serde(default = "any_path")]
+    pub path: String,
+    pub subject: Subject,
+}
+
+fn any_method() -> String {
+    "*".into()
+}
+fn any_path() -> String {
+    "**".into()
+}
+
+/// The registry over a gateway's database.
+#[derive(Clone, Debug)]
+pub struct ServiceRegistry {
+    db: Database,
+    services: Arc<Recent<Option<Service>>>,
+    rights: Arc<Recent<Vec<AccessRight>>>,
+    keys: Arc<Recent<Option<ClientId>>>,
+}
+
+/// How long a lookup is reused. Every message needs the service, its rights and the
+/// caller's key; reading them once a second instead of per message keeps the database out
+/// of the hot path, and a change made at another instance shows within this time.
+const REUSE: Duration = Duration::from_secs(1);
+const RECENT_LIMIT: usize = 10_000;
+
+/// Lookups made within [`REUSE`].
+#[derive(Debug)]
+struct Recent<V> {
+    map: Mutex<HashMap<String, (Instant, V)>>,
+}
+
+impl<V: Clone> Recent<V> {
+    fn new() -> Arc<Self> {
+        Arc::new(Recent {
+            map: Mutex::new(HashMap::new()),
+        })
+    }
+    fn get(&self, key: &str) -> Option<V> {
+        let map = self.map.lock().ok()?;
+        map.get(key)
+            .filter(|(at, _)| at.elapsed() < REUSE)
+            .map(|(_, v)| v.clone())
+    }
+    fn put(&self, key: String, value: V) {
+        if let Ok(mut map) = self.map.lock() {
+            if map.len() >= RECENT_LIMIT {
+                map.clear();
+            }
+            map.insert(key, (Instant::now(), value));
+        }
+    }
+    fn clear(&self) {
+        if let Ok(mut map) = self.map.lock() {
+            map.clear();
+        }
+    }
+}
+
+fn key_hash(key: &str) -> String {
+    hex::encode(sha2::Sha256::digest(key.as_bytes()))
+}
+
+impl ServiceRegistry {
+    pub async fn open(db: Database) -> Result<ServiceRegistry, Error> {
+        db.migrate("gateway", MIGRATIONS).await?;
+        Ok(ServiceRegistry {
+            db,
+            services: Recent::new(),
+            rights: Recent::new(),
+            keys: Recent::new(),
+        })
+    }
+
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
+    /// Register (or replace) a service with its backend and description.
+    pub async fn add_service(&self, s: &NewService) -> Result<Service, Error> {
+        let url = reqwest::Url::parse(&s.backend_url).map_err(|e| {
+            Error::new(ErrorCode::ExchBackendUrl, format!("{}: {e}", s.backend_url))
+        })?;
+        if !matches!(url.scheme(), "http" | "https") || url.query().is_some() {
+            return Err(Error::new(
+                ErrorCode::ExchBackendUrl,
+                format!(
+                    "{}: expected http(s)://host[:port][/base] without a query",
+                    s.backend_url
+                ),
+            ));
+        }
+        let (endpoints, openapi) = match &s.openapi {
+            Some(doc) => {
+                let doc = match doc {
+                    serde_json::Value::String(text) => crate::openapi::parse(text)?,
+                    other => other.clone(),
+                };
+                (crate::openapi::endpoints(&doc)?, Some(doc.to_string()))
+            }
+            None => (Vec::new(), None),
+        };
+        let id = s.service.to_string();
+        let what = "registering a service";
+        let mut tx = self.db.begin_write().await?;
+        xalo_store::sqlx::query("DELETE FROM gateway_endpoint WHERE service = $1")
+            .bind(&id)
+            .execute(&mut *tx)
+            .await
+            .db(what)?;
+        // Replace in place: access rights refer to the service and outlive a new version.
+        let updated = xalo_store::sqlx::query(
+            "UPDATE gateway_service SET provider = $2, backend_url = $3, openapi = $4 WHERE service = $1",
+        )
+        .bind(&id)
+        .bind(s.service.provider().to_string())
+        .bind(url.as_str().trim_end_matches('/'))
+        .bind(openapi.clone())
+        .execute(&mut *tx)
+        .await
+        .db(what)?;
+        if updated.rows_affected() == 0 {
+            xalo_store::sqlx::query(
+                "INSERT INTO gateway_service (service, provider, backend_url, openapi) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(&id)
+            .bind(s.service.provider().to_string())
+            .bind(url.as_str().trim_end_matches('/'))
+            .bind(openapi.clone())
+            .execute(&mut *tx)
+            .await
+            .db(what)?;
+        }
+        for e in &endpoints {
+            xalo_store::sqlx::query(
+                "INSERT INTO gateway_endpoint (service, method, path) VALUES ($1, $2, $3)",
+            )
+            .bind(&id)
+            .bind(&e.method)
+            .bind(&e.path)
+            .execute(&mut *tx)
+            .await
+            .db(what)?;
+        }
+        tx.commit().await.db(what)?;
+        self.changed();
+        Ok(Service {
+            service: s.service.clone(),
+            backend_url: url.as_str().trim_end_matches('/').to_owned(),
+            endpoints,
+            openapi,
+        })
+    }
+
+    /// This instance's changes show at once.
+    fn changed(&self) {
+        self.services.clear();
+        self.rights.clear();
+        self.keys.clear();
+    }
+
+    /// A registered service, or `None`.
+    pub async fn service(&self, id: &ServiceId) -> Result<Option<Service>, Error> {
+        let key = id.to_string();
+        if let Some(s) = self.services.get(&key) {
+            return Ok(s);
+        }
+        let s = self.load_service(id).await?;
+        self.services.put(key, s.clone());
+        Ok(s)
+    }
+
+    async fn load_service(&self, id: &ServiceId) -> Result<Option<Service>, Error> {
+        let what = "reading a service";
+        let key = id.to_string();
+        let Some(row) = xalo_store::sqlx::query(
+            "SELECT backend_url, openapi FROM gateway_service WHERE service = $1",
+        )
+        .bind(&key)
+        .fetch_optional(self.db.pool())
+        .await
+        .db(what)?
+        else {
+            return Ok(None);
+        };
+        let endpoints = xalo_store::sqlx::query(
+            "SELECT method, path FROM gateway_endpoint WHERE service = $1 ORDER BY path, method",
+        )
+        .bind(&key)
+        .fetch_all(self.db.pool())
+        .await
+        .db(what)?
+        .into_iter()
+        .map(|r| {
+            Ok(Endpoint {
+                method: r.try_get(0).db(what)?,
+                path: r.try_get(1).db(what)?,
+            })
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
+        Ok(Some(Service {
+            service: id.clone(),
+            backend_url: row.try_get(0).db(what)?,
+            openapi: row.try_get(1).db(what)?,
+            endpoints,
+        }))
+    }
+
+    /// Every service of a provider subsystem (all when `None`).
+    pub async fn services(&self, provider: Option<&SubsystemId>) -> Result<Vec<ServiceId>, Error> {
+        let what = "listing services";
+        let rows = match provider {
+            Some(p) => {
+                xalo_store::sqlx::query(
+                    "SELECT service FROM gateway_service WHERE provider = $1 ORDER BY service",
+                )
+                .bind(p.to_string())
+                .fetch_all(self.db.pool())
+                .await
+            }
+            None => {
+                xalo_store::sqlx::query("SELECT service FROM gateway_service ORDER BY service")
+                    .fetch_all(self.db.pool())
+                    .await
+            }
+        }
+        .db(what)?;
+        rows.into_iter()
+            .map(|r| Ok(r.try_get::<String, _>(0).db(what)?.parse::<ServiceId>()?))
+            .collect()
+    }
+
+    pub async fn grant(&self, r: &NewAccessRight) -> Result<(), Error> {
+        let endpoint = Endpoint::new(&r.method, &r.path)?;
+        if self.service(&r.service).await?.is_none() {
+            return Err(Error::new(
+                ErrorCode::ExchUnknownService,
+                format!("{} is not registered at this gateway", r.service),
+            ));
+        }
+        let result = xalo_store::sqlx::query(
+            "INSERT INTO gateway_access_right (service, method, path, subject) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(r.service.to_string())
+        .bind(&endpoint.method)
+        .bind(&endpoint.path)
+        .bind(r.subject.to_string())
+        .execute(self.db.pool())
+        .await
+        .db("granting an access right");
+        self.changed();
+        match result {
+            // Granting twice is granting.
+            Err(e) if e.code == ErrorCode::StoreConflict => Ok(()),
+            other => other.map(|_| ()),
+        }
+    }
+
+    pub async fn revoke(&self, r: &NewAccessRight) -> Result<(), Error> {
+        xalo_store::sqlx::query(
+            "DELETE FROM gateway_access_right WHERE service = $1 AND method = $2 AND path = $3 AND subject = $4",
+        )
+        .bind(r.service.to_string())
+        .bind(r.method.to_ascii_uppercase())
+        .bind(&r.path)
+        .bind(r.subject.to_string())
+        .execute(self.db.pool())
+        .await
+        .db("revoking an access right")?;
+        self.changed();
+        Ok(())
+    }
+
+    /// The rights on a service.
+    pub async fn rights(&self, service: &ServiceId) -> Result<Vec<AccessRight>, Error> {
+        let key = service.to_string();
+        if let Some(r) = self.rights.get(&key) {
+            return Ok(r);
+        }
+        let r = self.load_rights(service).await?;
+        self.rights.put(key, r.clone());
+        Ok(r)
+    }
+
+    async fn load_rights(&self, service: &ServiceId) -> Result<Vec<AccessRight>, Error> {
+        let what = "reading access rights";
+        xalo_store::sqlx::query(
+            "SELECT method, path, subject FROM gateway_access_right WHERE service = $1",
+        )
+        .bind(service.to_string())
+        .fetch_all(self.db.pool())
+        .await
+        .db(what)?
+        .into_iter()
+        .map(|r| {
+            Ok(AccessRight {
+                endpoint: Endpoint {
+                    method: r.try_get(0).db(what)?,
+                    path: r.try_get(1).db(what)?,
+                },
+                subject: r.try_get::<String, _>(2).db(what)?.parse()?,
+            })
+        })
+        .collect()
+    }
+
+    /// Issue a key with which an information system calls out as `subsystem`; only its
+    /// hash is stored, so the key is shown once.
+    pub async fn issue_client_key(&self, subsystem: &SubsystemId) -> Result<String, Error> {
+        let key = hex::encode(rand::random::<[u8; 24]>());
+        xalo_store::sqlx::query(
+            "INSERT INTO gateway_client_key (key_sha256, subsystem, created_unix) VALUES ($1, $2, $3)",
+        )
+        .bind(key_hash(&key))
+        .bind(subsystem.to_string())
+        .bind(crate::unix_now())
+        .execute(self.db.pool())
+        .await
+        .db("issuing a client key")?;
+        self.changed();
+        Ok(key)
+    }
+
+    /// The subsystem a client key was issued for.
+    pub async fn client_of_key(&self, key: &str) -> Result<Option<ClientId>, Error> {
+        let hash = key_hash(key);
+        if let Some(c) = self.keys.get(&hash) {
+            return Ok(c);
+        }
+        let c = self.load_client_of_key(key).await?;
+        self.keys.put(hash, c.clone());
+        Ok(c)
+    }
+
+    async fn load_client_of_key(&self, key: &str) -> Result<Option<ClientId>, Error> {
+        let row = xalo_store::sqlx::query(
+            "SELECT subsystem FROM gateway_client_key WHERE key_sha256 = $1",
+        )
+        .bind(key_hash(key))
+        .fetch_optional(self.db.pool())
+        .await
+        .db("checking a client key")?;
+        match row {
+            Some(r) => Ok(Some(r.try_get::<String, _>(0).db("client key")?.parse()?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Let an information system that presents `certificate_der` (over the client TLS
+    /// listener) call out as `subsystem`. Kept beside the keys, as the hash of its
+    /// fingerprint.
+    pub async fn register_client_certificate(
+        &self,
+        subsystem: &SubsystemId,
+        certificate_der: &[u8],
+    ) -> Result<String, Error> {
+        let fingerprint = crate::fingerprint(certificate_der);
+        let result = xalo_store::sqlx::query(
+            "INSERT INTO gateway_client_key (key_sha256, subsystem, created_unix) VALUES ($1, $2, $3)",
+        )
+        .bind(key_hash(&format!("certificate:{fingerprint}")))
+        .bind(subsystem.to_string())
+        .bind(crate::unix_now())
+        .execute(self.db.pool())
+        .await
+        .db("registering a client certificate");
+        self.changed();
+        match result {
+            Err(e) if e.code == ErrorCode::StoreConflict => Err(Error::new(
+                ErrorCode::StoreConflict,
+                format!("certificate {fingerprint} is registered already"),
+            )),
+            other => other.map(|_| fingerprint),
+        }
+    }
+
+    /// The subsystem a client certificate was registered for.
+    pub async fn client_of_certificate(
+        &self,
+        certificate_der: &[u8],
+    ) -> Result<Option<ClientId>, Error> {
+        self.client_of_key(&format!(
+            "certificate:{}",
+            crate::fingerprint(certificate_der)
+        ))
+        .await
+    }
+
+    /// The local client subsystems that have at least one information system.
+    pub async fn clients(&self) -> Result<Vec<ClientId>, Error> {
+        xalo_store::sqlx::query(
+            "SELECT DISTINCT subsystem FROM gateway_client_key ORDER BY subsystem",
+        )
+        .fetch_all(self.db.pool())
+        .await
+        .db("listing clients")?
+        .into_iter()
+        .map(|r| Ok(r.try_get::<String, _>(0).db("client")?.parse()?))
+        .collect()
+    }
+}

@@ -1,0 +1,413 @@
+//! Member signatures on messages: the sending member's signing ("seal") key signs the
+//! message hash (see [`crate::message`]); the receiver checks the signature with the
+//! certificate that came with the message, after checking that certificate belongs to the
+//! sending member and is good.
+
+use std::sync::Arc;
+
+use xalo_core::{Error, ErrorCode, MemberId};
+use xalo_trust::SigningKey;
+
+use crate::certificate_status::{member_identifier, organisation_identifier};
+
+/// A member's signing key and certificate.
+#[derive(Clone)]
+pub struct MessageSigner {
+    key: Arc<SigningKey>,
+    certificate: Arc<Vec<u8>>,
+}
+
+impl std::fmt::Debug for MessageSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MessageSigner")
+            .field("certificate", &crate::fingerprint(&self.certificate))
+            .finish_non_exhaustive()
+    }
+}
+
+impl MessageSigner {
+    pub fn new(key: SigningKey, certificate: Vec<u8>) -> Result<MessageSigner, Error> {
+        let cert = xalo_trust::authority::parse_certificate(&certificate)?;
+        let public = cert
+            .tbs_certificate
+            .subject_public_key_info
+            .subject_public_key
+            .raw_bytes();
+        if public != key.public_key() {
+            return Err(Error::new(
+                ErrorCode::ExchCertificate,
+                "the signing key does not belong to the signing certificate",
+            ));
+        }
+        Ok(MessageSigner {
+            key: Arc::new(key),
+            certificate: Arc::new(certificate),
+        })
+    }
+
+    pub fn from_pem(certificate: &str, key: &str) -> Result<MessageSigner, Error> {
+        let certs = xalo_trust::authority::read_certificates(certificate.as_bytes())?;
+        let cert = certs
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::new(ErrorCode::ExchCertificate, "no signing certificate"))?;
+        Self::new(SigningKey::from_pem(key)?, cert)
+    }
+
+    pub fn certificate(&self) -> &[u8] {
+        &self.certificate
+    }
+
+    pub fn sign(&self, hash: &[u8]) -> Result<Vec<u8>, Error> {
+        self.key.sign(hash)
+    }
+}
+
+/// The signatureAlgorithm a key of this SubjectPublicKeyInfo signs with.
+pub(crate) fn algorithm_of(
+    spki: &x509_cert::spki::SubjectPublicKeyInfoOwned,
+) -> Result<x509_cert::spki::AlgorithmIdentifierOwned, Error> {
+    use xalo_trust::key::oid;
+    let oid = match spki.algorithm.oid {
+        oid::ED25519 => oid::ED25519,
+        oid::EC_PUBLIC_KEY => {
+            let curve = spki
+                .algorithm
+                .parameters
+                .as_ref()
+                .and_then(|p| p.decode_as::<der::asn1::ObjectIdentifier>().ok());
+            if curve == Some(oid::P384) {
+                oid::ECDSA_SHA384
+            } else {
+                oid::ECDSA_SHA256
+            }
+        }
+        other => {
+            return Err(Error::new(
+                ErrorCode::ExchCertificate,
+                format!("unsupported key algorithm {other}"),
+            ));
+        }
+    };
+    Ok(x509_cert::spki::AlgorithmIdentifierOwned {
+        oid,
+        parameters: None,
+    })
+}
+
+/// Check that `certificate_der` is `member`'s signing certificate and that it signed `hash`.
+pub fn verify(
+    certificate_der: &[u8],
+    member: &MemberId,
+    hash: &[u8],
+    signature: &[u8],
+) -> Result<(), Error> {
+    let cert = xalo_trust::authority::parse_certificate(certificate_der)
+        .map_err(|e| Error::new(ErrorCode::ExchCertificate, e.message))?;
+    let expected = member_identifier(member);
+    if organisation_identifier(&cert).as_deref() != Some(expected.as_str()) {
+        return Err(Error::new(
+            ErrorCode::ExchMessageSignature,
+            format!(
+                "the signing certificate is not {member}'s (expected organisation identifier {expected})"
+            ),
+        ));
+    }
+    let spki = &cert.tbs_certificate.subject_public_key_info;
+    xalo_trust::key::verify_signature(spki, &algorithm_of(spki)?, hash, signature).map_err(|_| {
+        Error::new(
+            ErrorCode::ExchMessageSignature,
+            format!("the message signature of {member} does not verify"),
+        )
+    })
+}
+
+/// Where a message's hash sits in the batch whose root was signed: leaf `index` of a tree
+/// of `size` leaves (RFC 9162 hashing), with the inclusion path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchProof {
+    pub index: u64,
+    pub size: u64,
+    pub path: Vec<xalo_ledger::Hash>,
+}
+
+impl BatchProof {
+    /// `index/size/hash,hash,…` (hashes base64), the `X-Xalo-Signature-Batch` header.
+    pub fn header(&self) -> String {
+        let path: Vec<String> = self.path.iter().map(|h| h.to_base64()).collect();
+        format!("{}/{}/{}", self.index, self.size, path.join(","))
+    }
+
+    pub fn parse(text: &str) -> Result<BatchProof, Error> {
+        let bad = || {
+            Error::new(
+                ErrorCode::ExchMessageSignature,
+                "malformed signature batch proof",
+            )
+        };
+        let mut parts = text.splitn(3, '/');
+        let index = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
+        let size = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
+        let path = match parts.next() {
+            Some("") | None => Vec::new(),
+            Some(p) => p
+                .split(',')
+                .map(|h| xalo_ledger::Hash::from_base64(h).map_err(|_| bad()))
+                .collect::<Result<_, _>>()?,
+        };
+        if path.len() > 64 {
+            return Err(bad());
+        }
+        Ok(BatchProof { index, size, path })
+    }
+}
+
+/// A signature over a batch root, and the proof that a message's hash is in the batch.
+#[derive(Debug, Clone)]
+pub struct Signed {
+    pub signature: Arc<Vec<u8>>,
+    pub proof: BatchProof,
+}
+
+/// What is signed for a batch: a label, then the root.
+fn batch_statement(root: &xalo_ledger::Hash) -> Vec<u8> {
+    let mut out = b"xalo-exchange-batch/1\n".to_vec();
+    out.extend_from_slice(root.as_bytes());
+    out
+}
+
+fn sign_batch(
+    signer: &MessageSigner,
+    hashes: &[Vec<u8>],
+) -> Result<(Arc<Vec<u8>>, Vec<BatchProof>), Error> {
+    let tree = xalo_ledger::MemoryTree::from_entries(hashes);
+    let size = tree.size();
+    let signature = Arc::new(signer.sign(&batch_statement(&tree.root()))?);
+    let proofs = (0..size)
+        .map(|index| {
+            Ok(BatchProof {
+                index,
+                size,
+                path: xalo_ledger::proof::inclusion_proof(&tree, index, size)
+                    .map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?,
+            })
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
+    Ok((signature, proofs))
+}
+
+impl MessageSigner {
+    /// Sign one message on its own (a batch of one).
+    pub fn sign_single(&self, hash: &[u8]) -> Result<Signed, Error> {
+        let (signature, mut proofs) = sign_batch(self, &[hash.to_vec()])?;
+        let proof = proofs
+            .pop()
+            .ok_or_else(|| Error::new(ErrorCode::Internal, "empty batch"))?;
+        Ok(Signed { signature, proof })
+    }
+}
+
+type Pending = (Vec<u8>, tokio::sync::oneshot::Sender<Result<Signed, Error>>);
+
+/// Signs the hashes of all messages waiting while the previous batch was signed with one
+/// signature over their hash tree, so that under load one signature (and, at the
+/// receiving gateway, one verification) serves many messages.
+#[derive(Clone, Debug)]
+pub struct BatchSigner {
+    queue: tokio::sync::mpsc::Sender<Pending>,
+}
+
+/// Most messages in one batch (the proof grows with its logarithm).
+const MAX_BATCH: usize = 256;
+
+impl BatchSigner {
+    pub fn start(signer: MessageSigner) -> (BatchSigner, tokio::task::AbortHandle) {
+        let (queue, mut rx) = tokio::sync::mpsc::channel::<Pending>(MAX_BATCH * 4);
+        let task = tokio::spawn(async move {
+            while let Some(first) = rx.recv().await {
+                let mut batch = vec![first];
+                while batch.len() < MAX_BATCH {
+                    match rx.try_recv() {
+                        Ok(p) => batch.push(p),
+                        Err(_) => break,
+                    }
+                }
+                let hashes: Vec<Vec<u8>> = batch.iter().map(|(h, _)| h.clone()).collect();
+                match sign_batch(&signer, &hashes) {
+                    Ok((signature, proofs)) => {
+                        for ((_, reply), proof) in batch.into_iter().zip(proofs) {
+                            let _ = reply.send(Ok(Signed {
+                                signature: signature.clone(),
+                                proof,
+                            }));
+                        }
+                    }
+                    Err(e) => {
+                        for (_, reply) in batch {
+                            let _ = reply.send(Err(e.clone()));
+                        }
+                    }
+                }
+            }
+        })
+        .abort_handle();
+        (BatchSigner { queue }, task)
+    }
+
+    pub async fn sign(&self, hash: &[u8]) -> Result<Signed, Error> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let stopped = || Error::new(ErrorCode::Internal, "the message signer has stopped");
+        self.queue
+            .send((hash.to_vec(), reply))
+            .await
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+}
+
+/// Batch signatures verified already, so a batch's signature is checked once however
+/// many of its messages arrive.
+#[derive(Debug, Default)]
+pub struct VerifiedSignatures {
+    seen: std::sync::Mutex<std::collections::HashMap<[u8; 32], std::time::Instant>>,
+}
+
+impl VerifiedSignatures {
+    fn key(
+        certificate: &[u8],
+        member: &MemberId,
+        root: &xalo_ledger::Hash,
+        signature: &[u8],
+    ) -> [u8; 32] {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        for part in [
+            certificate,
+            member.to_string().as_bytes(),
+            root.as_bytes(),
+            signature,
+        ] {
+            h.update((part.len() as u64).to_be_bytes());
+            h.update(part);
+        }
+        h.finalize().into()
+    }
+
+    /// Check that `hash` is in a batch `member` signed with `certificate_der`.
+    pub fn verify(
+        &self,
+        certificate_der: &[u8],
+        member: &MemberId,
+        hash: &[u8],
+        signature: &[u8],
+        proof: &BatchProof,
+    ) -> Result<(), Error> {
+        let leaf = xalo_ledger::merkle::leaf_hash(hash);
+        let root = xalo_ledger::proof::root_from_inclusion_proof(
+            proof.index,
+            proof.size,
+            &leaf,
+            &proof.path,
+        )
+        .map_err(|_| {
+            Error::new(
+                ErrorCode::ExchMessageSignature,
+                format!("the message of {member} is not in the signed batch"),
+            )
+        })?;
+        let key = Self::key(certificate_der, member, &root, signature);
+        if let Ok(seen) = self.seen.lock()
+            && seen
+                .get(&key)
+                .is_some_and(|at| at.elapsed() < std::time::Duration::from_secs(300))
+        {
+            return Ok(());
+        }
+        verify(certificate_der, member, &batch_statement(&root), signature)?;
+        if let Ok(mut seen) = self.seen.lock() {
+            if seen.len() >= 100_000 {
+                seen.clear();
+            }
+            seen.insert(key, std::time::Instant::now());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn signer() -> (MessageSigner, MemberId) {
+        let member: MemberId = "VN/GOV/000001".parse().unwrap();
+        let key = SigningKey::generate(xalo_trust::KeyAlgorithm::P256).unwrap();
+        let mut params = rcgen::CertificateParams::default();
+        params.distinguished_name.push(
+            rcgen::DnType::CustomDnType(vec![2, 5, 4, 97]),
+            member_identifier(&member),
+        );
+        let cert = params.self_signed(&key.rcgen_key().unwrap()).unwrap();
+        (
+            MessageSigner::new(key, cert.der().to_vec()).unwrap(),
+            member,
+        )
+    }
+
+    #[test]
+    fn every_message_of_a_batch_verifies_and_nothing_else() {
+        let (signer, member) = signer();
+        let hashes: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 64]).collect();
+        let (signature, proofs) = sign_batch(&signer, &hashes).unwrap();
+        let verified = VerifiedSignatures::default();
+        for (h, p) in hashes.iter().zip(&proofs) {
+            let p = BatchProof::parse(&p.header()).unwrap();
+            verified
+                .verify(signer.certificate(), &member, h, &signature, &p)
+                .unwrap();
+        }
+        // Another message, another position, another member: refused.
+        assert!(
+            verified
+                .verify(
+                    signer.certificate(),
+                    &member,
+                    &[9; 64],
+                    &signature,
+                    &proofs[0]
+                )
+                .is_err()
+        );
+        assert!(
+            verified
+                .verify(
+                    signer.certificate(),
+                    &member,
+                    &hashes[0],
+                    &signature,
+                    &proofs[1]
+                )
+                .is_err()
+        );
+        let other: MemberId = "VN/GOV/000002".parse().unwrap();
+        let e = verified
+            .verify(
+                signer.certificate(),
+                &other,
+                &hashes[0],
+                &signature,
+                &proofs[0],
+            )
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::ExchMessageSignature);
+        let single = signer.sign_single(&hashes[2]).unwrap();
+        verified
+            .verify(
+                signer.certificate(),
+                &member,
+                &hashes[2],
+                &single.signature,
+                &single.proof,
+            )
+            .unwrap();
+    }
+}

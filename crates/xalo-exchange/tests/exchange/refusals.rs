@@ -1,0 +1,296 @@
+//! Every reason a call is refused, with X-Road's error type.
+
+use reqwest::Method;
+
+use super::support::{self, SERVICE};
+
+#[tokio::test]
+async fn an_unregistered_client_is_refused() {
+    let env = support::env().await;
+    let r = env
+        .http
+        .get(format!(
+            "{}/r1/{SERVICE}/persons/1",
+            env.client_gateway().url
+        ))
+        .header("X-Road-Client", "VN/GOV/000007/nosuchsystem")
+        .header("X-Xalo-Client-Key", &env.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        support::error_type(r).await,
+        (500, "Server.ClientProxy.UnknownMember".into())
+    );
+    // A registered client, but the calling system holds no key for it.
+    let r = env
+        .http
+        .get(format!(
+            "{}/r1/{SERVICE}/persons/1",
+            env.client_gateway().url
+        ))
+        .header("X-Road-Client", support::CLIENT)
+        .header("X-Xalo-Client-Key", "not-a-key")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        support::error_type(r).await,
+        (500, "Server.ClientProxy.ClientAuthenticationFailed".into())
+    );
+    // Not the protocol at all.
+    let r = env.call(Method::GET, "VN/GOV").send().await.unwrap();
+    assert_eq!(
+        support::error_type(r).await,
+        (400, "Client.BadRequest".into())
+    );
+    let r = env
+        .http
+        .get(format!(
+            "{}/r1/{SERVICE}/persons/1",
+            env.client_gateway().url
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        support::error_type(r).await,
+        (400, "Client.BadRequest".into())
+    );
+}
+
+#[tokio::test]
+async fn a_call_without_an_access_right_is_refused() {
+    let env = support::env().await;
+    // A method the right does not name, and a service with no rights at all.
+    let r = env
+        .call(Method::POST, &format!("{SERVICE}/persons/1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        support::error_type(r).await,
+        (500, "Server.ServerProxy.AccessDenied".into())
+    );
+    let r = env
+        .call(Method::GET, "VN/GOV/000001/population/audit/x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        support::error_type(r).await,
+        (500, "Server.ServerProxy.AccessDenied".into())
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_service_is_refused() {
+    let env = support::env().await;
+    let r = env
+        .call(Method::GET, "VN/GOV/000001/population/nosuch")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        support::error_type(r).await,
+        (500, "Server.ServerProxy.UnknownService".into())
+    );
+    let r = env
+        .call(Method::GET, "VN/GOV/000009/x/y")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        support::error_type(r).await,
+        (500, "Server.ClientProxy.UnknownMember".into())
+    );
+}
+
+#[tokio::test]
+async fn a_revoked_authentication_certificate_is_refused() {
+    // OCSP answers are not reused, so the revocation shows at once.
+    let env = support::env_with(support::Options {
+        ocsp_reuse_secs: 0,
+        ..Default::default()
+    })
+    .await;
+    let ok = env
+        .call(Method::GET, &format!("{SERVICE}/persons/1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    let client_tls =
+        support::ocsp_der(&env.nation, &env.client_gateway().files.tls_certificate).await;
+    env.nation
+        .revoke(&env.client_gateway().certificates.tls_serial)
+        .await
+        .unwrap();
+    // The client's gateway will not send with a revoked certificate…
+    let r = env
+        .call(Method::GET, &format!("{SERVICE}/persons/1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        support::error_type(r).await,
+        (500, "Server.ClientProxy.SslAuthenticationFailed".into())
+    );
+    // …and the provider's gateway refuses it, asking the responder when no answer comes
+    // with the message…
+    let r = support::direct_call(&env, b"x", false, None).await;
+    assert_eq!(
+        support::error_type(r).await,
+        (500, "Server.ServerProxy.SslAuthenticationFailed".into())
+    );
+    // …and checking the answer that does.
+    let revoked = support::ocsp_der(&env.nation, &env.client_gateway().files.tls_certificate).await;
+    let r = support::direct_call(&env, b"x", false, Some(revoked)).await;
+    assert_eq!(
+        support::error_type(r).await,
+        (500, "Server.ServerProxy.SslAuthenticationFailed".into())
+    );
+    // An answer about another certificate proves nothing.
+    let provider =
+        support::ocsp_der(&env.nation, &env.provider_gateway().files.tls_certificate).await;
+    let r = support::direct_call(&env, b"x", false, Some(provider)).await;
+    assert_eq!(
+        support::error_type(r).await,
+        (500, "Server.ServerProxy.SslAuthenticationFailed".into())
+    );
+    drop(client_tls);
+}
+
+#[tokio::test]
+async fn a_provider_with_a_revoked_signing_certificate_does_not_answer() {
+    let env = support::env_with(support::Options {
+        ocsp_reuse_secs: 0,
+        ..Default::default()
+    })
+    .await;
+    env.nation
+        .revoke(&env.provider_gateway().certificates.signing_serial)
+        .await
+        .unwrap();
+    let r = env
+        .call(Method::GET, &format!("{SERVICE}/persons/1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        support::error_type(r).await,
+        (500, "Server.ServerProxy.CertValidation".into())
+    );
+}
+
+#[tokio::test]
+async fn a_revoked_signing_certificate_is_refused() {
+    let env = support::env_with(support::Options {
+        ocsp_reuse_secs: 0,
+        ..Default::default()
+    })
+    .await;
+    env.nation
+        .revoke(&env.client_gateway().certificates.signing_serial)
+        .await
+        .unwrap();
+    let r = env
+        .call(Method::GET, &format!("{SERVICE}/persons/1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        support::error_type(r).await,
+        (500, "Server.ClientProxy.CertValidation".into())
+    );
+    // A message that arrives anyway carries the responder's answer, which says revoked.
+    let tls = support::ocsp_der(&env.nation, &env.client_gateway().files.tls_certificate).await;
+    let r = support::direct_call(&env, b"x", false, Some(tls)).await;
+    assert_eq!(
+        support::error_type(r).await,
+        (500, "Server.ServerProxy.CertValidation".into())
+    );
+}
+
+#[tokio::test]
+async fn a_tampered_message_is_refused() {
+    let env = support::env().await;
+    let tls = support::ocsp_der(&env.nation, &env.client_gateway().files.tls_certificate).await;
+    let r = support::direct_call(&env, b"hello", false, Some(tls.clone())).await;
+    assert_eq!(r.status(), 200, "the untampered message passes");
+    assert!(
+        r.headers().contains_key("x-xalo-signature"),
+        "the answer is signed"
+    );
+    let r = support::direct_call(&env, b"hello", true, Some(tls)).await;
+    assert_eq!(
+        support::error_type(r).await,
+        (500, "Server.ServerProxy.InvalidSignatureValue".into())
+    );
+}
+
+#[tokio::test]
+async fn an_expired_global_configuration_stops_the_exchange() {
+    let mut env = support::env_with(support::Options {
+        validity_secs: 3,
+        ..Default::default()
+    })
+    .await;
+    let ok = env
+        .call(Method::GET, &format!("{SERVICE}/persons/1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    // With the central server gone the configuration cannot be refreshed.
+    env.nation.central.take().unwrap().shutdown().await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(3500)).await;
+    let r = env
+        .call(Method::GET, &format!("{SERVICE}/persons/1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        support::error_type(r).await,
+        (500, "Server.ClientProxy.OutdatedGlobalConf".into())
+    );
+}
+
+#[tokio::test]
+async fn a_provider_with_a_revoked_authentication_certificate_is_refused() {
+    let env = support::env_with(support::Options {
+        ocsp_reuse_secs: 0,
+        poll_secs: 1,
+        ..Default::default()
+    })
+    .await;
+    env.nation
+        .revoke(&env.provider_gateway().certificates.tls_serial)
+        .await
+        .unwrap();
+    // The provider stops serving (it checks its own certificate), and stops stapling a
+    // good answer at its next refresh, so clients' gateways refuse the handshake too.
+    let mut last = (0, String::new());
+    for _ in 0..50 {
+        let r = env
+            .call(Method::GET, &format!("{SERVICE}/persons/1"))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 200 {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            continue;
+        }
+        last = support::error_type(r).await;
+        break;
+    }
+    assert_eq!(last.0, 500);
+    assert!(
+        [
+            "Server.ServerProxy.SslAuthenticationFailed",
+            "Server.ClientProxy.SslAuthenticationFailed"
+        ]
+        .contains(&last.1.as_str()),
+        "{last:?}"
+    );
+}

@@ -1,0 +1,307 @@
+//! A small nation for the tests: a client member (the Government Office's portal) and a
+//! provider (the Ministry of Public Security's population register), with a backend.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::Path;
+use axum::http::HeaderMap;
+use axum::routing::{get, post};
+use futures_util::StreamExt;
+use sha2::Digest;
+use xalo_core::{ServiceId, SubsystemId};
+use xalo_exchange::nation::{MemberSpec, Nation, NationOptions, client_subject};
+use xalo_exchange::service_registry::NewService;
+use xalo_store::testing::TestDatabase;
+
+pub const CLIENT: &str = "VN/GOV/000007/portal";
+pub const SERVICE: &str = "VN/GOV/000001/population/persons";
+
+pub struct Env {
+    pub nation: Nation,
+    pub key: String,
+    pub http: reqwest::Client,
+    pub databases: Vec<(String, TestDatabase)>,
+    _dir: tempfile::TempDir,
+}
+
+impl Env {
+    pub fn client_gateway(&self) -> &xalo_exchange::nation::RunningGateway {
+        &self.nation.gateways[0]
+    }
+    pub fn provider_gateway(&self) -> &xalo_exchange::nation::RunningGateway {
+        &self.nation.gateways[1]
+    }
+    /// A request through the client's gateway, as an information system makes it.
+    pub fn call(&self, method: reqwest::Method, service_and_path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(
+                method,
+                format!("{}/r1/{service_and_path}", self.client_gateway().url),
+            )
+            .header("X-Road-Client", CLIENT)
+            .header("X-Xalo-Client-Key", &self.key)
+    }
+    pub fn database(&self, part: &str) -> &TestDatabase {
+        &self.databases.iter().find(|(p, _)| p == part).unwrap().1
+    }
+}
+
+async fn person(Path(code): Path<String>, headers: HeaderMap) -> axum::Json<serde_json::Value> {
+    let h = |n: &str| {
+        headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    };
+    axum::Json(serde_json::json!({
+        "code": code,
+        "name": "Nguyễn Văn An",
+        "client": h("x-road-client"),
+        "user": h("x-road-userid"),
+        "issue": h("x-road-issue"),
+    }))
+}
+
+/// SHA-256 and length of a streamed body.
+async fn digest(body: Body) -> String {
+    let mut stream = body.into_data_stream();
+    let mut h = sha2::Sha256::new();
+    let mut n = 0u64;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.unwrap();
+        n += chunk.len() as u64;
+        h.update(&chunk);
+    }
+    format!("{n} {}", hex::encode(h.finalize()))
+}
+
+/// `n` bytes of a repeating pattern, streamed.
+async fn large(Path(n): Path<u64>) -> Body {
+    let chunk = bytes::Bytes::from(pattern(64 * 1024));
+    let count = n / chunk.len() as u64;
+    Body::from_stream(futures_util::stream::iter(
+        (0..count).map(move |_| Ok::<_, std::io::Error>(chunk.clone())),
+    ))
+}
+
+pub fn pattern(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i % 251) as u8).collect()
+}
+
+pub fn openapi() -> serde_json::Value {
+    serde_json::json!({
+        "openapi": "3.0.3",
+        "info": {"title": "Population register", "version": "1"},
+        "paths": {
+            "/persons/{code}": {"get": {"responses": {"200": {"description": "a person"}}}},
+            "/digest": {"post": {"responses": {"200": {"description": "digest"}}}},
+            "/large/{n}": {"get": {"responses": {"200": {"description": "bytes"}}}}
+        }
+    })
+}
+
+pub struct Options {
+    pub validity_secs: u64,
+    pub ocsp_reuse_secs: u64,
+    pub ledger_url: Option<String>,
+    pub poll_secs: u64,
+    pub client_tls: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            validity_secs: 600,
+            ocsp_reuse_secs: 300,
+            ledger_url: None,
+            poll_secs: 60,
+            client_tls: false,
+        }
+    }
+}
+
+pub async fn env() -> Env {
+    env_with(Options::default()).await
+}
+
+pub async fn env_with(o: Options) -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let backend_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend = backend_listener.local_addr().unwrap();
+    let app = Router::new()
+        .route("/persons/{code}", get(person).post(person))
+        .route("/digest", post(digest))
+        .route("/large/{n}", get(large));
+    tokio::spawn(async move { axum::serve(backend_listener, app).await.unwrap() });
+
+    let members = vec![
+        MemberSpec::new("VN/GOV/000007", "Văn phòng Chính phủ", &["portal"]).unwrap(),
+        MemberSpec::new("VN/GOV/000001", "Bộ Công an", &["population"]).unwrap(),
+    ];
+    let mut options = NationOptions::new(dir.path(), members);
+    let mut databases = Vec::new();
+    for part in ["trust", "central", "gateway-000007", "gateway-000001"] {
+        let db = TestDatabase::new().await.unwrap();
+        options.databases.insert(part.into(), db.url().to_owned());
+        databases.push((part.to_owned(), db));
+    }
+    options.global_conf_validity_secs = o.validity_secs;
+    options.ocsp_reuse_secs = o.ocsp_reuse_secs;
+    options.ledger_url = o.ledger_url;
+    options.poll_secs = o.poll_secs;
+    options.client_tls = o.client_tls;
+    let nation = xalo_exchange::nation::start(&options).await.unwrap();
+
+    let provider = &nation.gateways[1].admin;
+    let service: ServiceId = SERVICE.parse().unwrap();
+    provider
+        .add_service(&NewService {
+            service: service.clone(),
+            backend_url: format!("http://{backend}"),
+            openapi: Some(openapi()),
+        })
+        .await
+        .unwrap();
+    let audit: ServiceId = "VN/GOV/000001/population/audit".parse().unwrap();
+    provider
+        .add_service(&NewService {
+            service: audit,
+            backend_url: format!("http://{backend}"),
+            openapi: None,
+        })
+        .await
+        .unwrap();
+    let client: SubsystemId = CLIENT.parse().unwrap();
+    for (m, p) in [
+        ("GET", "/persons/{code}"),
+        ("POST", "/digest"),
+        ("GET", "/large/{n}"),
+    ] {
+        provider
+            .grant(&service, client_subject(&client), Some((m, p)))
+            .await
+            .unwrap();
+    }
+    let key = nation.gateways[0]
+        .admin
+        .issue_client_key(&client)
+        .await
+        .unwrap();
+    Env {
+        nation,
+        key,
+
+        http: reqwest::Client::builder().build().unwrap(),
+        databases,
+        _dir: dir,
+    }
+}
+
+/// The X-Road error type of an answer, and its status.
+pub async fn error_type(r: reqwest::Response) -> (u16, String) {
+    let status = r.status().as_u16();
+    let header = r
+        .headers()
+        .get("x-road-error")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let body: serde_json::Value = r.json().await.unwrap();
+    let kind = body["type"].as_str().unwrap().to_owned();
+    assert_eq!(
+        header.as_deref(),
+        Some(kind.as_str()),
+        "X-Road-Error header and body type agree"
+    );
+    assert!(body["detail"].as_str().is_some_and(|d| !d.is_empty()));
+    (status, kind)
+}
+
+/// A DER OCSP answer about a certificate, whatever it says.
+pub async fn ocsp_der(nation: &Nation, cert_pem_file: &std::path::Path) -> Vec<u8> {
+    let pem = std::fs::read_to_string(cert_pem_file).unwrap();
+    let cert = xalo_trust::authority::read_certificates(pem.as_bytes())
+        .unwrap()
+        .remove(0);
+    let issuer = nation
+        .pki
+        .as_ref()
+        .unwrap()
+        .authority(xalo_trust::AuthorityName::Organisations)
+        .certificate_der
+        .clone();
+    let anchors = xalo_trust::chain::TrustAnchors::from_bytes(nation.root_pem.as_bytes()).unwrap();
+    xalo_trust::ocsp::query(&reqwest::Client::new(), None, &cert, &issuer, &anchors)
+        .await
+        .unwrap()
+        .0
+}
+
+/// A client that talks to the provider's gateway directly with the client gateway's TLS
+/// identity, to send messages a correct gateway would never send.
+pub fn direct_client(env: &Env) -> reqwest::Client {
+    let files = &env.client_gateway().files;
+    let identity =
+        xalo_exchange::tls::Identity::from_files(&files.tls_certificate, &files.tls_key).unwrap();
+    let provider_pem =
+        std::fs::read_to_string(&env.provider_gateway().files.tls_certificate).unwrap();
+    let provider_cert = xalo_trust::authority::read_certificates(provider_pem.as_bytes())
+        .unwrap()
+        .remove(0);
+    let verifier = xalo_exchange::tls::PinnedServer::new(provider_cert, None);
+    let config = xalo_exchange::tls::client_config(&identity, Arc::new(verifier)).unwrap();
+    xalo_exchange::tls::http_client(config, std::time::Duration::from_secs(30)).unwrap()
+}
+
+/// A signed request straight to the provider's gateway; `tamper` changes the body after
+/// signing; `tls_ocsp` is passed on when given.
+pub async fn direct_call(
+    env: &Env,
+    body: &[u8],
+    tamper: bool,
+    tls_ocsp: Option<Vec<u8>>,
+) -> reqwest::Response {
+    use xalo_exchange::message;
+    let files = &env.client_gateway().files;
+    let signer = xalo_exchange::signature::MessageSigner::from_pem(
+        &std::fs::read_to_string(&files.signing_certificate).unwrap(),
+        &std::fs::read_to_string(&files.signing_key).unwrap(),
+    )
+    .unwrap();
+    let target = format!("/r1/{SERVICE}/digest");
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert("x-road-client", CLIENT.parse().unwrap());
+    headers.insert("x-road-id", "direct-1".parse().unwrap());
+    headers.insert("accept", "*/*".parse().unwrap());
+    let head = message::request_head("POST", &target, &headers);
+    let body_hash: [u8; 64] = sha2::Sha512::digest(body).into();
+    let hash = message::message_hash(&head, body.len() as u64, &body_hash);
+    let signer_ocsp = ocsp_der(&env.nation, &files.signing_certificate).await;
+    let signature = signer.sign_single(&hash).unwrap();
+    let mut signed = xalo_exchange::client_proxy::signature_headers(
+        signer.certificate(),
+        &signature,
+        &signer_ocsp,
+        &tls_ocsp.clone().unwrap_or_default(),
+    )
+    .unwrap();
+    if tls_ocsp.is_none() {
+        signed.remove(message::TLS_OCSP);
+    }
+    let mut sent = body.to_vec();
+    if tamper {
+        sent[0] ^= 1;
+    }
+    direct_client(env)
+        .post(format!(
+            "https://{}{target}",
+            env.provider_gateway().tls_addr
+        ))
+        .headers(headers)
+        .headers(signed)
+        .body(sent)
+        .send()
+        .await
+        .unwrap()
+}

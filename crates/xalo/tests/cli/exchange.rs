@@ -1,0 +1,88 @@
+//! The demo nation's registers reached through the data exchange, as its information
+//! systems reach them.
+
+use serde_json::json;
+
+use crate::Demo;
+
+#[test]
+fn registers_answer_through_the_exchange() {
+    let demo = Demo::start();
+    let curl = demo.printed("curl -H");
+    let key = curl
+        .split("client-key: ")
+        .nth(1)
+        .unwrap()
+        .split('\'')
+        .next()
+        .unwrap()
+        .to_owned();
+    let url = curl.split_whitespace().last().unwrap().to_owned();
+    let citizen = demo
+        .printed("VN0")
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    let citizen = format!("VN0{citizen}");
+    let person_url = url.replace("CODE", &citizen);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let http = reqwest::Client::new();
+        let portal = |r: reqwest::RequestBuilder| {
+            r.header("X-Road-Client", "VN/GOV/000007/portal")
+                .header("x-xalo-client-key", &key)
+        };
+        // Read through the exchange: signed, logged, with the purpose.
+        let r = portal(http.get(&person_url))
+            .header("X-Road-UserId", "VN001085000001")
+            .header("X-Road-Issue", "dossier 000.00.01.H01-250101-0001")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert!(r.headers().contains_key("x-road-request-hash"));
+        let person: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(person["code"], citizen.as_str());
+
+        // Without a purpose the register refuses, and the exchange carries the refusal.
+        let r = portal(http.get(&person_url)).header("X-Road-UserId", "x").send().await.unwrap();
+        assert_eq!(r.status(), 400);
+
+        // The business register checks the founder with the population register through
+        // the Ministry of Finance's gateway.
+        let registry = demo.url("registry");
+        let r = http
+            .post(format!("{registry}/business/enterprises"))
+            .header("X-Road-Client", "VN/GOV/000007/portal")
+            .header("X-Road-UserId", &citizen)
+            .header("X-Road-Issue", "enterprise registration")
+            .json(&json!({
+                "name": "Công ty TNHH Xa Lộ Số", "unit": person["residence_unit"],
+                "address": "Số 1", "legal_form": "Công ty TNHH một thành viên",
+                "charter_capital": 100000000i64, "business_lines": ["6201"],
+                "representative": citizen, "founders": [citizen], "legal_basis": "Luật Doanh nghiệp 2020"
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{:?}", r.text().await);
+
+        // The citizen's data tracker, through the exchange, shows both reads and why.
+        let tracker = url.replace("CODE", &format!("{citizen}/accesses"));
+        let seen: serde_json::Value = portal(http.get(&tracker))
+            .header("X-Road-UserId", &citizen)
+            .header("X-Road-Issue", "data tracker")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let clients: Vec<&str> = seen.as_array().unwrap().iter().map(|a| a["client"].as_str().unwrap()).collect();
+        assert!(clients.contains(&"VN/GOV/000007/portal"), "{seen}");
+        assert!(clients.contains(&"VN/GOV/000002/business"), "{seen}");
+        assert!(seen.as_array().unwrap().iter().all(|a| a["message_id"].is_string()), "{seen}");
+    });
+    demo.stop();
+}
