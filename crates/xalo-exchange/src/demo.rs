@@ -116,7 +116,6 @@ pub async fn start(
     let mut options = NationOptions::new(dir, members()?);
     options.base = config.clone();
     options.base.port_base = 0;
-    options.dir = dir.join("exchange");
     options.trust_port = Some(trust_port);
     options.ra_token = Some(ra_token.to_owned());
     options.ledger_url = ledger_url;
@@ -215,7 +214,7 @@ pub async fn start(
         format!(
             "  management     {}/api/v1/  (client certificate {})",
             nation.management_url,
-            options.dir.join("admin.pem").display()
+            options.dir.join("exchange").join("admin.pem").display()
         ),
     ];
     for g in &nation.gateways {
@@ -224,6 +223,10 @@ pub async fn start(
             g.member.id, g.url, g.tls_addr, g.member.name
         ));
     }
+    lines.push(format!(
+        "  administer     xalo service add --gateway URL --token-file {}/MEMBER.admin-token …",
+        options.dir.join("exchange").display()
+    ));
     lines.push("  try (as the portal's information system):".into());
     if let Some(service) = &example {
         lines.push(format!(

@@ -230,6 +230,17 @@ async fn ca_certificate(trust_url: &str, name: &str) -> Result<String, Error> {
         .map_err(|e| Error::new(ErrorCode::TrustUpstream, format!("{url}: {e}")))
 }
 
+/// Write a secret readable by its owner only.
+fn write_secret(path: &Path, secret: &str) -> Result<(), Error> {
+    write(path, secret)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(())
+}
+
 async fn bind(config: &Config) -> Result<TcpListener, Error> {
     xalo_core::server::bind(std::net::SocketAddr::new(config.bind, 0)).await
 }
@@ -391,6 +402,12 @@ pub async fn start(options: &NationOptions) -> Result<Nation, Error> {
     for (member, files, listener, tls_listener, certificates) in pending {
         let tls_addr = tls_listener.local_addr()?;
         let token = hex::encode(rand::random::<[u8; 16]>());
+        // The member's administrator reads the token here, for `xalo service add` and
+        // `xalo access grant` against this gateway.
+        write_secret(
+            &dir.join(format!("{}.admin-token", member.id.code())),
+            &token,
+        )?;
         let settings = GatewaySettings {
             owner: Some(member.id.clone()),
             code: "gw1".into(),
@@ -480,10 +497,19 @@ impl GatewayAdmin {
     }
 
     async fn post(&self, path: &str, body: &impl Serialize) -> Result<serde_json::Value, Error> {
+        self.send(reqwest::Method::POST, path, body).await
+    }
+
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: &impl Serialize,
+    ) -> Result<serde_json::Value, Error> {
         let url = format!("{}{path}", self.base);
         let r = self
             .http
-            .post(&url)
+            .request(method, &url)
             .bearer_auth(&self.token)
             .json(body)
             .send()
@@ -517,6 +543,28 @@ impl GatewayAdmin {
     ) -> Result<(), Error> {
         let (method, path) = endpoint.unwrap_or(("*", "**"));
         self.post(
+            "/api/v1/access-rights",
+            &NewAccessRight {
+                service: service.clone(),
+                method: method.into(),
+                path: path.into(),
+                subject,
+            },
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Withdraw a right given with [`GatewayAdmin::grant`].
+    pub async fn revoke(
+        &self,
+        service: &xalo_core::ServiceId,
+        subject: RightSubject,
+        endpoint: Option<(&str, &str)>,
+    ) -> Result<(), Error> {
+        let (method, path) = endpoint.unwrap_or(("*", "**"));
+        self.send(
+            reqwest::Method::DELETE,
             "/api/v1/access-rights",
             &NewAccessRight {
                 service: service.clone(),

@@ -78,6 +78,20 @@ enum Command {
         #[command(flatten)]
         central: CentralArgs,
     },
+    /// Services a member provides at its gateway (as the member's administrator).
+    Service {
+        #[command(subcommand)]
+        command: ServiceCommand,
+        #[command(flatten)]
+        gateway: GatewayAdminArgs,
+    },
+    /// Access rights to a member's services, at its gateway.
+    Access {
+        #[command(subcommand)]
+        command: AccessCommand,
+        #[command(flatten)]
+        gateway: GatewayAdminArgs,
+    },
     /// National sign-in: relying parties and signing keys.
     Id {
         #[command(subcommand)]
@@ -171,6 +185,75 @@ impl CentralArgs {
         xalo_exchange::management_client::ManagementClient::from_files(
             central, &self.cert, &self.key, &self.ca,
         )
+    }
+}
+
+/// How to reach a gateway's administration API.
+#[derive(clap::Args, Debug)]
+struct GatewayAdminArgs {
+    /// The gateway's URL (the demo prints each member's).
+    #[arg(long, global = true)]
+    gateway: Option<String>,
+    /// The file holding the gateway's administration token.
+    #[arg(long, global = true)]
+    token_file: Option<PathBuf>,
+}
+
+impl GatewayAdminArgs {
+    fn client(&self) -> Result<xalo_exchange::nation::GatewayAdmin, Error> {
+        let (Some(url), Some(file)) = (&self.gateway, &self.token_file) else {
+            return Err(Error::new(
+                ErrorCode::ConfigInvalid,
+                "--gateway URL and --token-file FILE are required",
+            ));
+        };
+        let token =
+            std::fs::read_to_string(file).map_err(|e| Error::from(e).context(file.display()))?;
+        xalo_exchange::nation::GatewayAdmin::new(url, token.trim())
+    }
+}
+
+#[derive(Subcommand, Debug)]
+enum ServiceCommand {
+    /// Register a service with its backend and, optionally, its OpenAPI 3 description
+    /// (JSON) from which its endpoints are read.
+    Add {
+        /// `INSTANCE/CLASS/CODE/SUBSYSTEM/SERVICE`
+        service: String,
+        #[arg(long)]
+        backend: String,
+        #[arg(long)]
+        openapi: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum AccessCommand {
+    /// Allow a client (a member, a subsystem, or `group:CODE`) to call a service.
+    Grant(AccessArgs),
+    /// Withdraw such a right.
+    Revoke(AccessArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct AccessArgs {
+    service: String,
+    client: String,
+    /// An HTTP method, or `*`.
+    #[arg(long, default_value = "*")]
+    method: String,
+    /// A path template (`/persons/{code}`), or `**` for every path.
+    #[arg(long, default_value = "**")]
+    path: String,
+}
+
+impl AccessArgs {
+    fn subject(&self) -> Result<xalo_exchange::access_right::Subject, Error> {
+        use xalo_exchange::access_right::Subject;
+        Ok(match self.client.strip_prefix("group:") {
+            Some(code) => Subject::Group(code.to_owned()),
+            None => Subject::Client(self.client.parse()?),
+        })
     }
 }
 
@@ -361,6 +444,67 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
         }
         Command::Ledger { command } => ledger(command).await,
         Command::Id { command, config } => id(command, config).await,
+        Command::Service {
+            command:
+                ServiceCommand::Add {
+                    service,
+                    backend,
+                    openapi,
+                },
+            gateway,
+        } => {
+            let openapi = openapi
+                .map(|f| -> Result<serde_json::Value, Error> {
+                    let text = std::fs::read_to_string(&f)
+                        .map_err(|e| Error::from(e).context(f.display()))?;
+                    serde_json::from_str(&text).map_err(|e| {
+                        Error::new(ErrorCode::HttpBadRequest, format!("{}: {e}", f.display()))
+                    })
+                })
+                .transpose()?;
+            gateway
+                .client()?
+                .add_service(&xalo_exchange::service_registry::NewService {
+                    service: service.parse()?,
+                    backend_url: backend,
+                    openapi,
+                })
+                .await?;
+            println!("service {service} registered");
+            Ok(())
+        }
+        Command::Access { command, gateway } => {
+            let admin = gateway.client()?;
+            match command {
+                AccessCommand::Grant(a) => {
+                    admin
+                        .grant(
+                            &a.service.parse()?,
+                            a.subject()?,
+                            Some((&a.method, &a.path)),
+                        )
+                        .await?;
+                    println!(
+                        "{} may call {} {} of {}",
+                        a.client, a.method, a.path, a.service
+                    );
+                }
+                AccessCommand::Revoke(a) => {
+                    admin
+                        .revoke(
+                            &a.service.parse()?,
+                            a.subject()?,
+                            Some((&a.method, &a.path)),
+                        )
+                        .await?;
+                    println!(
+                        "{} may no longer call {} {} of {}",
+                        a.client, a.method, a.path, a.service
+                    );
+                }
+            }
+            Ok(())
+        }
         Command::Member { command, central } => {
             let m = central.client()?;
             match command {

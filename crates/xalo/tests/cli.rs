@@ -126,6 +126,10 @@ impl Demo {
         }
     }
 
+    fn data_dir(&self) -> &std::path::Path {
+        self._dir.path()
+    }
+
     fn url(&self, role: &str) -> &str {
         &self.urls.iter().find(|(r, _)| r == role).unwrap().1
     }

@@ -84,5 +84,51 @@ fn registers_answer_through_the_exchange() {
         assert!(clients.contains(&"VN/GOV/000002/business"), "{seen}");
         assert!(seen.as_array().unwrap().iter().all(|a| a["message_id"].is_string()), "{seen}");
     });
+
+    // The Ministry of Public Security's administrator withdraws the portal's right, and
+    // the next call is refused by its gateway; granting it again restores it.
+    let gateway_line = demo.printed("gateway        VN/GOV/000001");
+    let gateway = gateway_line.split_whitespace().next().unwrap().to_owned();
+    let token = demo.data_dir().join("exchange").join("000001.admin-token");
+    let admin = |verb: &str| {
+        let out = crate::xalo()
+            .args([
+                "access",
+                verb,
+                "VN/GOV/000001/population/persons",
+                "VN/GOV/000007/portal",
+                "--gateway",
+                &gateway,
+                "--token-file",
+            ])
+            .arg(&token)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let call = || {
+        rt.block_on(async {
+            reqwest::Client::new()
+                .get(&person_url)
+                .header("X-Road-Client", "VN/GOV/000007/portal")
+                .header("x-xalo-client-key", &key)
+                .header("X-Road-UserId", "VN001085000001")
+                .header("X-Road-Issue", "dossier 1")
+                .send()
+                .await
+                .unwrap()
+        })
+    };
+    admin("revoke");
+    let r = call();
+    assert_eq!(r.status(), 500);
+    let body: serde_json::Value = rt.block_on(r.json()).unwrap();
+    assert_eq!(body["type"], "Server.ServerProxy.AccessDenied", "{body}");
+    admin("grant");
+    assert_eq!(call().status(), 200);
     demo.stop();
 }
