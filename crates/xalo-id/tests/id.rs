@@ -5,6 +5,7 @@
 //! authentication for the ID-card, and by a real browser.
 
 mod browser;
+mod browser_id_card;
 mod id_card;
 mod interop;
 mod nation;
