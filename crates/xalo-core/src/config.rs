@@ -35,6 +35,10 @@ pub struct Config {
     pub http: HttpConfig,
     /// Per-role overrides, keyed by role name.
     pub roles: BTreeMap<String, RoleConfig>,
+    /// The TOML file this configuration was loaded from, so a running role can read it
+    /// again on reload; not a setting itself.
+    #[serde(skip)]
+    pub file: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -48,6 +52,7 @@ impl Default for Config {
             log: LogConfig::default(),
             http: HttpConfig::default(),
             roles: BTreeMap::new(),
+            file: None,
         }
     }
 }
@@ -123,9 +128,22 @@ impl Config {
             let k = k.as_str().to_ascii_lowercase();
             !NON_CONFIG_PREFIXES.iter().any(|p| k.starts_with(p))
         }));
-        figment
+        let mut config: Config = figment
             .extract()
-            .map_err(|e| Error::new(ErrorCode::ConfigInvalid, e.to_string()))
+            .map_err(|e| Error::new(ErrorCode::ConfigInvalid, e.to_string()))?;
+        config.file = file.map(Path::to_path_buf);
+        Ok(config)
+    }
+
+    /// Load again from the file (and environment) this configuration came from.
+    pub fn reload(&self) -> Result<Config, Error> {
+        let file = self.file.as_deref().ok_or_else(|| {
+            Error::new(
+                ErrorCode::ConfigInvalid,
+                "this configuration was not loaded from a file, so there is nothing to re-read",
+            )
+        })?;
+        Config::load(Some(file))
     }
 
     /// Parse a configuration from TOML text alone (no environment).

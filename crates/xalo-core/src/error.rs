@@ -144,6 +144,14 @@ error_codes! {
     ExchAdminToken = "XALO-EXCH-014", 401, "gateway administration token missing or wrong";
     ExchMessageSignature = "XALO-EXCH-015", 422, "the message signature does not verify";
     ExchCertificateStatus = "XALO-EXCH-016", 422, "the certificate status is not good";
+    ExchUnknownTopic = "XALO-EXCH-017", 404, "no such topic";
+    ExchTopicAccessDenied = "XALO-EXCH-018", 403, "no access right to the topic";
+    ExchUnknownSubscription = "XALO-EXCH-019", 404, "no such subscription";
+    ExchClientAuthentication = "XALO-EXCH-020", 401, "the information system is not registered for the client";
+    ExchReloadRefused = "XALO-EXCH-021", 409, "the configuration cannot be reloaded (a change needs a restart, or there is no file)";
+    ExchUnknownMessage = "XALO-EXCH-022", 404, "no such message in the message log";
+    ExchMessageLogKey = "XALO-EXCH-023", 500, "the message log's encryption key is missing, unusable or does not open a logged body";
+    ExchArchiveChain = "XALO-EXCH-024", 422, "the message log archive's hash chain does not hold";
     WebSessionExpired = "XALO-WEB-001", 401, "the session has expired or does not exist";
     WebCsrf = "XALO-WEB-002", 403, "the form's anti-forgery token is missing or wrong";
     WebForm = "XALO-WEB-003", 400, "the form could not be read";
@@ -163,6 +171,8 @@ error_codes! {
     AuthPinLocked = "XALO-AUTH-013", 423, "the PIN is locked after three wrong tries";
     AuthMobileIdSession = "XALO-AUTH-014", 404, "no such Mobile-ID session";
     AuthClientRegistration = "XALO-AUTH-015", 400, "the client registration is invalid";
+    AuthMobileIdCancelled = "XALO-AUTH-016", 409, "the person cancelled on the phone";
+    AuthMobileIdTimeout = "XALO-AUTH-017", 408, "the person did not answer on the phone in time";
 }
 
 impl fmt::Display for ErrorCode {

@@ -9,6 +9,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -35,6 +36,46 @@ use crate::{Error, ErrorCode};
 pub type HealthCheck =
     Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), Error>> + Send>> + Send + Sync>;
 
+/// How a role judges its own state beyond "reachable".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthState {
+    Ok,
+    /// Working, but something needs an operator soon (a certificate about to expire, a
+    /// refresh that failed while the old answer still holds).
+    Degraded,
+    /// Not fit to serve; `/healthz` answers 503.
+    Unhealthy,
+}
+
+/// A role's detailed health: the worst state of its checks, and each check's detail.
+#[derive(Debug, Clone, Serialize)]
+pub struct HealthReport {
+    pub state: HealthState,
+    pub checks: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Builds a [`HealthReport`] on every `/healthz` call.
+pub type HealthReporter =
+    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = HealthReport> + Send>> + Send + Sync>;
+
+/// The shutdown grace period of a running server, changeable while it runs (a
+/// configuration reload sets it).
+#[derive(Clone, Debug)]
+pub struct ShutdownGrace(Arc<AtomicU64>);
+
+impl ShutdownGrace {
+    pub fn new(grace: Duration) -> Self {
+        ShutdownGrace(Arc::new(AtomicU64::new(grace.as_millis() as u64)))
+    }
+    pub fn set(&self, grace: Duration) {
+        self.0.store(grace.as_millis() as u64, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> Duration {
+        Duration::from_millis(self.0.load(Ordering::Relaxed))
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     method: String,
@@ -60,6 +101,8 @@ pub struct Server {
     router: Router,
     registry: Registry,
     health: Option<HealthCheck>,
+    report: Option<HealthReporter>,
+    grace: Option<ShutdownGrace>,
     http: HttpConfig,
 }
 
@@ -70,6 +113,8 @@ struct Health<'a> {
     version: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<crate::error::ErrorBody>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    checks: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 impl Server {
@@ -79,8 +124,24 @@ impl Server {
             router,
             registry: Registry::with_prefix("xalo"),
             health: None,
+            report: None,
+            grace: None,
             http: http.clone(),
         }
+    }
+
+    /// Make `/healthz` include this report: 200 while `ok` or `degraded`, 503 when
+    /// `unhealthy` (or when the [`Server::health_check`] fails).
+    pub fn health_report(mut self, report: HealthReporter) -> Self {
+        self.report = Some(report);
+        self
+    }
+
+    /// Use this grace period, which the role may change while running, instead of the
+    /// fixed one of the HTTP configuration.
+    pub fn shutdown_grace(mut self, grace: ShutdownGrace) -> Self {
+        self.grace = Some(grace);
+        self
     }
 
     /// The Prometheus registry of this server, for the role's own metrics.
@@ -130,9 +191,13 @@ impl Server {
         let registry = Arc::new(self.registry);
         let role = self.role;
         let health = self.health.clone();
+        let report = self.report.clone();
         let router = self
             .router
-            .route("/healthz", get(move || healthz(role, health.clone())))
+            .route(
+                "/healthz",
+                get(move || healthz(role, health.clone(), report.clone())),
+            )
             .route(
                 "/metrics",
                 get(move || {
@@ -146,7 +211,9 @@ impl Server {
             .layer(DefaultBodyLimit::max(self.http.max_body_bytes));
 
         let (tx, mut rx) = watch::channel(false);
-        let grace = Duration::from_secs(self.http.shutdown_grace_secs);
+        let grace = self.grace.clone().unwrap_or_else(|| {
+            ShutdownGrace::new(Duration::from_secs(self.http.shutdown_grace_secs))
+        });
         let task = tokio::spawn(async move {
             let shutdown = async move {
                 let _ = rx.wait_for(|stop| *stop).await;
@@ -172,19 +239,38 @@ impl Server {
     }
 }
 
-async fn healthz(role: &'static str, check: Option<HealthCheck>) -> Response {
+async fn healthz(
+    role: &'static str,
+    check: Option<HealthCheck>,
+    report: Option<HealthReporter>,
+) -> Response {
     let result = match check {
         Some(check) => check().await,
         None => Ok(()),
     };
+    let report = match report {
+        Some(report) => Some(report().await),
+        None => None,
+    };
+    let state = report.as_ref().map_or(HealthState::Ok, |r| r.state);
+    let checks = report.map(|r| r.checks);
     let (status, body) = match &result {
         Ok(()) => (
-            StatusCode::OK,
+            if state == HealthState::Unhealthy {
+                StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                StatusCode::OK
+            },
             Health {
-                status: "ok",
+                status: match state {
+                    HealthState::Ok => "ok",
+                    HealthState::Degraded => "degraded",
+                    HealthState::Unhealthy => "unhealthy",
+                },
                 role,
                 version: crate::VERSION,
                 error: None,
+                checks,
             },
         ),
         Err(e) => (
@@ -194,6 +280,7 @@ async fn healthz(role: &'static str, check: Option<HealthCheck>) -> Response {
                 role,
                 version: crate::VERSION,
                 error: Some(e.into()),
+                checks,
             },
         ),
     };
@@ -287,7 +374,7 @@ pub struct ServerHandle {
     role: &'static str,
     addr: SocketAddr,
     stop: watch::Sender<bool>,
-    grace: Duration,
+    grace: ShutdownGrace,
     task: JoinHandle<Result<(), Error>>,
     background: Vec<tokio::task::AbortHandle>,
 }
@@ -307,6 +394,11 @@ impl ServerHandle {
         format!("http://{}", self.addr)
     }
 
+    /// The grace period [`ServerHandle::shutdown`] waits, changeable while running.
+    pub fn shutdown_grace(&self) -> ShutdownGrace {
+        self.grace.clone()
+    }
+
     /// Tie a background task of the role (a checkpoint signer, a poller) to this server:
     /// it is stopped when the server shuts down.
     pub fn attach(&mut self, task: tokio::task::AbortHandle) {
@@ -320,7 +412,7 @@ impl ServerHandle {
             task.abort();
         }
         let role = self.role;
-        match tokio::time::timeout(self.grace, self.task).await {
+        match tokio::time::timeout(self.grace.get(), self.task).await {
             Ok(Ok(result)) => result,
             Ok(Err(join)) => Err(Error::new(
                 ErrorCode::Internal,

@@ -1,8 +1,13 @@
 //! `xalo bench exchange`: round-trips per second and the latency the exchange adds, with
 //! many concurrent clients: information system → client gateway → provider gateway →
-//! backend, against calling the backend directly. Everything runs in this process on
-//! loopback (load generator included), with the message log on and, when asked, the
-//! ledger recording evidence.
+//! backend, against calling the backend directly, on loopback, with the message log on
+//! and, when asked, the ledger recording evidence.
+//!
+//! Given the `xalo` binary, the two gateways run as their own processes (`xalo serve
+//! gateway` with a generated configuration file), so each one's memory can be read from
+//! `/proc/PID/status` under load; the trust service, central server, backend and load
+//! generator stay in this process. Without it (`cargo bench`), the gateways run in this
+//! process and only the growth of the whole process's memory can be reported.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,6 +28,8 @@ pub struct BenchOptions {
     pub requests: usize,
     /// Record evidence in a ledger started for the run.
     pub ledger: bool,
+    /// The `xalo` binary, to run each gateway as its own process.
+    pub gateway_binary: Option<std::path::PathBuf>,
 }
 
 impl Default for BenchOptions {
@@ -31,6 +38,7 @@ impl Default for BenchOptions {
             concurrency: 64,
             requests: 20_000,
             ledger: false,
+            gateway_binary: None,
         }
     }
 }
@@ -60,6 +68,25 @@ pub struct BenchReport {
     /// Exchange round-trips per second over the 110/s X-Road users report for a pair of
     /// 32-core security servers.
     pub ratio_to_x_road: f64,
+    pub memory: Memory,
+}
+
+/// Memory of the gateways, in MiB.
+#[derive(Debug, Clone, Serialize)]
+pub enum Memory {
+    /// Each gateway in its own process: (client gateway, provider gateway).
+    PerGateway {
+        /// Highest resident set sampled while the exchange was under load.
+        under_load: (f64, f64),
+        /// The processes' high-water marks (VmHWM), start-up included.
+        peak: (f64, f64),
+    },
+    /// Both gateways inside this process (no `xalo` binary): growth of this process's
+    /// resident set from before the exchange started to its highest under load, which
+    /// also counts the trust service, central server and load generator.
+    InProcess { growth: f64 },
+    /// Not measurable here (no `/proc`).
+    Unknown,
 }
 
 impl std::fmt::Display for BenchReport {
@@ -99,9 +126,27 @@ impl std::fmt::Display for BenchReport {
             "  {:.0} round-trips/s through one pair of gateways on this machine is {:.1}× the ~110/s X-Road users report for a pair of 32-core security servers",
             self.exchange.per_second, self.ratio_to_x_road
         )?;
+        let rss = match &self.memory {
+            Memory::PerGateway { under_load, peak } => {
+                writeln!(
+                    f,
+                    "  gateway memory (own processes): client {:.1} MiB, provider {:.1} MiB resident under load; high-water marks {:.1} / {:.1} MiB",
+                    under_load.0, under_load.1, peak.0, peak.1
+                )?;
+                format!(", rss {:.1}/{:.1} MiB", peak.0, peak.1)
+            }
+            Memory::InProcess { growth } => {
+                writeln!(
+                    f,
+                    "  memory: both gateways ran in this process (no xalo binary to spawn them); it grew by {growth:.1} MiB under load, trust service, central server and load generator included"
+                )?;
+                format!(", rss +{growth:.1} MiB in-process")
+            }
+            Memory::Unknown => String::new(),
+        };
         writeln!(
             f,
-            "exchange: {:.0} round-trips/s, p50 +{:.2} ms, p99 +{:.2} ms, ratio {:.3} to direct",
+            "exchange: {:.0} round-trips/s, p50 +{:.2} ms, p99 +{:.2} ms, ratio {:.3} to direct{rss}",
             self.exchange.per_second,
             self.added_p50_ms,
             self.added_p99_ms,
@@ -200,10 +245,23 @@ pub async fn run(options: &BenchOptions) -> Result<BenchReport, Error> {
         nation_options.ledger_url = Some(handle.url());
         ledger = Some(handle);
     }
-    let nation = crate::nation::start(&nation_options).await?;
+    let before = status_mib(std::process::id(), "VmRSS:");
+    let mut nation = crate::nation::start(&nation_options).await?;
+    // (URL, administration client) of the client's and the provider's gateway.
+    let gateways: Vec<(String, crate::nation::GatewayAdmin)> = nation
+        .gateways
+        .iter()
+        .map(|g| (g.url.clone(), g.admin.clone()))
+        .collect();
+    let mut children = Vec::new();
+    if let Some(binary) = &options.gateway_binary {
+        for gw in std::mem::take(&mut nation.gateways) {
+            children.push(to_process(gw, binary, dir.path()).await?);
+        }
+    }
     let service: ServiceId = "VN/GOV/000001/population/persons".parse()?;
     let client: SubsystemId = "VN/GOV/000007/portal".parse()?;
-    let provider = &nation.gateways[1].admin;
+    let provider = &gateways[1].1;
     provider
         .add_service(&NewService {
             service: service.clone(),
@@ -218,7 +276,7 @@ pub async fn run(options: &BenchOptions) -> Result<BenchReport, Error> {
             Some(("GET", "/persons/{code}")),
         )
         .await?;
-    let key = nation.gateways[0].admin.issue_client_key(&client).await?;
+    let key = gateways[0].1.issue_client_key(&client).await?;
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(options.concurrency * 2)
         .build()
@@ -226,7 +284,7 @@ pub async fn run(options: &BenchOptions) -> Result<BenchReport, Error> {
     let direct_url = format!("http://{backend}/persons/VN022095001234");
     let via_url = format!(
         "{}/r1/{}/persons/VN022095001234",
-        nation.gateways[0].url,
+        gateways[0].0,
         service.to_path()
     );
     let direct: Arc<dyn Fn(&reqwest::Client) -> reqwest::RequestBuilder + Send + Sync> =
@@ -243,7 +301,42 @@ pub async fn run(options: &BenchOptions) -> Result<BenchReport, Error> {
     measure(&http, options.concurrency, warm, direct.clone()).await;
     let direct = measure(&http, options.concurrency, options.requests, direct).await;
     measure(&http, options.concurrency, warm, via.clone()).await;
+    let mut pids: Vec<u32> = children.iter().map(|c| c.0.id()).collect();
+    if pids.is_empty() {
+        pids.push(std::process::id());
+    }
+    let sampling = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sampler = {
+        let (pids, sampling) = (pids.clone(), sampling.clone());
+        tokio::spawn(async move {
+            let mut highest = vec![0.0f64; pids.len()];
+            while sampling.load(std::sync::atomic::Ordering::Relaxed) {
+                for (h, pid) in highest.iter_mut().zip(&pids) {
+                    *h = h.max(status_mib(*pid, "VmRSS:").unwrap_or(0.0));
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            highest
+        })
+    };
     let exchange = measure(&http, options.concurrency, options.requests, via).await;
+    sampling.store(false, std::sync::atomic::Ordering::Relaxed);
+    let highest = sampler
+        .await
+        .map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?;
+    let memory = match (children.len(), highest.as_slice(), before) {
+        (2, [a, b], _) if *a > 0.0 => Memory::PerGateway {
+            under_load: (*a, *b),
+            peak: (
+                status_mib(pids[0], "VmHWM:").unwrap_or(*a),
+                status_mib(pids[1], "VmHWM:").unwrap_or(*b),
+            ),
+        },
+        (0, [now], Some(before)) if *now > 0.0 => Memory::InProcess {
+            growth: now - before,
+        },
+        _ => Memory::Unknown,
+    };
     // Let the message log and evidence catch up before stopping; with a ledger, wait
     // (bounded) until it holds both gateways' entries of every message.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -262,6 +355,7 @@ pub async fn run(options: &BenchOptions) -> Result<BenchReport, Error> {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
+    drop(children);
     nation.shutdown().await?;
     if let Some(l) = ledger {
         l.shutdown().await?;
@@ -276,5 +370,94 @@ pub async fn run(options: &BenchOptions) -> Result<BenchReport, Error> {
         ledger_entries,
         direct,
         exchange,
+        memory,
     })
+}
+
+/// A field of `/proc/PID/status` in kB, as MiB (Linux).
+fn status_mib(pid: u32, field: &str) -> Option<f64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix(field))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb / 1024.0)
+}
+
+/// A gateway process, stopped when dropped.
+struct GatewayProcess(std::process::Child);
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Move a gateway of the nation into its own process: stop it here, write its
+/// configuration (same database, same addresses) to a file and run `xalo serve gateway`
+/// on it, as an operator would.
+async fn to_process(
+    gw: crate::nation::RunningGateway,
+    binary: &std::path::Path,
+    dir: &std::path::Path,
+) -> Result<GatewayProcess, Error> {
+    let addr = gw.handle.local_addr();
+    let mut config = gw.config.clone();
+    config
+        .roles
+        .entry(crate::gateway::ROLE.into())
+        .or_default()
+        .listen = Some(addr);
+    let file = dir.join(format!("gateway-{}.toml", gw.member.id.code()));
+    std::fs::write(&file, config.to_toml()?)?;
+    let tls_addr = gw.tls_addr;
+    let url = gw.url.clone();
+    gw.handle.shutdown().await?;
+    // Wait until both ports are free again, so the process can bind them.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpListener::bind(addr).is_err()
+        || std::net::TcpListener::bind(tls_addr).is_err()
+    {
+        if Instant::now() > deadline {
+            return Err(Error::new(
+                ErrorCode::ServerBind,
+                format!("{addr} or {tls_addr} stayed in use"),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let child = std::process::Command::new(binary)
+        .args(["serve", crate::gateway::ROLE, "--config"])
+        .arg(&file)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| Error::new(ErrorCode::Internal, format!("{}: {e}", binary.display())))?;
+    let mut process = GatewayProcess(child);
+    let http = reqwest::Client::new();
+    loop {
+        if let Ok(r) = http.get(format!("{url}/healthz")).send().await
+            && r.status().is_success()
+        {
+            break;
+        }
+        if let Ok(Some(status)) = process.0.try_wait() {
+            return Err(Error::new(
+                ErrorCode::Internal,
+                format!("the gateway process exited: {status}"),
+            ));
+        }
+        if Instant::now() > deadline {
+            return Err(Error::new(
+                ErrorCode::Internal,
+                "the gateway process did not become healthy",
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(process)
 }

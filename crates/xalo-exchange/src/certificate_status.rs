@@ -8,7 +8,7 @@
 //! each answer once.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use sha2::Digest;
@@ -61,10 +61,9 @@ struct Cached {
 /// OCSP answers for certificates, fetched or verified, with their age.
 pub struct StatusCache {
     http: reqwest::Client,
-    /// How long a fetched good answer is reused.
-    reuse: Duration,
-    /// How old (since the responder produced it) an answer a peer passes on may be.
-    max_age: Duration,
+    /// How long a fetched good answer is reused, and how old (since the responder
+    /// produced it) an answer a peer passes on may be; a reload changes them.
+    limits: RwLock<(Duration, Duration)>,
     fetched: Mutex<HashMap<[u8; 32], Cached>>,
     verified: Mutex<HashMap<[u8; 32], Instant>>,
 }
@@ -77,8 +76,7 @@ impl StatusCache {
             .map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?;
         Ok(StatusCache {
             http,
-            reuse,
-            max_age,
+            limits: RwLock::new((reuse, max_age)),
             fetched: Mutex::new(HashMap::new()),
             verified: Mutex::new(HashMap::new()),
         })
@@ -91,6 +89,20 @@ impl StatusCache {
             h.update(p);
         }
         h.finalize().into()
+    }
+
+    /// (reuse, max_age).
+    pub fn limits(&self) -> (Duration, Duration) {
+        self.limits
+            .read()
+            .map(|l| *l)
+            .unwrap_or((Duration::ZERO, Duration::ZERO))
+    }
+
+    pub fn set_limits(&self, reuse: Duration, max_age: Duration) {
+        if let Ok(mut l) = self.limits.write() {
+            *l = (reuse, max_age);
+        }
     }
 
     /// Forget every cached answer (after a revocation the operator knows of).
@@ -111,9 +123,10 @@ impl StatusCache {
         conf: &GlobalConf,
     ) -> Result<Arc<Vec<u8>>, Error> {
         let key = Self::key(&[cert_der]);
+        let (reuse, _) = self.limits();
         if let Ok(f) = self.fetched.lock()
             && let Some(c) = f.get(&key)
-            && c.at.elapsed() < self.reuse
+            && c.at.elapsed() < reuse
         {
             return Ok(c.der.clone());
         }
@@ -171,9 +184,10 @@ impl StatusCache {
         conf: &GlobalConf,
     ) -> Result<(), Error> {
         let key = Self::key(&[cert_der, ocsp_der]);
+        let (reuse, max_age) = self.limits();
         if let Ok(v) = self.verified.lock()
             && let Some(at) = v.get(&key)
-            && at.elapsed() < self.reuse
+            && at.elapsed() < reuse
         {
             return Ok(());
         }
@@ -200,11 +214,11 @@ impl StatusCache {
         let age = SystemTime::now()
             .duration_since(answer.produced_at)
             .unwrap_or_default();
-        if age > self.max_age {
+        if age > max_age {
             return Err(status_error(format!(
                 "the OCSP answer is {}s old, more than the {}s allowed",
                 age.as_secs(),
-                self.max_age.as_secs()
+                max_age.as_secs()
             )));
         }
         match answer.status {

@@ -23,10 +23,15 @@ use crate::signature::{BatchProof, Signed};
 use crate::spool::{SpoolError, Spooled, spool};
 
 pub async fn handle(State(gw): State<Arc<GatewayState>>, req: Request) -> Response {
-    match outbound(&gw, req).await {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
-    }
+    let (metrics, conf) = (gw.metrics.clone(), gw.conf.clone());
+    metrics
+        .observe("client", &conf, req, |req| async move {
+            match outbound(&gw, req).await {
+                Ok(r) => r,
+                Err(e) => e.into_response(),
+            }
+        })
+        .await
 }
 
 fn bad(m: impl Into<String>) -> ProtocolError {
@@ -180,7 +185,7 @@ async fn outbound(gw: &Arc<GatewayState>, req: Request) -> Result<Response, Prot
     if !headers.contains_key(axum::http::header::ACCEPT) {
         headers.insert(axum::http::header::ACCEPT, HeaderValue::from_static("*/*"));
     }
-    let body = spool(body.into_data_stream(), &gw.spool)
+    let body = spool(body.into_data_stream(), &gw.spool())
         .await
         .map_err(|e| spool_error(e, Kind::ClientInternalError))?;
     let target = parts
@@ -293,7 +298,7 @@ async fn outbound(gw: &Arc<GatewayState>, req: Request) -> Result<Response, Prot
             .unwrap_or(text);
         return Ok(crate::protocol_error::response(&kind, status, &message));
     }
-    let response_body = spool(response.bytes_stream(), &gw.spool)
+    let response_body = spool(response.bytes_stream(), &gw.spool())
         .await
         .map_err(|e| spool_error(e, Kind::ClientInternalError))?;
     let response_head = message::response_head(status.as_u16(), &response_headers);

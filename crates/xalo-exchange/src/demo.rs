@@ -243,3 +243,121 @@ pub async fn start(
         lines,
     })
 }
+
+/// The demo's events: where a register publishes, as the registry role's
+/// `population_events` / `business_events` settings read it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EventPublishing {
+    pub gateway_url: String,
+    pub publisher: SubsystemId,
+    pub headers: BTreeMap<String, String>,
+}
+
+/// Publish/subscribe in the demo: the running inbox (the subscribers' backend), and where
+/// each register publishes.
+pub struct DemoEvents {
+    pub inbox: xalo_core::server::ServerHandle,
+    pub population: EventPublishing,
+    pub business: EventPublishing,
+    pub lines: Vec<String>,
+}
+
+/// Topics, rights and subscriptions of the demo nation: the population register publishes
+/// births, deaths and address changes, the business register enterprise registrations;
+/// Vietnam Social Security subscribes to births and deaths, the Ministry of Finance's tax
+/// administration to enterprise registrations and address changes. Their events arrive in
+/// an inbox (started here on `inbox_listener`), one mailbox per subscriber.
+pub async fn start_events(
+    exchange: &DemoExchange,
+    config: &Config,
+    inbox_listener: tokio::net::TcpListener,
+) -> Result<DemoEvents, Error> {
+    let inbox = crate::inbox::serve(config.clone(), inbox_listener).await?;
+    let inbox_url = inbox.url();
+    let population: SubsystemId = "VN/GOV/000001/population".parse()?;
+    let business: SubsystemId = "VN/GOV/000002/business".parse()?;
+    let insurance: SubsystemId = "VN/GOV/000003/insurance".parse()?;
+    let tax: SubsystemId = "VN/GOV/000002/tax".parse()?;
+    // (provider, topic, description, [(subscriber, its mailbox)])
+    type Topic<'a> = (
+        &'a SubsystemId,
+        &'a str,
+        &'a str,
+        &'a [(&'a SubsystemId, &'a str)],
+    );
+    let topics: [Topic; 4] = [
+        (
+            &population,
+            "births",
+            "Births registered in the population register",
+            &[(&insurance, "insurance")],
+        ),
+        (
+            &population,
+            "deaths",
+            "Deaths recorded in the population register",
+            &[(&insurance, "insurance")],
+        ),
+        (
+            &population,
+            "address-changes",
+            "Changes of permanent residence",
+            &[(&tax, "tax")],
+        ),
+        (
+            &business,
+            "enterprises",
+            "Enterprises registered in the business register",
+            &[(&tax, "tax")],
+        ),
+    ];
+    let mut lines = vec!["Events (publish/subscribe over the exchange)".to_owned()];
+    for (provider, code, description, subscribers) in topics {
+        let topic = provider.service(code, None)?;
+        let provider_gateway = exchange.nation.gateway(provider.member())?;
+        provider_gateway
+            .admin
+            .add_topic(&topic, description)
+            .await?;
+        for (subscriber, mailbox) in subscribers {
+            provider_gateway
+                .admin
+                .grant_topic(&topic, client_subject(subscriber))
+                .await?;
+            exchange
+                .nation
+                .gateway(subscriber.member())?
+                .admin
+                .subscribe(&topic, subscriber, &format!("{inbox_url}/inbox/{mailbox}"))
+                .await?;
+            lines.push(format!(
+                "  topic          {:<42} → {subscriber}  ({inbox_url}/inbox/{mailbox})",
+                topic.to_string()
+            ));
+        }
+    }
+    lines.push(
+        "  publish        POST GATEWAY/publish/TOPIC  (X-Road-Client: the topic's subsystem; outbox: GATEWAY/api/v1/deliveries)"
+            .to_owned(),
+    );
+    Ok(DemoEvents {
+        inbox,
+        population: publishing(exchange, &population).await?,
+        business: publishing(exchange, &business).await?,
+        lines,
+    })
+}
+
+/// A client key for `publisher` at its gateway, to publish with.
+async fn publishing(
+    exchange: &DemoExchange,
+    publisher: &SubsystemId,
+) -> Result<EventPublishing, Error> {
+    let gateway = exchange.nation.gateway(publisher.member())?;
+    let key = gateway.admin.issue_client_key(publisher).await?;
+    Ok(EventPublishing {
+        gateway_url: gateway.url.clone(),
+        publisher: publisher.clone(),
+        headers: BTreeMap::from([(crate::message::CLIENT_KEY.to_owned(), key)]),
+    })
+}

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use axum::Router;
@@ -21,7 +21,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
-use xalo_core::server::{Server, ServerHandle};
+use xalo_core::server::{Server, ServerHandle, ShutdownGrace};
 use xalo_core::{Config, Error, ErrorCode, MemberId, SubsystemId};
 use xalo_store::Database;
 
@@ -79,6 +79,20 @@ pub struct GatewaySettings {
     pub max_body_bytes: u64,
     /// Seconds to wait for a provider's gateway or backend.
     pub timeout_secs: u64,
+    /// Publish/subscribe: retries and limits of event delivery.
+    pub pubsub: crate::pubsub::PubSubSettings,
+    /// Whether the message log keeps bodies (else heads, hashes and signatures only).
+    pub message_log_bodies: bool,
+    /// The member's key (64 hex digits) that seals logged bodies at rest; made there on
+    /// first start when missing. Bodies are logged as they are when unset.
+    pub message_log_encryption_key_file: Option<PathBuf>,
+    /// Seconds between time-stamps of the message log.
+    pub timestamp_interval_secs: u64,
+    /// `/healthz` turns unhealthy when a logged message has waited this long for a
+    /// time-stamp (X-Road's acceptable time-stamp failure period).
+    pub timestamp_failure_secs: u64,
+    /// `/healthz` turns degraded this many days before a certificate expires.
+    pub certificate_warning_days: u64,
 }
 
 impl Default for GatewaySettings {
@@ -103,12 +117,19 @@ impl Default for GatewaySettings {
             memory_body_bytes: 256 * 1024,
             max_body_bytes: 4 * 1024 * 1024 * 1024,
             timeout_secs: 60,
+            pubsub: Default::default(),
+            message_log_bodies: true,
+            message_log_encryption_key_file: None,
+            timestamp_interval_secs: 60,
+            timestamp_failure_secs: 14_400,
+            certificate_warning_days: 30,
         }
     }
 }
 
 /// What the client and server proxies share.
 pub struct GatewayState {
+    /// The settings the gateway started with; [`GatewayState::current`] has the reloaded.
     pub settings: GatewaySettings,
     pub owner: MemberId,
     /// `INSTANCE/CLASS/CODE/GATEWAY`, as logs and evidence name it.
@@ -116,21 +137,69 @@ pub struct GatewayState {
     pub conf: GlobalConfHolder,
     pub status: StatusCache,
     pub registry: ServiceRegistry,
+    /// Topics, subscriptions and the event outbox.
+    pub topics: crate::topic::TopicRegistry,
     pub tls: Identity,
     pub stapled: Arc<StapledCertificate>,
     pub signer: MessageSigner,
     pub batch: BatchSigner,
     pub verified: VerifiedSignatures,
-    pub spool: SpoolLimits,
+    spool: RwLock<SpoolLimits>,
     pub backend: reqwest::Client,
     pub log: MessageLog,
     pub evidence: Option<Evidence>,
     /// The bound address of the client TLS listener, when there is one.
     pub client_tls_addr: Option<SocketAddr>,
     peers: Mutex<HashMap<(String, String), reqwest::Client>>,
+    /// Reloadable settings and the configuration they came from.
+    live: RwLock<(Arc<GatewaySettings>, Arc<Config>)>,
+    pub(crate) reloading: Mutex<()>,
+    pub grace: ShutdownGrace,
+    pub metrics: crate::metrics::ExchangeMetrics,
+    pub observed: crate::health::Observed,
 }
 
 impl GatewayState {
+    /// The settings now (after any reload).
+    pub fn current(&self) -> Arc<GatewaySettings> {
+        match self.live.read() {
+            Ok(l) => l.0.clone(),
+            Err(_) => Arc::new(self.settings.clone()),
+        }
+    }
+
+    /// The configuration now (after any reload).
+    pub fn config(&self) -> Arc<Config> {
+        match self.live.read() {
+            Ok(l) => l.1.clone(),
+            Err(_) => Arc::new(Config::default()),
+        }
+    }
+
+    pub(crate) fn set_current(&self, settings: GatewaySettings, config: Config) {
+        if let Ok(mut l) = self.live.write() {
+            *l = (Arc::new(settings), Arc::new(config));
+        }
+    }
+
+    /// Body limits now.
+    pub fn spool(&self) -> SpoolLimits {
+        self.spool
+            .read()
+            .map(|s| s.clone())
+            .unwrap_or_else(|_| SpoolLimits {
+                memory: self.settings.memory_body_bytes,
+                max: self.settings.max_body_bytes,
+                dir: None,
+            })
+    }
+
+    pub(crate) fn set_spool(&self, limits: SpoolLimits) {
+        if let Ok(mut s) = self.spool.write() {
+            *s = limits;
+        }
+    }
+
     /// The HTTP client for another gateway: mutual TLS, pinned to its registered
     /// certificate, requiring a good stapled OCSP answer. One per peer, so connections
     /// are reused.
@@ -164,7 +233,20 @@ impl GatewayState {
 
     /// Refresh the stapled OCSP answer of the TLS certificate.
     async fn refresh_staple(&self, conf: &GlobalConf) {
-        match self.status.good_answer(self.tls.certificate(), conf).await {
+        let signing = self
+            .status
+            .good_answer(self.signer.certificate(), conf)
+            .await;
+        self.observed.ocsp(
+            crate::health::OwnCertificate::Signing,
+            signing.as_ref().map(|d| d.as_slice()),
+        );
+        let tls = self.status.good_answer(self.tls.certificate(), conf).await;
+        self.observed.ocsp(
+            crate::health::OwnCertificate::Tls,
+            tls.as_ref().map(|d| d.as_slice()),
+        );
+        match tls {
             Ok(der) => {
                 if let Err(e) = self.stapled.set_ocsp(der.as_ref().clone()) {
                     tracing::warn!(error = %e, "stapling the OCSP answer failed");
@@ -182,8 +264,10 @@ impl GatewayState {
 
     /// Download the global configuration once and refresh the staple.
     pub async fn sync(&self, http: &reqwest::Client, anchor: &Anchor) -> Result<(), Error> {
-        let conf = global_conf::download(http, &self.settings.central_url, anchor).await?;
-        self.conf.set(conf);
+        let conf = global_conf::download(http, &self.settings.central_url, anchor).await;
+        self.observed
+            .conf_refresh(&conf.as_ref().map(|_| ()).map_err(Clone::clone));
+        self.conf.set(conf?);
         if let Some(conf) = self.conf.latest() {
             self.refresh_staple(&conf).await;
         }
@@ -224,7 +308,14 @@ pub async fn serve_with(
     )?;
     let db = Database::connect(&config.database_url(ROLE)).await?;
     let registry = ServiceRegistry::open(db.clone()).await?;
+    MessageLog::migrate(&db).await?;
+    crate::data_tracker::migrate(&db).await?;
+    let topics = crate::topic::TopicRegistry::open(db.clone()).await?;
     let (log, log_task) = MessageLog::start(db.clone(), settings.message_log_retention_days);
+    log.set_bodies(settings.message_log_bodies);
+    if let Some(path) = &settings.message_log_encryption_key_file {
+        log.set_encryption_key(Some(crate::log_encryption::LogKey::load_or_create(path)?));
+    }
     let evidence = match &settings.ledger_url {
         Some(url) => Some(Evidence::new(url)?),
         None => None,
@@ -257,18 +348,24 @@ pub async fn serve_with(
             Duration::from_secs(settings.ocsp_max_age_secs),
         )?,
         registry,
+        topics,
         tls: tls_identity,
         stapled: stapled.clone(),
         signer,
-        spool: SpoolLimits {
+        spool: RwLock::new(SpoolLimits {
             memory: settings.memory_body_bytes,
             max: settings.max_body_bytes,
             dir: None,
-        },
+        }),
         backend,
         log,
         evidence,
         peers: Mutex::new(HashMap::new()),
+        live: RwLock::new((Arc::new(settings.clone()), Arc::new(config.clone()))),
+        reloading: Mutex::new(()),
+        grace: ShutdownGrace::new(Duration::from_secs(config.http.shutdown_grace_secs)),
+        metrics: crate::metrics::ExchangeMetrics::default(),
+        observed: crate::health::Observed::default(),
         settings,
     });
     let central = reqwest::Client::builder()
@@ -282,30 +379,42 @@ pub async fn serve_with(
     let tls_task = tls::serve(
         tls_listener,
         tls_config,
-        crate::server_proxy::router(state.clone()),
+        crate::server_proxy::router(state.clone()).merge(crate::pubsub::peer_router(state.clone())),
     );
     let plain = Router::new()
         .route("/r1/{*rest}", any(crate::client_proxy::handle))
+        .route("/publish/{*topic}", post(crate::pubsub::publish))
         .merge(admin_router(state.clone()))
         .with_state(state.clone());
-    let mut handle = Server::new(ROLE, plain, &config.http)
+    let mut server = Server::new(ROLE, plain, &config.http)
         .health_check(db.health_check())
-        .spawn(listener)?;
+        .health_report(crate::health::reporter(&state))
+        .shutdown_grace(state.grace.clone());
+    state.metrics.register(server.registry_mut());
+    let mut handle = server.spawn(listener)?;
+    handle.attach(crate::health::start_timestamper(state.clone()));
+    if config.file.is_some()
+        && let Some(task) = crate::reload::on_hangup(Arc::downgrade(&state))
+    {
+        handle.attach(task);
+    }
     handle.attach(tls_task);
     handle.attach(log_task);
     handle.attach(batch_task);
+    handle.attach(crate::pubsub::start_delivery(state.clone()));
     if let Some(listener) = client_tls_listener {
         let router = Router::new()
             .route("/r1/{*rest}", any(crate::client_proxy::handle))
+            .route("/publish/{*topic}", post(crate::pubsub::publish))
             .with_state(state.clone());
         handle.attach(tls::serve(listener, tls::server_config(stapled)?, router));
     }
     let poller = state.clone();
-    let interval = Duration::from_secs(poller.settings.poll_secs.max(1));
     handle.attach(
         tokio::spawn(async move {
             loop {
                 // Retry sooner while the configuration is missing or expired.
+                let interval = Duration::from_secs(poller.current().poll_secs.max(1));
                 let wait = if poller.conf.get().is_ok() {
                     interval
                 } else {
@@ -328,6 +437,9 @@ fn admin_router(state: Arc<GatewayState>) -> Router<Arc<GatewayState>> {
         .route("/api/v1/access-rights", post(grant).delete(revoke))
         .route("/api/v1/clients", post(issue_client_key))
         .route("/api/v1/status", get(status))
+        .route("/api/v1/reload", post(reload))
+        .merge(crate::pubsub::admin_routes())
+        .merge(crate::evidence_export::admin_routes())
         .route("/openapi.json", get(openapi))
         .layer(middleware::from_fn_with_state(state, admin_only))
 }
@@ -341,7 +453,7 @@ async fn admin_only(State(state): State<Arc<GatewayState>>, req: Request, next: 
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    match (&state.settings.admin_token, given) {
+    match (&state.current().admin_token, given) {
         (Some(token), Some(given)) if constant_time_eq(token.as_bytes(), given.as_bytes()) => {
             next.run(req).await
         }
@@ -459,6 +571,11 @@ async fn status(State(s): State<Arc<GatewayState>>) -> Result<Response, Error> {
         "signing_certificate": crate::fingerprint(s.signer.certificate()),
     }))
     .into_response())
+}
+
+async fn reload(State(s): State<Arc<GatewayState>>) -> Result<Response, Error> {
+    let changed = crate::reload::reload(&s)?;
+    Ok(axum::Json(serde_json::json!({"status": "reloaded", "changed": changed})).into_response())
 }
 
 async fn openapi() -> Response {

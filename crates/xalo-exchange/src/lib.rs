@@ -6,27 +6,37 @@
 //! message signed, access-checked, logged and recorded in the transparency ledger.
 
 pub mod access_right;
+pub mod archive;
 pub mod bench;
 pub mod central;
 pub mod certificate_status;
 pub mod client_proxy;
+pub mod data_tracker;
 pub mod demo;
 pub mod evidence;
+pub mod evidence_export;
 pub mod gateway;
 pub mod global_conf;
+pub mod health;
+pub mod inbox;
+pub mod log_encryption;
 pub mod management_client;
 pub mod message;
 pub mod message_log;
 pub mod metaservice;
+pub mod metrics;
 pub mod nation;
 pub mod openapi;
 pub mod protocol_error;
+pub mod pubsub;
 pub mod registry;
+pub mod reload;
 pub mod server_proxy;
 pub mod service_registry;
 pub mod signature;
 pub mod spool;
 pub mod tls;
+pub mod topic;
 
 pub use central::{CentralSettings, ROLE as CENTRAL_ROLE};
 pub use gateway::{GatewaySettings, ROLE as GATEWAY_ROLE};

@@ -1,13 +1,67 @@
 //! The message log: every signed message a gateway sent or received, with its signature,
 //! kept for the configured retention, so a member can prove what it was asked and what it
 //! answered. Writes are batched (one transaction per batch) off the response path; bodies
-//! larger than the in-memory limit are kept as their hash, which the signature covers.
+//! larger than the in-memory limit are kept as their hash, which the signature covers,
+//! and so are all bodies when body logging is off.
+//!
+//! The log is time-stamped in batches, as X-Road's is: one RFC 3161 token from the
+//! global configuration's TSA over the digest of the messages logged since the previous
+//! token (their ids, hashes and signatures), so each signature is shown to have existed
+//! by then (component `gateway-message-log`).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use sha2::Digest;
 use tokio::sync::mpsc;
 use xalo_core::Error;
-use xalo_store::{Database, DbResultExt};
+use xalo_store::{Database, DbResultExt, Migration, Row};
+
+const MIGRATIONS: &[Migration] = &[Migration::per_backend(
+    1,
+    "message log time-stamps",
+    "CREATE TABLE gateway_message_timestamp (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        first_id BIGINT NOT NULL,
+        last_id BIGINT NOT NULL,
+        digest TEXT NOT NULL,
+        token BLOB NOT NULL,
+        stamped_unix BIGINT NOT NULL
+    );",
+    "CREATE TABLE gateway_message_timestamp (
+        id BIGSERIAL PRIMARY KEY,
+        first_id BIGINT NOT NULL,
+        last_id BIGINT NOT NULL,
+        digest TEXT NOT NULL,
+        token BYTEA NOT NULL,
+        stamped_unix BIGINT NOT NULL
+    );",
+)];
+
+/// Messages covered by one time-stamp at most.
+const STAMP_BATCH: i64 = 10_000;
+
+/// One time-stamp of the log: the token covers [`MessageLog::batch_digest`] of the
+/// messages `first_id..=last_id`.
+#[derive(Debug, Clone)]
+pub struct BatchTimestamp {
+    pub first_id: i64,
+    pub last_id: i64,
+    pub digest: String,
+    pub token: Vec<u8>,
+    pub stamped_unix: i64,
+}
+
+/// What one time-stamping run did.
+#[derive(Debug, Default)]
+pub struct StampRun {
+    /// When a token was stored (none when nothing was waiting).
+    pub stamped_unix: Option<i64>,
+    /// When the oldest message the run left unstamped was logged.
+    pub oldest_unstamped_unix: Option<i64>,
+    pub error: Option<Error>,
+}
 
 /// One exchanged message, as logged.
 #[derive(Debug, Clone, Default)]
@@ -34,6 +88,10 @@ pub struct LoggedMessage {
 pub struct MessageLog {
     queue: mpsc::Sender<LoggedMessage>,
     db: Database,
+    bodies: Arc<AtomicBool>,
+    retention_days: Arc<AtomicU64>,
+    /// The member's key that seals logged bodies (see [`crate::log_encryption`]).
+    key: Arc<std::sync::RwLock<Option<Arc<crate::log_encryption::LogKey>>>>,
 }
 
 const BATCH: usize = 256;
@@ -42,12 +100,66 @@ impl MessageLog {
     /// Start the writer and the retention sweep; abort the returned task to stop both.
     pub fn start(db: Database, retention_days: u64) -> (MessageLog, tokio::task::AbortHandle) {
         let (queue, rx) = mpsc::channel(BATCH * 16);
-        let task = tokio::spawn(run(db.clone(), rx, retention_days)).abort_handle();
-        (MessageLog { queue, db }, task)
+        let retention_days = Arc::new(AtomicU64::new(retention_days));
+        let task = tokio::spawn(run(db.clone(), rx, retention_days.clone())).abort_handle();
+        let bodies = Arc::new(AtomicBool::new(true));
+        (
+            MessageLog {
+                queue,
+                db,
+                bodies,
+                retention_days,
+                key: Default::default(),
+            },
+            task,
+        )
+    }
+
+    /// Create the time-stamp table (the message table is the service registry's).
+    pub async fn migrate(db: &Database) -> Result<(), Error> {
+        db.migrate("gateway-message-log", MIGRATIONS).await
+    }
+
+    /// Whether bodies are logged (otherwise only heads, hashes and signatures).
+    pub fn set_bodies(&self, on: bool) {
+        self.bodies.store(on, Ordering::Relaxed);
+    }
+
+    /// Seal bodies logged from now on with `key` (none: log them as they are).
+    pub fn set_encryption_key(&self, key: Option<crate::log_encryption::LogKey>) {
+        if let Ok(mut k) = self.key.write() {
+            *k = key.map(Arc::new);
+        }
+    }
+
+    /// The key logged bodies are sealed with, if any.
+    pub fn encryption_key(&self) -> Option<Arc<crate::log_encryption::LogKey>> {
+        self.key.read().ok().and_then(|k| k.clone())
+    }
+
+    /// The database the log is kept in, for exports.
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
+    pub fn set_retention_days(&self, days: u64) {
+        self.retention_days.store(days, Ordering::Relaxed);
     }
 
     /// Queue a message; waits only when the writer is far behind (back-pressure).
-    pub async fn append(&self, m: LoggedMessage) {
+    pub async fn append(&self, mut m: LoggedMessage) {
+        if !self.bodies.load(Ordering::Relaxed) {
+            m.request_body = None;
+            m.response_body = None;
+        }
+        if let Some(key) = self.encryption_key()
+            && let Err(e) = crate::log_encryption::seal_message(&key, &mut m)
+        {
+            // Never store in the clear what was meant to be sealed; the hashes remain.
+            tracing::error!(error = %e, "sealing logged bodies failed; keeping their hashes only");
+            m.request_body = None;
+            m.response_body = None;
+        }
         if self.queue.send(m).await.is_err() {
             tracing::error!("the message log writer has stopped; a message was not logged");
         }
@@ -67,9 +179,158 @@ impl MessageLog {
         .map(|r| Ok((r.try_get(0).db("side")?, r.try_get(1).db("ledger index")?)))
         .collect()
     }
+
+    /// Whether the logged message with this X-Road-Id (on `side`) kept its bodies.
+    pub async fn has_bodies(&self, x_road_id: &str, side: &str) -> Result<Option<bool>, Error> {
+        let row = xalo_store::sqlx::query(
+            "SELECT CAST(CASE WHEN request_body IS NULL AND response_body IS NULL THEN 0 ELSE 1 END \
+             AS BIGINT) FROM gateway_message_log WHERE x_road_id = $1 AND side = $2 ORDER BY id DESC LIMIT 1",
+        )
+        .bind(x_road_id)
+        .bind(side)
+        .fetch_optional(self.db.pool())
+        .await
+        .db("reading the message log")?;
+        row.map(|r| r.try_get::<i64, _>(0).db("bodies").map(|b| b == 1))
+            .transpose()
+    }
+
+    /// The digest a batch time-stamp covers: SHA-256 over, per message in id order, its
+    /// id, request hash and signature, answer hash and signature, tab-separated lines.
+    pub async fn batch_digest(&self, first_id: i64, last_id: i64) -> Result<[u8; 32], Error> {
+        let rows = xalo_store::sqlx::query(
+            "SELECT id, logged_unix, request_hash, request_signature, \
+             COALESCE(response_hash, ''), COALESCE(response_signature, '') \
+             FROM gateway_message_log WHERE id >= $1 AND id <= $2 ORDER BY id",
+        )
+        .bind(first_id)
+        .bind(last_id)
+        .fetch_all(self.db.pool())
+        .await
+        .db("reading the message log")?;
+        Ok(digest_rows(&rows)?.0)
+    }
+
+    /// When the log was last time-stamped.
+    pub async fn last_timestamp_unix(&self) -> Result<Option<i64>, Error> {
+        let row = xalo_store::sqlx::query(
+            "SELECT stamped_unix FROM gateway_message_timestamp ORDER BY id DESC LIMIT 1",
+        )
+        .fetch_optional(self.db.pool())
+        .await
+        .db("reading the message log time-stamps")?;
+        row.map(|r| r.try_get::<i64, _>(0).db("stamped_unix"))
+            .transpose()
+    }
+
+    /// Every time-stamp of the log, oldest first.
+    pub async fn timestamps(&self) -> Result<Vec<BatchTimestamp>, Error> {
+        xalo_store::sqlx::query(
+            "SELECT first_id, last_id, digest, token, stamped_unix \
+             FROM gateway_message_timestamp ORDER BY id",
+        )
+        .fetch_all(self.db.pool())
+        .await
+        .db("reading the message log time-stamps")?
+        .into_iter()
+        .map(|r| {
+            Ok(BatchTimestamp {
+                first_id: r.try_get(0).db("first_id")?,
+                last_id: r.try_get(1).db("last_id")?,
+                digest: r.try_get(2).db("digest")?,
+                token: r.try_get(3).db("token")?,
+                stamped_unix: r.try_get(4).db("stamped_unix")?,
+            })
+        })
+        .collect()
+    }
+
+    /// Time-stamp the messages logged since the last time-stamp, if any, with a token
+    /// from the TSA at `tsa_url`. A TSA failure is reported in the run, not as `Err`,
+    /// with the age of what is left waiting.
+    pub async fn timestamp_pending(
+        &self,
+        http: &reqwest::Client,
+        tsa_url: &str,
+    ) -> Result<StampRun, Error> {
+        let what = "time-stamping the message log";
+        let last: i64 = xalo_store::sqlx::query(
+            "SELECT COALESCE(MAX(last_id), 0) FROM gateway_message_timestamp",
+        )
+        .fetch_one(self.db.pool())
+        .await
+        .db(what)?
+        .try_get(0)
+        .db(what)?;
+        let rows = xalo_store::sqlx::query(
+            "SELECT id, logged_unix, request_hash, request_signature, \
+             COALESCE(response_hash, ''), COALESCE(response_signature, '') \
+             FROM gateway_message_log WHERE id > $1 ORDER BY id LIMIT $2",
+        )
+        .bind(last)
+        .bind(STAMP_BATCH)
+        .fetch_all(self.db.pool())
+        .await
+        .db(what)?;
+        if rows.is_empty() {
+            return Ok(StampRun::default());
+        }
+        let (digest, first_id, last_id, oldest) = digest_rows(&rows)?;
+        let token = match xalo_trust::timestamp::request_token(http, tsa_url, &digest).await {
+            Ok(t) => t,
+            Err(e) => {
+                return Ok(StampRun {
+                    stamped_unix: None,
+                    oldest_unstamped_unix: Some(oldest),
+                    error: Some(e),
+                });
+            }
+        };
+        let now = crate::unix_now();
+        xalo_store::sqlx::query(
+            "INSERT INTO gateway_message_timestamp (first_id, last_id, digest, token, stamped_unix) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(first_id)
+        .bind(last_id)
+        .bind(hex::encode(digest))
+        .bind(token)
+        .bind(now)
+        .execute(self.db.pool())
+        .await
+        .db(what)?;
+        Ok(StampRun {
+            stamped_unix: Some(now),
+            oldest_unstamped_unix: None,
+            error: None,
+        })
+    }
 }
 
-async fn run(db: Database, mut rx: mpsc::Receiver<LoggedMessage>, retention_days: u64) {
+/// The batch digest of rows `(id, logged_unix, request_hash, request_signature,
+/// response_hash, response_signature)`, with the first and last id and the oldest time.
+fn digest_rows(rows: &[xalo_store::sqlx::any::AnyRow]) -> Result<([u8; 32], i64, i64, i64), Error> {
+    let what = "reading the message log";
+    let mut h = sha2::Sha256::new();
+    let (mut first, mut last, mut oldest) = (i64::MAX, 0, i64::MAX);
+    for r in rows {
+        let id: i64 = r.try_get(0).db(what)?;
+        let logged: i64 = r.try_get(1).db(what)?;
+        first = first.min(id);
+        last = last.max(id);
+        oldest = oldest.min(logged);
+        h.update(id.to_string().as_bytes());
+        for col in 2..6 {
+            let text: String = r.try_get(col).db(what)?;
+            h.update(b"\t");
+            h.update(text.as_bytes());
+        }
+        h.update(b"\n");
+    }
+    Ok((h.finalize().into(), first, last, oldest))
+}
+
+async fn run(db: Database, mut rx: mpsc::Receiver<LoggedMessage>, retention_days: Arc<AtomicU64>) {
     let mut last_sweep = tokio::time::Instant::now();
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
@@ -84,7 +345,18 @@ async fn run(db: Database, mut rx: mpsc::Receiver<LoggedMessage>, retention_days
         }
         if last_sweep.elapsed() > Duration::from_secs(3600) {
             last_sweep = tokio::time::Instant::now();
-            let cutoff = crate::unix_now() - (retention_days as i64) * 86_400;
+            let days = retention_days.load(Ordering::Relaxed) as i64;
+            let cutoff = crate::unix_now() - days * 86_400;
+            if let Err(e) = xalo_store::sqlx::query(
+                "DELETE FROM gateway_message_timestamp WHERE stamped_unix < $1",
+            )
+            .bind(cutoff)
+            .execute(db.pool())
+            .await
+            .db("sweeping the message log time-stamps")
+            {
+                tracing::warn!(error = %e, "message log retention sweep failed");
+            }
             if let Err(e) =
                 xalo_store::sqlx::query("DELETE FROM gateway_message_log WHERE logged_unix < $1")
                     .bind(cutoff)

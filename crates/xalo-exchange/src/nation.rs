@@ -61,6 +61,8 @@ pub struct NationOptions {
     pub ocsp_reuse_secs: u64,
     /// Give each gateway a client TLS listener for information systems with certificates.
     pub client_tls: bool,
+    /// Event delivery settings of every gateway.
+    pub pubsub: crate::pubsub::PubSubSettings,
     /// The configuration the parts start from (bind address, HTTP limits, logging).
     pub base: Config,
 }
@@ -84,6 +86,7 @@ impl NationOptions {
             poll_secs: 60,
             ocsp_reuse_secs: 300,
             client_tls: false,
+            pubsub: Default::default(),
             base,
         }
     }
@@ -112,6 +115,8 @@ pub struct RunningGateway {
     pub admin: GatewayAdmin,
     pub certificates: MemberCertificates,
     pub files: MemberFiles,
+    /// The configuration it was started with, to start it again on the same database.
+    pub config: Config,
 }
 
 /// The PEM files of a member.
@@ -425,13 +430,14 @@ pub async fn start(options: &NationOptions) -> Result<Nation, Error> {
             ledger_url: options.ledger_url.clone(),
             poll_secs: options.poll_secs,
             ocsp_reuse_secs: options.ocsp_reuse_secs,
+            pubsub: options.pubsub.clone(),
             ..GatewaySettings::default()
         };
         let mut config = options.base.clone();
         let role = config.roles.entry(crate::gateway::ROLE.into()).or_default();
         role.database_url = Some(options.database(&format!("gateway-{}", member.id.code())));
         role.settings = to_settings(&settings)?;
-        let handle = crate::gateway::serve_with(config, listener, tls_listener).await?;
+        let handle = crate::gateway::serve_with(config.clone(), listener, tls_listener).await?;
         let url = handle.url();
         gateways.push(RunningGateway {
             admin: GatewayAdmin::new(&url, &token)?,
@@ -441,6 +447,7 @@ pub async fn start(options: &NationOptions) -> Result<Nation, Error> {
             tls_addr,
             certificates,
             files,
+            config,
         });
     }
     Ok(Nation {
@@ -500,7 +507,7 @@ impl GatewayAdmin {
         self.send(reqwest::Method::POST, path, body).await
     }
 
-    async fn send(
+    pub(crate) async fn send(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -528,6 +535,58 @@ impl GatewayAdmin {
             );
         }
         serde_json::from_str(&text).map_err(|e| Error::new(ErrorCode::ExchUpstream, e.to_string()))
+    }
+
+    /// A GET whose answer is bytes (containers, archive files); errors as [`Self::get_json`].
+    pub(crate) async fn get_bytes(&self, path: &str) -> Result<Vec<u8>, Error> {
+        let url = format!("{}{path}", self.base);
+        let r = self
+            .http
+            .get(&url)
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(|e| Error::new(ErrorCode::ExchUpstream, format!("{url}: {e}")))?;
+        let status = r.status();
+        let bytes = r
+            .bytes()
+            .await
+            .map_err(|e| Error::new(ErrorCode::ExchUpstream, format!("{url}: {e}")))?;
+        if !status.is_success() {
+            return Err(
+                match serde_json::from_slice::<xalo_core::error::ErrorBody>(&bytes) {
+                    Ok(b) => Error::new(b.code, b.message),
+                    Err(_) => Error::new(ErrorCode::ExchUpstream, format!("{url}: {status}")),
+                },
+            );
+        }
+        Ok(bytes.to_vec())
+    }
+
+    pub(crate) async fn get_json(&self, path: &str) -> Result<serde_json::Value, Error> {
+        let url = format!("{}{path}", self.base);
+        let r = self
+            .http
+            .get(&url)
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(|e| Error::new(ErrorCode::ExchUpstream, format!("{url}: {e}")))?;
+        if !r.status().is_success() {
+            let status = r.status();
+            let text = r.text().await.unwrap_or_default();
+            return Err(
+                match serde_json::from_str::<xalo_core::error::ErrorBody>(&text) {
+                    Ok(b) => Error::new(b.code, b.message),
+                    Err(_) => {
+                        Error::new(ErrorCode::ExchUpstream, format!("{url}: {status} {text}"))
+                    }
+                },
+            );
+        }
+        r.json()
+            .await
+            .map_err(|e| Error::new(ErrorCode::ExchUpstream, format!("{url}: {e}")))
     }
 
     pub async fn add_service(&self, s: &NewService) -> Result<(), Error> {

@@ -35,10 +35,15 @@ pub fn router(gw: Arc<GatewayState>) -> Router {
 }
 
 async fn handle(State(gw): State<Arc<GatewayState>>, req: Request) -> Response {
-    match inbound(&gw, req).await {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
-    }
+    let (metrics, conf) = (gw.metrics.clone(), gw.conf.clone());
+    metrics
+        .observe("provider", &conf, req, |req| async move {
+            match inbound(&gw, req).await {
+                Ok(r) => r,
+                Err(e) => e.into_response(),
+            }
+        })
+        .await
 }
 
 fn bad(m: impl Into<String>) -> ProtocolError {
@@ -54,7 +59,7 @@ fn decode_header(headers: &HeaderMap, name: &str, kind: Kind) -> Result<Vec<u8>,
 }
 
 /// Who is calling: the sending gateway's owner, checked by certificate and status.
-async fn authenticate(
+pub(crate) async fn authenticate(
     gw: &GatewayState,
     conf: &GlobalConf,
     peer: Option<&PeerCertificate>,
@@ -148,7 +153,7 @@ async fn inbound(gw: &Arc<GatewayState>, req: Request) -> Result<Response, Proto
                 format!("the client's signing certificate: {}", e.message),
             )
         })?;
-    let body = spool(body.into_data_stream(), &gw.spool)
+    let body = spool(body.into_data_stream(), &gw.spool())
         .await
         .map_err(|e| match e {
             SpoolError::Io(_) => ProtocolError::new(Kind::ServerInternalError, e.to_string()),
@@ -354,7 +359,7 @@ async fn call_backend(
         .map_err(|e| ProtocolError::new(Kind::ServerServiceFailed, format!("{service}: {e}")))?;
     let status = response.status();
     let headers = response.headers().clone();
-    let body = spool(response.bytes_stream(), &gw.spool)
+    let body = spool(response.bytes_stream(), &gw.spool())
         .await
         .map_err(|e| ProtocolError::new(Kind::ServerServiceFailed, format!("{service}: {e}")))?;
     Ok((status, headers, body))

@@ -7,6 +7,9 @@
 mod exchange {
     mod central;
     mod demo;
+    mod message_log;
+    mod operations;
+    mod pubsub;
     mod refusals;
     mod round_trip;
     mod streaming;

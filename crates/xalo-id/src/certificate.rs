@@ -1,9 +1,13 @@
 //! Checking a person's certificate as the sign-in needs it: issued (through the persons
 //! CA) by the national root, valid now, meant for authentication, and reported good by
 //! the OCSP responder the certificate names. The CA certificates are fetched once from the
-//! trust service and kept.
+//! trust service and kept. A certificate found good is not asked about again for a short
+//! while (as the exchange reuses its OCSP answers), never past the answer's nextUpdate
+//! or the certificate's expiry.
 
-use std::time::SystemTime;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
 
 use der::Decode;
 use tokio::sync::OnceCell;
@@ -19,7 +23,13 @@ pub struct CertificateCheck {
     trust_url: String,
     http: reqwest::Client,
     cas: OnceCell<(TrustAnchors, Vec<u8>)>,
+    reuse: Duration,
+    /// Certificates found good, by the SHA-256 of their DER, until when.
+    good: Mutex<HashMap<[u8; 32], (Instant, CertifiedPerson)>>,
 }
+
+/// Bound the cache so a flood of distinct certificates cannot grow memory without end.
+const CACHE_LIMIT: usize = 100_000;
 
 /// A person proved by a certificate.
 #[derive(Debug, Clone)]
@@ -40,6 +50,21 @@ impl CertificateCheck {
             trust_url: trust_url.trim_end_matches('/').to_owned(),
             http,
             cas: OnceCell::new(),
+            reuse: Duration::ZERO,
+            good: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Reuse a good answer for up to `reuse` (zero: ask the responder every time).
+    pub fn reusing_answers_for(mut self, reuse: Duration) -> CertificateCheck {
+        self.reuse = reuse;
+        self
+    }
+
+    /// Forget every certificate found good (after a revocation the operator knows of).
+    pub fn clear(&self) {
+        if let Ok(mut g) = self.good.lock() {
+            g.clear();
         }
     }
 
@@ -74,8 +99,35 @@ impl CertificateCheck {
             .await
     }
 
-    /// Check `der` fully; returns the person it names.
+    /// Check `der` fully (or take a recent check of the same certificate); returns the
+    /// person it names.
     pub async fn check(&self, der: &[u8]) -> Result<CertifiedPerson, Error> {
+        use sha2::Digest;
+        let key: [u8; 32] = sha2::Sha256::digest(der).into();
+        if let Ok(g) = self.good.lock()
+            && let Some((until, person)) = g.get(&key)
+            && Instant::now() < *until
+        {
+            return Ok(person.clone());
+        }
+        let (person, until) = self.check_now(der).await?;
+        if let Some(until) = until
+            && let Ok(mut g) = self.good.lock()
+        {
+            if g.len() >= CACHE_LIMIT {
+                g.retain(|_, (u, _)| Instant::now() < *u);
+                if g.len() >= CACHE_LIMIT {
+                    g.clear();
+                }
+            }
+            g.insert(key, (until, person.clone()));
+        }
+        Ok(person)
+    }
+
+    /// Check `der` with the responder; returns the person and until when the answer may
+    /// be reused, if at all.
+    async fn check_now(&self, der: &[u8]) -> Result<(CertifiedPerson, Option<Instant>), Error> {
         let (anchors, persons) = self.authorities().await?;
         let certificate =
             Certificate::from_der(der).map_err(|e| bad(format!("certificate: {e}")))?;
@@ -94,6 +146,7 @@ impl CertificateCheck {
         let issuer = path
             .issuer()
             .ok_or_else(|| bad("the certificate has no issuer in the path"))?;
+        let asked = (Instant::now(), SystemTime::now());
         let (_, answer) = xalo_trust::ocsp::query(&self.http, None, der, issuer, anchors)
             .await
             .map_err(|e| bad(format!("certificate status: {}", e.message)))?;
@@ -103,12 +156,38 @@ impl CertificateCheck {
             CertificateStatus::Unknown => return Err(bad("the certificate's status is unknown")),
         }
         let (code, given_name, surname) = person_of_certificate(&certificate)?;
-        Ok(CertifiedPerson {
+        // Reuse ends at the earliest of: the configured reuse, the answer's nextUpdate
+        // (of every response in it), the certificate's notAfter.
+        let mut ends = vec![
+            certificate
+                .tbs_certificate
+                .validity
+                .not_after
+                .to_system_time(),
+        ];
+        ends.extend(
+            answer
+                .basic
+                .tbs_response_data
+                .responses
+                .iter()
+                .filter_map(|r| r.next_update.map(|t| t.0.to_system_time())),
+        );
+        let until = if self.reuse.is_zero() {
+            None
+        } else {
+            ends.into_iter()
+                .min()
+                .and_then(|end| end.duration_since(asked.1).ok())
+                .map(|left| asked.0 + left.min(self.reuse))
+        };
+        let person = CertifiedPerson {
             code,
             given_name,
             surname,
             certificate,
-        })
+        };
+        Ok((person, until))
     }
 }
 

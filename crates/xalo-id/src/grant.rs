@@ -80,32 +80,24 @@ pub async fn redeem(
     verifier: Option<&str>,
 ) -> Result<(String, Grant), Error> {
     let hash = sha256_hex(code);
+    // Claim and read the code in one statement, so that it is spent even by a failed try
+    // and two concurrent redemptions cannot both see it unused: `used` counts claims.
     let row = xalo_store::sqlx::query(
-        "SELECT client_id, redirect_uri, code_challenge, grant_json, expires_unix, used FROM id_code WHERE code_hash = $1",
+        "UPDATE id_code SET used = used + 1 WHERE code_hash = $1 \
+         RETURNING client_id, redirect_uri, code_challenge, grant_json, expires_unix, used",
     )
     .bind(hash.clone())
     .fetch_optional(db.pool())
     .await
-    .db("reading an authorization code")?
+    .db("spending an authorization code")?
     .ok_or_else(|| grant_error("unknown authorization code"))?;
     let owner: String = row.try_get(0).db("reading a code")?;
     let stored_uri: String = row.try_get(1).db("reading a code")?;
     let challenge: Option<String> = row.try_get(2).db("reading a code")?;
     let grant: String = row.try_get(3).db("reading a code")?;
     let expires: i64 = row.try_get(4).db("reading a code")?;
-    let used: i64 = row.try_get(5).db("reading a code")?;
-    if used != 0 {
-        revoke_tokens_of(db, &hash).await?;
-        return Err(grant_error("the authorization code was already used"));
-    }
-    // Claim the code before any other check, so that it is spent even by a failed try.
-    let claimed =
-        xalo_store::sqlx::query("UPDATE id_code SET used = 1 WHERE code_hash = $1 AND used = 0")
-            .bind(hash.clone())
-            .execute(db.pool())
-            .await
-            .db("spending an authorization code")?;
-    if claimed.rows_affected() != 1 {
+    let claims: i64 = row.try_get(5).db("reading a code")?;
+    if claims != 1 {
         revoke_tokens_of(db, &hash).await?;
         return Err(grant_error("the authorization code was already used"));
     }

@@ -85,7 +85,7 @@ fn tls_error(e: impl std::fmt::Display) -> Error {
 }
 
 /// The listener's own TLS certificate, made once and kept so every instance shows the same.
-async fn server_identity(db: &Database, host: &str) -> Result<(String, String), Error> {
+pub(crate) async fn server_identity(db: &Database, host: &str) -> Result<(String, String), Error> {
     let row = xalo_store::sqlx::query(
         "SELECT certificate_pem, key_pem FROM id_tls_identity WHERE name = 'id-card'",
     )

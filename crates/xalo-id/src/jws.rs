@@ -4,8 +4,7 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use p256::ecdsa::signature::{Signer, Verifier};
-use p256::ecdsa::{Signature, SigningKey, VerifyingKey};
+use p256::ecdsa::{SigningKey, VerifyingKey};
 use serde_json::{Value, json};
 use xalo_core::{Error, ErrorCode};
 
@@ -40,8 +39,20 @@ pub fn sign(kid: &str, key: &SigningKey, claims: &Value) -> Result<String, Error
         b64(header.to_string().as_bytes()),
         b64(claims.to_string().as_bytes())
     );
-    let signature: Signature = key.sign(input.as_bytes());
-    Ok(format!("{input}.{}", b64(&signature.to_bytes())))
+    // ring's P-256 is several times faster than the portable implementation; a token
+    // request signs once and a relying party verifies once.
+    let public = key.verifying_key().to_encoded_point(false);
+    let rng = ring::rand::SystemRandom::new();
+    let signature = ring::signature::EcdsaKeyPair::from_private_key_and_public_key(
+        &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+        &key.to_bytes(),
+        public.as_bytes(),
+        &rng,
+    )
+    .map_err(|e| Error::new(ErrorCode::AuthSigningKey, format!("ES256 key: {e}")))?
+    .sign(&rng, input.as_bytes())
+    .map_err(|_| Error::new(ErrorCode::AuthSigningKey, "ES256 signing failed"))?;
+    Ok(format!("{input}.{}", b64(signature.as_ref())))
 }
 
 /// The header and claims of a compact JWS, not yet verified.
@@ -71,12 +82,23 @@ pub fn verify(jwt: &str, keys: &[(String, VerifyingKey)]) -> Result<Value, Error
     let (input, sig) = jwt
         .rsplit_once('.')
         .ok_or_else(|| bad("not a compact JWS"))?;
-    let signature = Signature::from_slice(&unb64(sig)?).map_err(|_| bad("bad ES256 signature"))?;
+    let signature = unb64(sig)?;
+    if signature.len() != 64 {
+        return Err(bad("bad ES256 signature"));
+    }
     let kid = header["kid"].as_str();
     let ok = keys
         .iter()
         .filter(|(k, _)| kid.is_none_or(|kid| kid == k))
-        .any(|(_, vk)| vk.verify(input.as_bytes(), &signature).is_ok());
+        .any(|(_, vk)| {
+            let point = vk.to_encoded_point(false);
+            ring::signature::UnparsedPublicKey::new(
+                &ring::signature::ECDSA_P256_SHA256_FIXED,
+                point.as_bytes(),
+            )
+            .verify(input.as_bytes(), &signature)
+            .is_ok()
+        });
     if ok {
         Ok(claims)
     } else {

@@ -4,6 +4,7 @@
 //! [`operator`]). Citizens and e-Residents sign in the same ways; the claims say which.
 
 pub mod attempt;
+pub mod bench;
 pub mod certificate;
 pub mod client;
 pub mod evidence;
@@ -14,6 +15,7 @@ pub mod jws;
 pub mod mobile_id;
 pub mod operator;
 pub mod provider;
+pub mod signing;
 pub mod signing_key;
 pub mod store;
 pub mod text;

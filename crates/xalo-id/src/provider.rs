@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use xalo_core::server::{Server, ServerHandle};
 use xalo_core::{Config, Error, ErrorCode, PersonalCode};
-use xalo_store::Database;
+use xalo_store::{Backend, Database, PoolOptions};
 use xalo_web::{Field, FieldKind, Lang, Page, Session, SessionSettings, Sessions};
 
 use crate::attempt;
@@ -70,6 +70,9 @@ pub struct ProviderSettings {
     pub poll_ms: u64,
     /// Clients registered (or replaced) at start, such as the demo portal.
     pub clients: Vec<Registration>,
+    /// How long a good OCSP answer for a certificate is reused (0: ask for every login);
+    /// never past the answer's nextUpdate or the certificate's expiry.
+    pub ocsp_reuse_secs: u64,
 }
 
 impl Default for ProviderSettings {
@@ -89,6 +92,8 @@ impl Default for ProviderSettings {
             key_rotation_days: 30,
             poll_ms: 10_000,
             clients: Vec::new(),
+            // Off: a revoked card is refused at once; an operator may trade that for load.
+            ocsp_reuse_secs: 0,
         }
     }
 }
@@ -101,6 +106,12 @@ pub struct Provider {
 
 pub(crate) struct Inner {
     pub db: Database,
+    /// Where the role writes: on SQLite a pool of one connection, so that writers queue
+    /// in the pool instead of colliding on the database lock and sleeping in SQLite's
+    /// busy handler; otherwise `db`.
+    pub writes: Database,
+    /// The signing key, read again after [`KEY_REUSE`].
+    pub key: std::sync::Mutex<Option<(std::time::Instant, signing_key::CurrentKey)>>,
     pub settings: ProviderSettings,
     pub issuer: String,
     pub sessions: Sessions,
@@ -134,8 +145,22 @@ pub async fn serve(config: Config, listener: TcpListener) -> Result<ServerHandle
         .unwrap_or_else(|| format!("http://{}:{port}", config.public_host))
         .trim_end_matches('/')
         .to_owned();
-    let db = Database::connect(&config.database_url(ROLE)).await?;
+    let url = config.database_url(ROLE);
+    let db = Database::connect(&url).await?;
     store::migrate(&db).await?;
+    let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+    let writes = if db.backend() == Backend::Sqlite && !in_memory {
+        Database::connect_with(
+            &url,
+            PoolOptions {
+                max_connections: 1,
+                ..PoolOptions::default()
+            },
+        )
+        .await?
+    } else {
+        db.clone()
+    };
     for c in &settings.clients {
         client::register(&db, c).await?;
     }
@@ -151,15 +176,16 @@ pub async fn serve(config: Config, listener: TcpListener) -> Result<ServerHandle
         },
         &["/oidc/token", "/oidc/userinfo", "/oidc/profile"],
     )
-    .await?;
+    .await?
+    .with_writer(writes.clone());
     let http = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(30))
         .build()
         .map_err(|e| config_error(e.to_string()))?;
-    let certificates = settings
-        .trust_url
-        .as_deref()
-        .map(|u| CertificateCheck::new(u, http.clone()));
+    let certificates = settings.trust_url.as_deref().map(|u| {
+        CertificateCheck::new(u, http.clone())
+            .reusing_answers_for(std::time::Duration::from_secs(settings.ocsp_reuse_secs))
+    });
     let mobile_id = match &settings.mobile_id_url {
         Some(u) if certificates.is_some() => Some(MobileIdClient::new(u)?),
         Some(_) => {
@@ -189,10 +215,12 @@ pub async fn serve(config: Config, listener: TcpListener) -> Result<ServerHandle
         }
         None => None,
     };
-    let evidence = Evidence::new(db.clone(), settings.ledger_url.as_deref())?;
+    let evidence = Evidence::new(writes.clone(), settings.ledger_url.as_deref())?;
     let provider = Provider {
         inner: Arc::new(Inner {
             db: db.clone(),
+            writes: writes.clone(),
+            key: std::sync::Mutex::new(None),
             settings,
             issuer,
             sessions: sessions.clone(),
@@ -203,14 +231,17 @@ pub async fn serve(config: Config, listener: TcpListener) -> Result<ServerHandle
             id_card_url,
         }),
     };
-    let router = Router::new()
+    // Endpoints for servers (discovery, keys, tokens, signing) keep no browser session.
+    let machines = Router::new()
         .route("/.well-known/openid-configuration", get(discovery))
         .route("/oidc/.well-known/openid-configuration", get(discovery))
         .route("/oidc/jwks", get(jwks))
-        .route("/oidc/authorize", get(authorize))
         .route("/oidc/token", post(token))
         .route("/oidc/userinfo", get(userinfo).post(userinfo))
         .route("/oidc/profile", get(userinfo).post(userinfo))
+        .merge(crate::signing::routes());
+    let router = Router::new()
+        .route("/oidc/authorize", get(authorize))
         .route("/oidc/logout", get(logout))
         .route("/login", get(login_page))
         .route("/login/mid", post(mid_start))
@@ -220,6 +251,7 @@ pub async fn serve(config: Config, listener: TcpListener) -> Result<ServerHandle
             sessions.clone(),
             xalo_web::session::middleware,
         ))
+        .merge(machines)
         .with_state(provider.clone());
     let mut handle = Server::new(ROLE, router, &config.http)
         .health_check(db.health_check())
@@ -234,7 +266,7 @@ pub async fn serve(config: Config, listener: TcpListener) -> Result<ServerHandle
             if let Err(e) = evidence.retry().await {
                 tracing::warn!(error = %e, "anchoring logins failed; will retry");
             }
-            let _ = grant::purge(&db).await;
+            let _ = grant::purge(&writes).await;
             let _ = sessions.purge_expired().await;
         }
     });
@@ -640,7 +672,7 @@ pub(crate) async fn finish(
         auth_time: unix_now(),
     };
     let code = grant::issue_code(
-        &p.inner.db,
+        &p.inner.writes,
         &NewCode {
             client_id: &request.client_id,
             redirect_uri: &request.redirect_uri,
@@ -720,7 +752,7 @@ async fn mid_start(
         (format!("addr:{}", peer.ip()), attempt::PER_ADDRESS),
     ];
     for (subject, limit) in &limits {
-        if let Err(e) = attempt::count(&p.inner.db, subject, *limit).await {
+        if let Err(e) = attempt::count(&p.inner.writes, subject, *limit).await {
             if e.code == ErrorCode::AuthTooManyAttempts {
                 return render_login(
                     &p,
@@ -989,7 +1021,7 @@ async fn authenticate_client(
     let refuse = |m: &'static str| {
         let counter = counter.clone();
         async move {
-            let _ = attempt::count(db, &counter, attempt::PER_CLIENT).await;
+            let _ = attempt::count(&p.inner.writes, &counter, attempt::PER_CLIENT).await;
             invalid(m)
         }
     };
@@ -1041,9 +1073,13 @@ async fn authenticate_client(
                 window_secs: 600,
             };
             if jti.is_empty()
-                || attempt::count(db, &format!("jti:{}:{jti}", client.client_id), single)
-                    .await
-                    .is_err()
+                || attempt::count(
+                    &p.inner.writes,
+                    &format!("jti:{}:{jti}", client.client_id),
+                    single,
+                )
+                .await
+                .is_err()
             {
                 return Err(refuse("the client assertion was used before or has no jti").await);
             }
@@ -1077,7 +1113,7 @@ async fn token(
         );
     };
     let redeemed = grant::redeem(
-        &p.inner.db,
+        &p.inner.writes,
         code,
         &client.client_id,
         form.get("redirect_uri").map(String::as_str),
@@ -1113,7 +1149,8 @@ async fn tokens(
     let ttl = p.inner.settings.token_ttl_secs.clamp(30, 3600);
     let claims = grant.identity.claims(&grant.scope);
     let access_token =
-        grant::issue_access_token(&p.inner.db, code_hash, &client.client_id, &claims, ttl).await?;
+        grant::issue_access_token(&p.inner.writes, code_hash, &client.client_id, &claims, ttl)
+            .await?;
     let now = unix_now();
     let mut id = claims.clone();
     id["iss"] = json!(p.inner.issuer);
@@ -1130,7 +1167,7 @@ async fn tokens(
     if let Some(s) = &grant.state {
         id["state"] = json!(s);
     }
-    let key = signing_key::current(&p.inner.db).await?;
+    let key = current_key(p).await?;
     let id_token = jws::sign(&key.kid, &key.key, &id)?;
     Ok(json!({
         "access_token": access_token,
@@ -1139,6 +1176,25 @@ async fn tokens(
         "id_token": id_token,
         "scope": grant.scope.join(" "),
     }))
+}
+
+/// How long the signing key is kept between reads: a rotation by another instance keeps
+/// the old key published as previous, so tokens signed with it meanwhile still verify.
+const KEY_REUSE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The current signing key, parsed (which derives the public key) once per [`KEY_REUSE`].
+async fn current_key(p: &Provider) -> Result<signing_key::CurrentKey, Error> {
+    if let Ok(k) = p.inner.key.lock()
+        && let Some((at, key)) = k.as_ref()
+        && at.elapsed() < KEY_REUSE
+    {
+        return Ok(key.clone());
+    }
+    let key = signing_key::current(&p.inner.db).await?;
+    if let Ok(mut k) = p.inner.key.lock() {
+        *k = Some((std::time::Instant::now(), key.clone()));
+    }
+    Ok(key)
 }
 
 // ---------------------------------------------------------------- userinfo and logout

@@ -4,10 +4,11 @@
 use xalo_core::Error;
 use xalo_store::{Database, Migration};
 
-const MIGRATIONS: &[Migration] = &[Migration::portable(
-    1,
-    "clients, keys, codes, tokens, attempts, logins",
-    "CREATE TABLE id_client (
+const MIGRATIONS: &[Migration] = &[
+    Migration::portable(
+        1,
+        "clients, keys, codes, tokens, attempts, logins",
+        "CREATE TABLE id_client (
         client_id TEXT PRIMARY KEY,
         name TEXT NOT NULL,
         auth_method TEXT NOT NULL,
@@ -60,7 +61,25 @@ const MIGRATIONS: &[Migration] = &[Migration::portable(
         certificate_pem TEXT NOT NULL,
         key_pem TEXT NOT NULL
     );",
-)];
+    ),
+    Migration::portable(
+        2,
+        "Mobile-ID signing sessions",
+        "CREATE TABLE id_signing (
+        session_id TEXT PRIMARY KEY,
+        client_id TEXT NOT NULL,
+        operator_session TEXT NOT NULL,
+        personal_code TEXT NOT NULL,
+        pending TEXT NOT NULL,
+        state TEXT NOT NULL,
+        error_code TEXT,
+        error_message TEXT,
+        container TEXT,
+        signer TEXT,
+        created_unix BIGINT NOT NULL
+    );",
+    ),
+];
 
 pub async fn migrate(db: &Database) -> Result<(), Error> {
     db.migrate("id", MIGRATIONS).await

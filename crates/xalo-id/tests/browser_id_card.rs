@@ -199,9 +199,6 @@ async fn browser_signs_in_with_an_id_card() {
         .await
         .unwrap();
     assert_eq!(userinfo["sub"], "VN079199000456", "{userinfo}");
-    assert!(
-        userinfo["amr"].to_string().contains("idcard"),
-        "{userinfo}"
-    );
+    assert!(userinfo["amr"].to_string().contains("idcard"), "{userinfo}");
     c.close().await.unwrap();
 }

@@ -10,3 +10,4 @@ mod id_card;
 mod interop;
 mod nation;
 mod oauth_errors;
+mod signing;

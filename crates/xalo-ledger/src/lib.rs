@@ -37,7 +37,8 @@ pub use tile::{EntryBundle, HashTile, TileId, TilePath, TileReader};
 pub use witness_policy::WitnessPolicy;
 
 // The service on top of the core: durable sequencing, the tiled log in a database, the
-// `ledger` and `witness` roles, and the client other crates use.
+// `ledger` and `witness` roles, the client other crates use, and the benchmark.
+pub mod bench;
 pub mod client;
 pub mod entry;
 pub mod keys;

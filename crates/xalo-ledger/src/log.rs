@@ -51,6 +51,8 @@ pub const MIGRATIONS: &[Migration] = &[Migration::per_backend(
 
 /// Entries integrated per transaction.
 const INTEGRATE_CHUNK: i64 = 16_384;
+/// Tiles read per query.
+const TILES_PER_QUERY: usize = 64;
 
 fn now_ms() -> i64 {
     SystemTime::now()
@@ -223,20 +225,39 @@ impl Log {
     /// Fetch stored hash tiles, cut to the widths asked for.
     pub async fn fetch_tiles(&self, ids: Vec<TileId>) -> Result<BTreeMap<TileId, Vec<u8>>, Error> {
         let mut out = BTreeMap::new();
-        for id in ids {
-            let row =
-                sqlx::query("SELECT width, data FROM ledger_tile WHERE level = $1 AND idx = $2")
-                    .bind(i64::from(id.level))
-                    .bind(id.index as i64)
-                    .fetch_optional(self.db.pool())
-                    .await
-                    .db("reading a tile")?;
-            if let Some(row) = row {
-                let width: i64 = row.try_get(0).db("reading a tile")?;
-                let data: Vec<u8> = row.try_get(1).db("reading a tile")?;
-                let want = usize::from(id.width) * 32;
-                if width >= i64::from(id.width) && data.len() >= want {
-                    out.insert(id, data[..want].to_vec());
+        // One query per group of tiles, not per tile: a proof reads a handful, and the
+        // round trips were most of its time.
+        for chunk in ids.chunks(TILES_PER_QUERY) {
+            let mut sql = String::from("SELECT level, idx, width, data FROM ledger_tile WHERE ");
+            for i in 0..chunk.len() {
+                if i > 0 {
+                    sql.push_str(" OR ");
+                }
+                sql.push_str(&format!(
+                    "(level = ${} AND idx = ${})",
+                    2 * i + 1,
+                    2 * i + 2
+                ));
+            }
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for id in chunk {
+                q = q.bind(i64::from(id.level)).bind(id.index as i64);
+            }
+            let rows = q.fetch_all(self.db.pool()).await.db("reading tiles")?;
+            let mut stored = BTreeMap::new();
+            for row in rows {
+                let level: i64 = row.try_get(0).db("reading tiles")?;
+                let index: i64 = row.try_get(1).db("reading tiles")?;
+                let width: i64 = row.try_get(2).db("reading tiles")?;
+                let data: Vec<u8> = row.try_get(3).db("reading tiles")?;
+                stored.insert((level, index), (width, data));
+            }
+            for id in chunk {
+                if let Some((width, data)) = stored.get(&(i64::from(id.level), id.index as i64)) {
+                    let want = usize::from(id.width) * 32;
+                    if *width >= i64::from(id.width) && data.len() >= want {
+                        out.insert(*id, data[..want].to_vec());
+                    }
                 }
             }
         }

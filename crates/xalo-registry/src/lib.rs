@@ -9,6 +9,7 @@
 pub mod access_log;
 pub mod admin_unit;
 pub mod bench;
+pub mod event;
 pub mod generate;
 pub mod model;
 pub mod names;

@@ -16,6 +16,7 @@ use xalo_ledger::{Entry, EntryKind};
 use xalo_store::{Database, DbResultExt};
 
 use crate::admin_unit::admin_units;
+use crate::event::EventPublisher;
 use crate::model::{Enterprise, LEGAL_FORMS, Person, TaxCode};
 use crate::store;
 use crate::text::fold;
@@ -80,6 +81,7 @@ pub struct Registrar {
     db: Database,
     register: &'static str,
     ledger: Option<Recorder>,
+    events: Option<EventPublisher>,
 }
 
 impl Registrar {
@@ -88,7 +90,75 @@ impl Registrar {
             db,
             register,
             ledger,
+            events: None,
         }
+    }
+
+    /// Publish this register's changes as events over the exchange.
+    pub fn with_events(mut self, events: Option<EventPublisher>) -> Registrar {
+        self.events = events;
+        self
+    }
+
+    /// Publish a committed change as an event, then mark it published; for the population
+    /// register, the person's data tracker records the release in the same transaction.
+    /// Changes of kinds without a topic, or without publishing, are left alone.
+    pub async fn publish(&self, change: &Change) -> Result<(), Error> {
+        let Some(events) = &self.events else {
+            return Ok(());
+        };
+        let Some(topic) = events.topic(change)? else {
+            return Ok(());
+        };
+        events.publish(change).await?;
+        let what = "marking the change published";
+        let mut tx = self.db.begin_write().await?;
+        sqlx::query("UPDATE registry_change SET published_ms = $1 WHERE seq = $2")
+            .bind(now_ms())
+            .bind(change.seq)
+            .execute(&mut *tx)
+            .await
+            .db(what)?;
+        if self.register == "population" {
+            sqlx::query(
+                "INSERT INTO registry_access (subject, client, user_id, purpose, service, message_id, at_ms) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(change.subject.clone())
+            .bind(topic.to_string())
+            .bind(change.actor.clone())
+            .bind(format!("published to the subscribers of {topic}"))
+            .bind(format!("events.{}", topic.code()))
+            .bind(Some(change.evidence.clone()))
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await
+            .db(what)?;
+        }
+        tx.commit().await.db(what)
+    }
+
+    /// Publish every change still unpublished, oldest first, stopping at the first
+    /// failure so that subscribers see a register's events in order as far as it goes.
+    /// Returns how many were published.
+    pub async fn publish_pending(&self) -> Result<usize, Error> {
+        if self.events.is_none() {
+            return Ok(0);
+        }
+        let pending = self
+            .changes_where(
+                "published_ms IS NULL AND event IN ('birth', 'death', 'address', 'enterprise.registered')",
+                None,
+                0,
+                1000,
+            )
+            .await?;
+        let mut n = 0;
+        for c in pending {
+            self.publish(&c).await?;
+            n += 1;
+        }
+        Ok(n)
     }
 
     pub fn database(&self) -> &Database {
@@ -239,6 +309,9 @@ impl Registrar {
         tx.commit().await.db("committing the change")?;
         if let Err(e) = self.anchor(&mut change).await {
             tracing::warn!(seq = change.seq, error = %e, "change kept; ledger anchoring retried later");
+        }
+        if let Err(e) = self.publish(&change).await {
+            tracing::warn!(seq = change.seq, error = %e, "change kept; publishing its event retried later");
         }
         Ok(change)
     }

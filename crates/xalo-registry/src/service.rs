@@ -25,6 +25,7 @@ use xalo_ledger::client::{LedgerClient, Recorder};
 use xalo_store::{Database, DbResultExt};
 
 use crate::access_log::{AccessLog, AccessRecord};
+use crate::event::{EventPublisher, EventPublishing};
 use crate::model::{Enterprise, Person};
 use crate::registration::{Actor, Birth, Change, EnterpriseRegistration, PersonCheck, Registrar};
 use crate::store;
@@ -44,6 +45,11 @@ pub struct RegistrySettings {
     pub population_headers: BTreeMap<String, String>,
     /// `X-Road-Client` the business register calls as.
     pub business_client: Option<String>,
+    /// Where the population register publishes births, deaths and address changes (its
+    /// gateway, as its subsystem); no events are pushed when unset.
+    pub population_events: Option<EventPublishing>,
+    /// Where the business register publishes enterprise registrations.
+    pub business_events: Option<EventPublishing>,
 }
 
 #[derive(Clone)]
@@ -89,8 +95,21 @@ pub async fn serve(config: Config, listener: TcpListener) -> Result<ServerHandle
             .unwrap_or_else(|| "VN/GOV/000002/business".into()),
     )?;
     let registers = Registers {
-        population: Registrar::new(population_db.clone(), "population", recorder.clone()),
-        business: Registrar::new(business_db.clone(), "business", recorder),
+        population: Registrar::new(population_db.clone(), "population", recorder.clone())
+            .with_events(
+                settings
+                    .population_events
+                    .as_ref()
+                    .map(EventPublisher::new)
+                    .transpose()?,
+            ),
+        business: Registrar::new(business_db.clone(), "business", recorder).with_events(
+            settings
+                .business_events
+                .as_ref()
+                .map(EventPublisher::new)
+                .transpose()?,
+        ),
         people,
         accesses: AccessLog::start(population_db.clone()),
     };
@@ -98,7 +117,8 @@ pub async fn serve(config: Config, listener: TcpListener) -> Result<ServerHandle
     let mut handle = Server::new("registry", router(registers.clone()), &config.http)
         .health_check(health_db.health_check())
         .spawn(listener)?;
-    // Changes committed while the ledger was unreachable are anchored when it is back.
+    // Changes committed while the ledger or the gateway was unreachable are anchored and
+    // published when it is back.
     let task = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(5));
         loop {
@@ -106,6 +126,9 @@ pub async fn serve(config: Config, listener: TcpListener) -> Result<ServerHandle
             for r in [&registers.population, &registers.business] {
                 if let Err(e) = r.anchor_pending().await {
                     tracing::warn!(error = %e, "anchoring pending changes failed");
+                }
+                if let Err(e) = r.publish_pending().await {
+                    tracing::warn!(error = %e, "publishing pending events failed");
                 }
             }
         }

@@ -7,12 +7,21 @@ use xalo_store::{Database, DbResultExt, Migration};
 
 use crate::model::{Enterprise, Person};
 
-pub const MIGRATIONS: &[Migration] = &[Migration::per_backend(
-    1,
-    "population and business registers",
-    include_str!("../migrations/1.sqlite.sql"),
-    include_str!("../migrations/1.postgres.sql"),
-)];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration::per_backend(
+        1,
+        "population and business registers",
+        include_str!("../migrations/1.sqlite.sql"),
+        include_str!("../migrations/1.postgres.sql"),
+    ),
+    // Changes made before events were pushed stay in the pull feed only.
+    Migration::portable(
+        2,
+        "changes published as events",
+        "ALTER TABLE registry_change ADD COLUMN published_ms BIGINT;
+        UPDATE registry_change SET published_ms = 0;",
+    ),
+];
 
 pub const PERSON_COLUMNS: &str = "code, family_name, middle_name, given_name, birth_date, gender, \
     birth_place, nationality, residence_unit, residence_address, temporary_residence_unit, \

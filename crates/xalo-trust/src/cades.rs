@@ -20,7 +20,9 @@ use x509_cert::time::Time;
 use xalo_core::{Error, ErrorCode};
 
 use crate::authority::{Signer, parse_certificate};
-use crate::key::{DigestAlgorithm, digest_for_signature, to_der, verify_signature};
+use crate::key::{
+    DigestAlgorithm, KeyAlgorithm, digest_for_signature, spki_algorithm, to_der, verify_signature,
+};
 
 pub const ID_DATA: Oid = Oid::new_unwrap("1.2.840.113549.1.7.1");
 pub const ID_SIGNED_DATA: Oid = Oid::new_unwrap("1.2.840.113549.1.7.2");
@@ -107,9 +109,45 @@ pub struct SignRequest<'a> {
 /// and, if given, signing time.
 pub fn sign(request: &SignRequest<'_>) -> Result<SignedData, Error> {
     let key = &request.signer.key;
-    let digest = key.algorithm().digest();
-    let cert = &request.signer.certificate;
-    let cert_hash = DigestAlgorithm::Sha256.digest(&request.signer.certificate_der);
+    let unsigned = prepare(&PrepareRequest {
+        content_type: request.content_type,
+        content: request.content,
+        attach: request.attach,
+        certificate_der: &request.signer.certificate_der,
+        algorithm: key.algorithm(),
+        extra_certificates: request.extra_certificates,
+        signing_time: request.signing_time,
+    })?;
+    let signature = key.sign(&unsigned.to_be_signed()?)?;
+    unsigned.with_signature(signature)
+}
+
+/// What to sign when the key is elsewhere (a remote signing service, a phone's SIM): the
+/// signer is known by its certificate and key algorithm only.
+pub struct PrepareRequest<'a> {
+    pub content_type: Oid,
+    pub content: &'a [u8],
+    pub attach: bool,
+    pub certificate_der: &'a [u8],
+    pub algorithm: KeyAlgorithm,
+    pub extra_certificates: &'a [Vec<u8>],
+    pub signing_time: Option<SystemTime>,
+}
+
+/// A signed data whose signed attributes are fixed and whose signature value is still to
+/// come: the signer signs [`Unsigned::to_be_signed`] (or, signing a hash, its
+/// [`Unsigned::digest`]) and the value goes back in with [`Unsigned::with_signature`].
+#[derive(Debug, Clone)]
+pub struct Unsigned {
+    signed_data: SignedData,
+    algorithm: KeyAlgorithm,
+}
+
+/// Build the signed data around `request`, with an empty signature value.
+pub fn prepare(request: &PrepareRequest<'_>) -> Result<Unsigned, Error> {
+    let digest = request.algorithm.digest();
+    let cert = parse_certificate(request.certificate_der)?;
+    let cert_hash = DigestAlgorithm::Sha256.digest(request.certificate_der);
     let ess = SigningCertificateV2 {
         certs: vec![EssCertIdV2 {
             hash_algorithm: None,
@@ -136,7 +174,6 @@ pub fn sign(request: &SignRequest<'_>) -> Result<SignedData, Error> {
         attrs.push(attribute(SIGNING_TIME, &time)?);
     }
     let signed_attrs = set_of(attrs)?;
-    let signature = key.sign(&to_der(&signed_attrs)?)?;
     let signer_info = SignerInfo {
         version: CmsVersion::V1,
         sid: SignerIdentifier::IssuerAndSerialNumber(IssuerAndSerialNumber {
@@ -145,11 +182,11 @@ pub fn sign(request: &SignRequest<'_>) -> Result<SignedData, Error> {
         }),
         digest_alg: digest.identifier(),
         signed_attrs: Some(signed_attrs),
-        signature_algorithm: key.signature_algorithm(),
-        signature: OctetString::new(signature).map_err(der_error("signature"))?,
+        signature_algorithm: request.algorithm.signature_algorithm(),
+        signature: OctetString::new(Vec::new()).map_err(der_error("signature"))?,
         unsigned_attrs: None,
     };
-    let mut certs = vec![CertificateChoices::Certificate(cert.clone())];
+    let mut certs = vec![CertificateChoices::Certificate(cert)];
     for der in request.extra_certificates {
         let c = parse_certificate(der)?;
         if !certs
@@ -166,22 +203,124 @@ pub fn sign(request: &SignRequest<'_>) -> Result<SignedData, Error> {
     } else {
         None
     };
-    Ok(SignedData {
-        // RFC 5652 5.1: v3 when the content type is not id-data.
-        version: if request.content_type == ID_DATA {
-            CmsVersion::V1
-        } else {
-            CmsVersion::V3
+    Ok(Unsigned {
+        signed_data: SignedData {
+            // RFC 5652 5.1: v3 when the content type is not id-data.
+            version: if request.content_type == ID_DATA {
+                CmsVersion::V1
+            } else {
+                CmsVersion::V3
+            },
+            digest_algorithms: set_of(vec![digest.identifier()])?,
+            encap_content_info: EncapsulatedContentInfo {
+                econtent_type: request.content_type,
+                econtent,
+            },
+            certificates: Some(CertificateSet(set_of(certs)?)),
+            crls: None,
+            signer_infos: SignerInfos(set_of(vec![signer_info])?),
         },
-        digest_algorithms: set_of(vec![digest.identifier()])?,
-        encap_content_info: EncapsulatedContentInfo {
-            econtent_type: request.content_type,
-            econtent,
-        },
-        certificates: Some(CertificateSet(set_of(certs)?)),
-        crls: None,
-        signer_infos: SignerInfos(set_of(vec![signer_info])?),
+        algorithm: request.algorithm,
     })
+}
+
+/// The certificate the first signer names (a SET OF is sorted, so not the first one).
+fn signer_certificate(sd: &SignedData) -> Result<Vec<u8>, Error> {
+    let missing = || Error::new(ErrorCode::TrustBadDer, "no signer certificate");
+    let si = sd.signer_infos.0.iter().next().ok_or_else(missing)?;
+    let SignerIdentifier::IssuerAndSerialNumber(ias) = &si.sid else {
+        return Err(missing());
+    };
+    certificates(sd)
+        .into_iter()
+        .find(|d| {
+            parse_certificate(d).is_ok_and(|c| {
+                c.tbs_certificate.serial_number == ias.serial_number
+                    && c.tbs_certificate.issuer == ias.issuer
+            })
+        })
+        .ok_or_else(missing)
+}
+
+impl Unsigned {
+    fn signer_info(&self) -> Result<&SignerInfo, Error> {
+        self.signed_data
+            .signer_infos
+            .0
+            .iter()
+            .next()
+            .ok_or_else(|| Error::new(ErrorCode::Internal, "no signer"))
+    }
+
+    /// The bytes the signer signs: the DER of the signed attributes (RFC 5652 5.4).
+    pub fn to_be_signed(&self) -> Result<Vec<u8>, Error> {
+        let attrs = self
+            .signer_info()?
+            .signed_attrs
+            .as_ref()
+            .ok_or_else(|| Error::new(ErrorCode::Internal, "no signed attributes"))?;
+        to_der(attrs)
+    }
+
+    /// The hash of [`Unsigned::to_be_signed`], for signers that sign a hash (Mobile-ID).
+    pub fn digest(&self) -> Result<Vec<u8>, Error> {
+        Ok(self.algorithm.digest().digest(&self.to_be_signed()?))
+    }
+
+    pub fn algorithm(&self) -> KeyAlgorithm {
+        self.algorithm
+    }
+
+    /// The signer's certificate (DER).
+    pub fn certificate_der(&self) -> Result<Vec<u8>, Error> {
+        signer_certificate(&self.signed_data)
+    }
+
+    /// Check that `signature` (DER for ECDSA) is the signer's over the signed attributes,
+    /// as a value from outside must be before it goes into a document.
+    pub fn check(&self, signature: &[u8]) -> Result<(), Error> {
+        let cert = parse_certificate(&self.certificate_der()?)?;
+        verify_signature(
+            &cert.tbs_certificate.subject_public_key_info,
+            &self.algorithm.signature_algorithm(),
+            &self.to_be_signed()?,
+            signature,
+        )
+        .map_err(|_| {
+            Error::new(
+                ErrorCode::TrustBadSignature,
+                "the signature value does not verify with the signer's certificate",
+            )
+        })
+    }
+
+    /// The finished signed data.
+    pub fn with_signature(mut self, signature: Vec<u8>) -> Result<SignedData, Error> {
+        let mut infos = std::mem::take(&mut self.signed_data.signer_infos.0).into_vec();
+        let first = infos
+            .first_mut()
+            .ok_or_else(|| Error::new(ErrorCode::Internal, "no signer"))?;
+        first.signature = OctetString::new(signature).map_err(der_error("signature"))?;
+        self.signed_data.signer_infos = SignerInfos(set_of(infos)?);
+        Ok(self.signed_data)
+    }
+
+    /// As DER (a ContentInfo with an empty signature value), to keep while the signer
+    /// works.
+    pub fn to_der(&self) -> Result<Vec<u8>, Error> {
+        encode(&self.signed_data)
+    }
+
+    /// Read back what [`Unsigned::to_der`] wrote.
+    pub fn from_der(der: &[u8]) -> Result<Unsigned, Error> {
+        let signed_data = decode(der)?;
+        let cert = parse_certificate(&signer_certificate(&signed_data)?)?;
+        let algorithm = spki_algorithm(&cert.tbs_certificate.subject_public_key_info.algorithm)?;
+        Ok(Unsigned {
+            signed_data,
+            algorithm,
+        })
+    }
 }
 
 /// Add certificates to a signed data (chains of the time-stamp and OCSP responders).

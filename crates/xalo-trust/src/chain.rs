@@ -175,6 +175,19 @@ pub fn has_extended_key_usage(cert: &Certificate, oid: &der::asn1::ObjectIdentif
         .any(|eku| eku.0.contains(oid))
 }
 
+/// Whether the certificate's key usage commits to content (nonRepudiation), as a signing
+/// certificate's does and an authentication certificate's does not.
+pub fn has_non_repudiation(cert: &Certificate) -> bool {
+    use der::Decode;
+    cert.tbs_certificate
+        .extensions
+        .iter()
+        .flatten()
+        .filter(|e| e.extn_id == const_oid::db::rfc5280::ID_CE_KEY_USAGE)
+        .filter_map(|e| x509_cert::ext::pkix::KeyUsage::from_der(e.extn_value.as_bytes()).ok())
+        .any(|ku| ku.non_repudiation())
+}
+
 /// The OCSP URL in a certificate's authority information access.
 pub fn ocsp_url(cert: &Certificate) -> Option<String> {
     use der::Decode;

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use base64::Engine;
 use clap::{Args, Subcommand};
 use xalo_core::{Config, Error, ErrorCode, PersonalCode};
 
@@ -10,6 +11,7 @@ use crate::authority::{IssueRequest, KeySource, Profile, Subject, read_certifica
 use crate::chain::TrustAnchors;
 use crate::container::{self, DataFile, SignOptions};
 use crate::key::{KeyAlgorithm, SigningKey};
+use crate::remote::{MobileIdSigningRequest, RemoteSigningClient, SigningFile};
 use crate::service::{open_pki, public_url, trust_dir};
 use crate::store::RevocationReason;
 use crate::{AuthorityName, Signer};
@@ -244,7 +246,9 @@ pub async fn run_pki(config: &Config, command: PkiCommand) -> Result<(), Error> 
     Ok(())
 }
 
-/// `xalo sign FILE… -o out.asice --cert C --key K --chain CHAIN`
+/// `xalo sign FILE… -o out.asice --cert C --key K --chain CHAIN`, or with Mobile-ID
+/// through a remote signing service: `--mobile-id PHONE --personal-code CODE --id URL
+/// --client ID --secret S`.
 #[derive(Debug, Args)]
 pub struct SignArgs {
     /// Files to sign (none when co-signing with --add-to).
@@ -252,31 +256,48 @@ pub struct SignArgs {
     #[arg(short, long)]
     pub out: PathBuf,
     /// The signer's certificate (PEM).
-    #[arg(long)]
-    pub cert: PathBuf,
+    #[arg(
+        long,
+        required_unless_present = "mobile_id",
+        conflicts_with = "mobile_id"
+    )]
+    pub cert: Option<PathBuf>,
     /// The signer's PKCS#8 private key (PEM).
-    #[arg(long)]
-    pub key: PathBuf,
+    #[arg(long, required_unless_present = "mobile_id")]
+    pub key: Option<PathBuf>,
     /// The issuing CA and root (PEM), as `xalo pki issue -o` writes them.
-    #[arg(long)]
-    pub chain: PathBuf,
+    #[arg(long, required_unless_present = "mobile_id")]
+    pub chain: Option<PathBuf>,
     /// Co-sign this existing container instead of making a new one.
     #[arg(long)]
     pub add_to: Option<PathBuf>,
     /// The time-stamping authority; by default the configured trust role's.
     #[arg(long)]
     pub tsa: Option<String>,
+    /// Sign with this phone's Mobile-ID (PIN2) through the signing service at --id.
+    #[arg(long, requires_all = ["personal_code", "id", "client", "secret"])]
+    pub mobile_id: Option<String>,
+    /// The signer's personal code, e.g. VN001203012345 (with --mobile-id).
+    #[arg(long)]
+    pub personal_code: Option<String>,
+    /// The signing service (the `id` role's URL).
+    #[arg(long)]
+    pub id: Option<String>,
+    /// This relying party's client id at the signing service.
+    #[arg(long)]
+    pub client: Option<String>,
+    /// Its client secret.
+    #[arg(long, env = "XALO_SIGN_CLIENT_SECRET", hide_env_values = true)]
+    pub secret: Option<String>,
+}
+
+fn required<'a>(value: &'a Option<PathBuf>, flag: &str) -> Result<&'a PathBuf, Error> {
+    value
+        .as_ref()
+        .ok_or_else(|| Error::new(ErrorCode::TrustKey, format!("{flag} is required")))
 }
 
 pub async fn run_sign(config: &Config, args: SignArgs) -> Result<(), Error> {
-    let cert = read_certificates(&read(&args.cert)?)?
-        .into_iter()
-        .next()
-        .ok_or_else(|| Error::new(ErrorCode::TrustKey, "no certificate"))?;
-    let key_pem = String::from_utf8(read(&args.key)?)
-        .map_err(|_| Error::new(ErrorCode::TrustKey, "the key is not PEM"))?;
-    let signer = Signer::new(cert, SigningKey::from_pem(&key_pem)?)?;
-    let chain = read_certificates(&read(&args.chain)?)?;
     let files = args
         .files
         .iter()
@@ -289,6 +310,17 @@ pub async fn run_sign(config: &Config, args: SignArgs) -> Result<(), Error> {
         })
         .collect::<Result<Vec<_>, _>>()?;
     let existing = args.add_to.as_ref().map(read).transpose()?;
+    if let Some(phone) = &args.mobile_id {
+        return sign_remotely(&args, phone, files, existing).await;
+    }
+    let cert = read_certificates(&read(required(&args.cert, "--cert")?)?)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| Error::new(ErrorCode::TrustKey, "no certificate"))?;
+    let key_pem = String::from_utf8(read(required(&args.key, "--key")?)?)
+        .map_err(|_| Error::new(ErrorCode::TrustKey, "the key is not PEM"))?;
+    let signer = Signer::new(cert, SigningKey::from_pem(&key_pem)?)?;
+    let chain = read_certificates(&read(required(&args.chain, "--chain")?)?)?;
     let tsa = args
         .tsa
         .unwrap_or_else(|| format!("{}/tsa", public_url(config, offline_port(config))));
@@ -306,6 +338,49 @@ pub async fn run_sign(config: &Config, args: SignArgs) -> Result<(), Error> {
     .await?;
     write(&args.out, bytes)?;
     println!("signed {} by {}", args.out.display(), signer.subject());
+    Ok(())
+}
+
+/// Sign through the remote signing service: show the verification code, wait for PIN2.
+async fn sign_remotely(
+    args: &SignArgs,
+    phone: &str,
+    files: Vec<DataFile>,
+    existing: Option<Vec<u8>>,
+) -> Result<(), Error> {
+    let missing = |flag: &str| Error::new(ErrorCode::HttpBadRequest, format!("{flag} is required"));
+    let client = RemoteSigningClient::new(
+        args.id.as_deref().ok_or_else(|| missing("--id"))?,
+        args.client.as_deref().ok_or_else(|| missing("--client"))?,
+        args.secret.as_deref().ok_or_else(|| missing("--secret"))?,
+    )?;
+    let code: PersonalCode = args
+        .personal_code
+        .as_deref()
+        .ok_or_else(|| missing("--personal-code"))?
+        .trim()
+        .to_ascii_uppercase()
+        .parse()?;
+    let started = client
+        .start_mobile_id(&MobileIdSigningRequest {
+            phone_number: phone.to_owned(),
+            national_identity_number: code.to_string(),
+            files: files.iter().map(SigningFile::from).collect(),
+            container: existing.map(|c| base64::engine::general_purpose::STANDARD.encode(c)),
+            display_text: args
+                .out
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned()),
+            language: None,
+        })
+        .await?;
+    println!(
+        "Verification code {}: check that the phone shows it, then enter PIN2 there.",
+        started.verification_code
+    );
+    let bytes = client.wait(&started.session_id).await?;
+    write(&args.out, bytes)?;
+    println!("signed {} with Mobile-ID {phone}", args.out.display());
     Ok(())
 }
 

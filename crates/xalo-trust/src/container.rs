@@ -272,6 +272,65 @@ pub async fn sign(
     files: Vec<DataFile>,
     options: &SignOptions<'_>,
 ) -> Result<Vec<u8>, Error> {
+    let pending = prepare(
+        existing,
+        files,
+        &options.signer.certificate_der,
+        options.chain,
+        options.http,
+    )
+    .await?;
+    let signature = options.signer.key.sign(&pending.to_be_signed()?)?;
+    pending
+        .finish(&signature, options.tsa_url, options.http)
+        .await
+}
+
+/// A signature prepared in a container and waiting for its value, which a key elsewhere
+/// makes (a remote signing service, a phone's SIM). It survives a round trip through
+/// [`PendingSignature::to_bytes`], so the wait may outlast a request or a process.
+#[derive(Debug, Clone)]
+pub struct PendingSignature {
+    /// The container as it will be, with the new manifest but without the signature.
+    container: Vec<u8>,
+    signature_name: String,
+    unsigned: cades::Unsigned,
+    chain: Vec<Vec<u8>>,
+}
+
+#[derive(Serialize, serde::Deserialize)]
+struct StoredPending {
+    container: String,
+    signature_name: String,
+    unsigned: String,
+    chain: Vec<String>,
+}
+
+/// The container's status check before signing: a revoked certificate must not sign at all.
+async fn status_now(
+    http: &reqwest::Client,
+    certificate_der: &[u8],
+    chain: &[Vec<u8>],
+) -> Result<crate::ocsp::StatusAnswer, Error> {
+    let issuer = chain
+        .first()
+        .ok_or_else(|| bad("the signer's chain is empty"))?;
+    let anchors = TrustAnchors::new(chain.last().cloned().into_iter().collect());
+    let (_, answer) = crate::ocsp::query(http, None, certificate_der, issuer, &anchors).await?;
+    Ok(answer)
+}
+
+/// Build the manifest and the CAdES signed attributes of a new signature by the holder of
+/// `certificate_der` (with `chain`: its issuing CA, then the root) over `files`, or over the
+/// files of `existing` (co-signing). The certificate must be a signing certificate whose
+/// status is good now.
+pub async fn prepare(
+    existing: Option<&[u8]>,
+    files: Vec<DataFile>,
+    certificate_der: &[u8],
+    chain: &[Vec<u8>],
+    http: &reqwest::Client,
+) -> Result<PendingSignature, Error> {
     let mut container = match existing {
         Some(bytes) => {
             let c = Container::read(bytes)?;
@@ -299,10 +358,30 @@ pub async fn sign(
     if names.windows(2).any(|w| w[0] == w[1])
         || names
             .iter()
-            .any(|n| *n == "mimetype" || n.starts_with("META-INF/"))
+            .any(|n| *n == "mimetype" || n.starts_with("META-INF/") || n.is_empty())
     {
         return Err(bad(
             "file names must be unique and not mimetype or META-INF/…",
+        ));
+    }
+    let certificate = parse_certificate(certificate_der)?;
+    if !crate::chain::has_non_repudiation(&certificate) {
+        return Err(Error::new(
+            ErrorCode::TrustWrongKeyUsage,
+            "the certificate is not a signing certificate (no nonRepudiation key usage)",
+        ));
+    }
+    let algorithm = crate::key::spki_algorithm(
+        &certificate
+            .tbs_certificate
+            .subject_public_key_info
+            .algorithm,
+    )?;
+    let status = status_now(http, certificate_der, chain).await?;
+    if status.status != CertificateStatus::Good {
+        return Err(Error::new(
+            ErrorCode::TrustRevokedBeforeSigning,
+            format!("the signing certificate's status is {:?}", status.status),
         ));
     }
     let n = container.signature_names().len() + 1;
@@ -313,76 +392,125 @@ pub async fn sign(
         format!("META-INF/ASiCManifest{n:03}.xml")
     };
     let manifest_xml = manifest(&signature_name, &container.data_files).into_bytes();
-    let issuer = options
-        .chain
-        .first()
-        .ok_or_else(|| bad("the signer's chain is empty"))?;
-    let anchors = TrustAnchors::new(options.chain.last().cloned().into_iter().collect());
-    // The status before signing: a revoked certificate must not sign at all.
-    let (_, status) = crate::ocsp::query(
-        options.http,
-        None,
-        &options.signer.certificate_der,
-        issuer,
-        &anchors,
-    )
-    .await?;
-    if status.status != CertificateStatus::Good {
-        return Err(Error::new(
-            ErrorCode::TrustRevokedBeforeSigning,
-            format!("the signing certificate's status is {:?}", status.status),
-        ));
-    }
-    let mut sd = cades::sign(&cades::SignRequest {
+    let unsigned = cades::prepare(&cades::PrepareRequest {
         content_type: cades::ID_DATA,
         content: &manifest_xml,
         attach: false,
-        signer: options.signer,
-        extra_certificates: options.chain,
+        certificate_der,
+        algorithm,
+        extra_certificates: chain,
         signing_time: Some(SystemTime::now()),
     })?;
-    let signature = sd
-        .signer_infos
-        .0
-        .iter()
-        .next()
-        .map(|s| s.signature.as_bytes().to_vec())
-        .ok_or_else(|| bad("no signer"))?;
-    let token = crate::timestamp::request_token(options.http, options.tsa_url, &signature).await?;
-    // The status after the time-stamp proves the certificate was good when it signed.
-    let (_, after) = crate::ocsp::query(
-        options.http,
-        None,
-        &options.signer.certificate_der,
-        issuer,
-        &anchors,
-    )
-    .await?;
-    let token_ci =
-        der::Decode::from_der(&token).map_err(|e: der::Error| bad(format!("token: {e}")))?;
-    let token_ci: cms::content_info::ContentInfo = token_ci;
-    let revocation = RevocationValues {
-        crl_vals: None,
-        ocsp_vals: Some(vec![after.basic.clone()]),
-    };
-    cades::set_unsigned_attributes(
-        &mut sd,
-        vec![
-            attribute(SIGNATURE_TIME_STAMP, &token_ci)?,
-            attribute(REVOCATION_VALUES, &revocation)?,
-        ],
-    )?;
-    let responder_certs: Vec<Vec<u8>> = after
-        .basic
-        .certs
-        .iter()
-        .flatten()
-        .filter_map(|c| c.to_der().ok())
-        .collect();
-    cades::add_certificates(&mut sd, &responder_certs)?;
     container.meta.insert(manifest_name, manifest_xml);
-    container.meta.insert(signature_name, cades::encode(&sd)?);
-    container.write()
+    Ok(PendingSignature {
+        container: container.write()?,
+        signature_name,
+        unsigned,
+        chain: chain.to_vec(),
+    })
+}
+
+impl PendingSignature {
+    /// What the signer signs (the DER of the signed attributes).
+    pub fn to_be_signed(&self) -> Result<Vec<u8>, Error> {
+        self.unsigned.to_be_signed()
+    }
+
+    /// The hash of [`PendingSignature::to_be_signed`], for signers of hashes.
+    pub fn digest(&self) -> Result<Vec<u8>, Error> {
+        self.unsigned.digest()
+    }
+
+    pub fn algorithm(&self) -> crate::KeyAlgorithm {
+        self.unsigned.algorithm()
+    }
+
+    pub fn certificate_der(&self) -> Result<Vec<u8>, Error> {
+        self.unsigned.certificate_der()
+    }
+
+    /// Finish with the signature value (DER for ECDSA): check it against the certificate,
+    /// time-stamp it, embed the certificate's status after the time-stamp (CAdES-T with
+    /// long-term validation data) and return the container.
+    pub async fn finish(
+        self,
+        signature: &[u8],
+        tsa_url: &str,
+        http: &reqwest::Client,
+    ) -> Result<Vec<u8>, Error> {
+        self.unsigned.check(signature)?;
+        let certificate_der = self.unsigned.certificate_der()?;
+        let mut sd = self.unsigned.with_signature(signature.to_vec())?;
+        let token = crate::timestamp::request_token(http, tsa_url, signature).await?;
+        // The status after the time-stamp proves the certificate was good when it signed.
+        let after = status_now(http, &certificate_der, &self.chain).await?;
+        if after.status != CertificateStatus::Good {
+            return Err(Error::new(
+                ErrorCode::TrustRevokedBeforeSigning,
+                format!("the signing certificate's status is {:?}", after.status),
+            ));
+        }
+        let token_ci =
+            der::Decode::from_der(&token).map_err(|e: der::Error| bad(format!("token: {e}")))?;
+        let token_ci: cms::content_info::ContentInfo = token_ci;
+        let revocation = RevocationValues {
+            crl_vals: None,
+            ocsp_vals: Some(vec![after.basic.clone()]),
+        };
+        cades::set_unsigned_attributes(
+            &mut sd,
+            vec![
+                attribute(SIGNATURE_TIME_STAMP, &token_ci)?,
+                attribute(REVOCATION_VALUES, &revocation)?,
+            ],
+        )?;
+        let responder_certs: Vec<Vec<u8>> = after
+            .basic
+            .certs
+            .iter()
+            .flatten()
+            .filter_map(|c| c.to_der().ok())
+            .collect();
+        cades::add_certificates(&mut sd, &responder_certs)?;
+        let mut container = Container::read(&self.container)?;
+        container
+            .meta
+            .insert(self.signature_name, cades::encode(&sd)?);
+        container.write()
+    }
+
+    /// Keep it (JSON with base64 values) while the signer works.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, Error> {
+        let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+        serde_json::to_vec(&StoredPending {
+            container: b64(&self.container),
+            signature_name: self.signature_name.clone(),
+            unsigned: b64(&self.unsigned.to_der()?),
+            chain: self.chain.iter().map(|c| b64(c)).collect(),
+        })
+        .map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))
+    }
+
+    /// Read back what [`PendingSignature::to_bytes`] wrote.
+    pub fn from_bytes(bytes: &[u8]) -> Result<PendingSignature, Error> {
+        let stored: StoredPending =
+            serde_json::from_slice(bytes).map_err(|e| bad(format!("pending signature: {e}")))?;
+        let unb64 = |s: &str| {
+            base64::engine::general_purpose::STANDARD
+                .decode(s)
+                .map_err(|e| bad(format!("pending signature: {e}")))
+        };
+        Ok(PendingSignature {
+            container: unb64(&stored.container)?,
+            signature_name: stored.signature_name,
+            unsigned: cades::Unsigned::from_der(&unb64(&stored.unsigned)?)?,
+            chain: stored
+                .chain
+                .iter()
+                .map(|c| unb64(c))
+                .collect::<Result<_, _>>()?,
+        })
+    }
 }
 
 /// A defect found by verification, with its own error code.

@@ -57,6 +57,19 @@ impl KeyAlgorithm {
         }
     }
 
+    /// The signatureAlgorithm a key of this algorithm produces.
+    pub fn signature_algorithm(self) -> AlgorithmIdentifierOwned {
+        let oid = match self {
+            KeyAlgorithm::P256 => oid::ECDSA_SHA256,
+            KeyAlgorithm::P384 => oid::ECDSA_SHA384,
+            KeyAlgorithm::Ed25519 => oid::ED25519,
+        };
+        AlgorithmIdentifierOwned {
+            oid,
+            parameters: None,
+        }
+    }
+
     /// The digest that goes with this key in CMS (RFC 8419 pairs Ed25519 with SHA-512).
     pub fn digest(self) -> DigestAlgorithm {
         match self {
@@ -226,15 +239,7 @@ impl SigningKey {
 
     /// The signatureAlgorithm this key produces.
     pub fn signature_algorithm(&self) -> AlgorithmIdentifierOwned {
-        let oid = match self.algorithm {
-            KeyAlgorithm::P256 => oid::ECDSA_SHA256,
-            KeyAlgorithm::P384 => oid::ECDSA_SHA384,
-            KeyAlgorithm::Ed25519 => oid::ED25519,
-        };
-        AlgorithmIdentifierOwned {
-            oid,
-            parameters: None,
-        }
+        self.algorithm.signature_algorithm()
     }
 
     /// The same key for rcgen, which signs certificates.
@@ -269,7 +274,8 @@ fn pkcs8_algorithm(der: &[u8]) -> Result<KeyAlgorithm, Error> {
     spki_algorithm(&info.algorithm)
 }
 
-fn spki_algorithm(alg: &AlgorithmIdentifierOwned) -> Result<KeyAlgorithm, Error> {
+/// The key algorithm of a public key (a certificate's SPKI algorithm).
+pub fn spki_algorithm(alg: &AlgorithmIdentifierOwned) -> Result<KeyAlgorithm, Error> {
     match alg.oid {
         oid::ED25519 => Ok(KeyAlgorithm::Ed25519),
         oid::EC_PUBLIC_KEY => {

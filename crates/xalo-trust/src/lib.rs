@@ -23,3 +23,4 @@ pub use service::{DemoSummary, ROLE, TrustSettings, demo_summary, serve, serve_w
 pub mod benchmark;
 pub mod cli;
 pub mod container;
+pub mod remote;

@@ -71,6 +71,10 @@ pub struct Sessions {
 
 struct Inner {
     db: Database,
+    /// Where writes go: `db`, or a handle the application gives so that its writers
+    /// queue in one place (SQLite has one writer; queuing in the pool is cheaper than
+    /// sleeping in the busy handler).
+    writer: Database,
     settings: SessionSettings,
     exempt: Vec<String>,
 }
@@ -84,6 +88,10 @@ pub struct Session {
     pub csrf: String,
     pub lang: Lang,
     pub data: serde_json::Map<String, serde_json::Value>,
+    /// Set while the session is new and not yet stored: the middleware stores it after
+    /// the handler unless the handler's `save` already did, so a new session costs one
+    /// write, not an insert and then an update.
+    unstored: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl Session {
@@ -134,11 +142,24 @@ impl Sessions {
         db.migrate("web", MIGRATIONS).await?;
         Ok(Sessions {
             inner: Arc::new(Inner {
+                writer: db.clone(),
                 db,
                 settings,
                 exempt: exempt.iter().map(|s| (*s).to_owned()).collect(),
             }),
         })
+    }
+
+    /// Send the store's writes through `writer` (a handle on the same database).
+    pub fn with_writer(self, writer: Database) -> Sessions {
+        Sessions {
+            inner: Arc::new(Inner {
+                db: self.inner.db.clone(),
+                writer,
+                settings: self.inner.settings.clone(),
+                exempt: self.inner.exempt.clone(),
+            }),
+        }
     }
 
     fn ttl(&self) -> Duration {
@@ -168,47 +189,76 @@ impl Sessions {
             csrf,
             lang: Lang::from_code(&lang).unwrap_or_default(),
             data: serde_json::from_str(&data).unwrap_or_default(),
+            unstored: None,
         }))
     }
 
-    async fn create(&self, token: &str, lang: Lang) -> Result<Session, Error> {
-        let session = Session {
+    /// A new session, stored by the first `save` or else by the middleware after the
+    /// handler.
+    fn create(&self, token: &str, lang: Lang) -> Session {
+        Session {
             id: token_id(token),
             csrf: random_token(),
             lang,
             data: serde_json::Map::new(),
-        };
-        sqlx::query(
-            "INSERT INTO web_session (id, csrf, lang, data, expires_unix) VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(session.id.clone())
-        .bind(session.csrf.clone())
-        .bind(lang.code())
-        .bind("{}")
-        .bind(unix_now() + self.ttl().as_secs() as i64)
-        .execute(self.inner.db.pool())
-        .await
-        .db("creating a session")?;
-        Ok(session)
+            unstored: Some(Arc::new(std::sync::atomic::AtomicBool::new(true))),
+        }
+    }
+
+    /// Store a new session unless a `save` did already.
+    async fn store_new(&self, session: &Session) -> Result<(), Error> {
+        if session
+            .unstored
+            .as_ref()
+            .is_some_and(|u| u.load(std::sync::atomic::Ordering::Acquire))
+        {
+            self.save(session).await?;
+        }
+        Ok(())
     }
 
     /// Store the session's language and data, and renew its lifetime.
     pub async fn save(&self, session: &Session) -> Result<(), Error> {
+        use std::sync::atomic::Ordering;
         let data = serde_json::Value::Object(session.data.clone()).to_string();
-        sqlx::query("UPDATE web_session SET lang = $1, data = $2, expires_unix = $3 WHERE id = $4")
-            .bind(session.lang.code())
-            .bind(data)
-            .bind(unix_now() + self.ttl().as_secs() as i64)
-            .bind(session.id.clone())
-            .execute(self.inner.db.pool())
-            .await
-            .db("saving a session")?;
+        let expires = unix_now() + self.ttl().as_secs() as i64;
+        match &session.unstored {
+            // Only a session this request started is inserted; an existing one is only
+            // updated, so a save racing a logout cannot bring the session back.
+            Some(unstored) => {
+                sqlx::query(
+                    "INSERT INTO web_session (id, csrf, lang, data, expires_unix) VALUES ($1, $2, $3, $4, $5) \
+                     ON CONFLICT (id) DO UPDATE SET lang = $3, data = $4, expires_unix = $5",
+                )
+                .bind(session.id.clone())
+                .bind(session.csrf.clone())
+                .bind(session.lang.code())
+                .bind(data)
+                .bind(expires)
+                .execute(self.inner.writer.pool())
+                .await
+                .db("creating a session")?;
+                unstored.store(false, Ordering::Release);
+            }
+            None => {
+                sqlx::query(
+                    "UPDATE web_session SET lang = $1, data = $2, expires_unix = $3 WHERE id = $4",
+                )
+                .bind(session.lang.code())
+                .bind(data)
+                .bind(expires)
+                .bind(session.id.clone())
+                .execute(self.inner.writer.pool())
+                .await
+                .db("saving a session")?;
+            }
+        }
         Ok(())
     }
 
     async fn delete(&self, id: &str) -> Result<(), Error> {
         sqlx_query("DELETE FROM web_session WHERE id = $1", id)
-            .execute(self.inner.db.pool())
+            .execute(self.inner.writer.pool())
             .await
             .db("deleting a session")?;
         Ok(())
@@ -216,6 +266,10 @@ impl Sessions {
 
     /// End a session (logout): its row goes; the browser gets a new one on its next visit.
     pub async fn end(&self, session: &Session) -> Result<(), Error> {
+        if let Some(u) = &session.unstored {
+            // A session started by this request is simply never stored.
+            u.store(false, std::sync::atomic::Ordering::Release);
+        }
         self.delete(&session.id).await
     }
 
@@ -223,7 +277,7 @@ impl Sessions {
     pub async fn purge_expired(&self) -> Result<u64, Error> {
         let done = sqlx::query("DELETE FROM web_session WHERE expires_unix < $1")
             .bind(unix_now())
-            .execute(self.inner.db.pool())
+            .execute(self.inner.writer.pool())
             .await
             .db("purging sessions")?;
         Ok(done.rows_affected())
@@ -340,7 +394,7 @@ async fn run(sessions: &Sessions, mut req: Request, next: Next) -> Result<Respon
         Some(s) => (s, None),
         None => {
             let token = random_token();
-            let s = sessions.create(&token, accept_language(&req)).await?;
+            let s = sessions.create(&token, accept_language(&req));
             (s, Some(token))
         }
     };
@@ -363,6 +417,7 @@ async fn run(sessions: &Sessions, mut req: Request, next: Next) -> Result<Respon
                 crate::lang::Common::get(session.lang).csrf,
             )
             .into_response();
+            sessions.store_new(&session).await?;
             if let Some(token) = &new_token
                 && let Some(c) = sessions.set_cookie(token)
             {
@@ -372,11 +427,13 @@ async fn run(sessions: &Sessions, mut req: Request, next: Next) -> Result<Respon
         }
         req = Request::from_parts(parts, Body::from(bytes));
     }
-    req.extensions_mut().insert(session);
+    req.extensions_mut().insert(session.clone());
     let mut response = next.run(req).await;
     if let Some(token) = new_token
         && let Some(c) = sessions.set_cookie(&token)
     {
+        // Before the cookie goes out, the session it names exists.
+        sessions.store_new(&session).await?;
         response.headers_mut().append(header::SET_COOKIE, c);
     }
     Ok(response)

@@ -92,6 +92,28 @@ enum Command {
         #[command(flatten)]
         gateway: GatewayAdminArgs,
     },
+    /// Topics a member publishes events on, and who may subscribe, at its gateway.
+    Topic {
+        #[command(subcommand)]
+        command: TopicCommand,
+        #[command(flatten)]
+        gateway: GatewayAdminArgs,
+    },
+    /// Subscriptions of a member's subsystems to other members' topics, at its gateway.
+    Subscription {
+        #[command(subcommand)]
+        command: SubscriptionCommand,
+        #[command(flatten)]
+        gateway: GatewayAdminArgs,
+    },
+    /// A gateway's message log: evidence of one exchange, hash-linked archives, the
+    /// exchanges made on a person's behalf.
+    Exchange {
+        #[command(subcommand)]
+        command: ExchangeCommand,
+        #[command(flatten)]
+        gateway: GatewayAdminArgs,
+    },
     /// National sign-in: relying parties and signing keys.
     Id {
         #[command(subcommand)]
@@ -228,6 +250,33 @@ enum ServiceCommand {
 }
 
 #[derive(Subcommand, Debug)]
+enum ExchangeCommand {
+    /// Export one exchange (by X-Road-Id) as an ASiC-E container sealed by the gateway's
+    /// owner, which `xalo verify` checks.
+    Evidence {
+        query_id: String,
+        #[arg(short, long)]
+        out: PathBuf,
+    },
+    /// Export the message log into DIR as hash-linked files (continuing what is there),
+    /// or with --verify check the chain of DIR.
+    Archive {
+        #[arg(long)]
+        out: PathBuf,
+        /// Records per file.
+        #[arg(long, default_value_t = 1000)]
+        records: i64,
+        /// Only check DIR's chain (and, with --expect, its last file's hash).
+        #[arg(long)]
+        verify: bool,
+        #[arg(long)]
+        expect: Option<String>,
+    },
+    /// The exchanges logged on behalf of a person (X-Road-UserId), newest first.
+    User { user_id: String },
+}
+
+#[derive(Subcommand, Debug)]
 enum AccessCommand {
     /// Allow a client (a member, a subsystem, or `group:CODE`) to call a service.
     Grant(AccessArgs),
@@ -255,6 +304,44 @@ impl AccessArgs {
             None => Subject::Client(self.client.parse()?),
         })
     }
+}
+
+#[derive(Subcommand, Debug)]
+enum TopicCommand {
+    /// Register a topic: `VN/GOV/000001/population/births`.
+    Add {
+        topic: String,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// Allow a client (a member, a subsystem, or `group:CODE`) to subscribe to a topic.
+    Grant { topic: String, client: String },
+    /// Withdraw such a right; events still queued for it are dropped.
+    Revoke { topic: String, client: String },
+}
+
+#[derive(Subcommand, Debug)]
+enum SubscriptionCommand {
+    /// Subscribe a subsystem of this gateway's member to a topic; its events go to the
+    /// backend at `--delivery`.
+    Add {
+        topic: String,
+        #[arg(long)]
+        subscriber: String,
+        /// `http(s)://…` of the backend that takes the events.
+        #[arg(long)]
+        delivery: String,
+    },
+    /// End a subscription.
+    Remove {
+        topic: String,
+        #[arg(long)]
+        subscriber: String,
+    },
+}
+
+fn topic_subject(client: &str) -> Result<xalo_exchange::access_right::Subject, Error> {
+    client.parse()
 }
 
 #[derive(Subcommand, Debug)]
@@ -342,7 +429,8 @@ enum RegistryCommand {
 enum BenchCommand {
     /// Data exchange: round trips/s and p50/p99 through a client gateway, a provider
     /// gateway and an echo backend with C concurrent clients, beside the backend called
-    /// directly in the same run, with the ratio.
+    /// directly in the same run, with the ratio; each gateway runs as a process of this
+    /// binary, whose resident memory under load is printed.
     Exchange {
         #[arg(long, default_value_t = 20_000)]
         requests: usize,
@@ -358,6 +446,15 @@ enum BenchCommand {
         #[arg(long, default_value_t = 10)]
         seconds: u64,
     },
+    /// National sign-in: complete code-flow logins/s (ID-card by TLS client certificate,
+    /// PKCE, client_secret_basic, ID token verified) and token requests/s with C concurrent
+    /// clients, on SQLite files in a temporary directory.
+    Id {
+        #[arg(long, default_value_t = 64)]
+        clients: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
     /// Population register: generation speed, then concurrent lookups by personal code
     /// through the HTTP service (each writes its access record). Uses the configured
     /// databases (XALO_DATABASE_URL for PostgreSQL), or SQLite files in a temporary
@@ -369,6 +466,26 @@ enum BenchCommand {
         clients: usize,
         #[arg(long, default_value_t = 10)]
         seconds: u64,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Transparency ledger: durable appends/s with concurrent submitters, acknowledgement to
+    /// signed checkpoint p50/p99, inclusion-proof time in a log of N entries, bytes per
+    /// entry. A SQLite file in a temporary directory, or the (empty) database in
+    /// XALO_DATABASE_URL.
+    Ledger {
+        /// Entries to build the log to before measuring.
+        #[arg(long, default_value_t = 1_000_000)]
+        entries: u64,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long, default_value_t = 64)]
+        submitters: usize,
+        /// How often the log integrates and signs a checkpoint.
+        #[arg(long, default_value_t = 100)]
+        checkpoint_interval_ms: u64,
+        #[arg(long, default_value_t = 2000)]
+        proofs: usize,
         #[arg(long)]
         config: Option<PathBuf>,
     },
@@ -442,6 +559,16 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
             }
             Ok(())
         }
+        Command::Bench {
+            command: BenchCommand::Id { clients, seconds },
+        } => {
+            let report =
+                xalo_id::bench::run(&xalo_id::bench::BenchOptions { clients, seconds }).await?;
+            for line in report.lines() {
+                println!("{line}");
+            }
+            Ok(())
+        }
         Command::Ledger { command } => ledger(command).await,
         Command::Id { command, config } => id(command, config).await,
         Command::Service {
@@ -501,6 +628,51 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
                         "{} may no longer call {} {} of {}",
                         a.client, a.method, a.path, a.service
                     );
+                }
+            }
+            Ok(())
+        }
+        Command::Exchange { command, gateway } => exchange(command, gateway).await,
+        Command::Topic { command, gateway } => {
+            let admin = gateway.client()?;
+            match command {
+                TopicCommand::Add { topic, description } => {
+                    admin.add_topic(&topic.parse()?, &description).await?;
+                    println!("topic {topic} registered");
+                }
+                TopicCommand::Grant { topic, client } => {
+                    admin
+                        .grant_topic(&topic.parse()?, topic_subject(&client)?)
+                        .await?;
+                    println!("{client} may subscribe to {topic}");
+                }
+                TopicCommand::Revoke { topic, client } => {
+                    admin
+                        .revoke_topic(&topic.parse()?, topic_subject(&client)?)
+                        .await?;
+                    println!("{client} may no longer subscribe to {topic}");
+                }
+            }
+            Ok(())
+        }
+        Command::Subscription { command, gateway } => {
+            let admin = gateway.client()?;
+            match command {
+                SubscriptionCommand::Add {
+                    topic,
+                    subscriber,
+                    delivery,
+                } => {
+                    admin
+                        .subscribe(&topic.parse()?, &subscriber.parse()?, &delivery)
+                        .await?;
+                    println!("{subscriber} subscribed to {topic}; events go to {delivery}");
+                }
+                SubscriptionCommand::Remove { topic, subscriber } => {
+                    admin
+                        .unsubscribe(&topic.parse()?, &subscriber.parse()?)
+                        .await?;
+                    println!("{subscriber} unsubscribed from {topic}");
                 }
             }
             Ok(())
@@ -580,9 +752,41 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
                 requests,
                 concurrency,
                 ledger,
+                // Each gateway in a process of this binary, so its memory can be read.
+                gateway_binary: std::env::current_exe().ok(),
             })
             .await?;
             print!("{report}");
+            Ok(())
+        }
+        Command::Bench {
+            command:
+                BenchCommand::Ledger {
+                    entries,
+                    seconds,
+                    submitters,
+                    checkpoint_interval_ms,
+                    proofs,
+                    config,
+                },
+        } => {
+            let mut config = Config::load(config.as_deref())?;
+            let scratch = tempfile_dir()?;
+            if config.database_url.is_none() {
+                config.data_dir = scratch.clone();
+            }
+            let report = xalo_ledger::bench::run(&xalo_ledger::bench::BenchOptions {
+                database_url: config.database_url("ledger"),
+                entries,
+                duration: std::time::Duration::from_secs(seconds),
+                submitters,
+                checkpoint_interval: std::time::Duration::from_millis(checkpoint_interval_ms),
+                proofs,
+                progress: true,
+            })
+            .await;
+            let _ = std::fs::remove_dir_all(&scratch);
+            print!("{}", report?);
             Ok(())
         }
         Command::Bench {
@@ -803,6 +1007,48 @@ async fn id(command: IdCommand, config: Option<PathBuf>) -> Result<(), Error> {
         IdCommand::KeysRotate => {
             xalo_id::signing_key::rotate(&db).await?;
             println!("a new signing key is in use; the previous one stays in the JWKS");
+        }
+    }
+    Ok(())
+}
+
+async fn exchange(command: ExchangeCommand, gateway: GatewayAdminArgs) -> Result<(), Error> {
+    match command {
+        ExchangeCommand::Evidence { query_id, out } => {
+            let bytes = gateway.client()?.evidence(&query_id).await?;
+            std::fs::write(&out, bytes).map_err(|e| Error::from(e).context(out.display()))?;
+            println!("evidence of {query_id} written to {}", out.display());
+        }
+        ExchangeCommand::Archive {
+            out,
+            records,
+            verify,
+            expect,
+        } => {
+            let state = if verify {
+                xalo_exchange::archive::verify_dir(&out, expect.as_deref())?
+            } else {
+                xalo_exchange::archive::export_to_dir(&gateway.client()?, &out, records).await?
+            };
+            println!(
+                "{} files, {} records; last file's SHA-256 {}",
+                state.files, state.records, state.last_hash
+            );
+        }
+        ExchangeCommand::User { user_id } => {
+            for r in gateway.client()?.user_records(&user_id).await? {
+                println!(
+                    "{}  {}  {} {} {} {}  {}  {}",
+                    r.time_unix,
+                    r.x_road_id,
+                    r.client,
+                    r.method,
+                    r.service,
+                    r.path,
+                    r.purpose.as_deref().unwrap_or("-"),
+                    r.status
+                );
+            }
         }
     }
     Ok(())

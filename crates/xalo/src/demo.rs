@@ -40,7 +40,10 @@ pub async fn run(mut config: Config) -> Result<(), Error> {
         // reach each other through it.
         if role.name == "registry" && exchange.is_none() {
             match start_exchange(&mut config, &urls, &nation).await {
-                Ok(x) => exchange = Some(x),
+                Ok((x, inbox)) => {
+                    exchange = Some(x);
+                    handles.push(inbox);
+                }
                 Err(e) => {
                     for h in handles {
                         let _ = h.shutdown().await;
@@ -139,6 +142,13 @@ pub async fn run(mut config: Config) -> Result<(), Error> {
         println!(
             "  {code}{eres}  phone {phone}  screen {}/phone/{phone}",
             urls["mobile-id"]
+        );
+    }
+    if let Some((code, phone)) = nation.phones.first() {
+        println!("Sign documents with Mobile-ID (PIN2 on the phone screen above):");
+        println!(
+            "  xalo sign decision.pdf -o decision.asice --mobile-id {phone} --personal-code {code} \\\n      --id {} --client portal --secret {DEMO_PORTAL_SECRET}",
+            urls["id"]
         );
     }
     println!();
@@ -322,13 +332,15 @@ fn hex_token(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Start the exchange with the registers' APIs behind their owners' gateways, and point
-/// the business register's founder checks at the population register through it.
+/// Start the exchange with the registers' APIs behind their owners' gateways, point the
+/// business register's founder checks at the population register through it, and have
+/// the registers publish their registrations as events (with the subscribers' inbox,
+/// returned to run beside the roles).
 async fn start_exchange(
     config: &mut Config,
     urls: &BTreeMap<&str, String>,
     nation: &Nation,
-) -> Result<xalo_exchange::demo::DemoExchange, Error> {
+) -> Result<(xalo_exchange::demo::DemoExchange, ServerHandle), Error> {
     use xalo_exchange::demo::ProvidedApi;
     let trust_port = roles::listen_addr(
         roles::find(xalo_trust::ROLE)
@@ -349,7 +361,7 @@ async fn start_exchange(
             openapi: xalo_registry::service::openapi("business").0,
         },
     ];
-    let exchange = xalo_exchange::demo::start(
+    let mut exchange = xalo_exchange::demo::start(
         config,
         trust_port,
         &nation.exchange_ra_token,
@@ -357,6 +369,10 @@ async fn start_exchange(
         &apis,
     )
     .await?;
+    let inbox_listener = server::bind(std::net::SocketAddr::new(config.bind, 0)).await?;
+    let events = xalo_exchange::demo::start_events(&exchange, config, inbox_listener).await?;
+    exchange.lines.push(String::new());
+    exchange.lines.extend(events.lines);
     let business: xalo_core::SubsystemId = "VN/GOV/000002/business".parse()?;
     let key = exchange
         .client_keys
@@ -377,5 +393,15 @@ async fn start_exchange(
         "business_client".into(),
         serde_json::json!(business.to_string()),
     );
-    Ok(exchange)
+    for (key, publishing) in [
+        ("population_events", &events.population),
+        ("business_events", &events.business),
+    ] {
+        registry_settings.insert(
+            key.into(),
+            serde_json::to_value(publishing)
+                .map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?,
+        );
+    }
+    Ok((exchange, events.inbox))
 }

@@ -130,5 +130,76 @@ fn registers_answer_through_the_exchange() {
     assert_eq!(body["type"], "Server.ServerProxy.AccessDenied", "{body}");
     admin("grant");
     assert_eq!(call().status(), 200);
+
+    // The registered enterprise reached the tax administration as an event, through the
+    // Ministry of Finance's gateway and the inbox the demo prints.
+    let tax_line = demo.printed("topic          VN/GOV/000002/business/enterprises");
+    let tax_inbox = tax_line
+        .split('(')
+        .nth(1)
+        .and_then(|s| s.split(')').next())
+        .unwrap()
+        .to_owned();
+    let mut delivered = false;
+    for _ in 0..150 {
+        let events: serde_json::Value = rt
+            .block_on(async { reqwest::get(&tax_inbox).await.unwrap().json().await })
+            .unwrap();
+        delivered = events.as_array().unwrap().iter().any(|e| {
+            e["event"]["data"]["data"]["name"] == "Công ty TNHH Xa Lộ Số"
+                && e["idempotency_key"].as_str().is_some_and(|k| k.len() == 64)
+        });
+        if delivered {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(delivered, "the enterprise registration reached {tax_inbox}");
+
+    // A member's administrator adds a topic; a subscriber without the right is refused
+    // with its code.
+    let population_token = demo.data_dir().join("exchange").join("000001.admin-token");
+    let out = crate::xalo()
+        .args([
+            "topic",
+            "add",
+            "VN/GOV/000001/population/marriages",
+            "--gateway",
+            &gateway,
+            "--token-file",
+        ])
+        .arg(&population_token)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let onestop_gateway = demo.printed("gateway        VN/GOV/000004");
+    let onestop_gateway = onestop_gateway
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    let out = crate::xalo()
+        .args([
+            "subscription",
+            "add",
+            "VN/GOV/000001/population/marriages",
+            "--subscriber",
+            "VN/GOV/000004/onestop",
+            "--delivery",
+            &tax_inbox,
+            "--gateway",
+            &onestop_gateway,
+            "--token-file",
+        ])
+        .arg(demo.data_dir().join("exchange").join("000004.admin-token"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("XALO-EXCH-018"), "{stderr}");
     demo.stop();
 }

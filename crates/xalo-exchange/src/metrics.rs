@@ -1,0 +1,249 @@
+//! Per-service and per-client metrics of a gateway, on its `/metrics` (Prometheus):
+//! messages, exchange errors by X-Road error type, time to the answer's head, and body
+//! bytes, each labelled with the side (`client`: this gateway sent the request;
+//! `provider`: it served it), the client and the service.
+//!
+//! Labels come from what the caller sent, so only identifiers of the global configuration
+//! are used as they are, and the number of label sets is capped; the rest are counted
+//! under `other`.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::HeaderMap;
+use axum::response::Response;
+use futures_util::StreamExt;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use xalo_core::{ClientId, ServiceId};
+
+use crate::global_conf::GlobalConfHolder;
+use crate::message::{self, X_ROAD_CLIENT};
+use crate::protocol_error::X_ROAD_ERROR;
+
+/// Distinct (side, client, service) label sets kept before new ones count as `other`.
+const LABEL_SETS: usize = 10_000;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MessageLabels {
+    side: &'static str,
+    client: String,
+    service: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabels {
+    side: &'static str,
+    client: String,
+    service: String,
+    error: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadLabels {
+    result: &'static str,
+}
+
+/// The gateway's own metric families.
+#[derive(Clone)]
+pub struct ExchangeMetrics {
+    messages: Family<MessageLabels, Counter>,
+    errors: Family<ErrorLabels, Counter>,
+    duration: Family<MessageLabels, Histogram>,
+    request_bytes: Family<MessageLabels, Counter>,
+    response_bytes: Family<MessageLabels, Counter>,
+    reloads: Family<ReloadLabels, Counter>,
+    seen: Arc<Mutex<HashSet<MessageLabels>>>,
+}
+
+impl Default for ExchangeMetrics {
+    fn default() -> Self {
+        ExchangeMetrics {
+            messages: Family::default(),
+            errors: Family::default(),
+            duration: Family::new_with_constructor(|| {
+                Histogram::new([
+                    0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+                ])
+            }),
+            request_bytes: Family::default(),
+            response_bytes: Family::default(),
+            reloads: Family::default(),
+            seen: Arc::default(),
+        }
+    }
+}
+
+impl ExchangeMetrics {
+    /// Add the families to a server's registry (prefixed `xalo_` there).
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "exchange_messages",
+            "Exchanged messages, by side, client and service",
+            self.messages.clone(),
+        );
+        registry.register(
+            "exchange_errors",
+            "Messages answered with an X-Road error, by its type",
+            self.errors.clone(),
+        );
+        registry.register(
+            "exchange_message_duration_seconds",
+            "Time from a message's arrival to its answer's head",
+            self.duration.clone(),
+        );
+        registry.register(
+            "exchange_request_bytes",
+            "Request body bytes",
+            self.request_bytes.clone(),
+        );
+        registry.register(
+            "exchange_response_bytes",
+            "Answer body bytes",
+            self.response_bytes.clone(),
+        );
+        registry.register(
+            "exchange_config_reloads",
+            "Configuration reloads, by result",
+            self.reloads.clone(),
+        );
+    }
+
+    pub fn reloaded(&self, ok: bool) {
+        self.reloads
+            .get_or_create(&ReloadLabels {
+                result: if ok { "ok" } else { "failed" },
+            })
+            .inc();
+    }
+
+    /// The labels of a message: the client and service it names, when the global
+    /// configuration knows them and the label sets are not exhausted.
+    fn labels(
+        &self,
+        side: &'static str,
+        conf: &GlobalConfHolder,
+        path: &str,
+        headers: &HeaderMap,
+    ) -> MessageLabels {
+        let other = || MessageLabels {
+            side,
+            client: "other".into(),
+            service: "other".into(),
+        };
+        let Ok(conf) = conf.get() else {
+            return other();
+        };
+        let client = message::header_text(headers, X_ROAD_CLIENT)
+            .and_then(|c| c.parse::<ClientId>().ok())
+            .filter(|c| conf.has_client(c));
+        let service = message::split_service_path(path)
+            .and_then(|(s, _)| ServiceId::from_path(s).ok())
+            .filter(|s| conf.has_subsystem(s.provider()));
+        let (Some(client), Some(service)) = (client, service) else {
+            return other();
+        };
+        let labels = MessageLabels {
+            side,
+            client: client.to_string(),
+            service: service.to_string(),
+        };
+        let Ok(mut seen) = self.seen.lock() else {
+            return other();
+        };
+        if !seen.contains(&labels) {
+            if seen.len() >= LABEL_SETS {
+                return other();
+            }
+            seen.insert(labels.clone());
+        }
+        labels
+    }
+
+    /// Measure one message through `handle`: counts the request's and the answer's body
+    /// bytes as they stream and the time to the answer's head.
+    pub async fn observe<F, Fut>(
+        &self,
+        side: &'static str,
+        conf: &GlobalConfHolder,
+        req: Request,
+        handle: F,
+    ) -> Response
+    where
+        F: FnOnce(Request) -> Fut,
+        Fut: std::future::Future<Output = Response>,
+    {
+        let started = Instant::now();
+        let labels = self.labels(side, conf, req.uri().path(), req.headers());
+        let req = req.map(|body| counted(body, self.request_bytes.get_or_create(&labels).clone()));
+        let response = handle(req).await;
+        self.messages.get_or_create(&labels).inc();
+        self.duration
+            .get_or_create(&labels)
+            .observe(started.elapsed().as_secs_f64());
+        if let Some(kind) = response
+            .headers()
+            .get(X_ROAD_ERROR)
+            .and_then(|v| v.to_str().ok())
+        {
+            let error = if kind.len() <= 64 { kind } else { "other" };
+            self.errors
+                .get_or_create(&ErrorLabels {
+                    side,
+                    client: labels.client.clone(),
+                    service: labels.service.clone(),
+                    error: error.to_owned(),
+                })
+                .inc();
+        }
+        let counter = self.response_bytes.get_or_create(&labels).clone();
+        response.map(|body| counted(body, counter))
+    }
+}
+
+/// A body that adds its bytes to `counter`: at once when its length is known (a body in
+/// memory), else chunk by chunk as it streams.
+fn counted(body: Body, counter: Counter) -> Body {
+    if let Some(n) = axum::body::HttpBody::size_hint(&body).exact() {
+        counter.inc_by(n);
+        return body;
+    }
+    Body::from_stream(body.into_data_stream().map(move |chunk| {
+        if let Ok(bytes) = &chunk {
+            counter.inc_by(bytes.len() as u64);
+        }
+        chunk
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::BodyExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn bodies_are_counted_whether_their_length_is_known_or_streamed() {
+        let known = Counter::default();
+        let body = counted(Body::from("twelve bytes"), known.clone());
+        assert_eq!(known.get(), 12);
+        let _ = body.collect().await.unwrap();
+        assert_eq!(known.get(), 12);
+
+        let streamed = Counter::default();
+        let chunks = futures_util::stream::iter(vec![
+            Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"abc")),
+            Ok(bytes::Bytes::from_static(b"defgh")),
+        ]);
+        let body = counted(Body::from_stream(chunks), streamed.clone());
+        assert_eq!(streamed.get(), 0);
+        let all = body.collect().await.unwrap().to_bytes();
+        assert_eq!((all.len(), streamed.get()), (8, 8));
+    }
+}

@@ -1,0 +1,320 @@
+//! The message log as evidence: a sealed ASiC-E container of one exchange that the
+//! trust service's verifier accepts (and refuses once changed), bodies sealed at rest with
+//! the member's key, hash-linked archives, and the records kept per person for the data
+//! tracker.
+
+use std::time::Duration;
+
+use reqwest::Method;
+use sha2::Digest;
+use xalo_core::ErrorCode;
+use xalo_exchange::archive;
+use xalo_exchange::nation::RunningGateway;
+use xalo_store::Row;
+use xalo_trust::chain::TrustAnchors;
+use xalo_trust::container::{self, Container};
+
+use super::support::{CLIENT, Env, SERVICE, env};
+
+const PERSON: &str = "VN001203012345";
+
+async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(std::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Restart the client's gateway on its database and addresses with changed settings.
+async fn restart_client_gateway(env: &mut Env, key: (&str, serde_json::Value)) {
+    let old = env.nation.gateways.remove(0);
+    let addr = old.handle.local_addr();
+    let mut config = old.config.clone();
+    config
+        .roles
+        .get_mut("gateway")
+        .unwrap()
+        .settings
+        .insert(key.0.into(), key.1);
+    old.handle.shutdown().await.unwrap();
+    let bind = |a| async move {
+        eventually("the old gateway's port is free again", || async move {
+            tokio::net::TcpListener::bind(a).await.ok()
+        })
+        .await
+    };
+    let listener = bind(addr).await;
+    let tls_listener = bind(old.tls_addr).await;
+    let handle = xalo_exchange::gateway::serve_with(config.clone(), listener, tls_listener)
+        .await
+        .unwrap();
+    env.nation.gateways.insert(
+        0,
+        RunningGateway {
+            url: handle.url(),
+            handle,
+            config,
+            member: old.member,
+            tls_addr: old.tls_addr,
+            admin: old.admin,
+            certificates: old.certificates,
+            files: old.files,
+        },
+    );
+}
+
+async fn call(env: &Env, id: &str) -> String {
+    let r = env
+        .call(Method::GET, &format!("{SERVICE}/persons/{PERSON}"))
+        .header("X-Road-UserId", PERSON)
+        .header("X-Road-Issue", "HS-2026-0042")
+        .header("X-Road-Id", id)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.text().await.unwrap()
+}
+
+/// Wait until the gateway whose database is `part` has logged `id`; its database.
+async fn logged(env: &Env, part: &str, id: &str) -> xalo_store::Database {
+    let db = xalo_store::Database::connect(env.database(part).url())
+        .await
+        .unwrap();
+    let id = id.to_owned();
+    let found = db.clone();
+    eventually("the message is logged", move || {
+        let db = found.clone();
+        let id = id.clone();
+        async move {
+            let records = xalo_exchange::evidence_export::records(&db, &id)
+                .await
+                .unwrap();
+            (!records.is_empty()).then_some(())
+        }
+    })
+    .await;
+    db
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn evidence_is_a_sealed_container_of_the_logged_exchange_with_bodies_sealed_at_rest() {
+    let mut env = env().await;
+    let key_file = tempfile::tempdir().unwrap();
+    let key_path = key_file.path().join("message-log.key");
+    restart_client_gateway(
+        &mut env,
+        (
+            "message_log_encryption_key_file",
+            key_path.display().to_string().into(),
+        ),
+    )
+    .await;
+    assert_eq!(
+        std::fs::read_to_string(&key_path).unwrap().trim().len(),
+        64,
+        "a key is made on first start"
+    );
+    let answer = call(&env, "evidence-1").await;
+    assert!(answer.contains("Nguyễn Văn An"));
+    let db = logged(&env, "gateway-000007", "evidence-1").await;
+
+    // At rest the answer's body is sealed, not the plaintext.
+    let row = xalo_store::sqlx::query(
+        "SELECT response_body FROM gateway_message_log WHERE x_road_id = $1",
+    )
+    .bind("evidence-1")
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+    let stored: Vec<u8> = row.try_get(0).unwrap();
+    assert!(xalo_exchange::log_encryption::is_sealed(&stored));
+    assert!(!stored.windows(6).any(|w| w == &PERSON.as_bytes()[..6]));
+    assert!(
+        !String::from_utf8_lossy(&stored).contains("Nguyễn"),
+        "the stored body is not the plaintext"
+    );
+
+    // Time-stamp the log as the gateway's timer would, with the configuration's TSA.
+    let health: serde_json::Value = reqwest::get(format!("{}/healthz", env.client_gateway().url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let tsa = health["checks"]["message_log_timestamp"]["tsa_url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (log, _task) = xalo_exchange::message_log::MessageLog::start(db.clone(), 30);
+    let run = log.timestamp_pending(&env.http, &tsa).await.unwrap();
+    assert!(run.error.is_none(), "{:?}", run.error);
+
+    let admin = &env.client_gateway().admin;
+    let bytes = admin.evidence("evidence-1").await.unwrap();
+    let anchors = TrustAnchors::from_bytes(env.nation.root_pem.as_bytes()).unwrap();
+    let report = container::verify(&bytes, &anchors);
+    assert!(report.is_valid(), "{report}");
+
+    let c = Container::read(&bytes).unwrap();
+    let file = |name: &str| {
+        c.data_files
+            .iter()
+            .find(|f| f.name == name)
+            .unwrap_or_else(|| panic!("no {name}"))
+            .bytes
+            .clone()
+    };
+    let summary: xalo_exchange::evidence_export::EvidenceSummary =
+        serde_json::from_slice(&file("summary.json")).unwrap();
+    assert_eq!(summary.x_road_id, "evidence-1");
+    assert_eq!(summary.records.len(), 1);
+    let record = &summary.records[0];
+    assert_eq!(
+        (record.side.as_str(), record.client.as_str()),
+        ("client", CLIENT)
+    );
+    assert_eq!(record.service, SERVICE);
+    assert_eq!(record.body_logging, "full");
+    let dir = format!("client-{}", record.log_id);
+    // The export opens the sealed body: what the backend answered.
+    assert_eq!(file(&format!("{dir}/response-body.bin")), answer.as_bytes());
+    let head = String::from_utf8(file(&format!("{dir}/request-head.txt"))).unwrap();
+    assert!(head.contains(&format!("x-road-userid:{PERSON}")), "{head}");
+    assert!(!file(&format!("{dir}/request-signature.txt")).is_empty());
+    // The batch time-stamp covers exactly the included lines, which name this message.
+    let stamp = record.timestamp.as_ref().unwrap();
+    let lines = file(stamp.batch_file.as_ref().unwrap());
+    let digest = sha2::Sha256::digest(&lines);
+    assert_eq!(hex::encode(digest), stamp.digest);
+    xalo_trust::timestamp::verify_token(&file(&stamp.token_file), &digest, &anchors).unwrap();
+    assert!(
+        String::from_utf8_lossy(&lines).contains(&record.request_hash),
+        "the stamped lines hold the request's hash"
+    );
+
+    // A changed file is refused.
+    let mut changed = c.clone();
+    let body = changed
+        .data_files
+        .iter_mut()
+        .find(|f| f.name.ends_with("response-body.bin"))
+        .unwrap();
+    body.bytes[0] ^= 1;
+    let report = container::verify(&changed.write().unwrap(), &anchors);
+    assert!(!report.is_valid(), "a changed body must not verify");
+
+    // The provider's gateway, without a key, keeps its side and exports it too.
+    logged(&env, "gateway-000001", "evidence-1").await;
+    let provider = env
+        .provider_gateway()
+        .admin
+        .evidence("evidence-1")
+        .await
+        .unwrap();
+    let report = container::verify(&provider, &anchors);
+    assert!(report.is_valid(), "{report}");
+    let summary: xalo_exchange::evidence_export::EvidenceSummary =
+        serde_json::from_slice(&Container::read(&provider).unwrap().data_files[0].bytes).unwrap();
+    assert_eq!(summary.records[0].side, "provider");
+
+    let e = admin.evidence("no-such-message").await.unwrap_err();
+    assert_eq!(e.code, ErrorCode::ExchUnknownMessage);
+
+    // The data tracker's feed: the exchanges made on the person's behalf, with purpose.
+    let seen = admin.user_records(PERSON).await.unwrap();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    let s = &seen[0];
+    assert_eq!(
+        (
+            s.x_road_id.as_str(),
+            s.client.as_str(),
+            s.service.as_str(),
+            s.method.as_str()
+        ),
+        ("evidence-1", CLIENT, SERVICE, "GET")
+    );
+    assert_eq!(s.purpose.as_deref(), Some("HS-2026-0042"));
+    assert!(
+        s.path.ends_with(&format!("/persons/{PERSON}")),
+        "{}",
+        s.path
+    );
+    assert!(
+        admin
+            .user_records("VN009999999999")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    call(&env, "evidence-2").await;
+    logged(&env, "gateway-000007", "evidence-2").await;
+    let seen = admin.user_records(PERSON).await.unwrap();
+    let ids: Vec<&str> = seen.iter().map(|s| s.x_road_id.as_str()).collect();
+    assert_eq!(ids, ["evidence-2", "evidence-1"], "newest first");
+    env.nation.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn archives_are_hash_linked_files_and_a_changed_or_removed_file_is_found() {
+    let env = env().await;
+    for i in 0..5 {
+        call(&env, &format!("archive-{i}")).await;
+    }
+    logged(&env, "gateway-000007", "archive-4").await;
+    let admin = &env.client_gateway().admin;
+    let dir = tempfile::tempdir().unwrap();
+    let state = archive::export_to_dir(admin, dir.path(), 2).await.unwrap();
+    assert_eq!((state.files, state.records), (3, 5));
+    assert_eq!(
+        archive::verify_dir(dir.path(), Some(&state.last_hash)).unwrap(),
+        state
+    );
+
+    // A later export continues the chain.
+    call(&env, "archive-5").await;
+    logged(&env, "gateway-000007", "archive-5").await;
+    let state = archive::export_to_dir(admin, dir.path(), 2).await.unwrap();
+    assert_eq!((state.files, state.records), (4, 6));
+    let last = state.last_hash.clone();
+    archive::verify_dir(dir.path(), Some(&last)).unwrap();
+
+    let path = |n| dir.path().join(archive::file_name(n));
+    let broken = |expected: Option<&str>| {
+        archive::verify_dir(dir.path(), expected).unwrap_err().code == ErrorCode::ExchArchiveChain
+    };
+    // A changed file breaks the link to the next one.
+    let original = std::fs::read(path(2)).unwrap();
+    let text = String::from_utf8(original.clone()).unwrap();
+    std::fs::write(path(2), text.replacen("archive-", "archivX-", 1)).unwrap();
+    assert!(broken(None));
+    std::fs::write(path(2), &original).unwrap();
+    // A removed file leaves a gap.
+    std::fs::remove_file(path(2)).unwrap();
+    assert!(broken(None));
+    std::fs::write(path(2), &original).unwrap();
+    archive::verify_dir(dir.path(), Some(&last)).unwrap();
+    // The end is pinned by the reported hash: a changed or removed last file.
+    let last_file = std::fs::read(path(4)).unwrap();
+    std::fs::write(
+        path(4),
+        String::from_utf8(last_file.clone())
+            .unwrap()
+            .replacen("archive-5", "archive-6", 1),
+    )
+    .unwrap();
+    assert!(broken(Some(&last)));
+    std::fs::remove_file(path(4)).unwrap();
+    assert!(broken(Some(&last)));
+    std::fs::write(path(4), &last_file).unwrap();
+    archive::verify_dir(dir.path(), Some(&last)).unwrap();
+    env.nation.shutdown().await.unwrap();
+}

@@ -1,0 +1,590 @@
+//! `xalo bench id`: complete OpenID Connect code flows with ID-card login, and token
+//! requests, with many concurrent clients against the `id` role (and the trust role it
+//! checks certificates with) on fresh SQLite databases in a scratch directory.
+//!
+//! One login is what a browser and a relying party do together: authorize (PKCE S256) →
+//! the login page → the ID-card listener with the person's certificate as TLS client
+//! certificate (a full handshake; the provider checks the chain and OCSP) → the redirect
+//! with the code → the token request with `client_secret_basic` and the verifier → the ID
+//! token's ES256 signature, issuer, audience and nonce checked against the JWKS.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use p256::ecdsa::VerifyingKey;
+use rustls::DigitallySignedStruct;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::Mutex;
+use xalo_core::config::RoleConfig;
+use xalo_core::{Config, Error, ErrorCode, PersonalCode};
+use xalo_trust::{IssueRequest, KeyAlgorithm, KeySource, Profile, Subject};
+
+const CLIENT_ID: &str = "bench";
+const REDIRECT: &str = "http://127.0.0.1:9/callback";
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    pub clients: usize,
+    /// How long each part runs.
+    pub seconds: u64,
+}
+
+impl Default for BenchOptions {
+    fn default() -> Self {
+        BenchOptions {
+            clients: 64,
+            seconds: 10,
+        }
+    }
+}
+
+/// What it measured.
+#[derive(Debug, Clone)]
+pub struct BenchReport {
+    pub clients: usize,
+    pub logins: u64,
+    pub logins_per_sec: f64,
+    pub login_p50: Duration,
+    pub login_p99: Duration,
+    pub token_requests: u64,
+    pub tokens_per_sec: f64,
+    pub token_p50: Duration,
+    pub token_p99: Duration,
+    pub failures: u64,
+    pub first_failure: Option<String>,
+}
+
+impl BenchReport {
+    /// The figures, ending with the headline line.
+    pub fn lines(&self) -> Vec<String> {
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        vec![
+            format!(
+                "complete code-flow logins (ID-card TLS client certificate, PKCE, client_secret_basic, ID token verified): {} in all, {:.0}/s, p50 {:.1} ms, p99 {:.1} ms",
+                self.logins,
+                self.logins_per_sec,
+                ms(self.login_p50),
+                ms(self.login_p99)
+            ),
+            format!(
+                "token requests (code redeemed, ID token verified): {} in all, {:.0}/s, p50 {:.1} ms, p99 {:.1} ms",
+                self.token_requests,
+                self.tokens_per_sec,
+                ms(self.token_p50),
+                ms(self.token_p99)
+            ),
+            format!(
+                "failures: {}{}",
+                self.failures,
+                self.first_failure
+                    .as_deref()
+                    .map(|f| format!(" (first: {f})"))
+                    .unwrap_or_default()
+            ),
+            format!(
+                "id: {:.0} logins/s, {:.0} token requests/s, p50 {:.1} ms p99 {:.1} ms per login ({} concurrent clients)",
+                self.logins_per_sec,
+                self.tokens_per_sec,
+                ms(self.login_p50),
+                ms(self.login_p99),
+                self.clients
+            ),
+        ]
+    }
+}
+
+fn failed(m: impl Into<String>) -> Error {
+    Error::new(ErrorCode::Internal, m)
+}
+
+/// Trusts exactly the ID-card listener's own certificate, read from the provider's
+/// database, and checks the handshake signatures.
+#[derive(Debug)]
+struct Pinned {
+    certificate: Vec<u8>,
+    algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
+}
+
+impl ServerCertVerifier for Pinned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if end_entity.as_ref() == self.certificate.as_slice() {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::UnknownIssuer,
+            ))
+        }
+    }
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(m, c, d, &self.algorithms)
+    }
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(m, c, d, &self.algorithms)
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+/// Everything a simulated browser and relying party share.
+struct World {
+    http: reqwest::Client,
+    id_url: String,
+    id_card_port: u16,
+    /// One ID card per client: its TLS configuration with the card's key and chain.
+    cards: Vec<Arc<rustls::ClientConfig>>,
+    keys: Vec<(String, VerifyingKey)>,
+    basic: String,
+}
+
+fn cookie_of(r: &reqwest::Response) -> Option<String> {
+    r.headers()
+        .get("set-cookie")
+        .and_then(|c| c.to_str().ok())
+        .and_then(|c| c.split(';').next())
+        .map(str::to_owned)
+}
+
+fn query_param(url: &str, name: &str) -> Option<String> {
+    let q = url.split_once('?')?.1;
+    q.split('&').find_map(|p| {
+        let (k, v) = p.split_once('=')?;
+        (k == name).then(|| {
+            percent_encoding::percent_decode_str(v)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+    })
+}
+
+fn enc(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+/// A code obtained by a login, with what the token request needs.
+struct Code {
+    code: String,
+    verifier: String,
+    nonce: String,
+}
+
+impl World {
+    /// Browser part of a login: authorize, login page, ID card; returns the code.
+    async fn login(&self, card: usize) -> Result<Code, Error> {
+        let verifier = URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>());
+        let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
+        let state = hex::encode(rand::random::<[u8; 8]>());
+        let nonce = hex::encode(rand::random::<[u8; 8]>());
+        let url = format!(
+            "{}/oidc/authorize?response_type=code&client_id={CLIENT_ID}&redirect_uri={}&scope=openid%20idcard&state={state}&nonce={nonce}&code_challenge={challenge}&code_challenge_method=S256",
+            self.id_url,
+            enc(REDIRECT)
+        );
+        let r = self.http.get(&url).send().await.map_err(failed_http)?;
+        if r.status() != 303 {
+            return Err(failed(format!("authorize answered {}", r.status())));
+        }
+        let cookie = cookie_of(&r).ok_or_else(|| failed("authorize set no cookie"))?;
+        let r = self
+            .http
+            .get(format!("{}/login", self.id_url))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .map_err(failed_http)?;
+        if r.status() != 200 {
+            return Err(failed(format!("login page answered {}", r.status())));
+        }
+        r.bytes().await.map_err(failed_http)?;
+        let location = self.id_card(card, &cookie).await?;
+        if query_param(&location, "state").as_deref() != Some(state.as_str()) {
+            return Err(failed(format!("redirect without our state: {location}")));
+        }
+        let code =
+            query_param(&location, "code").ok_or_else(|| failed(format!("no code: {location}")))?;
+        Ok(Code {
+            code,
+            verifier,
+            nonce,
+        })
+    }
+
+    /// `GET /idcard` over TLS with the card; returns the redirect's location.
+    async fn id_card(&self, card: usize, cookie: &str) -> Result<String, Error> {
+        let config = self
+            .cards
+            .get(card % self.cards.len().max(1))
+            .ok_or_else(|| failed("no card"))?
+            .clone();
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", self.id_card_port)).await?;
+        let name = ServerName::try_from("localhost").map_err(|e| failed(e.to_string()))?;
+        let mut tls = tokio_rustls::TlsConnector::from(config)
+            .connect(name, tcp)
+            .await?;
+        let request = format!(
+            "GET /idcard HTTP/1.1\r\nHost: localhost\r\nCookie: {cookie}\r\nConnection: close\r\n\r\n"
+        );
+        tls.write_all(request.as_bytes()).await?;
+        let mut answer = Vec::new();
+        // A server may close without close_notify after Connection: close.
+        let _ = tls.read_to_end(&mut answer).await;
+        let text = String::from_utf8_lossy(&answer);
+        if !text.starts_with("HTTP/1.1 303") {
+            return Err(failed(format!(
+                "ID-card login answered {}",
+                text.lines().next().unwrap_or("nothing")
+            )));
+        }
+        text.lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case("location")
+                    .then(|| v.trim().to_owned())
+            })
+            .ok_or_else(|| failed("a redirect without location"))
+    }
+
+    /// The relying party's part: redeem the code and check the ID token.
+    async fn token(&self, code: &Code) -> Result<(), Error> {
+        let r = self
+            .http
+            .post(format!("{}/oidc/token", self.id_url))
+            .header("authorization", &self.basic)
+            .form(&[
+                ("grant_type", "authorization_code"),
+                ("code", code.code.as_str()),
+                ("redirect_uri", REDIRECT),
+                ("code_verifier", code.verifier.as_str()),
+            ])
+            .send()
+            .await
+            .map_err(failed_http)?;
+        if r.status() != 200 {
+            return Err(failed(format!("token endpoint answered {}", r.status())));
+        }
+        let body: Value = r.json().await.map_err(failed_http)?;
+        let id_token = body["id_token"]
+            .as_str()
+            .ok_or_else(|| failed("no id_token"))?;
+        let claims = crate::jws::verify(id_token, &self.keys)?;
+        if claims["iss"] != self.id_url.as_str()
+            || claims["aud"] != CLIENT_ID
+            || claims["nonce"] != code.nonce.as_str()
+            || !claims["sub"].as_str().is_some_and(|s| s.starts_with("VN"))
+        {
+            return Err(failed(format!("unexpected ID token claims {claims}")));
+        }
+        Ok(())
+    }
+}
+
+fn failed_http(e: reqwest::Error) -> Error {
+    Error::new(ErrorCode::HttpUnavailable, e.to_string())
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+struct Tally {
+    count: AtomicU64,
+    failures: AtomicU64,
+    first_failure: Mutex<Option<String>>,
+    latencies: Mutex<Vec<Duration>>,
+}
+
+impl Tally {
+    fn new() -> Arc<Tally> {
+        Arc::new(Tally {
+            count: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            first_failure: Mutex::new(None),
+            latencies: Mutex::new(Vec::new()),
+        })
+    }
+    async fn fail(&self, e: Error) {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        let mut first = self.first_failure.lock().await;
+        if first.is_none() {
+            *first = Some(e.to_string());
+        }
+    }
+    async fn sorted(&self) -> Vec<Duration> {
+        let mut l = self.latencies.lock().await.clone();
+        l.sort_unstable();
+        l
+    }
+}
+
+/// Start the roles, run the parts, stop the roles and remove the scratch directory.
+pub async fn run(options: &BenchOptions) -> Result<BenchReport, Error> {
+    let dir = std::env::temp_dir().join(format!(
+        "xalo-bench-id-{}-{}",
+        std::process::id(),
+        hex::encode(rand::random::<[u8; 4]>())
+    ));
+    std::fs::create_dir_all(&dir)?;
+    let result = run_in(&dir, options).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+async fn run_in(dir: &std::path::Path, options: &BenchOptions) -> Result<BenchReport, Error> {
+    let clients = options.clients.max(1);
+    let budget = Duration::from_secs(options.seconds.max(1));
+    let mut config = Config {
+        data_dir: dir.to_path_buf(),
+        ..Config::default()
+    };
+    let trust = xalo_trust::serve_with(
+        config.clone(),
+        tokio::net::TcpListener::bind("127.0.0.1:0").await?,
+        xalo_trust::TrustSettings::default(),
+    )
+    .await?;
+    let pki = xalo_trust::service::open_pki(&config, trust.port(), KeyAlgorithm::P256).await?;
+    let secret = hex::encode(rand::random::<[u8; 24]>());
+    let settings = json!({
+        "trust_url": trust.url(),
+        "id_card_listen": "127.0.0.1:0",
+        "code_ttl_secs": 300,
+        "clients": [{
+            "client_id": CLIENT_ID, "name": "Benchmark", "auth_method": "client_secret_basic",
+            "redirect_uris": [REDIRECT], "secret": secret,
+        }],
+    });
+    config.roles.insert(
+        crate::ROLE.into(),
+        RoleConfig {
+            listen: None,
+            database_url: None,
+            settings: settings.as_object().cloned().unwrap_or_default(),
+        },
+    );
+    let id = crate::serve(
+        config.clone(),
+        tokio::net::TcpListener::bind("127.0.0.1:0").await?,
+    )
+    .await?;
+    let id_url = id.url();
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_max_idle_per_host(clients * 2)
+        .build()
+        .map_err(failed_http)?;
+
+    // The ID-card listener's address is on the login page, as a browser finds it.
+    let warmup = http
+        .get(format!(
+            "{id_url}/oidc/authorize?response_type=code&client_id={CLIENT_ID}&redirect_uri={}&scope=openid",
+            enc(REDIRECT)
+        ))
+        .send()
+        .await
+        .map_err(failed_http)?;
+    let cookie = cookie_of(&warmup).ok_or_else(|| failed("authorize set no cookie"))?;
+    let page = http
+        .get(format!("{id_url}/login"))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .map_err(failed_http)?
+        .text()
+        .await
+        .map_err(failed_http)?;
+    let id_card_port = page
+        .split("https://")
+        .skip(1)
+        .find_map(|rest| {
+            let host_port = rest.split('/').next()?;
+            rest.contains("/idcard")
+                .then(|| host_port.rsplit_once(':')?.1.parse::<u16>().ok())
+                .flatten()
+        })
+        .ok_or_else(|| failed("the login page offers no ID-card login"))?;
+    let id_db = xalo_store::Database::connect(&config.database_url(crate::ROLE)).await?;
+    let (listener_pem, _) = crate::id_card::server_identity(&id_db, "localhost").await?;
+    let (_, listener_der) = xalo_trust::key::pem_decode(&listener_pem)?;
+
+    // One ID card per client, as `xalo pki` issues them.
+    let crypto = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cards = Vec::new();
+    for i in 0..clients {
+        let code: PersonalCode = format!("VN00120301{:04}", i % 10_000).parse()?;
+        let issued = pki
+            .issue(&IssueRequest {
+                profile: Profile::PersonAuthentication,
+                subject: Subject::person(&code, "AN", "NGUYEN"),
+                key: KeySource::Generate(KeyAlgorithm::P256),
+                validity_days: 30,
+            })
+            .await?;
+        let key = issued
+            .private_key
+            .clone()
+            .ok_or_else(|| failed("the CA returned no key"))?;
+        let mut chain = vec![CertificateDer::from(issued.record.certificate.clone())];
+        chain.extend(issued.chain.first().cloned().map(CertificateDer::from));
+        let config = rustls::ClientConfig::builder_with_provider(crypto.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| failed(e.to_string()))?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(Pinned {
+                certificate: listener_der.clone(),
+                algorithms: crypto.signature_verification_algorithms,
+            }))
+            .with_client_auth_cert(
+                chain,
+                PrivateKeyDer::try_from(key).map_err(|e| failed(e.to_string()))?,
+            )
+            .map_err(|e| failed(e.to_string()))?;
+        cards.push(Arc::new(config));
+    }
+    let jwks: Value = http
+        .get(format!("{id_url}/oidc/jwks"))
+        .send()
+        .await
+        .map_err(failed_http)?
+        .json()
+        .await
+        .map_err(failed_http)?;
+    let world = Arc::new(World {
+        http,
+        id_url,
+        id_card_port,
+        cards,
+        keys: crate::jws::keys_of_jwks(&jwks),
+        basic: format!("Basic {}", STANDARD.encode(format!("{CLIENT_ID}:{secret}"))),
+    });
+
+    // Part 1: complete logins, token request included.
+    let logins = Tally::new();
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let (world, tally) = (world.clone(), logins.clone());
+        tasks.push(tokio::spawn(async move {
+            while start.elapsed() < budget {
+                let t = Instant::now();
+                let done = match world.login(c).await {
+                    Ok(code) => world.token(&code).await,
+                    Err(e) => Err(e),
+                };
+                match done {
+                    Ok(()) => {
+                        tally.count.fetch_add(1, Ordering::Relaxed);
+                        tally.latencies.lock().await.push(t.elapsed());
+                    }
+                    Err(e) => tally.fail(e).await,
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let login_secs = start.elapsed().as_secs_f64();
+
+    // Part 2: codes from logins, then the token endpoint alone redeems them.
+    let codes = Arc::new(Mutex::new(Vec::new()));
+    let minting = Tally::new();
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let (world, codes, tally) = (world.clone(), codes.clone(), minting.clone());
+        tasks.push(tokio::spawn(async move {
+            while start.elapsed() < budget {
+                match world.login(c).await {
+                    Ok(code) => codes.lock().await.push(code),
+                    Err(e) => tally.fail(e).await,
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let tokens = Tally::new();
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (world, codes, tally) = (world.clone(), codes.clone(), tokens.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let Some(code) = codes.lock().await.pop() else {
+                    break;
+                };
+                let t = Instant::now();
+                match world.token(&code).await {
+                    Ok(()) => {
+                        tally.count.fetch_add(1, Ordering::Relaxed);
+                        tally.latencies.lock().await.push(t.elapsed());
+                    }
+                    Err(e) => tally.fail(e).await,
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let token_secs = start.elapsed().as_secs_f64();
+
+    id.shutdown().await?;
+    trust.shutdown().await?;
+    let login_lat = logins.sorted().await;
+    let token_lat = tokens.sorted().await;
+    let mut first_failure = None;
+    for t in [&logins, &minting, &tokens] {
+        if first_failure.is_none() {
+            first_failure = t.first_failure.lock().await.clone();
+        }
+    }
+    let n_logins = logins.count.load(Ordering::Relaxed);
+    let n_tokens = tokens.count.load(Ordering::Relaxed);
+    Ok(BenchReport {
+        clients,
+        logins: n_logins,
+        logins_per_sec: n_logins as f64 / login_secs.max(1e-9),
+        login_p50: percentile(&login_lat, 0.50),
+        login_p99: percentile(&login_lat, 0.99),
+        token_requests: n_tokens,
+        tokens_per_sec: n_tokens as f64 / token_secs.max(1e-9),
+        token_p50: percentile(&token_lat, 0.50),
+        token_p99: percentile(&token_lat, 0.99),
+        failures: [&logins, &minting, &tokens]
+            .iter()
+            .map(|t| t.failures.load(Ordering::Relaxed))
+            .sum(),
+        first_failure,
+    })
+}
