@@ -3,31 +3,29 @@
 //! Chromium presents it as its TLS client certificate when the person presses the ID-card
 //! button, as it would with a card reader's certificate.
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use fantoccini::{ClientBuilder, Locator};
+use fantoccini::Locator;
 use xalo_trust::{IssueRequest, KeyAlgorithm, KeySource, Pki, PkiSettings, Profile, Subject};
 
+use crate::browser::{CHROMEDRIVER, Driver, headless_chromium};
 use crate::nation::*;
 
-const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 /// Where Debian's Chromium reads managed policies. Headless Chromium has no certificate
 /// chooser, so the `AutoSelectCertificateForUrls` policy stands in for the person's click
 /// on the one card offered.
 const POLICY_DIR: &str = "/etc/chromium/policies/managed";
 
+/// Removes the test's policy file; the driver stops first (fields drop in order).
 struct Cleanup {
-    driver: Option<Child>,
+    driver: Option<Driver>,
     policy: std::path::PathBuf,
 }
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        if let Some(d) = self.driver.as_mut() {
-            let _ = d.kill();
-            let _ = d.wait();
-        }
+        drop(self.driver.take());
         let _ = std::fs::remove_file(&self.policy);
     }
 }
@@ -89,15 +87,13 @@ async fn browser_signs_in_with_an_id_card() {
         .args(["-d", &db, "-W", "0000", "-i"])
         .arg(&card));
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     let mut guard = Cleanup {
         driver: None,
-        policy: std::path::Path::new(POLICY_DIR)
-            .join(format!("xalo-test-{}-{port}.json", std::process::id())),
+        policy: std::path::Path::new(POLICY_DIR).join(format!(
+            "xalo-test-{}-{}.json",
+            std::process::id(),
+            n.id_card_port
+        )),
     };
     let pattern = format!("https://127.0.0.1:{}", n.id_card_port);
     std::fs::write(
@@ -110,41 +106,17 @@ async fn browser_signs_in_with_an_id_card() {
         .to_string(),
     )
     .unwrap();
-    guard.driver = Some(
-        Command::new(CHROMEDRIVER)
-            .arg(format!("--port={port}"))
-            .env("HOME", home.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let mut caps = serde_json::Map::new();
-    caps.insert(
-        "goog:chromeOptions".into(),
-        serde_json::json!({ "args": [
-            "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-            "--lang=en",
+    let (driver, c) = headless_chromium(
+        Some(home.path()),
+        &[
+            "--lang=en".into(),
             // The ID-card listener's own certificate is self-signed in the test nation.
-            "--ignore-certificate-errors",
+            "--ignore-certificate-errors".into(),
             format!("--user-data-dir={}", home.path().join("profile").display()),
-        ] }),
-    );
-    let mut client = None;
-    for _ in 0..200 {
-        match ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-            .capabilities(caps.clone())
-            .connect(&format!("http://127.0.0.1:{port}"))
-            .await
-        {
-            Ok(c) => {
-                client = Some(c);
-                break;
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
-    let c = client.expect("chromedriver answers");
+        ],
+    )
+    .await;
+    guard.driver = Some(driver);
 
     c.goto(&authorize_url(&n, "portal", "&ui_locales=en"))
         .await
