@@ -74,8 +74,19 @@ fn serve_refuses_an_unknown_role() {
 }
 
 /// A running `xalo demo`, with what it printed.
+/// A child process that a failing test does not leave running.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        // After a successful `wait` this does nothing: the child is already reaped.
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 struct Demo {
-    child: std::process::Child,
+    child: KillOnDrop,
     /// Role name to URL.
     urls: Vec<(String, String)>,
     printed: Vec<String>,
@@ -118,7 +129,7 @@ impl Demo {
             }
         }
         Demo {
-            child,
+            child: KillOnDrop(child),
             urls,
             printed,
             rest: lines,
@@ -146,11 +157,11 @@ impl Demo {
 
     fn stop(mut self) -> Vec<String> {
         let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args(["-TERM", &self.child.0.id().to_string()])
             .status()
             .unwrap();
         assert!(status.success());
-        let exit = self.child.wait().unwrap();
+        let exit = self.child.0.wait().unwrap();
         assert!(exit.success(), "demo exited with {exit}");
         self.rest.map_while(Result::ok).collect()
     }
