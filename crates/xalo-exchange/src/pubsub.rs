@@ -485,16 +485,7 @@ fn bad(m: impl Into<String>) -> ProtocolError {
 async fn inbound(gw: &Arc<GatewayState>, req: Request) -> Result<Inbound, ProtocolError> {
     let (parts, body) = req.into_parts();
     let conf = gw.conf.get().map_err(|e| ProtocolError::server(&e))?;
-    let own_tls = gw
-        .status
-        .good_answer(gw.tls.certificate(), &conf)
-        .await
-        .map_err(|e| {
-            ProtocolError::new(
-                Kind::ServerSslAuthenticationFailed,
-                format!("this gateway's TLS certificate: {}", e.message),
-            )
-        })?;
+    let own_tls = crate::server_proxy::own_tls_answer(gw, &conf).await?;
     let sender = crate::server_proxy::authenticate(
         gw,
         &conf,
@@ -502,13 +493,8 @@ async fn inbound(gw: &Arc<GatewayState>, req: Request) -> Result<Inbound, Protoc
         &parts.headers,
     )
     .await?;
-    let decode = |name: &str, kind: Kind| {
-        message::header_text(&parts.headers, name)
-            .and_then(|v| b64().decode(v).ok())
-            .ok_or_else(|| {
-                ProtocolError::new(kind, format!("the {name} header is missing or not base64"))
-            })
-    };
+    let decode =
+        |name: &str, kind: Kind| crate::server_proxy::decode_header(&parts.headers, name, kind);
     let signer = decode(message::SIGNER, Kind::ServerInvalidSignatureValue)?;
     let signer_ocsp = decode(message::SIGNER_OCSP, Kind::ServerCertValidation)?;
     let signature = decode(message::SIGNATURE, Kind::ServerInvalidSignatureValue)?;

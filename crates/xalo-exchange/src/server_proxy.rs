@@ -50,11 +50,32 @@ fn bad(m: impl Into<String>) -> ProtocolError {
     ProtocolError::new(Kind::BadRequest, m)
 }
 
-fn decode_header(headers: &HeaderMap, name: &str, kind: Kind) -> Result<Vec<u8>, ProtocolError> {
+pub(crate) fn decode_header(
+    headers: &HeaderMap,
+    name: &str,
+    kind: Kind,
+) -> Result<Vec<u8>, ProtocolError> {
     message::header_text(headers, name)
         .and_then(|v| b64().decode(v).ok())
         .ok_or_else(|| {
             ProtocolError::new(kind, format!("the {name} header is missing or not base64"))
+        })
+}
+
+/// A good OCSP answer for this gateway's own TLS certificate, which a serving gateway
+/// needs before it answers anyone.
+pub(crate) async fn own_tls_answer(
+    gw: &GatewayState,
+    conf: &GlobalConf,
+) -> Result<std::sync::Arc<Vec<u8>>, ProtocolError> {
+    gw.status
+        .good_answer(gw.tls.certificate(), conf)
+        .await
+        .map_err(|e| {
+            ProtocolError::new(
+                Kind::ServerSslAuthenticationFailed,
+                format!("this gateway's TLS certificate: {}", e.message),
+            )
         })
 }
 
@@ -93,16 +114,7 @@ async fn inbound(gw: &Arc<GatewayState>, req: Request) -> Result<Response, Proto
     // A gateway whose own certificate is no longer good stops serving, and it shows every
     // answer's client a fresh answer about its certificate (pooled connections skip the
     // handshake, where the stapled one is checked).
-    let own_tls = gw
-        .status
-        .good_answer(gw.tls.certificate(), &conf)
-        .await
-        .map_err(|e| {
-            ProtocolError::new(
-                Kind::ServerSslAuthenticationFailed,
-                format!("this gateway's TLS certificate: {}", e.message),
-            )
-        })?;
+    let own_tls = own_tls_answer(gw, &conf).await?;
     let sender = authenticate(
         gw,
         &conf,
