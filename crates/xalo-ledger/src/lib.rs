@@ -40,9 +40,12 @@ pub use witness_policy::WitnessPolicy;
 // `ledger` and `witness` roles, the client other crates use, and the benchmark.
 pub mod bench;
 pub mod client;
+pub mod edge;
 pub mod entry;
 pub mod keys;
+pub mod leaf_index;
 pub mod log;
+pub mod log_store;
 pub mod sequencer;
 pub mod service;
 pub mod verify;

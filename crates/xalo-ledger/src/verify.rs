@@ -10,7 +10,7 @@ use xalo_core::{Error, ErrorCode};
 use crate::checkpoint::Checkpoint;
 use crate::client::LedgerClient;
 use crate::cosignature::CosignatureVerifier;
-use crate::log::with_tiles;
+use crate::log_store::with_tiles;
 use crate::note::Ed25519Verifier;
 use crate::tile::{self, HashTile, TileHashSource, TileId};
 use crate::witness_policy::WitnessPolicy;

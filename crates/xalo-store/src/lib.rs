@@ -193,6 +193,31 @@ impl Database {
             .map_err(|e| db_error(e, "starting a transaction"))
     }
 
+    /// A second database beside this one for data derived from it that must not slow its
+    /// writes: on SQLite a file next to this one (`NAME` appended to its path), with its own
+    /// write lock and ordinary (not power-loss) durability; on PostgreSQL, which has no
+    /// single writer lock, this same database.
+    pub async fn companion(&self, name: &str) -> Result<Database, Error> {
+        match self.backend {
+            Backend::Postgres => Ok(self.clone()),
+            Backend::Sqlite => {
+                let (path, query) = match self.url.split_once('?') {
+                    Some((p, q)) => (p, Some(q)),
+                    None => (&*self.url, None),
+                };
+                if path.contains(":memory:") || path.trim_start_matches("sqlite:").is_empty() {
+                    return Ok(self.clone());
+                }
+                let mut url = format!("{path}-{name}");
+                if let Some(q) = query {
+                    url.push('?');
+                    url.push_str(q);
+                }
+                Database::connect_with(&url, PoolOptions::default()).await
+            }
+        }
+    }
+
     /// Check that the database answers.
     pub async fn ping(&self) -> Result<(), Error> {
         sqlx::query("SELECT 1")

@@ -531,3 +531,39 @@ async fn checkpoints_are_time_stamped_and_openssl_agrees() {
     ledger.shutdown().await.unwrap();
     trust.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn entries_are_found_by_leaf_hash_before_and_after_the_leaf_index_catches_up() {
+    let t = TestDatabase::new().await.unwrap();
+    let signer = Ed25519Signer::generate(ORIGIN).unwrap();
+    let log = log_on(&t, &signer).await;
+    let all: Vec<Entry> = (0..700).map(entry).collect();
+    log.append(all.clone()).await.unwrap();
+    // Found at once, whether or not the indexer has reached them.
+    assert_eq!(
+        log.index_of(&all[650].leaf_hash()).await.unwrap(),
+        Some(650)
+    );
+    let indexed = log.leaf_index().catch_up(700).await.unwrap();
+    assert_eq!(indexed, 700);
+    assert_eq!(log.leaf_index().indexed().await.unwrap(), 700);
+    for i in [0usize, 255, 256, 699] {
+        assert_eq!(
+            log.index_of(&all[i].leaf_hash()).await.unwrap(),
+            Some(i as u64)
+        );
+    }
+    // A duplicate entry is found at its first index; an unknown hash is not found.
+    log.append(vec![all[3].clone()]).await.unwrap();
+    log.leaf_index().catch_up(701).await.unwrap();
+    assert_eq!(log.index_of(&all[3].leaf_hash()).await.unwrap(), Some(3));
+    assert_eq!(log.index_of(&entry(9999).leaf_hash()).await.unwrap(), None);
+    // The index is derived: after a restart it continues from where it was.
+    let again = log_on(&t, &signer).await;
+    again.append(vec![entry(701)]).await.unwrap();
+    assert_eq!(again.leaf_index().catch_up(702).await.unwrap(), 702);
+    assert_eq!(
+        again.index_of(&entry(701).leaf_hash()).await.unwrap(),
+        Some(701)
+    );
+}
