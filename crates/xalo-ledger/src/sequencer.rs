@@ -59,6 +59,7 @@ enum Job {
 pub struct Sequencer {
     queue: mpsc::Sender<Job>,
     size: watch::Receiver<u64>,
+    integrated: watch::Receiver<(u64, Hash)>,
     commits: Arc<AtomicU64>,
 }
 
@@ -81,6 +82,7 @@ impl Sequencer {
             Err(e) => return Err(e),
         };
         let next = log_store::sequenced_size(&db).await?;
+        let (integrated_tx, integrated) = watch::channel(log_store::integrated(&db).await?);
         let (queue, rx) = mpsc::channel(QUEUE_DEPTH);
         let (size_tx, size) = watch::channel(next);
         let commits = Arc::new(AtomicU64::new(0));
@@ -90,12 +92,14 @@ impl Sequencer {
             edge,
             stale,
             size: size_tx,
+            integrated: integrated_tx,
             commits: commits.clone(),
         };
         tokio::spawn(writer.run(rx));
         Ok(Sequencer {
             queue,
             size,
+            integrated,
             commits,
         })
     }
@@ -149,6 +153,12 @@ impl Sequencer {
         self.size.clone()
     }
 
+    /// The integrated tree's size and root, as the last integration committed them: what
+    /// readers may serve, without asking the database.
+    pub fn integrated(&self) -> (u64, Hash) {
+        *self.integrated.borrow()
+    }
+
     /// Transactions committed since the start: each is one sync to disk, so entries per
     /// commit is what group commit achieves.
     pub fn commits(&self) -> u64 {
@@ -177,6 +187,7 @@ struct Writer {
     /// reloads it from the store first.
     stale: bool,
     size: watch::Sender<u64>,
+    integrated: watch::Sender<(u64, Hash)>,
     commits: Arc<AtomicU64>,
 }
 
@@ -261,8 +272,11 @@ impl Writer {
             self.stale = false;
         }
         let result = self.edge.integrate(&self.db).await;
-        if result.is_err() {
-            self.stale = true;
+        match &result {
+            Ok(state) => {
+                self.integrated.send_replace(*state);
+            }
+            Err(_) => self.stale = true,
         }
         result
     }
