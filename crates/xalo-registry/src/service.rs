@@ -103,7 +103,7 @@ pub async fn serve(config: Config, listener: TcpListener) -> Result<ServerHandle
                     .map(EventPublisher::new)
                     .transpose()?,
             ),
-        business: Registrar::new(business_db.clone(), "business", recorder).with_events(
+        business: Registrar::new(business_db.clone(), "business", recorder.clone()).with_events(
             settings
                 .business_events
                 .as_ref()
@@ -113,6 +113,27 @@ pub async fn serve(config: Config, listener: TcpListener) -> Result<ServerHandle
         people,
         accesses: AccessLog::start(population_db.clone()),
     };
+    // Access records are anchored in the ledger off the request path, every second.
+    let anchoring = recorder.clone().map(|recorder| {
+        let db = population_db.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                // A full pass means more are waiting: go on until the backlog is gone.
+                loop {
+                    match crate::access_log::anchor_pending(&db, &recorder).await {
+                        Ok(n) if n == crate::access_log::ANCHOR_PASS => continue,
+                        Ok(_) => break,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "anchoring access records failed");
+                            break;
+                        }
+                    }
+                }
+            }
+        })
+    });
     let health_db = population_db.clone();
     let mut handle = Server::new("registry", router(registers.clone()), &config.http)
         .health_check(health_db.health_check())
@@ -134,6 +155,9 @@ pub async fn serve(config: Config, listener: TcpListener) -> Result<ServerHandle
         }
     });
     handle.attach(task.abort_handle());
+    if let Some(a) = anchoring {
+        handle.attach(a.abort_handle());
+    }
     Ok(handle)
 }
 
@@ -372,16 +396,7 @@ async fn person_history(
     Ok(axum::Json(history))
 }
 
-/// An access to a person's data, as the data tracker shows it.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Access {
-    pub client: String,
-    pub user_id: String,
-    pub purpose: String,
-    pub service: String,
-    pub message_id: Option<String>,
-    pub at_ms: i64,
-}
+pub use crate::access_log::Access;
 
 /// The data tracker: a person's own access records, to that person only.
 async fn accesses(
@@ -398,8 +413,8 @@ async fn accesses(
         ));
     }
     let rows = sqlx::query(
-        "SELECT client, user_id, purpose, service, message_id, at_ms FROM registry_access \
-         WHERE subject = $1 ORDER BY id DESC LIMIT 500",
+        "SELECT id, subject, client, user_id, purpose, service, message_id, at_ms, salt, \
+         ledger_index FROM registry_access WHERE subject = $1 ORDER BY id DESC LIMIT 500",
     )
     .bind(c)
     .fetch_all(r.population.database().pool())
@@ -410,12 +425,16 @@ async fn accesses(
         .map(|row| {
             let ctx = "reading access records";
             Ok(Access {
-                client: row.try_get(0).db(ctx)?,
-                user_id: row.try_get(1).db(ctx)?,
-                purpose: row.try_get(2).db(ctx)?,
-                service: row.try_get(3).db(ctx)?,
-                message_id: row.try_get(4).db(ctx)?,
-                at_ms: row.try_get(5).db(ctx)?,
+                id: row.try_get(0).db(ctx)?,
+                subject: row.try_get(1).db(ctx)?,
+                client: row.try_get(2).db(ctx)?,
+                user_id: row.try_get(3).db(ctx)?,
+                purpose: row.try_get(4).db(ctx)?,
+                service: row.try_get(5).db(ctx)?,
+                message_id: row.try_get(6).db(ctx)?,
+                at_ms: row.try_get(7).db(ctx)?,
+                salt: row.try_get(8).db(ctx)?,
+                ledger_index: row.try_get(9).db(ctx)?,
             })
         })
         .collect::<Result<Vec<_>, Error>>()?;
@@ -559,20 +578,49 @@ async fn get_enterprise(
 
 #[derive(Debug, Deserialize)]
 struct EnterpriseQuery {
-    name: String,
+    /// Part of the name, matched without diacritics.
+    name: Option<String>,
+    /// The personal code of the legal representative.
+    representative: Option<String>,
     limit: Option<i64>,
 }
 
 async fn search_enterprises(
     State(r): Shared,
     Query(q): Query<EnterpriseQuery>,
+    h: HeaderMap,
 ) -> Result<axum::Json<Vec<Enterprise>>, Error> {
     let limit = q.limit.unwrap_or(20).clamp(1, 100);
+    let (filter, value) = match (&q.name, &q.representative) {
+        (Some(name), None) => (
+            "name_key LIKE $1",
+            format!("%{}%", fold(name).replace(['%', '_'], "")),
+        ),
+        // Which enterprises a person represents is about that person: it needs a purpose
+        // and leaves an access record, like a read of the population register.
+        (None, Some(rep)) => {
+            let req = Request::with_purpose(&h)?;
+            let rep = code(rep)?.to_string();
+            req.record(
+                &r.accesses,
+                "enterprises.representative",
+                std::slice::from_ref(&rep),
+            )
+            .await?;
+            ("representative = $1", rep)
+        }
+        _ => {
+            return Err(Error::new(
+                ErrorCode::HttpBadRequest,
+                "search by name or by representative",
+            ));
+        }
+    };
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {} FROM enterprise WHERE name_key LIKE $1 ORDER BY code LIMIT {limit}",
+        "SELECT {} FROM enterprise WHERE {filter} ORDER BY code LIMIT {limit}",
         store::ENTERPRISE_COLUMNS
     )))
-    .bind(format!("%{}%", fold(&q.name).replace(['%', '_'], "")))
+    .bind(value)
     .fetch_all(r.business.database().pool())
     .await
     .db("searching enterprises")?;
@@ -697,7 +745,7 @@ pub fn openapi(register: &str) -> axum::Json<serde_json::Value> {
         })
     } else {
         serde_json::json!({
-            "/enterprises": { "get": op("Search enterprises by name"), "post": op("Register an enterprise") },
+            "/enterprises": { "get": op("Search enterprises by name, or by legal representative"), "post": op("Register an enterprise") },
             "/enterprises/{code}": { "get": op("An enterprise") },
             "/enterprises/{code}/history": { "get": op("The history of an enterprise") },
             "/changes": { "get": op("Changes since a sequence number") }

@@ -21,6 +21,20 @@ pub const MIGRATIONS: &[Migration] = &[
         "ALTER TABLE registry_change ADD COLUMN published_ms BIGINT;
         UPDATE registry_change SET published_ms = 0;",
     ),
+    // The portal prefills a business's forms from the enterprise its user represents.
+    Migration::portable(
+        3,
+        "enterprises by representative",
+        "CREATE INDEX enterprise_representative ON enterprise (representative);",
+    ),
+    // Access records are anchored in the ledger as salted commitments (see access_log).
+    Migration::portable(
+        4,
+        "access records anchored in the ledger",
+        "ALTER TABLE registry_access ADD COLUMN salt TEXT;
+        ALTER TABLE registry_access ADD COLUMN ledger_index BIGINT;
+        CREATE INDEX registry_access_unanchored ON registry_access (id) WHERE ledger_index IS NULL;",
+    ),
 ];
 
 pub const PERSON_COLUMNS: &str = "code, family_name, middle_name, given_name, birth_date, gender, \

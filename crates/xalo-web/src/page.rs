@@ -23,7 +23,9 @@ main{display:block;max-width:40rem;margin:0 auto;padding:1rem}\
 h1{font-size:1.75rem;line-height:1.2;margin:.5rem 0 1rem}\
 .field{margin:0 0 1.25rem}label{display:block;font-weight:700;margin-bottom:.25rem}\
 .hint{color:#505a5f;margin:0 0 .25rem}\
-input[type=text],input[type=tel],input[type=password],input[type=number]{width:100%;max-width:24rem;font:inherit;padding:.5rem;border:2px solid #0b0c0c;border-radius:0}\
+input[type=text],input[type=tel],input[type=password],input[type=number],input[type=date],input[type=email],select,textarea{width:100%;max-width:24rem;font:inherit;padding:.5rem;border:2px solid #0b0c0c;border-radius:0;background:#fff}\
+textarea{max-width:36rem}input[type=checkbox],input[type=radio]{width:1.5rem;height:1.5rem;vertical-align:middle}label.inline{display:inline;font-weight:400;margin-left:.5rem}\
+.tag{display:inline-block;font-size:.875rem;font-weight:700;color:#0b0c0c;background:#e8f1f8;border:1px solid #1d4f91;padding:0 .4rem;margin-left:.25rem}\
 .field-error{border-left:5px solid #d4351c;padding-left:.75rem}.field-error input{border-color:#d4351c}\
 .error{color:#d4351c;font-weight:700;margin:0 0 .25rem}\
 .error-summary{border:5px solid #d4351c;padding:1rem;margin-bottom:1.5rem}\

@@ -256,6 +256,34 @@ impl Sessions {
         Ok(())
     }
 
+    /// Give the session a new cookie token and CSRF token, keeping its data: after a
+    /// sign-in, so that a token someone planted in the browser before it is worthless
+    /// (session fixation). Returns the `Set-Cookie` value for the response.
+    pub async fn renew(&self, session: &mut Session) -> Result<HeaderValue, Error> {
+        // A session this request started is stored first, so there is a row to re-key.
+        self.store_new(session).await?;
+        let token = random_token();
+        let id = token_id(&token);
+        let csrf = random_token();
+        let done = sqlx::query("UPDATE web_session SET id = $1, csrf = $2 WHERE id = $3")
+            .bind(id.clone())
+            .bind(csrf.clone())
+            .bind(session.id.clone())
+            .execute(self.inner.writer.pool())
+            .await
+            .db("renewing a session")?;
+        if done.rows_affected() != 1 {
+            return Err(Error::new(
+                ErrorCode::WebSessionExpired,
+                "the session ended before it could be renewed",
+            ));
+        }
+        session.id = id;
+        session.csrf = csrf;
+        self.set_cookie(&token)
+            .ok_or_else(|| Error::new(ErrorCode::Internal, "session cookie"))
+    }
+
     async fn delete(&self, id: &str) -> Result<(), Error> {
         sqlx_query("DELETE FROM web_session WHERE id = $1", id)
             .execute(self.inner.writer.pool())

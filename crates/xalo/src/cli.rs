@@ -126,6 +126,13 @@ enum Command {
         #[command(subcommand)]
         command: RegistryCommand,
     },
+    /// The public service portal's jobs (its `[roles.portal]` configuration).
+    Portal {
+        #[command(subcommand)]
+        command: PortalCommand,
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
+    },
     /// Benchmarks; each ends with one headline line `NAME: VALUE UNIT …`.
     Bench {
         #[command(subcommand)]
@@ -177,6 +184,50 @@ enum LedgerCommand {
         log: String,
         #[arg(long)]
         out: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum PortalCommand {
+    /// Reconcile a day's payments with the provider's signed statement: paid there but
+    /// not here is marked paid, paid here but not there is flagged; exits non-zero on a
+    /// flag.
+    Reconcile {
+        /// The day, YYYY-MM-DD in Vietnam's time zone (default: yesterday).
+        date: Option<String>,
+    },
+    /// The back office's officers: who may work the dossiers of which agency.
+    Officer {
+        #[command(subcommand)]
+        command: OfficerCli,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum OfficerCli {
+    /// Register an officer (or change one's agency, name and roles).
+    Add {
+        /// The officer's personal code, as national sign-in gives it (VN…).
+        #[arg(long)]
+        personal_code: String,
+        /// The agency's code in the catalogue (QNI.STP, BCA.C06, …).
+        #[arg(long)]
+        agency: String,
+        #[arg(long)]
+        name: String,
+        /// Comma-separated: receiver, processor, approver.
+        #[arg(long, default_value = "receiver,processor,approver")]
+        roles: String,
+    },
+    /// Withdraw an officer's rights.
+    Remove {
+        #[arg(long)]
+        personal_code: String,
+    },
+    /// List the active officers.
+    List {
+        #[arg(long)]
+        agency: Option<String>,
     },
 }
 
@@ -455,6 +506,20 @@ enum BenchCommand {
         #[arg(long, default_value_t = 10)]
         seconds: u64,
     },
+    /// Citizen portal: dossier submissions/s and p50/p99 per page with C concurrent
+    /// simulated citizens over HTTP (each signed in once with Mobile-ID through OpenID
+    /// Connect, then: apply page, draft prefilled from the population register through the
+    /// exchange, form, submit, dossier page), in a whole nation started in this process on
+    /// SQLite files in a temporary directory.
+    Portal {
+        #[arg(long, default_value_t = 200)]
+        citizens: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// People in the generated population register.
+        #[arg(long, default_value_t = 10_000)]
+        persons: u64,
+    },
     /// Population register: generation speed, then concurrent lookups by personal code
     /// through the HTTP service (each writes its access record). Uses the configured
     /// databases (XALO_DATABASE_URL for PostgreSQL), or SQLite files in a temporary
@@ -569,7 +634,69 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
             }
             Ok(())
         }
+        Command::Bench {
+            command:
+                BenchCommand::Portal {
+                    citizens,
+                    seconds,
+                    persons,
+                },
+        } => {
+            let report = xalo_portal::bench::run(&xalo_portal::bench::BenchOptions {
+                citizens,
+                seconds,
+                persons,
+                ..Default::default()
+            })
+            .await?;
+            print!("{report}");
+            Ok(())
+        }
         Command::Ledger { command } => ledger(command).await,
+        Command::Portal {
+            command: PortalCommand::Officer { command },
+            config,
+        } => {
+            let config = Config::load(config.as_deref())?;
+            use xalo_portal::office::OfficerCommand;
+            let command = match command {
+                OfficerCli::Add {
+                    personal_code,
+                    agency,
+                    name,
+                    roles,
+                } => OfficerCommand::Add {
+                    personal_code,
+                    agency,
+                    name,
+                    roles,
+                },
+                OfficerCli::Remove { personal_code } => OfficerCommand::Remove { personal_code },
+                OfficerCli::List { agency } => OfficerCommand::List { agency },
+            };
+            println!(
+                "{}",
+                xalo_portal::office::officer_command(&config, command).await?
+            );
+            Ok(())
+        }
+        Command::Portal {
+            command: PortalCommand::Reconcile { date },
+            config,
+        } => {
+            let config = Config::load(config.as_deref())?;
+            let report =
+                xalo_portal::payment_client::reconcile_command(&config, date.as_deref()).await?;
+            println!("{report}");
+            if report.flagged.is_empty() {
+                Ok(())
+            } else {
+                Err(Error::new(
+                    ErrorCode::PayMismatch,
+                    format!("{} payment(s) flagged", report.flagged.len()),
+                ))
+            }
+        }
         Command::Id { command, config } => id(command, config).await,
         Command::Service {
             command:

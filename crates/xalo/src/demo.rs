@@ -132,6 +132,32 @@ pub async fn run(mut config: Config) -> Result<(), Error> {
         nation.id_card
     );
     println!("  demo client    portal / {DEMO_PORTAL_SECRET}");
+    if let Some(portal) = urls.get(xalo_portal::service::ROLE) {
+        println!("Public service portal");
+        println!("  citizens       {portal}/  (sign in with a demo account below)");
+        println!("  procedures     {portal}/procedures?q=khai+sinh");
+        println!("  mailbox        {portal}/mailbox  (signed results)");
+        if let Some(code) = &nation.officer {
+            println!("  back office    {portal}/office  (officer {code}, {DEMO_OFFICE_AGENCY})");
+        }
+        println!("  indicators     {portal}/kpi");
+    }
+    if let (Some(provider), Some(key)) = (urls.get(xalo_portal::payment::ROLE), &nation.payment_key)
+    {
+        println!("Payment provider (demo banks; no real money moves)");
+        println!("  provider       {provider}/  key {key}");
+        println!(
+            "  reconcile      xalo portal reconcile --config {} [YYYY-MM-DD]",
+            config.data_dir.join("portal-payment.toml").display()
+        );
+    }
+    if let Some(mail) = &nation.mail {
+        println!(
+            "  e-mail         smtp://{}  (kept in {})",
+            mail.addr,
+            mail.dir.display()
+        );
+    }
     println!("Demo accounts (Mobile-ID; PIN1 {DEMO_PIN1} to sign in, PIN2 {DEMO_PIN2} to sign)");
     for (code, phone) in &nation.phones {
         let eres = if code.starts_with("EE") {
@@ -175,7 +201,12 @@ struct Nation {
     citizens: Vec<(String, String, String)>,
     /// Personal code and Mobile-ID phone number of the demo accounts.
     phones: Vec<(String, String)>,
+    /// Personal code of the back-office officer (of [`DEMO_OFFICE_AGENCY`]), if any.
+    officer: Option<String>,
     id_card: String,
+    /// The SMTP receiver that keeps the mail the portal sends, and the provider's key.
+    mail: Option<xalo_portal::smtp::MailSink>,
+    payment_key: Option<String>,
 }
 
 /// The demo accounts' Mobile-ID PINs (PIN1 signs in, PIN2 signs documents).
@@ -183,6 +214,8 @@ const DEMO_PIN1: &str = "1234";
 const DEMO_PIN2: &str = "12345";
 /// The demo portal's client secret at the sign-in provider.
 const DEMO_PORTAL_SECRET: &str = "demo-portal-secret";
+/// The agency of the demo's officer: the ward that registers births (1.001193).
+const DEMO_OFFICE_AGENCY: &str = "QNI.HL";
 
 /// The demo's population, made once on first start.
 const DEMO_PERSONS: u64 = 20_000;
@@ -237,6 +270,17 @@ async fn introduce(config: &mut Config, urls: &BTreeMap<&str, String>) -> Result
     let mut subscribers = Vec::new();
     for (i, p) in people.iter().take(2).enumerate() {
         let phone = format!("+8490123456{}", 7 + i);
+        subscribers.push(serde_json::json!({
+            "phone": phone, "personal_code": p.code.to_string(),
+            "given_name": p.given_name, "family_name": p.family_name,
+            "pin1": DEMO_PIN1, "pin2": DEMO_PIN2,
+        }));
+        phones.push((p.code.to_string(), phone));
+    }
+    // The third works the back office of the ward where births are registered.
+    let officer = people.get(2).map(|p| (p.code.to_string(), p.full_name()));
+    if let Some(p) = people.get(2) {
+        let phone = "+84901234569".to_owned();
         subscribers.push(serde_json::json!({
             "phone": phone, "personal_code": p.code.to_string(),
             "given_name": p.given_name, "family_name": p.family_name,
@@ -305,10 +349,103 @@ async fn introduce(config: &mut Config, urls: &BTreeMap<&str, String>) -> Result
             "client_id": "portal", "name": "Cổng Dịch vụ công quốc gia",
             "auth_method": "client_secret_basic",
             "redirect_uris": [format!("{portal}/auth/callback")],
-            "post_logout_redirect_uris": [portal],
+            "post_logout_redirect_uris": [portal.clone(), format!("{portal}/signed-out")],
             "secret": DEMO_PORTAL_SECRET,
         }])
     });
+
+    if let Some((code, name)) = &officer
+        && urls.contains_key(xalo_portal::service::ROLE)
+    {
+        xalo_portal::office::officer_command(
+            config,
+            xalo_portal::office::OfficerCommand::Add {
+                personal_code: code.clone(),
+                agency: DEMO_OFFICE_AGENCY.into(),
+                name: name.clone(),
+                roles: "receiver,processor,approver".into(),
+            },
+        )
+        .await?;
+    }
+    // The portal signs citizens in at the provider, and checks tracker proofs with the log key.
+    let portal_settings = &mut config.roles.entry("portal".into()).or_default().settings;
+    portal_settings
+        .entry("id_url")
+        .or_insert_with(|| serde_json::json!(urls["id"]));
+    portal_settings
+        .entry("client_secret")
+        .or_insert_with(|| serde_json::json!(DEMO_PORTAL_SECRET));
+    portal_settings
+        .entry("ledger")
+        .or_insert_with(|| serde_json::json!({ "url": urls["ledger"], "key": log_key }));
+    // Citizens sign their applications with Mobile-ID through the provider's signing service.
+    portal_settings.entry("signing").or_insert_with(|| {
+        serde_json::json!({
+            "url": urls["id"], "client_id": "portal", "secret": DEMO_PORTAL_SECRET,
+            "trust_url": urls["trust"],
+        })
+    });
+
+    // Fees: the portal is the payment provider's merchant and checks its signatures with
+    // the provider's key. Results: sealed (seal set once the exchange has issued it),
+    // anchored in the ledger and mailed through a local SMTP receiver.
+    let (mut mail, mut payment_key) = (None, None);
+    if let (Some(portal), Some(provider)) = (
+        urls.get(xalo_portal::service::ROLE),
+        urls.get(xalo_portal::payment::ROLE),
+    ) {
+        let key = xalo_portal::payment::public_key(config).await?;
+        let secret = hex_token(&xalo_trust::key::random_bytes::<24>()?);
+        let merchant = serde_json::json!([{
+            "merchant_id": "portal", "name": "Cổng Dịch vụ công quốc gia",
+            "secret_sha256": xalo_trust::registration::token_hash(&secret),
+            "callback_url": format!("{portal}{}", xalo_portal::payment_client::CALLBACK_PATH),
+            "return_url": format!("{portal}{}", xalo_portal::payment_client::RETURN_PATH),
+        }]);
+        config
+            .roles
+            .entry(xalo_portal::payment::ROLE.into())
+            .or_default()
+            .settings
+            .entry("merchants")
+            .or_insert(merchant);
+        let sink = xalo_portal::smtp::MailSink::start(
+            server::bind(std::net::SocketAddr::new(config.bind, 0)).await?,
+            &config.data_dir.join("mail"),
+        )
+        .await?;
+        let portal_settings = &mut config.roles.entry("portal".into()).or_default().settings;
+        portal_settings.entry("payment").or_insert_with(|| {
+            serde_json::json!({
+                "provider_url": provider, "merchant_id": "portal", "secret": secret,
+                "provider_key": key,
+            })
+        });
+        portal_settings.entry("result").or_insert_with(|| {
+            serde_json::json!({
+                "tsa_url": format!("{}/tsa", urls["trust"]),
+                "ledger_url": urls["ledger"],
+                "public_url": portal,
+                "smtp": { "relay": sink.addr.to_string(), "from": "khong-tra-loi@dichvucong.gov.vn" },
+            })
+        });
+        // What `xalo portal reconcile --config` needs to act as the portal's job.
+        let job = config.data_dir.join("portal-payment.toml");
+        let toml_text = format!(
+            "data_dir = {:?}\n\n[roles.portal.payment]\nprovider_url = {provider:?}\n\
+             merchant_id = \"portal\"\nsecret = {secret:?}\nprovider_key = {key:?}\n",
+            config.data_dir.display().to_string()
+        );
+        std::fs::write(&job, toml_text)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&job, std::fs::Permissions::from_mode(0o600))?;
+        }
+        mail = Some(sink);
+        payment_key = Some(key);
+    }
 
     let citizens = people
         .into_iter()
@@ -324,7 +461,10 @@ async fn introduce(config: &mut Config, urls: &BTreeMap<&str, String>) -> Result
         population,
         citizens,
         phones,
+        officer: officer.map(|(code, _)| code),
         id_card: format!("https://{}:{id_card_port}", config.public_host),
+        mail,
+        payment_key,
     })
 }
 
@@ -373,6 +513,38 @@ async fn start_exchange(
     let events = xalo_exchange::demo::start_events(&exchange, config, inbox_listener).await?;
     exchange.lines.push(String::new());
     exchange.lines.extend(events.lines);
+    // The portal is the Government Office's information system: it calls the registers
+    // through its member's gateway with the client key the gateway issued it.
+    let portal: xalo_core::SubsystemId = "VN/GOV/000007/portal".parse()?;
+    let portal_key = exchange
+        .client_keys
+        .get(&portal)
+        .cloned()
+        .unwrap_or_default();
+    let portal_gateway = exchange.gateway_url(portal.member())?;
+    let portal_settings = &mut config.roles.entry("portal".into()).or_default().settings;
+    let mut portal_headers = serde_json::Map::new();
+    portal_headers.insert(
+        xalo_exchange::message::CLIENT_KEY.into(),
+        serde_json::json!(portal_key),
+    );
+    portal_settings.entry("exchange").or_insert_with(|| {
+        serde_json::json!({
+            "gateway_url": portal_gateway,
+            "client": portal.to_string(),
+            "headers": portal_headers,
+        })
+    });
+    // Results carry the e-seal the exchange gave the provincial People's Committee.
+    let committee = exchange.nation.gateway(&"VN/GOV/000004".parse()?)?;
+    if let Some(serde_json::Value::Object(result)) = portal_settings.get_mut("result") {
+        result
+            .entry("seal_certificate")
+            .or_insert_with(|| serde_json::json!(committee.files.signing_certificate));
+        result
+            .entry("seal_key")
+            .or_insert_with(|| serde_json::json!(committee.files.signing_key));
+    }
     let business: xalo_core::SubsystemId = "VN/GOV/000002/business".parse()?;
     let key = exchange
         .client_keys

@@ -78,6 +78,20 @@ pub const ALL: &[Role] = &[
         start: |config, listener| Box::pin(xalo_id::serve(config, listener)),
     },
     Role {
+        name: xalo_portal::service::ROLE,
+        in_demo: true,
+        port_offset: xalo_portal::service::PORT_OFFSET,
+        about: "public service portal: procedures, applications (dossiers), status, results",
+        start: |config, listener| Box::pin(xalo_portal::service::serve(config, listener)),
+    },
+    Role {
+        name: xalo_portal::payment::ROLE,
+        in_demo: true,
+        port_offset: xalo_portal::payment::PORT_OFFSET,
+        about: "payment provider: fee orders, payer page, signed callbacks and statements",
+        start: |config, listener| Box::pin(xalo_portal::payment::serve(config, listener)),
+    },
+    Role {
         name: xalo_exchange::central::ROLE,
         in_demo: false,
         port_offset: 10,

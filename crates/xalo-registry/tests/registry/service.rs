@@ -410,4 +410,87 @@ async fn registers_over_http() {
             .iter()
             .any(|a| a["purpose"].as_str().unwrap().contains("founder"))
     );
+
+    // Enterprises by representative: about a person, so it needs a purpose and is recorded.
+    let (s, e) = n
+        .get(
+            &format!("/business/enterprises?representative={mother}"),
+            None,
+        )
+        .await;
+    assert_eq!((s, e["code"].as_str()), (400, Some("XALO-REG-002")));
+    let (s, found) = n
+        .get(
+            &format!("/business/enterprises?representative={mother}"),
+            Some("VN001085000001"),
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert!(
+        found
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["code"] == tax.as_str())
+    );
+    assert!(
+        found
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["representative"] == mother.as_str())
+    );
+
+    // Every access record is anchored in the ledger as a salted commitment that the
+    // person can recompute from the record and check.
+    let mut anchored = Vec::new();
+    for _ in 0..100 {
+        let (_, seen) = n
+            .get(
+                &format!("/population/persons/{mother}/accesses"),
+                Some(&mother),
+            )
+            .await;
+        let all: Vec<xalo_registry::access_log::Access> = serde_json::from_value(seen).unwrap();
+        if all.iter().all(|a| a.ledger_index.is_some()) {
+            anchored = all;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!anchored.is_empty(), "access records were not anchored");
+    assert!(
+        anchored
+            .iter()
+            .any(|a| a.service == "enterprises.representative")
+    );
+    let mut checked = 0;
+    for _ in 0..100 {
+        let note = n.ledger.checkpoint_note().await.unwrap();
+        let cp = xalo_ledger::client::checkpoint_of_note(&note).unwrap();
+        if anchored
+            .iter()
+            .all(|a| (a.ledger_index.unwrap() as u64) < cp.size)
+        {
+            for a in &anchored {
+                let salt = a.salt.as_deref().unwrap();
+                let entry = a.ledger_entry(salt).unwrap();
+                let index = n.ledger.prove_included(&entry, &cp).await.unwrap();
+                assert_eq!(index, a.ledger_index.unwrap() as u64);
+                // The entry says nothing readable about the person.
+                assert!(!String::from_utf8_lossy(&entry.encode()).contains(&mother));
+                // A record told differently does not match its entry.
+                let mut changed = a.clone();
+                changed.purpose.push('!');
+                assert_ne!(
+                    changed.ledger_entry(salt).unwrap().leaf_hash(),
+                    entry.leaf_hash()
+                );
+                checked += 1;
+            }
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(checked, anchored.len());
 }

@@ -1,0 +1,173 @@
+//! The words of the citizen pages, Vietnamese first.
+
+use crate::dossier::State;
+
+xalo_web::catalogue! {
+    pub struct Text {
+        home_title: "Cổng dịch vụ công" / "Public service portal",
+        home_intro: "Tìm thủ tục hành chính, nộp hồ sơ trực tuyến và theo dõi kết quả." / "Find an administrative procedure, apply online and follow your application.",
+        search_label: "Tìm thủ tục" / "Find a procedure",
+        search_hint: "Ví dụ: khai sinh, lý lịch tư pháp, đăng ký doanh nghiệp" / "For example: birth registration, criminal record, enterprise registration",
+        search_button: "Tìm kiếm" / "Search",
+        sign_in: "Đăng nhập bằng danh tính số quốc gia" / "Sign in with your national digital identity",
+        sign_out: "Đăng xuất" / "Sign out",
+        signed_in_as: "Đã đăng nhập:" / "Signed in as:",
+        my_dossiers: "Hồ sơ của tôi" / "My applications",
+        no_dossiers: "Bạn chưa có hồ sơ nào." / "You have no applications yet.",
+        account: "Tài khoản" / "Account",
+        code: "Mã hồ sơ" / "Application code",
+        procedure: "Thủ tục" / "Procedure",
+        agency: "Cơ quan giải quyết" / "Responsible agency",
+        status: "Trạng thái" / "Status",
+        submitted_at: "Ngày nộp" / "Submitted",
+        due_at: "Hạn trả kết quả" / "Due",
+        updated_at: "Cập nhật" / "Updated",
+        finished_at: "Ngày hoàn thành" / "Finished",
+        fee: "Lệ phí" / "Fee",
+        processing_days: "Thời hạn giải quyết (ngày làm việc)" / "Processing time (working days)",
+        free: "Miễn phí" / "Free",
+        fee_paid: "Đã thanh toán." / "Paid.",
+        pay_button: "Thanh toán lệ phí" / "Pay the fee",
+        level_full: "Dịch vụ công trực tuyến toàn trình" / "Full online public service",
+        level_partial: "Dịch vụ công trực tuyến một phần" / "Partial online public service",
+        start_title: "Nộp hồ sơ trực tuyến" / "Apply online",
+        start_help: "Hồ sơ được lưu dưới dạng bản nháp; thông tin đã có trong cơ sở dữ liệu quốc gia sẽ được điền sẵn." / "The application is kept as a draft; what the national registers already know is filled in for you.",
+        start_button: "Bắt đầu nộp hồ sơ" / "Start the application",
+        sign_in_to_apply: "Đăng nhập để nộp hồ sơ" / "Sign in to apply",
+        form_title: "Thông tin hồ sơ" / "Application details",
+        prefilled_note: "Các thông tin đánh dấu đã được điền sẵn từ cơ sở dữ liệu quốc gia. Kiểm tra và sửa nếu cần." / "Marked details were filled in from the national registers. Check them and correct them if needed.",
+        prefilled_mark: "điền sẵn" / "prefilled",
+        prefill_failed: "Không lấy được dữ liệu từ cơ sở dữ liệu quốc gia; hãy tự nhập." / "The national registers could not be reached; please type the details yourself.",
+        hint_personal_code: "VN và 12 chữ số, ví dụ VN001203012345" / "VN and 12 digits, for example VN001203012345",
+        hint_phone: "10 chữ số, bắt đầu bằng 0, ví dụ 0912345678" / "10 digits starting with 0, for example 0912345678",
+        hint_date: "Năm-tháng-ngày, ví dụ 2025-03-15" / "Year-month-day, for example 2025-03-15",
+        optional: "không bắt buộc" / "optional",
+        choose: "Chọn" / "Choose",
+        yes: "Có" / "Yes",
+        save_draft: "Lưu nháp" / "Save draft",
+        submit: "Nộp hồ sơ" / "Submit the application",
+        send_supplement: "Gửi bổ sung" / "Send the supplement",
+        supplement_note_label: "Ghi chú cho cán bộ" / "Note for the officer",
+        draft_saved: "Đã lưu bản nháp." / "Draft saved.",
+        submitted_ok: "Hồ sơ đã được nộp." / "Your application has been submitted.",
+        supplement_sent: "Đã gửi bổ sung." / "The supplement has been sent.",
+        cancelled_ok: "Hồ sơ đã được hủy." / "The application has been cancelled.",
+        rated_ok: "Cảm ơn bạn đã đánh giá." / "Thank you for your rating.",
+        timeline: "Quá trình xử lý" / "Progress",
+        supplement_requested_title: "Cơ quan yêu cầu bổ sung hồ sơ" / "The agency asks for more information",
+        answer_supplement: "Bổ sung hồ sơ" / "Supplement the application",
+        edit_draft: "Tiếp tục điền hồ sơ" / "Continue the application",
+        cancel_title: "Hủy hồ sơ" / "Cancel the application",
+        cancel_reason: "Lý do hủy" / "Reason for cancelling",
+        cancel_button: "Hủy hồ sơ" / "Cancel the application",
+        rate_title: "Đánh giá mức độ hài lòng" / "Rate your satisfaction",
+        rate_legend: "Bạn hài lòng thế nào với việc giải quyết hồ sơ?" / "How satisfied are you with how your application was handled?",
+        rate_1: "1 – Rất không hài lòng" / "1 – Very dissatisfied",
+        rate_2: "2 – Không hài lòng" / "2 – Dissatisfied",
+        rate_3: "3 – Bình thường" / "3 – Neutral",
+        rate_4: "4 – Hài lòng" / "4 – Satisfied",
+        rate_5: "5 – Rất hài lòng" / "5 – Very satisfied",
+        rate_comment: "Góp ý (không bắt buộc)" / "Comment (optional)",
+        rate_button: "Gửi đánh giá" / "Send the rating",
+        your_rating: "Đánh giá của bạn:" / "Your rating:",
+        receipt: "Giấy tiếp nhận hồ sơ" / "Receipt",
+        receipt_intro: "Cơ quan đã tiếp nhận hồ sơ trực tuyến của:" / "The agency has received the online application of:",
+        applicant: "Người nộp" / "Applicant",
+        view_receipt: "Xem giấy tiếp nhận" / "View the receipt",
+        back_to_dossier: "Quay lại hồ sơ" / "Back to the application",
+        error_title: "Không thực hiện được" / "This could not be done",
+        not_found_title: "Không tìm thấy" / "Not found",
+        signin_failed: "Đăng nhập không thành công. Vui lòng thử lại." / "Signing in did not succeed. Please try again.",
+        signin_unavailable: "Dịch vụ đăng nhập chưa được cấu hình cho cổng này." / "National sign-in is not configured for this portal.",
+        try_again: "Thử lại" / "Try again",
+        signed_out: "Bạn đã đăng xuất." / "You have signed out.",
+        home: "Trang chủ" / "Home",
+        by_citizen: "Công dân" / "Citizen",
+        by_officer: "Cán bộ" / "Officer",
+        by_system: "Hệ thống" / "System",
+        state_draft: "Bản nháp" / "Draft",
+        state_submitted: "Đã nộp, chờ tiếp nhận" / "Submitted, awaiting reception",
+        state_supplement_requested: "Yêu cầu bổ sung" / "More information requested",
+        state_processing: "Đang giải quyết" / "Being processed",
+        state_approved: "Đã có kết quả" / "Approved",
+        state_rejected: "Bị từ chối" / "Rejected",
+        state_cancelled: "Đã hủy" / "Cancelled",
+        action_created: "Tạo hồ sơ" / "Application started",
+        action_draft_saved: "Lưu bản nháp" / "Draft saved",
+        action_submitted: "Nộp hồ sơ" / "Submitted",
+        action_supplement_requested: "Yêu cầu bổ sung" / "More information requested",
+        action_supplement_answered: "Đã bổ sung" / "Information supplemented",
+        action_accepted: "Tiếp nhận, chuyển xử lý" / "Received for processing",
+        action_assigned: "Phân công cán bộ" / "Officer assigned",
+        action_transferred: "Chuyển bước hoặc cơ quan" / "Moved to another step or agency",
+        action_approved: "Phê duyệt" / "Approved",
+        action_rejected: "Từ chối" / "Rejected",
+        action_cancelled: "Hủy hồ sơ" / "Cancelled",
+        action_rated: "Đánh giá" / "Rated",
+        action_prefilled: "Điền sẵn từ cơ sở dữ liệu quốc gia" / "Filled in from the national registers",
+        action_prefill_failed: "Không điền sẵn được" / "Could not be filled in",
+        action_paid: "Đã thanh toán lệ phí" / "Fee paid",
+        action_payment_cancelled: "Hủy thanh toán" / "Payment cancelled",
+        action_signed: "Ký số hồ sơ" / "Application signed",
+        form_problem: "Có lỗi trong biểu mẫu; hồ sơ chưa được nộp. Những gì bạn đã nhập vẫn được giữ." / "There are problems in the form; the application was not submitted. What you typed has been kept.",
+    }
+}
+
+impl Text {
+    pub fn state(&self, s: State) -> &'static str {
+        match s {
+            State::Draft => self.state_draft,
+            State::Submitted => self.state_submitted,
+            State::SupplementRequested => self.state_supplement_requested,
+            State::Processing => self.state_processing,
+            State::Approved => self.state_approved,
+            State::Rejected => self.state_rejected,
+            State::Cancelled => self.state_cancelled,
+        }
+    }
+
+    /// The words for a timeline action; another module's own action shows as written.
+    pub fn action<'a>(&'static self, a: &'a str) -> &'a str {
+        match a {
+            "created" => self.action_created,
+            "draft_saved" => self.action_draft_saved,
+            "submitted" => self.action_submitted,
+            "supplement_requested" => self.action_supplement_requested,
+            "supplement_answered" => self.action_supplement_answered,
+            "accepted" => self.action_accepted,
+            "assigned" => self.action_assigned,
+            "transferred" => self.action_transferred,
+            "approved" => self.action_approved,
+            "rejected" => self.action_rejected,
+            "cancelled" => self.action_cancelled,
+            "rated" => self.action_rated,
+            "prefilled" => self.action_prefilled,
+            "prefill_failed" => self.action_prefill_failed,
+            "paid" => self.action_paid,
+            "payment_cancelled" => self.action_payment_cancelled,
+            "signed" => self.action_signed,
+            other => other,
+        }
+    }
+
+    /// A one-time notice by its key (stored in the session across a redirect, so it shows
+    /// in the language of the page it lands on).
+    pub fn notice(&self, key: &str) -> Option<&'static str> {
+        Some(match key {
+            "draft_saved" => self.draft_saved,
+            "submitted" => self.submitted_ok,
+            "supplement_sent" => self.supplement_sent,
+            "cancelled" => self.cancelled_ok,
+            "rated" => self.rated_ok,
+            _ => return None,
+        })
+    }
+
+    pub fn actor_kind(&self, k: &str) -> &'static str {
+        match k {
+            "citizen" => self.by_citizen,
+            "officer" => self.by_officer,
+            _ => self.by_system,
+        }
+    }
+}

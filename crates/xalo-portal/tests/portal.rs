@@ -1,0 +1,16 @@
+//! The portal's integration tests, one binary (linking is slow).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly
+
+mod portal {
+    mod bench;
+    mod browser;
+    mod citizen;
+    mod dossier;
+    mod evidence;
+    mod kit;
+    mod office;
+    mod payment;
+    mod result;
+    mod signin;
+}
