@@ -44,6 +44,10 @@ const PIN1: &str = "1234";
 const PIN2: &str = "12345";
 /// The most citizens one run signs in (a page of the register's query).
 pub const MAX_CITIZENS: usize = 1000;
+/// The portal's information system on the exchange.
+const PORTAL_SUBSYSTEM: &str = "VN/GOV/000007/portal";
+/// Simulated citizens sharing one source address.
+const CITIZENS_PER_ADDRESS: usize = 50;
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -109,6 +113,9 @@ pub struct PageFigures {
     pub p50: Duration,
     pub p99: Duration,
     pub max: Duration,
+    /// The portal's own time per page (from its metrics), without the time in queues
+    /// before it and in the client.
+    pub server_mean: Option<Duration>,
 }
 
 /// What it measured.
@@ -169,9 +176,13 @@ impl fmt::Display for BenchReport {
             self.citizens
         )?;
         for p in &self.pages {
+            let server = p
+                .server_mean
+                .map(|d| format!(", server mean {:>7.1} ms", ms(d)))
+                .unwrap_or_default();
             writeln!(
                 f,
-                "  {:<44} {:>7} pages, p50 {:>7.1} ms, p99 {:>7.1} ms, max {:>7.1} ms",
+                "  {:<44} {:>7} pages, p50 {:>7.1} ms, p99 {:>7.1} ms, max {:>7.1} ms{server}",
                 p.kind.label(),
                 p.count,
                 ms(p.p50),
@@ -418,7 +429,7 @@ async fn assemble(
         &apis,
     )
     .await?;
-    let portal: SubsystemId = "VN/GOV/000007/portal".parse()?;
+    let portal: SubsystemId = PORTAL_SUBSYSTEM.parse()?;
     let client_key = exchange
         .client_keys
         .get(&portal)
@@ -887,14 +898,11 @@ async fn apply_once(
     Ok(())
 }
 
-/// The sum of a histogram's `_sum` series in a server's Prometheus metrics, over the
-/// series whose labels `keep` accepts.
-async fn metric_sum(
-    http: &reqwest::Client,
-    base: &str,
-    histogram: &str,
-    keep: fn(&str) -> bool,
-) -> Option<f64> {
+/// A histogram of a server's Prometheus metrics: each series' labels with its sum and
+/// count.
+type Histogram = BTreeMap<String, (f64, f64)>;
+
+async fn histogram(http: &reqwest::Client, base: &str, name: &str) -> Option<Histogram> {
     let text = http
         .get(format!("{base}/metrics"))
         .send()
@@ -903,40 +911,61 @@ async fn metric_sum(
         .text()
         .await
         .ok()?;
-    let prefix = format!("{histogram}_sum{{");
-    let mut total = 0.0;
-    let mut seen = false;
-    for line in text.lines() {
-        let Some(rest) = line.strip_prefix(&prefix) else {
-            continue;
-        };
-        let (labels, value) = rest.rsplit_once("} ")?;
-        if keep(labels) {
-            total += value.trim().parse::<f64>().ok()?;
-            seen = true;
+    let mut series = Histogram::new();
+    for (suffix, count) in [("_sum{", false), ("_count{", true)] {
+        let prefix = format!("{name}{suffix}");
+        for line in text.lines() {
+            let Some(rest) = line.strip_prefix(&prefix) else {
+                continue;
+            };
+            let (labels, value) = rest.rsplit_once("} ")?;
+            let value = value.trim().parse::<f64>().ok()?;
+            let entry = series.entry(labels.to_owned()).or_default();
+            if count {
+                entry.1 = value;
+            } else {
+                entry.0 = value;
+            }
         }
     }
-    seen.then_some(total)
+    Some(series)
 }
 
-/// Seconds the portal spent answering pages (not its metrics and health routes).
-async fn portal_seconds(http: &reqwest::Client, portal: &str) -> Option<f64> {
-    metric_sum(http, portal, "xalo_http_request_duration_seconds", |l| {
-        !l.contains("route=\"/metrics\"") && !l.contains("route=\"/healthz\"")
-    })
-    .await
-}
-
-/// Seconds the portal's gateway spent on the portal's exchange messages, from their
-/// arrival to the register's answer: prefill's calls.
-async fn prefill_seconds(http: &reqwest::Client, gateway: &str) -> Option<f64> {
-    metric_sum(
-        http,
-        gateway,
-        "xalo_exchange_message_duration_seconds",
-        |l| l.contains("side=\"client\"") && l.contains("client=\"VN/GOV/000007/portal\""),
+/// What happened between two readings of a histogram, over the series `keep` accepts:
+/// (seconds, observations).
+fn between(before: &Histogram, after: &Histogram, keep: impl Fn(&str) -> bool) -> (f64, f64) {
+    after.iter().filter(|(labels, _)| keep(labels)).fold(
+        (0.0, 0.0),
+        |(s, c), (labels, (sum, count))| {
+            let (s0, c0) = before.get(labels).copied().unwrap_or_default();
+            (s + sum - s0, c + count - c0)
+        },
     )
-    .await
+}
+
+/// The portal's request durations, and its gateway's durations of exchange messages (from
+/// their arrival to the register's answer).
+const PORTAL_HISTOGRAM: &str = "xalo_http_request_duration_seconds";
+const EXCHANGE_HISTOGRAM: &str = "xalo_exchange_message_duration_seconds";
+
+async fn readings(http: &reqwest::Client, site: &Site) -> Option<(Histogram, Histogram)> {
+    Some((
+        histogram(http, &site.portal_url, PORTAL_HISTOGRAM).await?,
+        histogram(http, &site.gateway_url, EXCHANGE_HISTOGRAM).await?,
+    ))
+}
+
+impl PageKind {
+    /// The series of the portal's metrics that count this page.
+    fn series(self) -> (&'static str, &'static str) {
+        match self {
+            PageKind::ApplyPage => ("GET", "/dossiers/new"),
+            PageKind::StartAndPrefill => ("POST", "/dossiers/new"),
+            PageKind::Form => ("GET", "/dossiers/{code}/form"),
+            PageKind::Submit => ("POST", "/dossiers/{code}/form"),
+            PageKind::DossierPage => ("GET", "/dossiers/{code}"),
+        }
+    }
 }
 
 /// Start a nation in a scratch directory, measure, stop it and remove the directory.
@@ -978,12 +1007,25 @@ async fn measure(
     options: &BenchOptions,
     nation_start: Duration,
 ) -> Result<BenchReport, Error> {
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(Duration::from_secs(60))
-        .pool_max_idle_per_host(options.citizens + 16)
-        .build()
-        .map_err(|e| failed(e.to_string()))?;
+    // Citizens come from many addresses, as they would: the sign-in provider allows only so
+    // many Mobile-ID starts per address (60 in 10 minutes). Every 127.x.y.z is loopback.
+    let mut clients = Vec::new();
+    for group in 0..nation.citizens.len().div_ceil(CITIZENS_PER_ADDRESS) {
+        let address = std::net::Ipv4Addr::new(127, 0, 1, (group + 1).min(254) as u8);
+        clients.push(
+            reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .timeout(Duration::from_secs(60))
+                .local_address(std::net::IpAddr::V4(address))
+                .pool_max_idle_per_host(CITIZENS_PER_ADDRESS + 4)
+                .build()
+                .map_err(|e| failed(e.to_string()))?,
+        );
+    }
+    let http = clients
+        .first()
+        .cloned()
+        .ok_or_else(|| failed("no citizens"))?;
 
     // Sign everyone in, a few at a time.
     let started = Instant::now();
@@ -993,7 +1035,11 @@ async fn measure(
     ));
     let mut sign_ins = tokio::task::JoinSet::new();
     for (i, c) in nation.citizens.iter().cloned().enumerate() {
-        let (n, http, permits) = (n.clone(), http.clone(), permits.clone());
+        let http = clients
+            .get(i / CITIZENS_PER_ADDRESS)
+            .cloned()
+            .unwrap_or_else(|| http.clone());
+        let (n, permits) = (n.clone(), permits.clone());
         sign_ins.spawn(async move {
             let _permit = permits.acquire_owned().await;
             let mut b = Browser::new(http);
@@ -1026,8 +1072,7 @@ async fn measure(
         }
     }
 
-    let portal_before = portal_seconds(&http, &n.portal_url).await;
-    let gateway_before = prefill_seconds(&http, &n.gateway_url).await;
+    let before = readings(&http, &n).await;
     let started = Instant::now();
     let deadline = started + Duration::from_secs(options.seconds.max(1));
     let mut tasks = tokio::task::JoinSet::new();
@@ -1052,19 +1097,36 @@ async fn measure(
         tally.merge(done.map_err(|e| failed(e.to_string()))?);
     }
     let elapsed = started.elapsed();
-    let portal_after = portal_seconds(&http, &n.portal_url).await;
-    let gateway_after = prefill_seconds(&http, &n.gateway_url).await;
+    let after = readings(&http, &n).await;
 
-    let (prefill_share, prefill_per_draft) =
-        match (portal_before, portal_after, gateway_before, gateway_after) {
-            (Some(pb), Some(pa), Some(gb), Some(ga)) if pa > pb && tally.drafts > 0 => (
-                Some((ga - gb) / (pa - pb)),
-                Some(Duration::from_secs_f64(
-                    ((ga - gb) / tally.drafts as f64).max(0.0),
-                )),
-            ),
-            _ => (None, None),
-        };
+    // Server-side time from the metrics: the portal's pages, and prefill's exchange calls.
+    let mut server_means = [None; 5];
+    let (mut prefill_share, mut prefill_per_draft) = (None, None);
+    if let (Some((portal0, gateway0)), Some((portal1, gateway1))) = (&before, &after) {
+        let (portal_time, _) = between(portal0, portal1, |l| {
+            !l.contains("route=\"/metrics\"") && !l.contains("route=\"/healthz\"")
+        });
+        let portal_client = format!("client=\"{PORTAL_SUBSYSTEM}\"");
+        let (prefill_time, _) = between(gateway0, gateway1, |l| {
+            l.contains("side=\"client\"") && l.contains(&portal_client)
+        });
+        if portal_time > 0.0 && tally.drafts > 0 {
+            prefill_share = Some(prefill_time / portal_time);
+            prefill_per_draft = Some(Duration::from_secs_f64(
+                (prefill_time / tally.drafts as f64).max(0.0),
+            ));
+        }
+        for kind in PageKind::ALL {
+            let (method, route) = kind.series();
+            let (method, route) = (format!("method=\"{method}\""), format!("route=\"{route}\""));
+            let (time, count) = between(portal0, portal1, |l| {
+                l.contains(&method) && l.contains(&route)
+            });
+            if count > 0.0 {
+                server_means[kind.index()] = Some(Duration::from_secs_f64((time / count).max(0.0)));
+            }
+        }
+    }
     let mut all = Vec::new();
     let mut pages = Vec::new();
     for kind in PageKind::ALL {
@@ -1076,6 +1138,7 @@ async fn measure(
             p50: percentile(l, 0.50),
             p99: percentile(l, 0.99),
             max: l.last().copied().unwrap_or_default(),
+            server_mean: server_means[kind.index()],
         });
         all.extend_from_slice(l);
     }

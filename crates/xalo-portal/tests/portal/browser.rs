@@ -151,7 +151,8 @@ async fn shown(c: &Client) -> String {
 
 /// Wait until the browser is at `origin` + a path that `path` accepts; returns the URL.
 async fn arrive(c: &Client, origin: &str, path: impl Fn(&str) -> bool) -> String {
-    for _ in 0..300 {
+    // Generous: CI runs the other tests on the same two cores.
+    for _ in 0..600 {
         let url = here(c).await;
         if let Some(rest) = url.strip_prefix(origin) {
             let p = rest.split(['?', '#']).next().unwrap_or_default();
@@ -170,7 +171,7 @@ async fn arrive(c: &Client, origin: &str, path: impl Fn(&str) -> bool) -> String
 /// Reload until the page shows `needle`; returns the page's text.
 async fn reload_until(c: &Client, needle: &str) -> String {
     let mut text = String::new();
-    for _ in 0..60 {
+    for _ in 0..120 {
         text = shown(c).await;
         if text.contains(needle) {
             return text;
@@ -188,7 +189,7 @@ async fn stored(n: &FullNation, code: &str) -> Dossier {
 /// Wait until the dossier is in `state` at `step`, as the officer's click left it.
 async fn dossier_reaches(n: &FullNation, code: &str, state: State, at: &str) {
     let mut d = stored(n, code).await;
-    for _ in 0..100 {
+    for _ in 0..300 {
         if d.state == state && d.current_step == at {
             return;
         }
