@@ -879,7 +879,8 @@ async fn apply_once(
     )
     .await?;
     let page = redirect(&a, &format!("submitting {code}"))?;
-    if page != format!("/dossiers/{code}") {
+    // The dossier's page, with the "submitted" notice named in the address.
+    if page.split('?').next() != Some(format!("/dossiers/{code}").as_str()) {
         return Err(format!("submitting {code} sent the browser to {page}"));
     }
     let a = timed(

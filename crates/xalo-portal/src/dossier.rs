@@ -487,27 +487,127 @@ async fn insert_event(
 
 /// Start a dossier as a draft for its applicant and give it its code.
 pub async fn create_draft(db: &Database, new: &NewDossier) -> Result<Dossier, Error> {
+    check_new(new)?;
+    let now = unix_now();
+    let prefix = code_prefix(&new.agency, now);
+    let mut tx = db.begin_write().await?;
+    let serial = reserve(&mut tx, &prefix, 1).await?;
+    let dossier = insert_draft(&mut tx, new, format!("{prefix}-{serial:04}"), now, None).await?;
+    tx.commit().await.db("committing a new dossier")?;
+    Ok(dossier)
+}
+
+/// What prefilling a new draft from the registers gave, recorded on its timeline by the
+/// system (`prefill`) in the transaction that creates the draft.
+#[derive(Debug, Clone)]
+pub struct PrefillRecord {
+    /// The draft's form data with the prefilled values.
+    pub form: serde_json::Value,
+    /// The timeline action (`prefilled`, or the failure's).
+    pub action: String,
+    /// The fields filled, or the failure's code.
+    pub note: String,
+}
+
+/// Start a draft under a code from [`Codes::next`], with what prefilling it gave, in one
+/// write transaction: the registers are asked before it, with the code as the purpose, so
+/// that no network call holds the write lock.
+pub async fn create_prefilled_draft(
+    db: &Database,
+    new: &NewDossier,
+    code: String,
+    prefill: Option<PrefillRecord>,
+) -> Result<Dossier, Error> {
+    check_new(new)?;
+    if let Some(p) = &prefill {
+        form_text(&p.form)?;
+    }
+    let mut tx = db.begin_write().await?;
+    let dossier = insert_draft(&mut tx, new, code, unix_now(), prefill).await?;
+    tx.commit().await.db("committing a new dossier")?;
+    Ok(dossier)
+}
+
+fn check_new(new: &NewDossier) -> Result<(), Error> {
     check_agency(&new.agency)?;
     if new.procedure_code.trim().is_empty() {
         return Err(Error::new(ErrorCode::PortalBadInput, "no procedure code"));
     }
-    let form = form_text(&new.form)?;
-    let now = unix_now();
-    let prefix = format!("{}-{}", new.agency, code_day(now));
-    let mut tx = db.begin_write().await?;
-    let serial: i64 = xalo_store::sqlx::query(
-        "INSERT INTO portal_dossier_counter (prefix, last) VALUES ($1, 1) \
-         ON CONFLICT (prefix) DO UPDATE SET last = portal_dossier_counter.last + 1 \
+    form_text(&new.form)?;
+    Ok(())
+}
+
+/// The code of a dossier without its serial: agency and day.
+fn code_prefix(agency: &str, now: i64) -> String {
+    format!("{agency}-{}", code_day(now))
+}
+
+/// Take `count` serials under `prefix`; returns the last of them.
+async fn reserve(tx: &mut Tx, prefix: &str, count: i64) -> Result<i64, Error> {
+    xalo_store::sqlx::query(
+        "INSERT INTO portal_dossier_counter (prefix, last) VALUES ($1, $2) \
+         ON CONFLICT (prefix) DO UPDATE SET last = portal_dossier_counter.last + $2 \
          RETURNING last",
     )
-    .bind(prefix.clone())
-    .fetch_one(&mut *tx)
+    .bind(prefix.to_owned())
+    .bind(count)
+    .fetch_one(&mut **tx)
     .await
     .db("numbering a dossier")?
     .try_get(0)
-    .db("numbering a dossier")?;
-    let dossier = Dossier {
-        code: format!("{prefix}-{serial:04}"),
+    .db("numbering a dossier")
+}
+
+/// Serials reserved per write when codes come from [`Codes`].
+const CODE_BLOCK: i64 = 64;
+
+/// Dossier codes handed out from blocks of serials reserved in the counter table, so that
+/// a code costs a write only once per block. Codes stay unique across processes sharing
+/// the database (each reserves its own blocks); a restart leaves a gap in the numbers.
+#[derive(Default)]
+pub struct Codes {
+    /// Per prefix: the next serial and the last one reserved.
+    blocks: tokio::sync::Mutex<std::collections::HashMap<String, (i64, i64)>>,
+}
+
+impl Codes {
+    /// A fresh code for a dossier of `agency` today.
+    pub async fn next(&self, db: &Database, agency: &str) -> Result<String, Error> {
+        check_agency(agency)?;
+        let day = code_day(unix_now());
+        let prefix = format!("{agency}-{day}");
+        let mut blocks = self.blocks.lock().await;
+        // Yesterday's blocks are of no more use.
+        blocks.retain(|k, _| k.ends_with(&day));
+        let serial = match blocks.get_mut(&prefix) {
+            Some((next, last)) if *next <= *last => {
+                *next += 1;
+                *next - 1
+            }
+            _ => {
+                let mut tx = db.begin_write().await?;
+                let last = reserve(&mut tx, &prefix, CODE_BLOCK).await?;
+                tx.commit().await.db("reserving dossier codes")?;
+                let first = last - CODE_BLOCK + 1;
+                blocks.insert(prefix.clone(), (first + 1, last));
+                first
+            }
+        };
+        Ok(format!("{prefix}-{serial:04}"))
+    }
+}
+
+/// Insert a new draft under `code` with its first events: created by the applicant, then
+/// what prefilling gave.
+async fn insert_draft(
+    tx: &mut Tx,
+    new: &NewDossier,
+    code: String,
+    now: i64,
+    prefill: Option<PrefillRecord>,
+) -> Result<Dossier, Error> {
+    let mut dossier = Dossier {
+        code,
         procedure_code: new.procedure_code.clone(),
         applicant: new.applicant.to_string(),
         applicant_name: new.applicant_name.clone(),
@@ -528,10 +628,18 @@ pub async fn create_draft(db: &Database, new: &NewDossier) -> Result<Dossier, Er
         rating_note: None,
         version: 1,
     };
+    let prefill_note = match &prefill {
+        Some(p) => check_note(Some(&p.note))?,
+        None => None,
+    };
+    if let Some(p) = &prefill {
+        dossier.form = p.form.clone();
+        dossier.version = 2;
+    }
     xalo_store::sqlx::query(
         "INSERT INTO portal_dossier (code, procedure_code, applicant, applicant_name, agency, \
          current_agency, current_step, officer, state, channel, form_json, created_unix, \
-         updated_unix, version) VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, $8, $9, $10, $11, $12, 1)",
+         updated_unix, version) VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, $8, $9, $10, $11, $12, $13)",
     )
     .bind(dossier.code.clone())
     .bind(dossier.procedure_code.clone())
@@ -542,23 +650,49 @@ pub async fn create_draft(db: &Database, new: &NewDossier) -> Result<Dossier, Er
     .bind(dossier.current_step.clone())
     .bind(dossier.state.as_str())
     .bind(dossier.channel.as_str())
-    .bind(form)
+    .bind(form_text(&dossier.form)?)
     .bind(now)
     .bind(now)
-    .execute(&mut *tx)
+    .bind(dossier.version)
+    .execute(&mut **tx)
     .await
     .db("storing a dossier")?;
-    insert_event(
-        &mut tx,
-        &dossier,
-        1,
-        &Actor::Citizen(new.applicant),
-        Action::Created.as_str(),
-        State::Draft,
-        None,
+    let created = Actor::Citizen(new.applicant);
+    let Some(p) = &prefill else {
+        insert_event(
+            tx,
+            &dossier,
+            1,
+            &created,
+            Action::Created.as_str(),
+            State::Draft,
+            None,
+        )
+        .await?;
+        return Ok(dossier);
+    };
+    // Both first events in one statement: the write lock is held one round trip less.
+    let system = Actor::System("prefill".into());
+    let (state, at) = (State::Draft.as_str(), unix_now());
+    xalo_store::sqlx::query(
+        "INSERT INTO portal_dossier_event (dossier_code, seq, at_unix, actor_kind, actor, action, \
+         from_state, to_state, agency, note) VALUES ($1, 1, $2, $3, $4, $5, $6, $6, $7, NULL), \
+         ($1, 2, $2, $8, $9, $10, $6, $6, $7, $11)",
     )
-    .await?;
-    tx.commit().await.db("committing a new dossier")?;
+    .bind(dossier.code.clone())
+    .bind(at)
+    .bind(created.kind())
+    .bind(created.id())
+    .bind(Action::Created.as_str())
+    .bind(state)
+    .bind(dossier.current_agency.clone())
+    .bind(system.kind())
+    .bind(system.id())
+    .bind(p.action.clone())
+    .bind(prefill_note)
+    .execute(&mut **tx)
+    .await
+    .db("recording a dossier event")?;
     Ok(dossier)
 }
 
@@ -647,14 +781,51 @@ where
     .fetch_optional(&mut *tx)
     .await
     .db("reading a dossier")?;
-    let mut d = match row.as_ref().map(from_row).transpose()? {
+    let d = match row.as_ref().map(from_row).transpose()? {
         Some(d) => d,
         None => return Err(not_found(code)),
     };
+    let prepared = prepare_change(d, actor, change)?;
+    write_change(tx, prepared, actor, action, note).await
+}
+
+/// [`change`] of a dossier as the caller read it (outside the transaction): refused with
+/// `PortalDossierChanged` if anyone changed it since, as [`change`] refuses a race. The
+/// checks and the change are made before the write transaction, which then only writes.
+async fn change_read<F>(
+    db: &Database,
+    d: Dossier,
+    actor: &Actor,
+    action: &str,
+    note: Option<&str>,
+    change: F,
+) -> Result<Dossier, Error>
+where
+    F: FnOnce(&mut Dossier) -> Result<(), Error>,
+{
+    let prepared = prepare_change(d, actor, change)?;
+    let tx = db.begin_write().await?;
+    write_change(tx, prepared, actor, action, note).await
+}
+
+/// A changed dossier ready to be written: with its state and version as read, and its
+/// form data as stored.
+struct Prepared {
+    d: Dossier,
+    from: State,
+    version: i64,
+    form: String,
+}
+
+/// Check the actor and apply `change` to the dossier as read.
+fn prepare_change<F>(mut d: Dossier, actor: &Actor, change: F) -> Result<Prepared, Error>
+where
+    F: FnOnce(&mut Dossier) -> Result<(), Error>,
+{
     if let Actor::Citizen(person) = actor
         && !d.is_owned_by(person)
     {
-        return Err(not_found(code));
+        return Err(not_found(&d.code));
     }
     let from = d.state;
     let version = d.version;
@@ -665,6 +836,30 @@ where
     if d.state.is_finished() && !from.is_finished() {
         d.finished_unix = Some(now);
     }
+    let form = form_text(&d.form)?;
+    Ok(Prepared {
+        d,
+        from,
+        version,
+        form,
+    })
+}
+
+/// Write a prepared change if the dossier's version is still the one read, with its
+/// event; commits `tx`.
+async fn write_change(
+    mut tx: Tx,
+    prepared: Prepared,
+    actor: &Actor,
+    action: &str,
+    note: Option<&str>,
+) -> Result<Dossier, Error> {
+    let Prepared {
+        d,
+        from,
+        version,
+        form,
+    } = prepared;
     let updated = xalo_store::sqlx::query(
         "UPDATE portal_dossier SET current_agency = $1, current_step = $2, officer = $3, \
          state = $4, form_json = $5, supplement_note = $6, updated_unix = $7, \
@@ -675,7 +870,7 @@ where
     .bind(d.current_step.clone())
     .bind(d.officer.clone())
     .bind(d.state.as_str())
-    .bind(form_text(&d.form)?)
+    .bind(form)
     .bind(d.supplement_note.clone())
     .bind(d.updated_unix)
     .bind(d.submitted_unix)
@@ -692,7 +887,7 @@ where
     if updated.rows_affected() != 1 {
         return Err(Error::new(
             ErrorCode::PortalDossierChanged,
-            format!("dossier {code} was changed meanwhile"),
+            format!("dossier {} was changed meanwhile", d.code),
         ));
     }
     insert_event(&mut tx, &d, d.version, actor, action, from, note).await?;
@@ -759,16 +954,41 @@ pub async fn submit(
     form_text(&form)?;
     let actor = Actor::Citizen(*person);
     change(db, code, &actor, Action::Submitted.as_str(), None, |d| {
-        if d.state != State::Draft {
-            return Err(wrong_state(d, "submitted"));
-        }
-        d.form = form;
-        d.state = State::Submitted;
-        d.submitted_unix = Some(unix_now());
-        d.due_unix = due_unix;
-        Ok(())
+        submitting(d, form, due_unix)
     })
     .await
+}
+
+/// [`submit`] the draft `d` as the caller read it (and showed its form): refused with
+/// `PortalDossierChanged` if it changed since.
+pub async fn submit_read(
+    db: &Database,
+    d: Dossier,
+    person: &PersonalCode,
+    form: serde_json::Value,
+    due_unix: Option<i64>,
+) -> Result<Dossier, Error> {
+    form_text(&form)?;
+    let actor = Actor::Citizen(*person);
+    change_read(db, d, &actor, Action::Submitted.as_str(), None, |d| {
+        submitting(d, form, due_unix)
+    })
+    .await
+}
+
+fn submitting(
+    d: &mut Dossier,
+    form: serde_json::Value,
+    due_unix: Option<i64>,
+) -> Result<(), Error> {
+    if d.state != State::Draft {
+        return Err(wrong_state(d, "submitted"));
+    }
+    d.form = form;
+    d.state = State::Submitted;
+    d.submitted_unix = Some(unix_now());
+    d.due_unix = due_unix;
+    Ok(())
 }
 
 /// The citizen withdraws a dossier that no officer has taken into processing yet.

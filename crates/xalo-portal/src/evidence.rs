@@ -326,7 +326,7 @@ async fn sign_page(
         let d = dossier::get_for(p.db(), &code, &me).await?;
         let files = attachment::of_dossier(p.db(), &d.code).await?;
         let signed = signature::current(p.db(), &d, &files).await?;
-        let notice = take_notice(&p, &mut session).await?;
+        let notice = take_notice(&p, &mut session, &uri).await?;
         let t = EvidenceText::get(session.lang);
         use sha2::Digest;
         let body = SignTemplate {

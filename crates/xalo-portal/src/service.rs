@@ -116,6 +116,8 @@ pub struct Inner {
     pub payment: Option<crate::payment_client::PaymentClient>,
     /// Results of approved dossiers and the citizens' mailboxes.
     pub results: crate::result::Results,
+    /// New dossiers' codes, reserved in blocks.
+    pub codes: dossier::Codes,
 }
 
 impl Portal {
@@ -244,6 +246,7 @@ pub async fn serve(config: Config, listener: TcpListener) -> Result<ServerHandle
             calendar,
             payment: payment.clone(),
             results: results.clone(),
+            codes: dossier::Codes::default(),
         }),
     };
     // One result issuer for the back office (which issues on approval) and the mailbox.
@@ -500,16 +503,35 @@ pub(crate) fn set_notice(session: &mut Session, notice: &str) {
     session.set("notice", notice);
 }
 
+/// The redirect after a change, with its notice (a key of [`Text::notice`]) in the
+/// address rather than in the session: neither the change nor the page it leads to then
+/// writes the session.
+pub(crate) fn redirect_with_notice(path: &str, notice: &str) -> Response {
+    Redirect::to(&format!("{path}?notice={notice}")).into_response()
+}
+
+/// The notice for this page: one the address names (known keys only, so a link cannot
+/// put its own words on the page), else one left in the session, which is then removed.
 pub(crate) async fn take_notice(
     p: &Portal,
     session: &mut Session,
+    uri: &Uri,
 ) -> Result<Option<String>, Error> {
+    let text = Text::get(session.lang);
+    let named = uri
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("notice="))
+        .and_then(|key| text.notice(key));
+    if let Some(n) = named {
+        return Ok(Some(n.to_owned()));
+    }
     let notice: Option<String> = session.get("notice");
     if notice.is_some() {
         session.remove("notice");
         save(p, session).await?;
     }
-    let text = Text::get(session.lang);
     Ok(notice.map(|n| text.notice(&n).map(str::to_owned).unwrap_or(n)))
 }
 
@@ -710,7 +732,7 @@ async fn my_dossiers(
                 updated: format_time(d.updated_unix),
             })
             .collect();
-        let notice = take_notice(&p, &mut session).await?;
+        let notice = take_notice(&p, &mut session, &uri).await?;
         let body = DossiersTemplate {
             text,
             account: account_bar(&session, &uri)?,
@@ -812,7 +834,11 @@ async fn start(
     let result = async {
         let (person, personal_code) = person_of(&session)?;
         let proc = procedure(&f.procedure)?;
-        let d = dossier::create_draft(
+        // The code first: it is the purpose of the registers' answers. Then the draft
+        // with what they gave, in one write.
+        let code = p.inner.codes.next(p.writes(), &proc.agency).await?;
+        let prefilled = prefill_draft(&p, &code, proc, &personal_code).await;
+        let d = dossier::create_prefilled_draft(
             p.writes(),
             &NewDossier {
                 procedure_code: proc.code.clone(),
@@ -823,42 +849,46 @@ async fn start(
                 channel: Channel::Online,
                 form: Value::Object(Default::default()),
             },
+            code,
+            prefilled,
         )
         .await?;
-        prefill_draft(&p, &d, proc, &personal_code).await;
         Ok(Redirect::to(&format!("/dossiers/{}/form", d.code)).into_response())
     }
     .await;
     respond(&session, &uri, result)
 }
 
-/// Prefill a new draft; a failure is recorded on the timeline and shown on the form, and
-/// the citizen types the details instead.
-async fn prefill_draft(p: &Portal, d: &Dossier, proc: &Procedure, person: &PersonalCode) {
-    let Some(exchange) = &p.inner.exchange else {
-        return;
-    };
-    let system = dossier::Actor::System("prefill".into());
-    match crate::prefill::prefill(exchange, &proc.form, person, &d.code).await {
+/// Prefill the new draft `code` from the registers, before it is stored: what to record
+/// with it. A failure is recorded on the timeline and shown on the form, and the citizen
+/// types the details instead.
+async fn prefill_draft(
+    p: &Portal,
+    code: &str,
+    proc: &Procedure,
+    person: &PersonalCode,
+) -> Option<dossier::PrefillRecord> {
+    let exchange = p.inner.exchange.as_ref()?;
+    match crate::prefill::prefill(exchange, &proc.form, person, code).await {
         Ok(prefilled) => {
             if prefilled.filled.is_empty() {
-                return;
+                return None;
             }
-            let mut form = d.form.clone();
+            let mut form = Value::Object(Default::default());
             crate::prefill::merge_into(&mut form, &prefilled.form);
-            let note = prefilled.filled.join(",");
-            if let Err(e) =
-                dossier::prefill_draft(p.writes(), &d.code, person, form, PREFILLED, &note).await
-            {
-                tracing::warn!(error = %e, dossier = %d.code, "storing prefilled data failed");
-            }
+            Some(dossier::PrefillRecord {
+                form,
+                action: PREFILLED.to_owned(),
+                note: prefilled.filled.join(","),
+            })
         }
         Err(e) => {
-            tracing::warn!(error = %e, dossier = %d.code, "prefill failed");
-            let note = e.code.as_str().to_owned();
-            let _ =
-                dossier::record_event(p.writes(), &d.code, &system, PREFILL_FAILED, Some(&note))
-                    .await;
+            tracing::warn!(error = %e, dossier = %code, "prefill failed");
+            Some(dossier::PrefillRecord {
+                form: Value::Object(Default::default()),
+                action: PREFILL_FAILED.to_owned(),
+                note: e.code.as_str().to_owned(),
+            })
         }
     }
 }
@@ -1066,7 +1096,7 @@ async fn form_page(
         let d = dossier::get_for(p.db(), &code, &person).await?;
         editable(&d)?;
         let proc = procedure(&d.procedure_code)?;
-        let notice = take_notice(&p, &mut session).await?;
+        let notice = take_notice(&p, &mut session, &uri).await?;
         render_form(
             &p,
             &session,
@@ -1090,7 +1120,7 @@ async fn form_page(
 /// was typed, and the page shows it back with one message per field.
 async fn form_post(
     State(p): State<Portal>,
-    Extension(mut session): Extension<Session>,
+    Extension(session): Extension<Session>,
     Path(code): Path<String>,
     uri: Uri,
     Form(posted): Form<Vec<(String, String)>>,
@@ -1131,9 +1161,10 @@ async fn form_post(
                 ));
             }
             dossier::save_draft(p.writes(), &d.code, &person, data).await?;
-            set_notice(&mut session, "draft_saved");
-            save(&p, &session).await?;
-            return Ok(Redirect::to(&format!("/dossiers/{}/form", d.code)).into_response());
+            return Ok(redirect_with_notice(
+                &format!("/dossiers/{}/form", d.code),
+                "draft_saved",
+            ));
         }
         let errors: Vec<(String, String)> = proc
             .check_form(&data)
@@ -1162,15 +1193,16 @@ async fn form_post(
             )
             .await;
         }
-        match (intent, d.state) {
+        let notice = match (intent, d.state) {
             ("submit", DossierState::Draft) => {
                 let due = due_unix(&p, proc.processing_days);
-                dossier::submit(p.writes(), &d.code, &person, data, due).await?;
-                set_notice(&mut session, "submitted");
+                // As read above: a change since is refused rather than overwritten.
+                dossier::submit_read(p.writes(), d.clone(), &person, data, due).await?;
+                "submitted"
             }
             ("supplement", DossierState::SupplementRequested) => {
                 dossier::answer_supplement(p.writes(), &d.code, &person, data, Some(note)).await?;
-                set_notice(&mut session, "supplement_sent");
+                "supplement_sent"
             }
             _ => {
                 return Err(Error::new(
@@ -1181,9 +1213,11 @@ async fn form_post(
                     ),
                 ));
             }
-        }
-        save(&p, &session).await?;
-        Ok(Redirect::to(&format!("/dossiers/{}", d.code)).into_response())
+        };
+        Ok(redirect_with_notice(
+            &format!("/dossiers/{}", d.code),
+            notice,
+        ))
     }
     .await;
     respond(&session, &uri, result)
@@ -1261,7 +1295,7 @@ async fn dossier_page(
                 },
             })
             .collect();
-        let notice = take_notice(&p, &mut session).await?;
+        let notice = take_notice(&p, &mut session, &uri).await?;
         let title = procedure_name(&d.procedure_code, session.lang);
         let fee_vnd = procedure(&d.procedure_code).map(|p| p.fee_vnd).unwrap_or(0);
         let paid = match &p.inner.payment {
@@ -1318,7 +1352,7 @@ struct CancelForm {
 
 async fn cancel(
     State(p): State<Portal>,
-    Extension(mut session): Extension<Session>,
+    Extension(session): Extension<Session>,
     Path(code): Path<String>,
     uri: Uri,
     Form(f): Form<CancelForm>,
@@ -1326,9 +1360,10 @@ async fn cancel(
     let result = async {
         let (_, person) = person_of(&session)?;
         dossier::cancel(p.writes(), &code, &person, Some(&f.reason)).await?;
-        set_notice(&mut session, "cancelled");
-        save(&p, &session).await?;
-        Ok(Redirect::to(&format!("/dossiers/{code}")).into_response())
+        Ok(redirect_with_notice(
+            &format!("/dossiers/{code}"),
+            "cancelled",
+        ))
     }
     .await;
     respond(&session, &uri, result)
@@ -1343,7 +1378,7 @@ struct RateForm {
 
 async fn rate(
     State(p): State<Portal>,
-    Extension(mut session): Extension<Session>,
+    Extension(session): Extension<Session>,
     Path(code): Path<String>,
     uri: Uri,
     Form(f): Form<RateForm>,
@@ -1356,9 +1391,7 @@ async fn rate(
             .parse::<i64>()
             .map_err(|_| Error::new(ErrorCode::PortalRating, "choose a rating from 1 to 5"))?;
         dossier::rate(p.writes(), &code, &person, rating, Some(&f.comment)).await?;
-        set_notice(&mut session, "rated");
-        save(&p, &session).await?;
-        Ok(Redirect::to(&format!("/dossiers/{code}")).into_response())
+        Ok(redirect_with_notice(&format!("/dossiers/{code}"), "rated"))
     }
     .await;
     respond(&session, &uri, result)

@@ -405,9 +405,10 @@ async fn sign_in_apply_submit_and_keep_others_out() {
         .post(&format!("{portal}/dossiers/{code}/form"), &good)
         .await;
     assert_eq!(r.status(), 303, "{}", r.text().await.unwrap());
-    assert_eq!(location(&r), format!("/dossiers/{code}"));
+    // The notice travels in the address: submitting writes no session.
+    assert_eq!(location(&r), format!("/dossiers/{code}?notice=submitted"));
     let html = b
-        .get(&format!("{portal}/dossiers/{code}"))
+        .get(&format!("{portal}{}", location(&r)))
         .await
         .text()
         .await
@@ -417,6 +418,14 @@ async fn sign_in_apply_submit_and_keep_others_out() {
         "{html}"
     );
     assert!(html.contains("Submitted, awaiting reception"), "{html}");
+    // Only known notices are shown: an address cannot put its own words on the page.
+    let html = b
+        .get(&format!("{portal}/dossiers/{code}?notice=You+won"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(!html.contains("You won") && !html.contains("has been submitted."));
     let receipt = b
         .get(&format!("{portal}/dossiers/{code}/receipt"))
         .await

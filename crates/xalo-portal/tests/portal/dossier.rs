@@ -287,3 +287,95 @@ async fn concurrent_changes_do_not_both_win() {
     let events = dossier::events(&db, &d.code).await.unwrap();
     assert_eq!(events.iter().filter(|e| e.action == "accepted").count(), 1);
 }
+
+#[tokio::test]
+async fn a_prefilled_draft_is_created_in_one_write_under_a_reserved_code() {
+    let t = db().await;
+    let db = &t.db;
+    let me = person(CITIZEN);
+    let day = dossier::code_day(dossier::unix_now());
+    // Two portals on one database reserve their own blocks; a draft numbered one at a time
+    // takes the next serial after both: no code is handed out twice.
+    let (a, b) = (dossier::Codes::default(), dossier::Codes::default());
+    let first = a.next(db, "QNI.HL").await.unwrap();
+    assert_eq!(first, format!("QNI.HL-{day}-0001"));
+    assert_eq!(
+        a.next(db, "QNI.HL").await.unwrap(),
+        format!("QNI.HL-{day}-0002")
+    );
+    let other = b.next(db, "QNI.HL").await.unwrap();
+    let single = dossier::create_draft(db, &new(OTHER)).await.unwrap();
+    let mut codes = vec![first.clone(), other.clone(), single.code.clone()];
+    for _ in 0..100 {
+        codes.push(a.next(db, "QNI.HL").await.unwrap());
+    }
+    let n = codes.len();
+    codes.sort();
+    codes.dedup();
+    assert_eq!(codes.len(), n, "every code is unique");
+    assert!(a.next(db, "no agency").await.is_err());
+
+    let d = dossier::create_prefilled_draft(
+        db,
+        &new(CITIZEN),
+        first.clone(),
+        Some(dossier::PrefillRecord {
+            form: json!({"applicant_full_name": "NGUYỄN VĂN AN"}),
+            action: "prefilled".into(),
+            note: "applicant_full_name".into(),
+        }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(d.code, first);
+    assert_eq!(d.version, 2);
+    let stored = dossier::get_for(db, &first, &me).await.unwrap();
+    assert_eq!(stored, d);
+    assert_eq!(stored.form["applicant_full_name"], "NGUYỄN VĂN AN");
+    let events = dossier::events(db, &first).await.unwrap();
+    let seen: Vec<_> = events
+        .iter()
+        .map(|e| {
+            (
+                e.seq,
+                e.actor_kind.as_str(),
+                e.action.as_str(),
+                e.note.as_deref(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            (1, "citizen", "created", None),
+            (2, "system", "prefilled", Some("applicant_full_name")),
+        ]
+    );
+    // A code is used once.
+    assert!(
+        dossier::create_prefilled_draft(db, &new(CITIZEN), first.clone(), None)
+            .await
+            .is_err()
+    );
+
+    // Submitting the draft as read: a change since (another tab) is refused, not lost.
+    let read = dossier::get_for(db, &first, &me).await.unwrap();
+    dossier::save_draft(db, &first, &me, json!({"x": 1}))
+        .await
+        .unwrap();
+    let e = dossier::submit_read(db, read, &me, json!({}), None)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::PortalDossierChanged);
+    // Another person's dossier, even as read, is not theirs to submit.
+    let read = dossier::get_for(db, &first, &me).await.unwrap();
+    let e = dossier::submit_read(db, read.clone(), &person(OTHER), json!({}), None)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::PortalDossierNotFound);
+    let d = dossier::submit_read(db, read, &me, json!({"y": 2}), Some(1))
+        .await
+        .unwrap();
+    assert_eq!(d.state, State::Submitted);
+    assert_eq!(dossier::get_for(db, &first, &me).await.unwrap(), d);
+}
