@@ -199,3 +199,65 @@ pub async fn list(db: &Database) -> Result<Vec<(String, String, String)>, Error>
         })
         .collect()
 }
+
+/// Registered clients as recently read, so that an authorization and a token request need
+/// not each read the client's row. An entry is used for at most its bound (the setting
+/// `client_cache_ms`; 0 reads every time): a re-registration (new secret, redirect URIs,
+/// keys) by the CLI or another instance is in force everywhere after that bound, and at
+/// once in the instance that made it through [`ClientCache::forget`]. Unknown clients
+/// are not remembered, so a new registration is usable at once.
+pub struct ClientCache {
+    ttl: std::time::Duration,
+    entries: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, Client)>>,
+}
+
+/// Bound the cache so that many distinct client ids cannot grow memory without end.
+const CLIENT_CACHE_LIMIT: usize = 10_000;
+
+impl ClientCache {
+    pub fn new(ttl: std::time::Duration) -> ClientCache {
+        ClientCache {
+            ttl,
+            entries: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    /// The client, from the cache while its entry is younger than the bound.
+    pub async fn find(&self, db: &Database, client_id: &str) -> Result<Option<Client>, Error> {
+        if self.ttl.is_zero() {
+            return find(db, client_id).await;
+        }
+        if let Ok(entries) = self.entries.lock()
+            && let Some((at, client)) = entries.get(client_id)
+            && at.elapsed() < self.ttl
+        {
+            return Ok(Some(client.clone()));
+        }
+        let read_at = std::time::Instant::now();
+        let found = find(db, client_id).await?;
+        if let Ok(mut entries) = self.entries.lock() {
+            match &found {
+                Some(c) => {
+                    if entries.len() >= CLIENT_CACHE_LIMIT {
+                        entries.retain(|_, (at, _)| at.elapsed() < self.ttl);
+                        if entries.len() >= CLIENT_CACHE_LIMIT {
+                            entries.clear();
+                        }
+                    }
+                    entries.insert(client_id.to_owned(), (read_at, c.clone()));
+                }
+                None => {
+                    entries.remove(client_id);
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// Drop what is remembered of a client (after registering it in this process).
+    pub fn forget(&self, client_id: &str) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.remove(client_id);
+        }
+    }
+}

@@ -73,6 +73,10 @@ pub struct ProviderSettings {
     /// How long a good OCSP answer for a certificate is reused (0: ask for every login);
     /// never past the answer's nextUpdate or the certificate's expiry.
     pub ocsp_reuse_secs: u64,
+    /// How long a registered client's row, once read, is used without reading it again
+    /// (0: read for every request). A re-registration by the CLI or another instance is
+    /// in force after at most this long.
+    pub client_cache_ms: u64,
 }
 
 impl Default for ProviderSettings {
@@ -94,6 +98,7 @@ impl Default for ProviderSettings {
             clients: Vec::new(),
             // Off: a revoked card is refused at once; an operator may trade that for load.
             ocsp_reuse_secs: 0,
+            client_cache_ms: 1000,
         }
     }
 }
@@ -120,6 +125,8 @@ pub(crate) struct Inner {
     pub mobile_id: Option<MobileIdClient>,
     pub evidence: Evidence,
     pub id_card_url: Option<String>,
+    /// Registered clients, read again after `client_cache_ms`.
+    pub clients: client::ClientCache,
 }
 
 impl Provider {
@@ -216,6 +223,8 @@ pub async fn serve(config: Config, listener: TcpListener) -> Result<ServerHandle
         None => None,
     };
     let evidence = Evidence::new(writes.clone(), settings.ledger_url.as_deref())?;
+    let clients =
+        client::ClientCache::new(std::time::Duration::from_millis(settings.client_cache_ms));
     let provider = Provider {
         inner: Arc::new(Inner {
             db: db.clone(),
@@ -229,6 +238,7 @@ pub async fn serve(config: Config, listener: TcpListener) -> Result<ServerHandle
             mobile_id,
             evidence: evidence.clone(),
             id_card_url,
+            clients,
         }),
     };
     // Endpoints for servers (discovery, keys, tokens, signing) keep no browser session.
@@ -385,7 +395,7 @@ async fn authorize(
     // Until the client and its redirect URI are known, errors are shown, never redirected
     // (an open redirector otherwise).
     let client_id = q.client_id.clone().unwrap_or_default();
-    let client = client::find(&p.inner.db, &client_id).await?;
+    let client = p.inner.clients.find(&p.inner.db, &client_id).await?;
     let redirect_uri = q.redirect_uri.clone().unwrap_or_default();
     let Some(client) = client.filter(|c| c.redirect_uris.contains(&redirect_uri)) else {
         p.inner.sessions.save(&session).await?;
@@ -1025,7 +1035,7 @@ async fn authenticate_client(
             invalid(m)
         }
     };
-    let Some(client) = client::find(db, &client_id).await.ok().flatten() else {
+    let Some(client) = p.inner.clients.find(db, &client_id).await.ok().flatten() else {
         return Err(refuse("unknown client").await);
     };
     if client.auth_method != method {

@@ -327,3 +327,70 @@ async fn public_client_e_resident_and_pin_lockout() {
     assert_eq!(r.status(), 401);
     assert!(r.text().await.unwrap().contains("PIN"));
 }
+
+/// Clients are read again after `client_cache_ms`: a re-registration (new secret, other
+/// redirect URIs) by the CLI or another instance is in force after at most that bound.
+#[tokio::test]
+async fn client_changes_are_in_force_after_the_cache_bound() {
+    let bound = std::time::Duration::from_millis(1000);
+    let n = Nation::start_with(serde_json::json!({ "client_cache_ms": bound.as_millis() as u64 }))
+        .await;
+    let bogus = [
+        ("grant_type", "authorization_code"),
+        ("code", "no-such-code"),
+        ("redirect_uri", REDIRECT),
+    ];
+    // The registered secret authenticates (the code itself is unknown): the row is read.
+    let read = std::time::Instant::now();
+    let (status, body) = token(&n, Some(("portal", SECRET)), &bogus).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{body}"
+    );
+    let mut b = Browser::new();
+    assert_eq!(b.get(&authorize_url(&n, "portal", "")).await.status(), 303);
+
+    // The operator replaces the client: a new secret and another redirect URI.
+    let new_secret = "portal-secret-rotated-0123456789";
+    xalo_id::client::register(
+        &n.id_db.db,
+        &xalo_id::client::Registration {
+            client_id: "portal".into(),
+            name: "Cổng dịch vụ công".into(),
+            auth_method: xalo_id::client::AuthMethod::ClientSecretBasic,
+            redirect_uris: vec!["http://127.0.0.1:9/elsewhere".into()],
+            post_logout_redirect_uris: vec![],
+            jwks: None,
+            secret: Some(new_secret.into()),
+        },
+    )
+    .await
+    .unwrap();
+    // Within the bound the remembered row may still be used; this is what it trades.
+    let (status, _) = token(&n, Some(("portal", SECRET)), &bogus).await;
+    if read.elapsed() < bound / 2 {
+        assert_eq!(status, 400, "the cached client is used within the bound");
+    }
+
+    // After the bound: the old secret and the old redirect URI are refused.
+    tokio::time::sleep(bound + std::time::Duration::from_millis(100)).await;
+    let (status, body) = token(&n, Some(("portal", SECRET)), &bogus).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_client")),
+        "{body}"
+    );
+    let (status, body) = token(&n, Some(("portal", new_secret)), &bogus).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{body}"
+    );
+    let r = b.get(&authorize_url(&n, "portal", "")).await;
+    assert_eq!(
+        r.status(),
+        400,
+        "the old redirect URI is no longer registered"
+    );
+}

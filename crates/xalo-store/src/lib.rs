@@ -140,6 +140,10 @@ impl Database {
         let pool = AnyPoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout)
+            // A SQLite connection is a file handle in this process: it cannot go stale, so
+            // a ping on every acquire would only add a round trip to the connection's worker
+            // thread before each statement. PostgreSQL connections are still tested.
+            .test_before_acquire(backend != Backend::Sqlite)
             .after_connect(move |conn, _meta| {
                 let pragmas = pragmas.clone();
                 Box::pin(async move {

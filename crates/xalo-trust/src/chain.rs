@@ -9,8 +9,6 @@ use webpki::{EndEntityCert, ExtendedKeyUsageValidator, KeyPurposeIdIter};
 use x509_cert::Certificate;
 use xalo_core::{Error, ErrorCode};
 
-use crate::authority::parse_certificate;
-
 /// Extended key usage is checked by each use (signing, time-stamping) itself, so the path
 /// check accepts any.
 struct AnyUsage;
@@ -109,35 +107,40 @@ pub fn verify_path(
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    ee.verify_for_usage(
-        ALGORITHMS,
-        &trust_anchors,
-        &inter,
-        UnixTime::since_unix_epoch(std::time::Duration::from_secs(secs)),
-        AnyUsage,
-        None,
-        None,
-    )
-    .map_err(unknown)?;
-    // webpki has found a path; rebuild it by name and signature for the callers that
-    // need the issuer (OCSP) or the whole chain (embedding).
+    let verified = ee
+        .verify_for_usage(
+            ALGORITHMS,
+            &trust_anchors,
+            &inter,
+            UnixTime::since_unix_epoch(std::time::Duration::from_secs(secs)),
+            AnyUsage,
+            None,
+            None,
+        )
+        .map_err(unknown)?;
+    // The path webpki verified, issuer first, then the root whose anchor it ended at:
+    // callers need the issuer (OCSP) or the whole chain (embedding). Taken from webpki's
+    // answer rather than rebuilt, which would check every signature a second time.
     let mut path = vec![end_entity.to_vec()];
-    let pool: Vec<&Vec<u8>> = intermediates.iter().chain(anchors.roots.iter()).collect();
-    let mut current = parse_certificate(end_entity)?;
-    for _ in 0..8 {
-        let Some(next) = pool
-            .iter()
-            .find(|c| parse_certificate(c).is_ok_and(|cand| issued_by(&current, &cand)))
-        else {
-            break;
-        };
-        let next_cert = parse_certificate(next)?;
-        path.push(next.to_vec());
-        if anchors.roots.iter().any(|r| r == *next) {
-            break;
-        }
-        current = next_cert;
-    }
+    path.extend(
+        verified
+            .intermediate_certificates()
+            .map(|c| c.der().as_ref().to_vec()),
+    );
+    let anchor = verified.anchor();
+    let root = anchors
+        .roots
+        .iter()
+        .zip(&trust_anchors)
+        .find(|(_, a)| std::ptr::eq(*a, anchor))
+        .map(|(r, _)| r)
+        .ok_or_else(|| {
+            Error::new(
+                ErrorCode::TrustUnknownCa,
+                "certificate path: ends at an unknown anchor",
+            )
+        })?;
+    path.push(root.clone());
     Ok(CertificatePath { certificates: path })
 }
 

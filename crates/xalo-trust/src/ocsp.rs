@@ -359,39 +359,70 @@ pub fn verify_basic(
     let bad = |m: String| Error::new(ErrorCode::TrustNoRevocationData, m);
     let tbs = to_der(&basic.tbs_response_data)?;
     let signature = basic.signature.raw_bytes();
-    let signed_by_issuer = verify_signature(
-        &issuer.tbs_certificate.subject_public_key_info,
-        &basic.signature_algorithm,
-        &tbs,
-        signature,
-    )
-    .is_ok();
-    if !signed_by_issuer {
-        let responder = basic
-            .certs
+    let verifies = |c: &Certificate| {
+        verify_signature(
+            &c.tbs_certificate.subject_public_key_info,
+            &basic.signature_algorithm,
+            &tbs,
+            signature,
+        )
+        .is_ok()
+    };
+    // The responder ID says who signed; try that key first, so that a delegated responder's
+    // answer does not cost a failed verification with the issuer's key. Any candidate that
+    // verifies is still accepted, as before, and a delegated one is still checked below.
+    let named = |c: &Certificate| match &basic.tbs_response_data.responder_id {
+        ResponderId::ByKey(hash) => {
+            sha1(
+                c.tbs_certificate
+                    .subject_public_key_info
+                    .subject_public_key
+                    .raw_bytes(),
+            ) == hash.as_bytes()
+        }
+        ResponderId::ByName(name) => c.tbs_certificate.subject == *name,
+    };
+    let certs: Vec<&Certificate> = basic.certs.iter().flatten().collect();
+    let delegated_named = !named(issuer) && certs.iter().any(|c| named(c));
+    let signed_by_issuer = !delegated_named && verifies(issuer);
+    let responder = if signed_by_issuer {
+        None
+    } else {
+        let found = certs
             .iter()
-            .flatten()
-            .find(|c| {
-                verify_signature(
-                    &c.tbs_certificate.subject_public_key_info,
-                    &basic.signature_algorithm,
-                    &tbs,
-                    signature,
-                )
-                .is_ok()
-            })
-            .ok_or_else(|| bad("the OCSP response's signature does not verify".into()))?;
-        if !crate::chain::issued_by(responder, issuer)
+            .filter(|c| named(c))
+            .chain(certs.iter().filter(|c| !named(c)))
+            .find(|c| verifies(c))
+            .copied();
+        match found {
+            Some(r) => Some(r),
+            // Named a delegated responder whose key does not verify: the issuer's last.
+            None if delegated_named && verifies(issuer) => None,
+            None => return Err(bad("the OCSP response's signature does not verify".into())),
+        }
+    };
+    if let Some(responder) = responder {
+        let not_authorised =
+            || bad("the OCSP responder is not authorised by the certificate's issuer".into());
+        if responder.tbs_certificate.issuer != issuer.tbs_certificate.subject
             || !has_extended_key_usage(responder, &ID_KP_OCSP_SIGNING)
         {
-            return Err(bad(
-                "the OCSP responder is not authorised by the certificate's issuer".into(),
-            ));
+            return Err(not_authorised());
         }
         let produced = basic.tbs_response_data.produced_at.0.to_system_time();
         let issuer_der = to_der(issuer)?;
-        verify_path(&to_der(responder)?, &[issuer_der], anchors, produced)
-            .map_err(|e| bad(format!("OCSP responder certificate: {}", e.message)))?;
+        let path = verify_path(
+            &to_der(responder)?,
+            std::slice::from_ref(&issuer_der),
+            anchors,
+            produced,
+        )
+        .map_err(|e| bad(format!("OCSP responder certificate: {}", e.message)))?;
+        // The verified path says who signed the responder's certificate: it must be the
+        // issuer itself (what `issued_by` checked with one more signature verification).
+        if path.issuer() != Some(issuer_der.as_slice()) {
+            return Err(not_authorised());
+        }
     }
     let wanted = cert_id(cert, issuer)?;
     let single = basic

@@ -73,6 +73,15 @@ async fn every_profile_and_algorithm_verifies_with_openssl() {
             )
             .unwrap();
             assert_eq!(path.certificates.len(), 3);
+            // The path is the one webpki verified: issuing CA, then the root.
+            assert_eq!(
+                path.issuer(),
+                Some(pki.authority(profile.issuer()).certificate_der.as_slice())
+            );
+            assert_eq!(
+                path.certificates[2],
+                pki.authority(AuthorityName::Root).certificate_der
+            );
             if profile.issuer() == AuthorityName::Persons {
                 let text = ok(&openssl(
                     dir.path(),
