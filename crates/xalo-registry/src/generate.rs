@@ -1,6 +1,7 @@
 //! A synthetic nation: families across the provinces with valid personal codes, and the
-//! enterprises they found. Deterministic for a seed, streamed into the database in batches
-//! (COPY on PostgreSQL), so it scales to tens of millions of people.
+//! enterprises they found. Deterministic for a seed. Generated on one thread while another
+//! writes (COPY on PostgreSQL, JSON-array inserts on SQLite), into tables whose indexes are
+//! built after the load when they start empty, so it scales to tens of millions of people.
 
 use std::collections::HashMap;
 
@@ -8,7 +9,9 @@ use chrono::{Datelike, NaiveDate};
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use xalo_core::{Error, Gender, PersonalCode};
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AnyConnection, Row};
+use xalo_core::{Error, ErrorCode, Gender, PersonalCode};
 use xalo_store::{Backend, Database, DbResultExt};
 
 use crate::admin_unit::admin_units;
@@ -16,8 +19,10 @@ use crate::model::{Enterprise, LEGAL_FORMS, Person, TaxCode};
 use crate::names;
 use crate::store;
 
-/// People written per transaction or COPY.
-const BATCH: usize = 5_000;
+/// Rows per SQLite statement (and transaction).
+const INSERT_ROWS: u64 = 10_000;
+/// Rows per PostgreSQL COPY (each opens a connection).
+const COPY_ROWS: u64 = 50_000;
 /// The year the population is as of.
 const CENSUS_YEAR: i32 = 2025;
 
@@ -247,70 +252,144 @@ impl Generator {
     }
 }
 
-fn csv_field(out: &mut Vec<u8>, v: &Option<String>) {
-    if let Some(v) = v {
-        out.push(b'"');
-        out.extend_from_slice(v.replace('"', "\"\"").as_bytes());
-        out.push(b'"');
+/// How a table's rows travel to its database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Encoding {
+    /// CSV for `COPY … FROM STDIN` (PostgreSQL).
+    Csv,
+    /// One JSON array of rows, bound as a single parameter and spread into rows by
+    /// `jsonb_each` (SQLite): the driver's cost per bound value grows with the number of
+    /// values in a statement, so many-row statements with one value each are slow.
+    Json,
+}
+
+impl Encoding {
+    fn of(db: &Database) -> Encoding {
+        match db.backend() {
+            Backend::Postgres => Encoding::Csv,
+            Backend::Sqlite => Encoding::Json,
+        }
     }
 }
 
-fn csv_rows(rows: impl Iterator<Item = Vec<Option<String>>>) -> Vec<u8> {
-    let mut out = Vec::new();
-    for row in rows {
-        for (i, v) in row.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
+/// Rows of one table, encoded for loading.
+struct Rows {
+    encoding: Encoding,
+    data: Vec<u8>,
+    count: u64,
+}
+
+impl Rows {
+    fn new(encoding: Encoding) -> Rows {
+        Rows {
+            encoding,
+            data: Vec::new(),
+            count: 0,
+        }
+    }
+
+    fn push(&mut self, values: &[Option<String>]) -> Result<(), Error> {
+        match self.encoding {
+            Encoding::Csv => {
+                for (i, v) in values.iter().enumerate() {
+                    if i > 0 {
+                        self.data.push(b',');
+                    }
+                    if let Some(v) = v {
+                        self.data.push(b'"');
+                        self.data
+                            .extend_from_slice(v.replace('"', "\"\"").as_bytes());
+                        self.data.push(b'"');
+                    }
+                }
+                self.data.push(b'\n');
             }
-            csv_field(&mut out, v);
+            Encoding::Json => {
+                self.data.push(if self.count == 0 { b'[' } else { b',' });
+                serde_json::to_writer(&mut self.data, values)
+                    .map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?;
+            }
         }
-        out.push(b'\n');
+        self.count += 1;
+        Ok(())
     }
-    out
+
+    /// The rows so far, leaving this empty.
+    fn take(&mut self) -> Rows {
+        let mut rows = std::mem::replace(self, Rows::new(self.encoding));
+        if rows.encoding == Encoding::Json {
+            rows.data
+                .extend_from_slice(if rows.count == 0 { b"[]" } else { b"]" });
+        }
+        rows
+    }
 }
 
-async fn write_people(db: &Database, people: &[Person]) -> Result<(), Error> {
-    match db.backend() {
-        Backend::Postgres => {
-            let csv = csv_rows(people.iter().map(|p| store::person_values(p).to_vec()));
-            db.postgres_copy(
-                &format!(
-                    "COPY person ({}) FROM STDIN WITH (FORMAT csv)",
-                    store::PERSON_COLUMNS
-                ),
-                csv,
-            )
-            .await?;
-        }
-        Backend::Sqlite => {
-            let mut tx = db.begin_write().await?;
-            store::insert_people(&mut tx, people).await?;
-            tx.commit().await.db("committing people")?;
-        }
-    }
-    Ok(())
+/// What the generating thread hands to the writer.
+enum Batch {
+    People(Rows),
+    Enterprises(Rows),
+    Done(Generated),
 }
 
-async fn write_enterprises(db: &Database, list: &[Enterprise]) -> Result<(), Error> {
-    match db.backend() {
-        Backend::Postgres => {
-            let csv = csv_rows(list.iter().map(store::enterprise_values));
-            db.postgres_copy(
-                &format!(
-                    "COPY enterprise ({}) FROM STDIN WITH (FORMAT csv)",
-                    store::ENTERPRISE_COLUMNS
-                ),
-                csv,
-            )
-            .await?;
+/// The generating side of a load: runs on its own thread, so that making and encoding
+/// rows overlaps with the database writing them. Same seed, same rows, in the same order.
+fn produce(
+    seed: u64,
+    persons: u64,
+    persons_per_enterprise: u64,
+    encodings: (Encoding, Encoding),
+    chunk: u64,
+    out: &tokio::sync::mpsc::Sender<Result<Batch, Error>>,
+) -> Result<Generated, Error> {
+    let send = |b: Batch| {
+        out.blocking_send(Ok(b))
+            .map_err(|_| Error::new(ErrorCode::Internal, "the loader stopped"))
+    };
+    let mut g = Generator::new(seed);
+    let mut made = Generated {
+        persons: 0,
+        enterprises: 0,
+    };
+    let mut people = Rows::new(encodings.0);
+    let mut firms = Rows::new(encodings.1);
+    while made.persons < persons {
+        let household = g.household()?;
+        let room = (persons - made.persons) as usize;
+        let household: Vec<Person> = household.into_iter().take(room).collect();
+        // Every so many people, the household's adults found an enterprise.
+        let adults: Vec<&Person> = household
+            .iter()
+            .filter(|p| p.alive && p.birth_date.as_str() < "2007")
+            .collect();
+        if persons_per_enterprise > 0
+            && !adults.is_empty()
+            && (made.persons / persons_per_enterprise)
+                < ((made.persons + household.len() as u64) / persons_per_enterprise)
+            && let Some(e) = g.enterprise(&adults)
+        {
+            firms.push(&store::enterprise_values(&e))?;
         }
-        Backend::Sqlite => {
-            let mut tx = db.begin_write().await?;
-            store::insert_enterprises(&mut tx, list).await?;
-            tx.commit().await.db("committing enterprises")?;
+        made.persons += household.len() as u64;
+        for p in &household {
+            people.push(&store::person_values(p))?;
+        }
+        if people.count >= chunk {
+            send(Batch::People(people.take()))?;
+        }
+        if firms.count >= chunk {
+            made.enterprises += firms.count;
+            send(Batch::Enterprises(firms.take()))?;
         }
     }
-    Ok(())
+    if people.count > 0 {
+        send(Batch::People(people.take()))?;
+    }
+    if firms.count > 0 {
+        made.enterprises += firms.count;
+        send(Batch::Enterprises(firms.take()))?;
+    }
+    Ok(made)
 }
 
 /// What a generation run made.
@@ -332,6 +411,258 @@ pub async fn generate(
     generate_split(db, db, persons, seed, persons_per_enterprise, progress).await
 }
 
+/// The connections a SQLite load writes through, held for the whole load so that their
+/// large page cache keeps the primary-key index in memory; none on PostgreSQL, where each
+/// COPY opens its own.
+struct Writers {
+    people: Option<PoolConnection<Any>>,
+    firms: Option<PoolConnection<Any>>,
+    /// Both registers are one SQLite database (and its pool may hold a single connection).
+    shared: bool,
+}
+
+impl Writers {
+    async fn open(db: &Database, business: &Database) -> Result<Writers, Error> {
+        let shared = db.backend() == Backend::Sqlite && db.url() == business.url();
+        let people = writer(db).await?;
+        let firms = if shared {
+            None
+        } else {
+            writer(business).await?
+        };
+        Ok(Writers {
+            people,
+            firms,
+            shared,
+        })
+    }
+
+    fn people(&mut self) -> Option<&mut AnyConnection> {
+        self.people.as_deref_mut()
+    }
+
+    fn firms(&mut self) -> Option<&mut AnyConnection> {
+        if self.shared {
+            self.people.as_deref_mut()
+        } else {
+            self.firms.as_deref_mut()
+        }
+    }
+
+    /// Back to ordinary settings, and to the pool.
+    async fn release(mut self) -> Result<(), Error> {
+        for conn in [self.people.as_deref_mut(), self.firms.as_deref_mut()]
+            .into_iter()
+            .flatten()
+        {
+            sqlx::raw_sql(
+                "PRAGMA cache_size = -2000; PRAGMA wal_autocheckpoint = 1000; \
+                 PRAGMA wal_checkpoint(TRUNCATE);",
+            )
+            .execute(conn)
+            .await
+            .db("ending the bulk load")?;
+        }
+        Ok(())
+    }
+
+    /// After a failure: the connections are closed rather than pooled (an unfinished
+    /// transaction rolls back with them).
+    fn discard(self) {
+        for conn in [self.people, self.firms].into_iter().flatten() {
+            drop(conn.detach());
+        }
+    }
+}
+
+async fn writer(db: &Database) -> Result<Option<PoolConnection<Any>>, Error> {
+    if db.backend() != Backend::Sqlite {
+        return Ok(None);
+    }
+    let mut conn = db.pool().acquire().await.db("opening a loader")?;
+    // A 1 GiB page cache holds the primary-key index of tens of millions of people (and
+    // sorts the other indexes in memory); checkpoints every 256 MiB instead of every 4 MiB.
+    sqlx::raw_sql("PRAGMA cache_size = -1048576; PRAGMA wal_autocheckpoint = 65536;")
+        .execute(&mut *conn)
+        .await
+        .db("preparing a bulk load")?;
+    Ok(Some(conn))
+}
+
+async fn execute(db: &Database, conn: Option<&mut AnyConnection>, sql: &str) -> Result<(), Error> {
+    let q = sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()));
+    match conn {
+        Some(c) => q.execute(c).await,
+        None => q.execute(db.pool()).await,
+    }
+    .map(|_| ())
+    .db("preparing a bulk load")
+}
+
+async fn is_empty(
+    db: &Database,
+    conn: Option<&mut AnyConnection>,
+    table: &store::BulkTable,
+) -> Result<bool, Error> {
+    let q = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT 1 FROM {} LIMIT 1",
+        table.name
+    )));
+    let row = match conn {
+        Some(c) => q.fetch_optional(c).await,
+        None => q.fetch_optional(db.pool()).await,
+    }
+    .db("counting rows")?;
+    Ok(row.is_none())
+}
+
+/// Into an empty table, rows load faster without its secondary indexes (and on PostgreSQL
+/// its primary key), which are then built once, sorted. Returns whether they were set aside.
+async fn set_indexes_aside(
+    db: &Database,
+    mut conn: Option<&mut AnyConnection>,
+    table: &store::BulkTable,
+) -> Result<bool, Error> {
+    if !is_empty(db, conn.as_deref_mut(), table).await? {
+        return Ok(false);
+    }
+    let mut sql: String = table
+        .indexes
+        .iter()
+        .map(|(name, _)| format!("DROP INDEX IF EXISTS {name};"))
+        .collect();
+    if db.backend() == Backend::Postgres {
+        sql.push_str(&format!(
+            "ALTER TABLE {} DROP CONSTRAINT IF EXISTS {}_pkey;",
+            table.name, table.name
+        ));
+    }
+    execute(db, conn, &sql).await?;
+    Ok(true)
+}
+
+/// Build whatever indexes of `table` are missing (all of them after a bulk load into an
+/// empty table; none otherwise).
+async fn restore_indexes(
+    db: &Database,
+    mut conn: Option<&mut AnyConnection>,
+    table: &store::BulkTable,
+) -> Result<(), Error> {
+    if db.backend() == Backend::Postgres {
+        let missing = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT to_regclass('{}_pkey') IS NULL",
+            table.name
+        )))
+        .fetch_one(db.pool())
+        .await
+        .and_then(|r| r.try_get::<bool, _>(0))
+        .db("checking the primary key")?;
+        if missing {
+            execute(
+                db,
+                None,
+                &format!(
+                    "ALTER TABLE {} ADD CONSTRAINT {}_pkey PRIMARY KEY ({})",
+                    table.name, table.name, table.primary_key
+                ),
+            )
+            .await?;
+        }
+    }
+    for (name, on) in table.indexes {
+        execute(
+            db,
+            conn.as_deref_mut(),
+            &format!("CREATE INDEX IF NOT EXISTS {name} ON {on}"),
+        )
+        .await?;
+    }
+    if db.backend() == Backend::Postgres {
+        // Fresh statistics, so that the planner uses the indexes just built.
+        execute(db, None, &format!("ANALYZE {}", table.name)).await?;
+    }
+    Ok(())
+}
+
+/// Where a table's rows go during a load: the table itself, or (SQLite, into an empty
+/// table) a staging table moved over in key order at the end.
+struct Target {
+    table: &'static store::BulkTable,
+    staged: bool,
+}
+
+impl Target {
+    /// Set indexes aside (and stage) when `table` is empty.
+    async fn prepare(
+        db: &Database,
+        mut conn: Option<&mut AnyConnection>,
+        table: &'static store::BulkTable,
+    ) -> Result<Target, Error> {
+        let empty = set_indexes_aside(db, conn.as_deref_mut(), table).await?;
+        let staged = empty && db.backend() == Backend::Sqlite;
+        if staged {
+            execute(db, conn, &table.create_staging()).await?;
+        }
+        Ok(Target { table, staged })
+    }
+
+    /// Staged rows into place, then the indexes.
+    async fn finish(
+        &self,
+        db: &Database,
+        mut conn: Option<&mut AnyConnection>,
+    ) -> Result<(), Error> {
+        if self.staged {
+            execute(db, conn.as_deref_mut(), &self.table.move_staged()).await?;
+        }
+        restore_indexes(db, conn, self.table).await
+    }
+}
+
+async fn write(
+    db: &Database,
+    conn: Option<&mut AnyConnection>,
+    target: &Target,
+    rows: Rows,
+) -> Result<(), Error> {
+    let table = target.table;
+    match (rows.encoding, conn) {
+        (Encoding::Csv, _) => {
+            db.postgres_copy(
+                &format!(
+                    "COPY {} ({}) FROM STDIN WITH (FORMAT csv)",
+                    table.name, table.columns
+                ),
+                rows.data,
+            )
+            .await?;
+        }
+        (Encoding::Json, Some(conn)) => {
+            let json = String::from_utf8(rows.data)
+                .map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?;
+            // One statement, its own transaction: inside an explicit one, SQLite would keep
+            // a statement journal of every page it touches, in case the statement failed.
+            let into = if target.staged {
+                table.staging()
+            } else {
+                table.name.to_owned()
+            };
+            sqlx::query(sqlx::AssertSqlSafe(table.json_insert(&into)))
+                .bind(json)
+                .execute(conn)
+                .await
+                .db("adding rows")?;
+        }
+        (Encoding::Json, None) => {
+            return Err(Error::new(
+                ErrorCode::Internal,
+                "no connection to load into",
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// As [`generate`], with people in the population register's database and enterprises in
 /// the business register's.
 pub async fn generate_split(
@@ -344,52 +675,73 @@ pub async fn generate_split(
 ) -> Result<Generated, Error> {
     db.migrate("registry", store::MIGRATIONS).await?;
     business.migrate("registry", store::MIGRATIONS).await?;
-    let mut g = Generator::new(seed);
-    let mut made = Generated {
-        persons: 0,
-        enterprises: 0,
-    };
-    let mut batch: Vec<Person> = Vec::with_capacity(BATCH + 8);
-    let mut firms: Vec<Enterprise> = Vec::new();
     progress.set_length(persons);
-    while made.persons < persons {
-        let household = g.household()?;
-        let room = (persons - made.persons) as usize;
-        let household: Vec<Person> = household.into_iter().take(room).collect();
-        // Every so many people, the household's adults found an enterprise.
-        let adults: Vec<&Person> = household
-            .iter()
-            .filter(|p| p.alive && p.birth_date.as_str() < "2007")
-            .collect();
-        if persons_per_enterprise > 0
-            && !adults.is_empty()
-            && (made.persons / persons_per_enterprise)
-                < ((made.persons + household.len() as u64) / persons_per_enterprise)
-            && let Some(e) = g.enterprise(&adults)
-        {
-            firms.push(e);
+    let mut writers = Writers::open(db, business).await?;
+    let loaded = load(
+        db,
+        business,
+        &mut writers,
+        (persons, seed, persons_per_enterprise),
+        progress,
+    )
+    .await;
+    match loaded {
+        Ok(made) => {
+            writers.release().await?;
+            progress.finish();
+            Ok(made)
         }
-        made.persons += household.len() as u64;
-        batch.extend(household);
-        if batch.len() >= BATCH {
-            write_people(db, &batch).await?;
-            progress.inc(batch.len() as u64);
-            batch.clear();
-        }
-        if firms.len() >= BATCH {
-            write_enterprises(business, &firms).await?;
-            made.enterprises += firms.len() as u64;
-            firms.clear();
+        Err(e) => {
+            writers.discard();
+            // The indexes come back even so (best effort: the first error is the one told).
+            let _ = restore_indexes(db, None, &store::PERSON_TABLE).await;
+            let _ = restore_indexes(business, None, &store::ENTERPRISE_TABLE).await;
+            Err(e)
         }
     }
-    if !batch.is_empty() {
-        write_people(db, &batch).await?;
-        progress.inc(batch.len() as u64);
+}
+
+async fn load(
+    db: &Database,
+    business: &Database,
+    writers: &mut Writers,
+    (persons, seed, persons_per_enterprise): (u64, u64, u64),
+    progress: &indicatif::ProgressBar,
+) -> Result<Generated, Error> {
+    let people_table = Target::prepare(db, writers.people(), &store::PERSON_TABLE).await?;
+    let firm_table = Target::prepare(business, writers.firms(), &store::ENTERPRISE_TABLE).await?;
+    let encodings = (Encoding::of(db), Encoding::of(business));
+    let chunk = if encodings.0 == Encoding::Csv {
+        COPY_ROWS
+    } else {
+        INSERT_ROWS
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+    let producer = std::thread::Builder::new()
+        .name("registry-generate".into())
+        .spawn(move || {
+            let made = produce(seed, persons, persons_per_enterprise, encodings, chunk, &tx);
+            // When the writer has stopped, nobody listens any more.
+            let _ = tx.blocking_send(made.map(Batch::Done));
+        })
+        .map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?;
+    let mut made = None;
+    while let Some(batch) = rx.recv().await {
+        match batch? {
+            Batch::People(rows) => {
+                let n = rows.count;
+                write(db, writers.people(), &people_table, rows).await?;
+                progress.inc(n);
+            }
+            Batch::Enterprises(rows) => {
+                write(business, writers.firms(), &firm_table, rows).await?;
+            }
+            Batch::Done(m) => made = Some(m),
+        }
     }
-    if !firms.is_empty() {
-        write_enterprises(business, &firms).await?;
-        made.enterprises += firms.len() as u64;
-    }
-    progress.finish();
+    let _ = producer.join();
+    let made = made.ok_or_else(|| Error::new(ErrorCode::Internal, "generation stopped"))?;
+    people_table.finish(db, writers.people()).await?;
+    firm_table.finish(business, writers.firms()).await?;
     Ok(made)
 }

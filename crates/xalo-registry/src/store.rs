@@ -37,6 +37,96 @@ pub const MIGRATIONS: &[Migration] = &[
     ),
 ];
 
+/// A table as a bulk load sees it: where rows go and which indexes it may build afterwards.
+#[derive(Debug, Clone, Copy)]
+pub struct BulkTable {
+    pub name: &'static str,
+    pub columns: &'static str,
+    /// Positions in `columns` of integer columns.
+    pub integers: &'static [usize],
+    pub primary_key: &'static str,
+    /// Secondary indexes as the migrations create them: (name, `table (columns)`).
+    pub indexes: &'static [(&'static str, &'static str)],
+}
+
+impl BulkTable {
+    /// The SQLite statement adding rows to table `into` from one JSON array of rows (each
+    /// an array of values in `columns` order), bound as `$1`. `jsonb_each` hands each row
+    /// over in binary form, so that reading its values does not print and parse it again.
+    pub fn json_insert(&self, into: &str) -> String {
+        let n = self.columns.split(',').count();
+        let values: Vec<String> = (0..n)
+            .map(|i| {
+                if self.integers.contains(&i) {
+                    format!("CAST(value ->> {i} AS INTEGER)")
+                } else {
+                    format!("value ->> {i}")
+                }
+            })
+            .collect();
+        format!(
+            "INSERT INTO {into} ({}) SELECT {} FROM jsonb_each($1)",
+            self.columns,
+            values.join(", ")
+        )
+    }
+}
+
+impl BulkTable {
+    /// The SQLite table a load into this empty one first appends to, in a temporary file.
+    pub fn staging(&self) -> String {
+        format!("temp.{}_load", self.name)
+    }
+
+    pub fn create_staging(&self) -> String {
+        format!(
+            "DROP TABLE IF EXISTS {staging}; \
+             CREATE TABLE {staging} AS SELECT {} FROM {} WHERE 0",
+            self.columns,
+            self.name,
+            staging = self.staging()
+        )
+    }
+
+    /// Moves the staged rows in primary-key order, so that the table and its primary-key
+    /// index grow at their ends instead of at random pages (which, at tens of millions of
+    /// rows, would write most of the index again with every transaction).
+    pub fn move_staged(&self) -> String {
+        format!(
+            "INSERT INTO {name} ({columns}) SELECT {columns} FROM {staging} ORDER BY {pk}; \
+             DROP TABLE {staging}",
+            name = self.name,
+            columns = self.columns,
+            staging = self.staging(),
+            pk = self.primary_key
+        )
+    }
+}
+
+pub const PERSON_TABLE: BulkTable = BulkTable {
+    name: "person",
+    columns: PERSON_COLUMNS,
+    integers: &[14],
+    primary_key: "code",
+    indexes: &[
+        ("person_name", "person (name_key, birth_date)"),
+        ("person_unit", "person (residence_unit)"),
+        ("person_father", "person (father)"),
+        ("person_mother", "person (mother)"),
+    ],
+};
+
+pub const ENTERPRISE_TABLE: BulkTable = BulkTable {
+    name: "enterprise",
+    columns: ENTERPRISE_COLUMNS,
+    integers: &[6],
+    primary_key: "code",
+    indexes: &[
+        ("enterprise_name_key", "enterprise (name_key)"),
+        ("enterprise_representative", "enterprise (representative)"),
+    ],
+};
+
 pub const PERSON_COLUMNS: &str = "code, family_name, middle_name, given_name, birth_date, gender, \
     birth_place, nationality, residence_unit, residence_address, temporary_residence_unit, \
     father, mother, spouse, alive, death_date, name_key";
@@ -124,10 +214,10 @@ fn placeholders(from: usize, n: usize) -> String {
         .join(", ")
 }
 
-/// Insert people in one statement per chunk (the SQLite path of bulk loading, and single
-/// registrations).
+/// Insert people, a few per statement (registrations; bulk loads go through the generator's
+/// faster paths).
 pub async fn insert_people(conn: &mut sqlx::AnyConnection, people: &[Person]) -> Result<(), Error> {
-    for chunk in people.chunks(200) {
+    for chunk in people.chunks(16) {
         let rows: Vec<String> = (0..chunk.len())
             .map(|i| format!("({})", placeholders(i * 17 + 1, 17)))
             .collect();
@@ -246,7 +336,7 @@ pub async fn insert_enterprises(
     conn: &mut sqlx::AnyConnection,
     list: &[Enterprise],
 ) -> Result<(), Error> {
-    for chunk in list.chunks(200) {
+    for chunk in list.chunks(16) {
         let rows: Vec<String> = (0..chunk.len())
             .map(|i| format!("({})", placeholders(i * 13 + 1, 13)))
             .collect();

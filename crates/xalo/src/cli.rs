@@ -521,7 +521,8 @@ enum BenchCommand {
         persons: u64,
     },
     /// Population register: generation speed, then concurrent lookups by personal code
-    /// through the HTTP service (each writes its access record). Uses the configured
+    /// through the HTTP service and through the exchange (client gateway, provider
+    /// gateway, service; each writes its access record). Uses the configured
     /// databases (XALO_DATABASE_URL for PostgreSQL), or SQLite files in a temporary
     /// directory.
     Registry {
@@ -935,9 +936,11 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
                 persons,
                 clients,
                 std::time::Duration::from_secs(seconds),
+                &scratch,
             )
-            .await?;
+            .await;
             let _ = std::fs::remove_dir_all(&scratch);
+            let b = b?;
             let load = if b.generate_per_sec > 0.0 {
                 println!(
                     "load          {:.0} rows/s (generated and written)",
@@ -965,13 +968,22 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
                 "search        p99 {:.3} ms (full name and birth date)",
                 b.search_p99_ms
             );
+            for (name, l) in [("http", &b.http), ("exchange", &b.exchange)] {
+                println!(
+                    "{name:<13} {:.0} lookups/s, p50 {:.2} ms, p99 {:.2} ms, {} failed ({clients} clients, access records written)",
+                    l.per_sec, l.p50_ms, l.p99_ms, l.failed
+                );
+            }
             println!(
-                "http          {:.0} lookups/s, p50 {:.2} ms, p99 {:.2} ms ({clients} clients, access records written)",
-                b.lookups_per_sec, b.p50_ms, b.p99_ms
-            );
-            println!(
-                "registry: {:.0} lookups/s over HTTP, direct p99 {:.3} ms, search p99 {:.3} ms{load}, {} persons",
-                b.lookups_per_sec, b.direct_p99_ms, b.search_p99_ms, b.persons
+                "registry: {:.0} lookups/s over HTTP, {:.0} through the exchange (p50 {:.2} ms, p99 {:.2} ms), direct p50 {:.3} ms, p99 {:.3} ms, search p99 {:.3} ms{load}, {} persons",
+                b.http.per_sec,
+                b.exchange.per_sec,
+                b.exchange.p50_ms,
+                b.exchange.p99_ms,
+                b.direct_p50_ms,
+                b.direct_p99_ms,
+                b.search_p99_ms,
+                b.persons
             );
             Ok(())
         }
