@@ -11,7 +11,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use sha2::Digest;
 use xalo_core::{Error, ErrorCode};
 use xalo_trust::chain::{TrustAnchors, issued_by, verify_path};
 use xalo_trust::ocsp::{CertificateStatus, basic_response, verify_basic};
@@ -58,14 +57,84 @@ struct Cached {
     der: Arc<Vec<u8>>,
 }
 
+/// A cache keyed by exact byte strings (certificates, OCSP answers), found through a cheap
+/// fingerprint and confirmed by comparing every byte: no cryptographic hash of kilobytes
+/// per message, and no way to be confused by a collision.
+struct ExactCache<V> {
+    buckets: HashMap<u64, Vec<Exact<V>>>,
+    len: usize,
+}
+
+/// The byte strings of a key, and the value.
+type Exact<V> = (Vec<Vec<u8>>, V);
+
+/// Entries kept under one fingerprint (a flood of colliding inputs evicts, never grows).
+const BUCKET_LIMIT: usize = 8;
+
+impl<V> Default for ExactCache<V> {
+    fn default() -> Self {
+        ExactCache {
+            buckets: HashMap::new(),
+            len: 0,
+        }
+    }
+}
+
+impl<V> ExactCache<V> {
+    /// Lengths and the last bytes of each part (DER ends in a signature, so the tail
+    /// tells different objects apart).
+    fn fingerprint(parts: &[&[u8]]) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        for p in parts {
+            p.len().hash(&mut h);
+            p[p.len().saturating_sub(32)..].hash(&mut h);
+        }
+        h.finish()
+    }
+
+    fn get(&self, parts: &[&[u8]]) -> Option<&V> {
+        self.buckets
+            .get(&Self::fingerprint(parts))?
+            .iter()
+            .find(|(k, _)| k.len() == parts.len() && k.iter().zip(parts).all(|(a, b)| a == b))
+            .map(|(_, v)| v)
+    }
+
+    fn insert(&mut self, parts: &[&[u8]], value: V) {
+        if self.len >= CACHE_LIMIT {
+            self.clear();
+        }
+        let bucket = self.buckets.entry(Self::fingerprint(parts)).or_default();
+        if let Some(i) = bucket
+            .iter()
+            .position(|(k, _)| k.len() == parts.len() && k.iter().zip(parts).all(|(a, b)| a == b))
+        {
+            bucket[i].1 = value;
+            return;
+        }
+        if bucket.len() >= BUCKET_LIMIT {
+            bucket.remove(0);
+            self.len -= 1;
+        }
+        bucket.push((parts.iter().map(|p| p.to_vec()).collect(), value));
+        self.len += 1;
+    }
+
+    fn clear(&mut self) {
+        self.buckets.clear();
+        self.len = 0;
+    }
+}
+
 /// OCSP answers for certificates, fetched or verified, with their age.
 pub struct StatusCache {
     http: reqwest::Client,
     /// How long a fetched good answer is reused, and how old (since the responder
     /// produced it) an answer a peer passes on may be; a reload changes them.
     limits: RwLock<(Duration, Duration)>,
-    fetched: Mutex<HashMap<[u8; 32], Cached>>,
-    verified: Mutex<HashMap<[u8; 32], Instant>>,
+    fetched: Mutex<ExactCache<Cached>>,
+    verified: Mutex<ExactCache<Instant>>,
 }
 
 impl StatusCache {
@@ -77,18 +146,9 @@ impl StatusCache {
         Ok(StatusCache {
             http,
             limits: RwLock::new((reuse, max_age)),
-            fetched: Mutex::new(HashMap::new()),
-            verified: Mutex::new(HashMap::new()),
+            fetched: Mutex::new(ExactCache::default()),
+            verified: Mutex::new(ExactCache::default()),
         })
-    }
-
-    fn key(parts: &[&[u8]]) -> [u8; 32] {
-        let mut h = sha2::Sha256::new();
-        for p in parts {
-            h.update((p.len() as u64).to_be_bytes());
-            h.update(p);
-        }
-        h.finalize().into()
     }
 
     /// (reuse, max_age).
@@ -122,10 +182,9 @@ impl StatusCache {
         cert_der: &[u8],
         conf: &GlobalConf,
     ) -> Result<Arc<Vec<u8>>, Error> {
-        let key = Self::key(&[cert_der]);
         let (reuse, _) = self.limits();
         if let Ok(f) = self.fetched.lock()
-            && let Some(c) = f.get(&key)
+            && let Some(c) = f.get(&[cert_der])
             && c.at.elapsed() < reuse
         {
             return Ok(c.der.clone());
@@ -160,11 +219,8 @@ impl StatusCache {
         }
         let der = Arc::new(der);
         if let Ok(mut f) = self.fetched.lock() {
-            if f.len() >= CACHE_LIMIT {
-                f.clear();
-            }
             f.insert(
-                key,
+                &[cert_der],
                 Cached {
                     at: Instant::now(),
                     der: der.clone(),
@@ -183,10 +239,9 @@ impl StatusCache {
         ocsp_der: &[u8],
         conf: &GlobalConf,
     ) -> Result<(), Error> {
-        let key = Self::key(&[cert_der, ocsp_der]);
         let (reuse, max_age) = self.limits();
         if let Ok(v) = self.verified.lock()
-            && let Some(at) = v.get(&key)
+            && let Some(at) = v.get(&[cert_der, ocsp_der])
             && at.elapsed() < reuse
         {
             return Ok(());
@@ -230,10 +285,7 @@ impl StatusCache {
             }
         }
         if let Ok(mut v) = self.verified.lock() {
-            if v.len() >= CACHE_LIMIT {
-                v.clear();
-            }
-            v.insert(key, Instant::now());
+            v.insert(&[cert_der, ocsp_der], Instant::now());
         }
         Ok(())
     }

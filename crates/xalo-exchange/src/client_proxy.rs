@@ -47,6 +47,7 @@ fn spool_error(e: SpoolError, kind_on_io: Kind) -> ProtocolError {
 
 /// The headers that carry a request's signature to the provider's gateway.
 pub fn signature_headers(
+    encoded: &message::EncodedHeaders,
     certificate: &[u8],
     signed: &Signed,
     signer_ocsp: &[u8],
@@ -63,9 +64,9 @@ pub fn signature_headers(
         HeaderValue::from_str(&signed.proof.header())
             .map_err(|e| xalo_core::Error::new(xalo_core::ErrorCode::Internal, e.to_string()))?,
     );
-    h.insert(message::SIGNER, value(certificate)?);
-    h.insert(message::SIGNER_OCSP, value(signer_ocsp)?);
-    h.insert(message::TLS_OCSP, value(tls_ocsp)?);
+    h.insert(message::SIGNER, encoded.value(certificate)?);
+    h.insert(message::SIGNER_OCSP, encoded.value(signer_ocsp)?);
+    h.insert(message::TLS_OCSP, encoded.value(tls_ocsp)?);
     Ok(h)
 }
 
@@ -205,8 +206,14 @@ async fn outbound(gw: &Arc<GatewayState>, req: Request) -> Result<Response, Prot
         .sign(&request_hash)
         .await
         .map_err(|e| ProtocolError::new(Kind::ClientInternalError, e.message))?;
-    let signed = signature_headers(gw.signer.certificate(), &signature, &signer_ocsp, &tls_ocsp)
-        .map_err(|e| ProtocolError::new(Kind::ClientInternalError, e.message))?;
+    let signed = signature_headers(
+        &gw.encoded,
+        gw.signer.certificate(),
+        &signature,
+        &signer_ocsp,
+        &tls_ocsp,
+    )
+    .map_err(|e| ProtocolError::new(Kind::ClientInternalError, e.message))?;
     let request_signature = signed
         .get(message::SIGNATURE)
         .and_then(|v| v.to_str().ok())

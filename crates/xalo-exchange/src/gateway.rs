@@ -93,6 +93,11 @@ pub struct GatewaySettings {
     pub timestamp_failure_secs: u64,
     /// `/healthz` turns degraded this many days before a certificate expires.
     pub certificate_warning_days: u64,
+    /// Milliseconds a looked-up service, its access rights and a client key are reused
+    /// before the database is read again (at most 1000; 0 reads it per message). Changes
+    /// made through this gateway apply at once; a change made elsewhere in its database
+    /// (another instance) applies within this time.
+    pub registry_cache_ms: u64,
 }
 
 impl Default for GatewaySettings {
@@ -123,6 +128,7 @@ impl Default for GatewaySettings {
             timestamp_interval_secs: 60,
             timestamp_failure_secs: 14_400,
             certificate_warning_days: 30,
+            registry_cache_ms: crate::service_registry::DEFAULT_REUSE.as_millis() as u64,
         }
     }
 }
@@ -144,6 +150,8 @@ pub struct GatewayState {
     pub signer: MessageSigner,
     pub batch: BatchSigner,
     pub verified: VerifiedSignatures,
+    /// Header values of the certificate and OCSP answers sent with every message.
+    pub encoded: crate::message::EncodedHeaders,
     spool: RwLock<SpoolLimits>,
     pub backend: reqwest::Client,
     pub log: MessageLog,
@@ -308,6 +316,7 @@ pub async fn serve_with(
     )?;
     let db = Database::connect(&config.database_url(ROLE)).await?;
     let registry = ServiceRegistry::open(db.clone()).await?;
+    registry.set_reuse(Duration::from_millis(settings.registry_cache_ms));
     MessageLog::migrate(&db).await?;
     crate::data_tracker::migrate(&db).await?;
     let topics = crate::topic::TopicRegistry::open(db.clone()).await?;
@@ -340,6 +349,7 @@ pub async fn serve_with(
         client_tls_addr,
         batch,
         verified: VerifiedSignatures::default(),
+        encoded: Default::default(),
         name: format!("{owner}/{}", settings.code),
         owner,
         conf: GlobalConfHolder::default(),

@@ -126,6 +126,37 @@ pub fn new_uuid() -> String {
     )
 }
 
+/// Base64 header values of the few long byte strings a gateway sends with every message
+/// (its signing certificate, its OCSP answers), encoded once instead of per message.
+/// Found by comparing every byte, so a renewed answer gets its own value.
+#[derive(Debug, Default)]
+pub struct EncodedHeaders {
+    recent: std::sync::Mutex<Vec<(Vec<u8>, axum::http::HeaderValue)>>,
+}
+
+/// Values kept (a gateway has two certificates and their answers, old and new).
+const ENCODED_LIMIT: usize = 8;
+
+impl EncodedHeaders {
+    /// `bytes` in base64, as a header value.
+    pub fn value(&self, bytes: &[u8]) -> Result<axum::http::HeaderValue, xalo_core::Error> {
+        if let Ok(recent) = self.recent.lock()
+            && let Some((_, v)) = recent.iter().find(|(b, _)| b.as_slice() == bytes)
+        {
+            return Ok(v.clone());
+        }
+        let value = axum::http::HeaderValue::from_str(&b64().encode(bytes))
+            .map_err(|e| xalo_core::Error::new(xalo_core::ErrorCode::Internal, e.to_string()))?;
+        if let Ok(mut recent) = self.recent.lock() {
+            if recent.len() >= ENCODED_LIMIT {
+                recent.remove(0);
+            }
+            recent.push((bytes.to_vec(), value.clone()));
+        }
+        Ok(value)
+    }
+}
+
 /// The first value of a header as text.
 pub fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())

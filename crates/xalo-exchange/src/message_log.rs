@@ -96,6 +96,9 @@ pub struct MessageLog {
 
 const BATCH: usize = 256;
 
+/// How long the writer gathers messages before it writes them.
+const GATHER: Duration = Duration::from_millis(10);
+
 impl MessageLog {
     /// Start the writer and the retention sweep; abort the returned task to stop both.
     pub fn start(db: Database, retention_days: u64) -> (MessageLog, tokio::task::AbortHandle) {
@@ -334,14 +337,18 @@ async fn run(db: Database, mut rx: mpsc::Receiver<LoggedMessage>, retention_days
     let mut last_sweep = tokio::time::Instant::now();
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
+        // Group commit: gather what arrives within a few milliseconds (the messages are
+        // answered already), so one transaction carries many messages under load.
+        let until = tokio::time::Instant::now() + GATHER;
         while batch.len() < BATCH {
-            match rx.try_recv() {
-                Ok(m) => batch.push(m),
-                Err(_) => break,
+            match tokio::time::timeout_at(until, rx.recv()).await {
+                Ok(Some(m)) => batch.push(m),
+                Ok(None) | Err(_) => break,
             }
         }
-        if let Err(e) = write(&db, &batch).await {
-            tracing::error!(error = %e, count = batch.len(), "writing the message log failed");
+        let count = batch.len();
+        if let Err(e) = write(&db, batch).await {
+            tracing::error!(error = %e, count, "writing the message log failed");
         }
         if last_sweep.elapsed() > Duration::from_secs(3600) {
             last_sweep = tokio::time::Instant::now();
@@ -370,35 +377,77 @@ async fn run(db: Database, mut rx: mpsc::Receiver<LoggedMessage>, retention_days
     }
 }
 
-async fn write(db: &Database, batch: &[LoggedMessage]) -> Result<(), Error> {
+/// Rows per INSERT statement, largest first: one statement (one trip to the database's
+/// connection) carries many messages, within every backend's limit of bound parameters.
+const ROW_SIZES: [usize; 3] = [32, 8, 1];
+
+/// Columns of a logged message, in the order they are bound.
+const COLUMNS: usize = 15;
+
+/// `INSERT … VALUES (…), (…), …` for `rows` messages. SQLite gets anonymous `?`
+/// parameters: it looks a numbered one up by a linear scan per parameter, which makes a
+/// statement of many numbered parameters quadratic to bind.
+fn insert_statement(rows: usize, backend: xalo_store::Backend) -> String {
+    let mut sql = String::from(
+        "INSERT INTO gateway_message_log (logged_unix, side, x_road_id, client, service, \
+         request_hash, request_head, request_signature, request_body, response_hash, \
+         response_head, response_signature, response_body, status, ledger_index) VALUES ",
+    );
+    for row in 0..rows {
+        if row > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for col in 0..COLUMNS {
+            if col > 0 {
+                sql.push_str(", ");
+            }
+            match backend {
+                xalo_store::Backend::Sqlite => sql.push('?'),
+                xalo_store::Backend::Postgres => {
+                    sql.push('$');
+                    sql.push_str(&(row * COLUMNS + col + 1).to_string());
+                }
+            }
+        }
+        sql.push(')');
+    }
+    sql
+}
+
+/// Write a batch in one transaction (group commit), many rows per statement.
+async fn write(db: &Database, batch: Vec<LoggedMessage>) -> Result<(), Error> {
     let what = "writing the message log";
     let mut tx = db.begin_write().await?;
     let now = crate::unix_now();
-    for m in batch {
-        xalo_store::sqlx::query(
-            "INSERT INTO gateway_message_log (logged_unix, side, x_road_id, client, service, \
-             request_hash, request_head, request_signature, request_body, response_hash, \
-             response_head, response_signature, response_body, status, ledger_index) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
-        )
-        .bind(now)
-        .bind(m.side)
-        .bind(&m.x_road_id)
-        .bind(&m.client)
-        .bind(&m.service)
-        .bind(&m.request_hash)
-        .bind(m.request_head.clone())
-        .bind(&m.request_signature)
-        .bind(m.request_body.clone())
-        .bind(m.response_hash.clone())
-        .bind(m.response_head.clone())
-        .bind(m.response_signature.clone())
-        .bind(m.response_body.clone())
-        .bind(i64::from(m.status))
-        .bind(m.ledger_index.map(|i| i as i64))
-        .execute(&mut *tx)
-        .await
-        .db(what)?;
+    let mut batch = batch.into_iter();
+    while !batch.as_slice().is_empty() {
+        // A few statement sizes only, so each connection caches few prepared statements.
+        let left = batch.len();
+        let size = ROW_SIZES.iter().copied().find(|&n| n <= left).unwrap_or(1);
+        let rows: Vec<LoggedMessage> = batch.by_ref().take(size).collect();
+        // Built from numbers only, no input.
+        let sql = xalo_store::sqlx::AssertSqlSafe(insert_statement(rows.len(), db.backend()));
+        let mut query = xalo_store::sqlx::query(sql);
+        for m in rows {
+            query = query
+                .bind(now)
+                .bind(m.side)
+                .bind(m.x_road_id)
+                .bind(m.client)
+                .bind(m.service)
+                .bind(m.request_hash)
+                .bind(m.request_head)
+                .bind(m.request_signature)
+                .bind(m.request_body)
+                .bind(m.response_hash)
+                .bind(m.response_head)
+                .bind(m.response_signature)
+                .bind(m.response_body)
+                .bind(i64::from(m.status))
+                .bind(m.ledger_index.map(|i| i as i64));
+        }
+        query.execute(&mut *tx).await.db(what)?;
     }
     tx.commit().await.db(what)
 }

@@ -313,6 +313,7 @@ async fn send_signed(
         .await
         .map_err(|e| failed(e.message))?;
     let signature_headers = crate::client_proxy::signature_headers(
+        &gw.encoded,
         gw.signer.certificate(),
         &signed,
         &signer_ocsp,

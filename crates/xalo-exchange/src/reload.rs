@@ -28,6 +28,7 @@ pub const RELOADABLE: &[&str] = &[
     "timestamp_interval_secs",
     "timestamp_failure_secs",
     "certificate_warning_days",
+    "registry_cache_ms",
 ];
 
 fn table(s: &GatewaySettings) -> Result<serde_json::Map<String, Value>, Error> {
@@ -133,6 +134,8 @@ fn apply(gw: &GatewayState) -> Result<Vec<String>, Error> {
         Duration::from_secs(settings.ocsp_max_age_secs),
     );
     gw.log.set_bodies(settings.message_log_bodies);
+    gw.registry
+        .set_reuse(Duration::from_millis(settings.registry_cache_ms));
     gw.log
         .set_retention_days(settings.message_log_retention_days);
     gw.grace

@@ -259,21 +259,14 @@ async fn inbound(gw: &Arc<GatewayState>, req: Request) -> Result<Response, Proto
         message::SIGNATURE_BATCH,
         &signed.proof.header(),
     );
-    set(
-        &mut headers,
-        message::SIGNER,
-        &b64().encode(gw.signer.certificate()),
-    );
-    set(
-        &mut headers,
-        message::SIGNER_OCSP,
-        &b64().encode(own_ocsp.as_slice()),
-    );
-    set(
-        &mut headers,
-        message::TLS_OCSP,
-        &b64().encode(own_tls.as_slice()),
-    );
+    let internal = |e: xalo_core::Error| ProtocolError::new(Kind::ServerInternalError, e.message);
+    for (name, bytes) in [
+        (message::SIGNER, gw.signer.certificate()),
+        (message::SIGNER_OCSP, own_ocsp.as_slice()),
+        (message::TLS_OCSP, own_tls.as_slice()),
+    ] {
+        headers.insert(name, gw.encoded.value(bytes).map_err(internal)?);
+    }
 
     let evidence = MessageEvidence {
         gateway: gw.name.clone(),

@@ -3,6 +3,7 @@
 //! them, and the information systems allowed to call out as the member's subsystems.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -135,42 +136,60 @@ pub struct ServiceRegistry {
     services: Arc<Recent<Option<Service>>>,
     rights: Arc<Recent<Vec<AccessRight>>>,
     keys: Arc<Recent<Option<ClientId>>>,
+    /// How long a lookup is reused, in milliseconds (see [`MAX_REUSE`]).
+    reuse_ms: Arc<AtomicU64>,
 }
 
-/// How long a lookup is reused. Every message needs the service, its rights and the
-/// caller's key; reading them once a second instead of per message keeps the database out
-/// of the hot path, and a change made at another instance shows within this time.
-const REUSE: Duration = Duration::from_secs(1);
+/// How long a lookup is reused by default. Every message needs the service, its rights
+/// and the caller's key; reading them at most once within this time instead of per
+/// message keeps the database out of the hot path. A change made through this gateway
+/// shows at once (the caches are emptied); one made at another instance sharing the
+/// database, or in the database directly, within this time.
+pub const DEFAULT_REUSE: Duration = Duration::from_secs(1);
+/// The longest reuse allowed: a revoked right or key is refused after this at most.
+pub const MAX_REUSE: Duration = Duration::from_secs(1);
 const RECENT_LIMIT: usize = 10_000;
 
-/// Lookups made within [`REUSE`].
+/// Lookups made within the reuse time. A generation counter, moved on by every local
+/// change, keeps a lookup that started before the change from being stored after it.
 #[derive(Debug)]
 struct Recent<V> {
     map: Mutex<HashMap<String, (Instant, V)>>,
+    generation: AtomicU64,
 }
 
 impl<V: Clone> Recent<V> {
     fn new() -> Arc<Self> {
         Arc::new(Recent {
             map: Mutex::new(HashMap::new()),
+            generation: AtomicU64::new(0),
         })
     }
-    fn get(&self, key: &str) -> Option<V> {
+    fn get(&self, key: &str, reuse: Duration) -> Option<V> {
         let map = self.map.lock().ok()?;
         map.get(key)
-            .filter(|(at, _)| at.elapsed() < REUSE)
+            .filter(|(at, _)| at.elapsed() < reuse)
             .map(|(_, v)| v.clone())
     }
-    fn put(&self, key: String, value: V) {
+    /// The generation to pass to [`Recent::put`], read before the database is.
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+    /// Keep a value read at `generation` (and from `at` on), unless something changed since.
+    fn put(&self, key: String, value: V, generation: u64, at: Instant) {
         if let Ok(mut map) = self.map.lock() {
+            if self.generation.load(Ordering::Acquire) != generation {
+                return;
+            }
             if map.len() >= RECENT_LIMIT {
                 map.clear();
             }
-            map.insert(key, (Instant::now(), value));
+            map.insert(key, (at, value));
         }
     }
     fn clear(&self) {
         if let Ok(mut map) = self.map.lock() {
+            self.generation.fetch_add(1, Ordering::AcqRel);
             map.clear();
         }
     }
@@ -188,7 +207,20 @@ impl ServiceRegistry {
             services: Recent::new(),
             rights: Recent::new(),
             keys: Recent::new(),
+            reuse_ms: Arc::new(AtomicU64::new(DEFAULT_REUSE.as_millis() as u64)),
         })
+    }
+
+    /// How long lookups are reused now.
+    pub fn reuse(&self) -> Duration {
+        Duration::from_millis(self.reuse_ms.load(Ordering::Relaxed))
+    }
+
+    /// Reuse lookups for `reuse` (at most [`MAX_REUSE`]; zero: read the database for every
+    /// message).
+    pub fn set_reuse(&self, reuse: Duration) {
+        let ms = reuse.min(MAX_REUSE).as_millis() as u64;
+        self.reuse_ms.store(ms, Ordering::Relaxed);
     }
 
     pub fn database(&self) -> &Database {
@@ -281,11 +313,13 @@ impl ServiceRegistry {
     /// A registered service, or `None`.
     pub async fn service(&self, id: &ServiceId) -> Result<Option<Service>, Error> {
         let key = id.to_string();
-        if let Some(s) = self.services.get(&key) {
+        let reuse = self.reuse();
+        if let Some(s) = self.services.get(&key, reuse) {
             return Ok(s);
         }
+        let (generation, at) = (self.services.generation(), Instant::now());
         let s = self.load_service(id).await?;
-        self.services.put(key, s.clone());
+        self.services.put(key, s.clone(), generation, at);
         Ok(s)
     }
 
@@ -393,11 +427,13 @@ impl ServiceRegistry {
     /// The rights on a service.
     pub async fn rights(&self, service: &ServiceId) -> Result<Vec<AccessRight>, Error> {
         let key = service.to_string();
-        if let Some(r) = self.rights.get(&key) {
+        let reuse = self.reuse();
+        if let Some(r) = self.rights.get(&key, reuse) {
             return Ok(r);
         }
+        let (generation, at) = (self.rights.generation(), Instant::now());
         let r = self.load_rights(service).await?;
-        self.rights.put(key, r.clone());
+        self.rights.put(key, r.clone(), generation, at);
         Ok(r)
     }
 
@@ -443,11 +479,13 @@ impl ServiceRegistry {
     /// The subsystem a client key was issued for.
     pub async fn client_of_key(&self, key: &str) -> Result<Option<ClientId>, Error> {
         let hash = key_hash(key);
-        if let Some(c) = self.keys.get(&hash) {
+        let reuse = self.reuse();
+        if let Some(c) = self.keys.get(&hash, reuse) {
             return Ok(c);
         }
+        let (generation, at) = (self.keys.generation(), Instant::now());
         let c = self.load_client_of_key(key).await?;
-        self.keys.put(hash, c.clone());
+        self.keys.put(hash, c.clone(), generation, at);
         Ok(c)
     }
 

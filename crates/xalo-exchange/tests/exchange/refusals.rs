@@ -294,3 +294,57 @@ async fn a_provider_with_a_revoked_authentication_certificate_is_refused() {
         "{last:?}"
     );
 }
+
+#[tokio::test]
+async fn a_revoked_access_right_is_refused_at_once_here_and_within_the_cache_bound_elsewhere() {
+    let env = support::env().await;
+    let provider = &env.provider_gateway().admin;
+    let service: xalo_core::ServiceId = SERVICE.parse().unwrap();
+    let client: xalo_core::SubsystemId = support::CLIENT.parse().unwrap();
+    let get = || {
+        env.call(Method::GET, &format!("{SERVICE}/persons/1"))
+            .send()
+    };
+    // Allowed, and the right is now in the provider gateway's lookup cache.
+    assert_eq!(get().await.unwrap().status(), 200);
+    // Revoked through this gateway: refused by the very next message.
+    provider
+        .revoke(
+            &service,
+            xalo_exchange::nation::client_subject(&client),
+            Some(("GET", "/persons/{code}")),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        support::error_type(get().await.unwrap()).await,
+        (500, "Server.ServerProxy.AccessDenied".into())
+    );
+    provider
+        .grant(
+            &service,
+            xalo_exchange::nation::client_subject(&client),
+            Some(("GET", "/persons/{code}")),
+        )
+        .await
+        .unwrap();
+    assert_eq!(get().await.unwrap().status(), 200);
+    // Revoked elsewhere (another instance sharing the database, which this gateway's
+    // cache does not hear of): refused once the cache bound has passed.
+    let db = xalo_store::Database::connect(env.database("gateway-000001").url())
+        .await
+        .unwrap();
+    xalo_store::sqlx::query("DELETE FROM gateway_access_right WHERE service = $1")
+        .bind(SERVICE)
+        .execute(db.pool())
+        .await
+        .unwrap();
+    tokio::time::sleep(
+        xalo_exchange::service_registry::MAX_REUSE + std::time::Duration::from_millis(100),
+    )
+    .await;
+    assert_eq!(
+        support::error_type(get().await.unwrap()).await,
+        (500, "Server.ServerProxy.AccessDenied".into())
+    );
+}

@@ -280,6 +280,7 @@ pub async fn direct_call(
     let signer_ocsp = ocsp_der(&env.nation, &files.signing_certificate).await;
     let signature = signer.sign_single(&hash).unwrap();
     let mut signed = xalo_exchange::client_proxy::signature_headers(
+        &Default::default(),
         signer.certificate(),
         &signature,
         &signer_ocsp,
