@@ -229,8 +229,12 @@ pub async fn run(options: &BenchOptions) -> Result<LedgerBench, Error> {
     proofs(&log, options, &mut out).await?;
 
     let size = *log.sequencer().size().borrow();
-    // Storage counts the leaf index complete, as it is once it has caught up.
-    log.leaf_index().catch_up(size).await?;
+    // Storage counts the leaf index complete, as it is once its follower has caught up.
+    // (A second writer catching up beside the follower would keep SQLite from restarting
+    // the index's write-ahead log, so this waits instead.)
+    while log.leaf_index().indexed().await? < size {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     out.storage_bytes = storage_bytes(&db).await?;
     if db.backend() == Backend::Sqlite {
         // The leaf index's own file (on PostgreSQL its table is counted above).
@@ -487,10 +491,19 @@ async fn proofs(log: &Log, options: &BenchOptions, out: &mut LedgerBench) -> Res
 async fn storage_bytes(db: &Database) -> Result<u64, Error> {
     match db.backend() {
         Backend::Sqlite => {
-            sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-                .execute(db.pool())
-                .await
-                .db("checkpointing the write-ahead log")?;
+            // A reader still at work (the leaf index follows the log) keeps the checkpoint
+            // from emptying the write-ahead log, which would then be counted; try again.
+            for _ in 0..100 {
+                let row = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                    .fetch_one(db.pool())
+                    .await
+                    .db("checkpointing the write-ahead log")?;
+                let busy: i64 = row.try_get(0).db("checkpointing the write-ahead log")?;
+                if busy == 0 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
             let row = sqlx::query("SELECT file FROM pragma_database_list WHERE name = 'main'")
                 .fetch_one(db.pool())
                 .await

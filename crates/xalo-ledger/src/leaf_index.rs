@@ -68,10 +68,14 @@ impl LeafIndex {
 
     /// Entries indexed so far: every index below this is in the index.
     pub async fn indexed(&self) -> Result<u64, Error> {
+        // fetch_all steps the statement to its end, which ends its read transaction; a
+        // statement left after its first row keeps its snapshot, and a snapshot held by an
+        // idle pooled connection keeps SQLite from ever restarting the write-ahead log.
         let row = sqlx::query("SELECT indexed FROM ledger_leaf_state WHERE id = 1")
-            .fetch_optional(self.index.pool())
+            .fetch_all(self.index.pool())
             .await
-            .db("reading the leaf index state")?;
+            .db("reading the leaf index state")?
+            .pop();
         match row {
             Some(r) => Ok(r.try_get::<i64, _>(0).db("reading the leaf index state")? as u64),
             None => Ok(0),
@@ -102,9 +106,10 @@ impl LeafIndex {
             // Another follower of the same log (a second instance) may have got here first.
             let now: Option<i64> =
                 sqlx::query("SELECT indexed FROM ledger_leaf_state WHERE id = 1")
-                    .fetch_optional(&mut *tx)
+                    .fetch_all(&mut *tx)
                     .await
                     .db("reading the leaf index state")?
+                    .pop()
                     .map(|r| r.try_get(0))
                     .transpose()
                     .db("reading the leaf index state")?;
@@ -176,9 +181,10 @@ impl LeafIndex {
             let idx: i64 = c.try_get(0).db("looking up a leaf hash")?;
             let row = sqlx::query("SELECT leaf_hash FROM ledger_entry WHERE idx = $1")
                 .bind(idx)
-                .fetch_optional(self.log.pool())
+                .fetch_all(self.log.pool())
                 .await
-                .db("looking up a leaf hash")?;
+                .db("looking up a leaf hash")?
+                .pop();
             if let Some(row) = row {
                 let stored: Vec<u8> = row.try_get(0).db("looking up a leaf hash")?;
                 if stored == leaf_hash.as_bytes() {
@@ -193,10 +199,13 @@ impl LeafIndex {
         .bind(indexed as i64)
         .bind(sequenced as i64)
         .bind(leaf_hash.as_bytes().to_vec())
-        .fetch_one(self.log.pool())
+        .fetch_all(self.log.pool())
         .await
         .db("looking up a leaf hash")?;
-        let idx: Option<i64> = row.try_get(0).db("looking up a leaf hash")?;
+        let idx: Option<i64> = match row.first() {
+            Some(r) => r.try_get(0).db("looking up a leaf hash")?,
+            None => None,
+        };
         Ok(idx.map(|i| i as u64))
     }
 }
