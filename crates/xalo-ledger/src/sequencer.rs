@@ -166,11 +166,6 @@ impl Sequencer {
     }
 }
 
-/// The number of entries already sequenced in `db`.
-pub async fn sequenced_size(db: &Database) -> Result<u64, Error> {
-    log_store::sequenced_size(db).await
-}
-
 fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

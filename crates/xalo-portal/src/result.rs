@@ -27,7 +27,7 @@ use axum::routing::get;
 use axum::{Extension, Router};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use xalo_core::{Config, Error, ErrorCode, PersonalCode};
+use xalo_core::{Error, ErrorCode, PersonalCode};
 use xalo_ledger::client::{LedgerClient, Recorder};
 use xalo_ledger::entry::Entry;
 use xalo_store::{Database, DbResultExt, Migration, Row, sqlx};
@@ -964,25 +964,6 @@ fn render_json(req: &ResultRequest, document_id: &str, issued_unix: i64) -> Resu
         "issued_unix": issued_unix,
     }))
     .map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))
-}
-
-/// The result settings of `[roles.portal.result]`, read on their own.
-pub fn settings_from_config(config: &Config) -> Result<ResultSettings, Error> {
-    #[derive(Deserialize)]
-    struct Section {
-        #[serde(default)]
-        result: ResultSettings,
-    }
-    let s: Section = serde_json::from_value(serde_json::Value::Object(
-        config.role("portal").settings,
-    ))
-    .map_err(|e| {
-        Error::new(
-            ErrorCode::ConfigInvalid,
-            format!("[roles.portal] result: {e}"),
-        )
-    })?;
-    Ok(s.result)
 }
 
 // ---------------------------------------------------------------- mailbox pages
