@@ -128,6 +128,8 @@ error_codes! {
     RegistryDuplicate = "XALO-REG-005", 409, "already registered";
     RegistryForbidden = "XALO-REG-006", 403, "only the person may see their access records";
     RegistryAdminUnit = "XALO-REG-007", 400, "unknown administrative unit";
+    RegistryRequestInProgress = "XALO-REG-008", 409, "a request with this idempotency key is being processed";
+    RegistryRequestKeyReused = "XALO-REG-009", 422, "the idempotency key was used for a different request";
     ExchUnknownMember = "XALO-EXCH-001", 404, "no such exchange member";
     ExchUnknownSubsystem = "XALO-EXCH-002", 404, "no such subsystem";
     ExchUnknownGateway = "XALO-EXCH-003", 404, "no such gateway";
@@ -195,6 +197,8 @@ error_codes! {
     OfficeOfficerInput = "XALO-OFFICE-008", 400, "malformed officer record";
     OfficeAssigned = "XALO-OFFICE-009", 409, "the dossier is assigned to another officer";
     OfficeKpiQuery = "XALO-OFFICE-010", 400, "malformed KPI query";
+    OfficeRegisterRefused = "XALO-OFFICE-011", 422, "the base register refused the registration; the dossier stays in processing";
+    OfficeRegisterUnreachable = "XALO-OFFICE-012", 503, "the base register could not be reached; the dossier stays in processing";
     AttachTooLarge = "XALO-ATTACH-001", 413, "the attachment is larger than allowed";
     AttachType = "XALO-ATTACH-002", 415, "the attachment's content is not an accepted type (PDF, PNG, JPEG)";
     AttachMismatch = "XALO-ATTACH-003", 415, "the attachment's content does not match its file name";

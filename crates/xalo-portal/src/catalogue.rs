@@ -202,6 +202,9 @@ pub struct Procedure {
     pub form: Value,
     pub workflow: Vec<Step>,
     pub legal_basis: Vec<String>,
+    /// What an approved dossier writes to a base register, if anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registration: Option<crate::registration::Registration>,
     #[serde(skip)]
     fields: Vec<Field>,
 }
@@ -697,6 +700,9 @@ impl Catalogue {
             }
             check_workflow(&p, &agency_codes).map_err(at)?;
             p.fields = parse_form(&p.form, &order.form.properties.0).map_err(at)?;
+            if let Some(r) = &p.registration {
+                r.check(&p).map_err(at)?;
+            }
             procedures.push(p);
         }
         let index = procedures
@@ -1507,6 +1513,7 @@ mod tests {
             "child_birth_date": "2026-11-20",
             "child_gender": "nam",
             "child_birth_place": "Bệnh viện Bãi Cháy",
+            "child_birth_place_unit": "06970",
             "applicant_relationship": "cha"
         });
         assert_eq!(birth.check_form(&good), vec![]);

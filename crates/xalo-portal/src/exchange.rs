@@ -153,15 +153,47 @@ impl Exchange {
         user: &PersonalCode,
         issue: &str,
     ) -> Result<T, CallError> {
+        let url = self.url(register, service, rest)?;
+        let req = self.http.get(&url);
+        self.send(req, &user.to_string(), issue).await
+    }
+
+    /// `POST` `body` to `service` of `register` on behalf of `user` for `issue`, once: a
+    /// retry with the same `idempotency_key` gets the first call's answer from the register.
+    pub async fn post<T: DeserializeOwned>(
+        &self,
+        register: Register,
+        service: &str,
+        body: &serde_json::Value,
+        user: &str,
+        issue: &str,
+        idempotency_key: &str,
+    ) -> Result<T, CallError> {
+        let url = self.url(register, service, "")?;
+        let req = self
+            .http
+            .post(&url)
+            .header("Idempotency-Key", header_value(idempotency_key))
+            .json(body);
+        self.send(req, user, issue).await
+    }
+
+    fn url(&self, register: Register, service: &str, rest: &str) -> Result<String, CallError> {
         let service = self
             .service(register, service)
             .map_err(|e| CallError::Unreachable(e.message))?;
-        let url = format!("{}/r1/{}{rest}", self.gateway, service.to_path());
-        let mut req = self
-            .http
-            .get(&url)
+        Ok(format!("{}/r1/{}{rest}", self.gateway, service.to_path()))
+    }
+
+    async fn send<T: DeserializeOwned>(
+        &self,
+        req: reqwest::RequestBuilder,
+        user: &str,
+        issue: &str,
+    ) -> Result<T, CallError> {
+        let mut req = req
             .header("X-Road-Client", self.client.to_string())
-            .header("X-Road-UserId", user.to_string())
+            .header("X-Road-UserId", header_value(user))
             // A header value is ASCII: a purpose with Vietnamese letters is percent-encoded.
             .header("X-Road-Issue", header_value(issue))
             .header("Accept", "application/json");

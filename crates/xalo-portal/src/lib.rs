@@ -15,6 +15,7 @@ pub mod payment;
 pub mod payment_client;
 pub mod prefill;
 pub mod qr;
+pub mod registration;
 pub mod result;
 pub mod service;
 pub mod signature;

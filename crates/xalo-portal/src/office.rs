@@ -47,6 +47,8 @@ use xalo_web::{Lang, Page, Session};
 use crate::calendar::Calendar;
 use crate::catalogue::{self, Procedure, StepRole};
 use crate::dossier::{self, Dossier, State as DossierState};
+use crate::exchange::Exchange;
+use crate::registration::Registered;
 use crate::result::{ResultRequest, Results};
 
 /// The migration component of the officer table.
@@ -410,6 +412,8 @@ pub struct Office {
     writes: Database,
     results: Option<Results>,
     calendar: Option<Calendar>,
+    /// The portal's gateway, through which approvals write to the base registers.
+    exchange: Option<Exchange>,
 }
 
 fn role_error(role: StepRole) -> Error {
@@ -441,7 +445,39 @@ impl Office {
             writes,
             results,
             calendar: Calendar::vietnam().ok(),
+            exchange: None,
         }
+    }
+
+    /// Approvals of procedures with a registration write it through `exchange`.
+    pub fn with_exchange(mut self, exchange: Option<Exchange>) -> Office {
+        self.exchange = exchange;
+        self
+    }
+
+    /// Write the approved dossier's registration, if its procedure has one, to its
+    /// register through the exchange. Idempotent (the dossier code is the key): a retry
+    /// gets the register's first answer.
+    async fn register(
+        &self,
+        officer: &Officer,
+        d: &Dossier,
+        p: &Procedure,
+    ) -> Result<Option<Registered>, Error> {
+        let Some(registration) = &p.registration else {
+            return Ok(None);
+        };
+        let exchange = self.exchange.as_ref().ok_or_else(|| {
+            Error::new(
+                ErrorCode::OfficeRegisterUnreachable,
+                "the portal is not connected to the exchange, so the register cannot be updated",
+            )
+        })?;
+        let today = vietnam_date(dossier::unix_now(), false);
+        registration
+            .write(exchange, d, p, &officer.personal_code, &today)
+            .await
+            .map(Some)
     }
 
     /// The officer signed in to `session`: `XALO-PORTAL-005` when nobody is,
@@ -500,12 +536,19 @@ impl Office {
         let me = officer.personal_code.as_str();
         let w = &self.writes;
         match command {
+            // A new dossier is received at the first step; one that comes back with a
+            // supplement is taken up again at the step that asked for it.
             Command::Accept => {
-                if d.state != DossierState::Submitted || step.id != p.first_step().id {
+                if d.state != DossierState::Submitted {
                     return Err(state_error(&d, "accepted"));
                 }
-                if !officer.has(StepRole::Receiver) {
-                    return Err(role_error(StepRole::Receiver));
+                let role = if step.id == p.first_step().id {
+                    StepRole::Receiver
+                } else {
+                    step.role
+                };
+                if !officer.has(role) {
+                    return Err(role_error(role));
                 }
                 dossier::accept(w, code, me).await
             }
@@ -597,8 +640,16 @@ impl Office {
                 if !officer.has(StepRole::Approver) {
                     return Err(role_error(StepRole::Approver));
                 }
+                // The register first: if it refuses, the dossier stays in processing and
+                // the officer sees why.
+                let registered = self.register(officer, &d, p).await?;
+                if let Some(r) = &registered {
+                    let actor = dossier::Actor::Officer(me.to_owned());
+                    dossier::record_event(w, code, &actor, "registered", Some(&r.note())).await?;
+                }
                 let approved = dossier::decide(w, code, me, true, &note).await?;
-                self.issue_result(officer, &approved, p).await?;
+                self.issue_result(officer, &approved, p, registered.as_ref())
+                    .await?;
                 Ok(approved)
             }
             Command::Reject { reason } => {
@@ -629,7 +680,9 @@ impl Office {
                 if !officer.has(StepRole::Approver) {
                     return Err(role_error(StepRole::Approver));
                 }
-                self.issue_result(officer, &d, p).await?;
+                let registered = self.register(officer, &d, p).await?;
+                self.issue_result(officer, &d, p, registered.as_ref())
+                    .await?;
                 Ok(d)
             }
         }
@@ -679,6 +732,7 @@ impl Office {
         officer: &Officer,
         d: &Dossier,
         p: &Procedure,
+        registered: Option<&Registered>,
     ) -> Result<(), Error> {
         let results = self.results.as_ref().ok_or_else(|| {
             Error::new(
@@ -707,6 +761,11 @@ impl Office {
                 }
             }
         }
+        fields.extend(
+            registered
+                .map(Registered::result_fields)
+                .unwrap_or_default(),
+        );
         fields.push(("Cán bộ phê duyệt".to_owned(), officer.name.clone()));
         let phone = d
             .form
@@ -1150,8 +1209,11 @@ async fn dossier_page_inner(
         .collect();
     let can_accept = here
         && d.state == DossierState::Submitted
-        && d.current_step == p.first_step().id
-        && officer.has(StepRole::Receiver);
+        && if d.current_step == p.first_step().id {
+            officer.has(StepRole::Receiver)
+        } else {
+            has_step_role
+        };
     let can_take = here && processing && has_step_role && d.officer.as_deref() != Some(me);
     let can_assign = here
         && !d.state.is_finished()

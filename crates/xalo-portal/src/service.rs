@@ -250,7 +250,8 @@ pub async fn serve(config: Config, listener: TcpListener) -> Result<ServerHandle
         }),
     };
     // One result issuer for the back office (which issues on approval) and the mailbox.
-    let office = crate::office::Office::new(db.clone(), writes.clone(), Some(results.clone()));
+    let office = crate::office::Office::new(db.clone(), writes.clone(), Some(results.clone()))
+        .with_exchange(portal.inner.exchange.clone());
     let mut router = citizen_routes()
         .merge(catalogue::routes())
         .merge(crate::evidence::routes())

@@ -11,6 +11,7 @@ mod portal {
     mod kit;
     mod office;
     mod payment;
+    mod registration;
     mod result;
     mod signin;
 }

@@ -57,6 +57,37 @@ pub struct Actor {
     pub client: String,
     /// The official or citizen on whose behalf (`X-Road-UserId`).
     pub user: String,
+    /// The caller's `Idempotency-Key`, if it sent one: a retried request with the same key
+    /// gets the first one's change instead of making a second.
+    #[serde(default)]
+    pub request: Option<RequestKey>,
+}
+
+/// An idempotency key and the SHA-256 of the request it was first used for.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RequestKey {
+    pub key: String,
+    pub digest: String,
+}
+
+impl RequestKey {
+    /// The key of `request`, sent as `key` by the caller.
+    pub fn of<T: Serialize>(key: &str, request: &T) -> RequestKey {
+        let body = serde_json::to_vec(request).unwrap_or_default();
+        RequestKey {
+            key: key.to_owned(),
+            digest: hex::encode(Sha256::digest(&body)),
+        }
+    }
+}
+
+impl Actor {
+    /// The stored form of the key: unique per register and calling subsystem.
+    fn stored_key(&self, register: &str) -> Option<String> {
+        self.request
+            .as_ref()
+            .map(|r| format!("{register} {} {}", self.client, r.key))
+    }
 }
 
 /// A change as the history and the event feed show it.
@@ -187,8 +218,8 @@ impl Registrar {
         });
         let evidence = hex::encode(Sha256::digest(body.to_string().as_bytes()));
         let row = sqlx::query(
-            "INSERT INTO registry_change (register, subject, event, legal_basis, actor, at_ms, data, evidence) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING seq",
+            "INSERT INTO registry_change (register, subject, event, legal_basis, actor, at_ms, data, evidence, request_key, request_digest) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING seq",
         )
         .bind(self.register)
         .bind(subject.to_owned())
@@ -198,9 +229,18 @@ impl Registrar {
         .bind(at_ms)
         .bind(body.to_string())
         .bind(evidence.clone())
+        .bind(actor.stored_key(self.register))
+        .bind(actor.request.as_ref().map(|r| r.digest.clone()))
         .fetch_one(&mut *tx)
         .await
-        .db("recording the change")?;
+        .map_err(|e| match e.as_database_error() {
+            // Two requests with one key at once: the second waits for the first's answer.
+            Some(d) if d.is_unique_violation() => Error::new(
+                ErrorCode::RegistryRequestInProgress,
+                "a request with this Idempotency-Key is being processed; retry to get its result",
+            ),
+            _ => xalo_store::db_error(e, "recording the change"),
+        })?;
         Ok(Change {
             seq: row.try_get(0).db("recording the change")?,
             register: self.register.into(),
@@ -288,6 +328,39 @@ impl Registrar {
                 })
             })
             .collect()
+    }
+
+    /// The change an earlier request with the actor's idempotency key made, if any. A key
+    /// used before for a different request is refused.
+    pub async fn earlier(&self, actor: &Actor) -> Result<Option<Change>, Error> {
+        let (Some(key), Some(request)) = (actor.stored_key(self.register), &actor.request) else {
+            return Ok(None);
+        };
+        let Some(row) =
+            sqlx::query("SELECT seq, request_digest FROM registry_change WHERE request_key = $1")
+                .bind(key.clone())
+                .fetch_optional(self.db.pool())
+                .await
+                .db("looking up the idempotency key")?
+        else {
+            return Ok(None);
+        };
+        let seq: i64 = row.try_get(0).db("looking up the idempotency key")?;
+        let digest: Option<String> = row.try_get(1).db("looking up the idempotency key")?;
+        if digest.as_deref() != Some(request.digest.as_str()) {
+            return Err(Error::new(
+                ErrorCode::RegistryRequestKeyReused,
+                format!(
+                    "Idempotency-Key {:?} was used before for a different request (change {seq})",
+                    request.key
+                ),
+            ));
+        }
+        Ok(self
+            .changes_where("request_key = $2", Some(&key), 0, 1)
+            .await?
+            .into_iter()
+            .next())
     }
 
     /// Changes after `since`, in order: the event feed subscribers poll.

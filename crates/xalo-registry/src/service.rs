@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
@@ -27,7 +28,9 @@ use xalo_store::{Database, DbResultExt};
 use crate::access_log::{AccessLog, AccessRecord};
 use crate::event::{EventPublisher, EventPublishing};
 use crate::model::{Enterprise, Person};
-use crate::registration::{Actor, Birth, Change, EnterpriseRegistration, PersonCheck, Registrar};
+use crate::registration::{
+    Actor, Birth, Change, EnterpriseRegistration, PersonCheck, Registrar, RequestKey,
+};
 use crate::store;
 use crate::text::fold;
 
@@ -231,10 +234,12 @@ impl Request {
         })
     }
 
-    fn actor(&self) -> Actor {
+    /// The actor of a change to `request`, with its `Idempotency-Key` if the caller sent one.
+    fn actor_for<T: Serialize>(&self, h: &HeaderMap, request: &T) -> Actor {
         Actor {
             client: self.client.clone(),
             user: self.user.clone(),
+            request: header(h, "idempotency-key").map(|k| RequestKey::of(&k, request)),
         }
     }
 
@@ -485,38 +490,55 @@ pub struct Registered<T> {
     pub change: Change,
 }
 
-async fn birth(
-    State(r): Shared,
-    h: HeaderMap,
-    b: JsonBody<Birth>,
-) -> Result<axum::Json<Registered<Person>>, Error> {
-    let req = Request::with_purpose(&h)?;
-    let (record, change) = r.population.register_birth(&body(b)?, &req.actor()).await?;
-    Ok(axum::Json(Registered { record, change }))
+/// A registration's answer; a replay of an earlier request (same `Idempotency-Key`) is
+/// marked `Idempotent-Replayed: true`.
+fn registered<T: Serialize>(value: T, replayed: bool) -> Response {
+    let mut r = axum::Json(value).into_response();
+    if replayed {
+        r.headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    r
 }
 
-#[derive(Debug, Deserialize)]
+fn subject_code(change: &Change) -> Result<PersonalCode, Error> {
+    change.subject.parse().map_err(Error::from)
+}
+
+async fn birth(State(r): Shared, h: HeaderMap, b: JsonBody<Birth>) -> Result<Response, Error> {
+    let b = body(b)?;
+    let actor = Request::with_purpose(&h)?.actor_for(&h, &b);
+    if let Some(change) = r.population.earlier(&actor).await? {
+        let record = store::person(r.population.database(), &subject_code(&change)?)
+            .await?
+            .ok_or_else(|| not_found(&change.subject))?;
+        return Ok(registered(Registered { record, change }, true));
+    }
+    let (record, change) = r.population.register_birth(&b, &actor).await?;
+    Ok(registered(Registered { record, change }, false))
+}
+
+#[derive(Debug, Serialize, Deserialize)]
 struct Death {
     code: PersonalCode,
     death_date: String,
     legal_basis: String,
 }
 
-async fn death(
-    State(r): Shared,
-    h: HeaderMap,
-    b: JsonBody<Death>,
-) -> Result<axum::Json<Change>, Error> {
-    let req = Request::with_purpose(&h)?;
+async fn death(State(r): Shared, h: HeaderMap, b: JsonBody<Death>) -> Result<Response, Error> {
     let d = body(b)?;
-    Ok(axum::Json(
-        r.population
-            .record_death(&d.code, &d.death_date, &d.legal_basis, &req.actor())
-            .await?,
-    ))
+    let actor = Request::with_purpose(&h)?.actor_for(&h, &d);
+    if let Some(change) = r.population.earlier(&actor).await? {
+        return Ok(registered(change, true));
+    }
+    let change = r
+        .population
+        .record_death(&d.code, &d.death_date, &d.legal_basis, &actor)
+        .await?;
+    Ok(registered(change, false))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 struct AddressChange {
     code: PersonalCode,
     unit: String,
@@ -528,17 +550,20 @@ async fn address_change(
     State(r): Shared,
     h: HeaderMap,
     b: JsonBody<AddressChange>,
-) -> Result<axum::Json<Change>, Error> {
-    let req = Request::with_purpose(&h)?;
+) -> Result<Response, Error> {
     let a = body(b)?;
-    Ok(axum::Json(
-        r.population
-            .change_address(&a.code, &a.unit, &a.address, &a.legal_basis, &req.actor())
-            .await?,
-    ))
+    let actor = Request::with_purpose(&h)?.actor_for(&h, &a);
+    if let Some(change) = r.population.earlier(&actor).await? {
+        return Ok(registered(change, true));
+    }
+    let change = r
+        .population
+        .change_address(&a.code, &a.unit, &a.address, &a.legal_basis, &actor)
+        .await?;
+    Ok(registered(change, false))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 struct Marriage {
     spouses: [PersonalCode; 2],
     date: String,
@@ -549,20 +574,23 @@ async fn marriage(
     State(r): Shared,
     h: HeaderMap,
     b: JsonBody<Marriage>,
-) -> Result<axum::Json<Change>, Error> {
-    let req = Request::with_purpose(&h)?;
+) -> Result<Response, Error> {
     let m = body(b)?;
-    Ok(axum::Json(
-        r.population
-            .register_marriage(
-                &m.spouses[0],
-                &m.spouses[1],
-                &m.date,
-                &m.legal_basis,
-                &req.actor(),
-            )
-            .await?,
-    ))
+    let actor = Request::with_purpose(&h)?.actor_for(&h, &m);
+    if let Some(change) = r.population.earlier(&actor).await? {
+        return Ok(registered(change, true));
+    }
+    let change = r
+        .population
+        .register_marriage(
+            &m.spouses[0],
+            &m.spouses[1],
+            &m.date,
+            &m.legal_basis,
+            &actor,
+        )
+        .await?;
+    Ok(registered(change, false))
 }
 
 async fn get_enterprise(
@@ -616,18 +644,8 @@ async fn search_enterprises(
             ));
         }
     };
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {} FROM enterprise WHERE {filter} ORDER BY code LIMIT {limit}",
-        store::ENTERPRISE_COLUMNS
-    )))
-    .bind(value)
-    .fetch_all(r.business.database().pool())
-    .await
-    .db("searching enterprises")?;
     Ok(axum::Json(
-        rows.iter()
-            .map(store::enterprise_from_row)
-            .collect::<Result<_, _>>()?,
+        store::enterprises_where(r.business.database(), filter, &[value], limit).await?,
     ))
 }
 
@@ -643,13 +661,20 @@ async fn register_enterprise(
     State(r): Shared,
     h: HeaderMap,
     b: JsonBody<EnterpriseRegistration>,
-) -> Result<axum::Json<Registered<Enterprise>>, Error> {
-    let req = Request::with_purpose(&h)?;
+) -> Result<Response, Error> {
+    let e = body(b)?;
+    let actor = Request::with_purpose(&h)?.actor_for(&h, &e);
+    if let Some(change) = r.business.earlier(&actor).await? {
+        let record = store::enterprise(r.business.database(), &change.subject)
+            .await?
+            .ok_or_else(|| not_found(&change.subject))?;
+        return Ok(registered(Registered { record, change }, true));
+    }
     let (record, change) = r
         .business
-        .register_enterprise(&body(b)?, &r.people, &req.actor())
+        .register_enterprise(&e, &r.people, &actor)
         .await?;
-    Ok(axum::Json(Registered { record, change }))
+    Ok(registered(Registered { record, change }, false))
 }
 
 /// Asks the population register about a person over HTTP.

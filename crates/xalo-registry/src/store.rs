@@ -35,6 +35,15 @@ pub const MIGRATIONS: &[Migration] = &[
         ALTER TABLE registry_access ADD COLUMN ledger_index BIGINT;
         CREATE INDEX registry_access_unanchored ON registry_access (id) WHERE ledger_index IS NULL;",
     ),
+    // A caller that retries a registration (the portal after a timeout) names it with an
+    // Idempotency-Key, so that a retried birth does not make a second child.
+    Migration::portable(
+        5,
+        "idempotent registrations",
+        "ALTER TABLE registry_change ADD COLUMN request_key TEXT;
+        ALTER TABLE registry_change ADD COLUMN request_digest TEXT;
+        CREATE UNIQUE INDEX registry_change_request ON registry_change (request_key);",
+    ),
 ];
 
 /// A table as a bulk load sees it: where rows go and which indexes it may build afterwards.
@@ -251,16 +260,30 @@ pub async fn people_where(
     binds: &[String],
     limit: i64,
 ) -> Result<Vec<Person>, Error> {
+    let head = format!("SELECT {PERSON_COLUMNS} FROM person");
+    rows_where(db, &head, condition, binds, limit, person_from_row).await
+}
+
+/// `head` (`SELECT … FROM table`) `WHERE condition` (a fixed SQL fragment with `$1`… for
+/// `binds`), in code order, each row read by `from_row`.
+async fn rows_where<T>(
+    db: &Database,
+    head: &str,
+    condition: &str,
+    binds: &[String],
+    limit: i64,
+    from_row: fn(&AnyRow) -> Result<T, Error>,
+) -> Result<Vec<T>, Error> {
     let sql = format!(
-        "SELECT {PERSON_COLUMNS} FROM person WHERE {condition} ORDER BY code LIMIT {}",
+        "{head} WHERE {condition} ORDER BY code LIMIT {}",
         limit.clamp(1, 1000)
     );
     let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
     for b in binds {
         q = q.bind(b.clone());
     }
-    let rows = q.fetch_all(db.pool()).await.db("searching people")?;
-    rows.iter().map(person_from_row).collect()
+    let rows = q.fetch_all(db.pool()).await.db("searching the register")?;
+    rows.iter().map(from_row).collect()
 }
 
 pub async fn count(db: &Database, table: &str) -> Result<i64, Error> {
@@ -357,6 +380,17 @@ pub async fn insert_enterprises(
         q.execute(&mut *conn).await.db("adding enterprises")?;
     }
     Ok(())
+}
+
+/// Enterprises matching `condition` (a fixed SQL fragment with `$1`… for `binds`).
+pub async fn enterprises_where(
+    db: &Database,
+    condition: &str,
+    binds: &[String],
+    limit: i64,
+) -> Result<Vec<Enterprise>, Error> {
+    let head = format!("SELECT {ENTERPRISE_COLUMNS} FROM enterprise");
+    rows_where(db, &head, condition, binds, limit, enterprise_from_row).await
 }
 
 pub async fn enterprise(db: &Database, code: &str) -> Result<Option<Enterprise>, Error> {

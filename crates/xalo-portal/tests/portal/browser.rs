@@ -560,6 +560,31 @@ async fn walk(n: Arc<FullNation>, c: Client, officer: Client, s: Step, downloads
 
     step(
         &s,
+        "the approval registered the child in the population register, through the exchange",
+    );
+    let children = xalo_registry::store::people_where(
+        &n.population,
+        "(mother = $1 OR father = $1) AND given_name = 'Khang'",
+        &[citizen.code()],
+        10,
+    )
+    .await
+    .unwrap();
+    assert_eq!(children.len(), 1, "one child registered: {children:?}");
+    let child = &children[0];
+    assert_eq!(child.birth_date, born);
+    assert_eq!(
+        child.father.map(|f| f.to_string()),
+        Some(father.code.to_string())
+    );
+    assert_eq!(child.residence_unit, citizen.record.residence_unit);
+    assert!(
+        json.contains(&child.code.to_string()),
+        "the result names the child's new personal code: {json}"
+    );
+
+    step(
+        &s,
         "the data tracker shows the population register's access and its purpose",
     );
     c.goto(&format!("{portal}/data-tracker")).await.unwrap();

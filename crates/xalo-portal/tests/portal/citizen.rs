@@ -361,6 +361,7 @@ async fn sign_in_apply_submit_and_keep_others_out() {
         ("child_birth_date", "2025-03-01"),
         ("child_gender", "robot"),
         ("child_birth_place", "Bệnh viện Bãi Cháy"),
+        ("child_birth_place_unit", "06970"),
         ("applicant_relationship", "cha"),
     ];
     let r = b

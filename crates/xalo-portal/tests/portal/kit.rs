@@ -58,6 +58,12 @@ pub struct FullNation {
     pub officer: Subscriber,
     /// The PEM root that results' seals chain to.
     pub seal_root_pem: String,
+    /// The population register's database, to see what approvals wrote there.
+    pub population: Database,
+    /// The business register's database.
+    pub business: Database,
+    /// The portal's settings, for tests that drive its parts directly.
+    pub portal_settings: xalo_portal::service::PortalSettings,
     /// Temporary files (keys, SQLite files); dropped last.
     pub dir: tempfile::TempDir,
     /// The exchange, ledger, registers and Mobile-ID's trust service, kept running.
@@ -211,11 +217,8 @@ impl FullNation {
                     .unwrap();
                 gateway
                     .admin
-                    .grant(
-                        &service,
-                        client_subject(&portal_system),
-                        Some(("GET", "**")),
-                    )
+                    // The portal reads for prefill and writes approved registrations.
+                    .grant(&service, client_subject(&portal_system), None)
                     .await
                     .unwrap();
             }
@@ -378,6 +381,10 @@ impl FullNation {
                 }),
             ),
         );
+        let portal_settings: xalo_portal::service::PortalSettings = serde_json::from_value(
+            serde_json::Value::Object(config.roles["portal"].settings.clone()),
+        )
+        .unwrap();
         let portal = xalo_portal::service::serve(config, portal_listener)
             .await
             .unwrap();
@@ -401,6 +408,9 @@ impl FullNation {
             spouse,
             officer,
             seal_root_pem,
+            population,
+            business,
+            portal_settings,
             dir,
             _exchange: exchange,
             _servers: vec![ledger, registry, trust],

@@ -99,6 +99,28 @@ impl Nation {
             .unwrap();
         (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
     }
+
+    /// A registration with an `Idempotency-Key`; the status, whether the answer is a
+    /// replay, and the body.
+    async fn post_once(&self, path: &str, key: &str, body: Value) -> (u16, bool, Value) {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.url))
+            .header("X-Road-Client", "VN/GOV/000007/portal")
+            .header("X-Road-UserId", "VN001085000001")
+            .header("X-Road-Issue", "dossier 1.001193-0001")
+            .header("Idempotency-Key", key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let replayed = r.headers().get("idempotent-replayed").is_some();
+        (
+            r.status().as_u16(),
+            replayed,
+            r.json().await.unwrap_or(Value::Null),
+        )
+    }
 }
 
 fn code_of(v: &Value) -> String {
@@ -176,6 +198,43 @@ async fn registers_over_http() {
         "born in Quảng Ninh (022), male, 21st century, 2025: {child}"
     );
     assert_eq!(born["record"]["residence_unit"], pop["residence_unit"]);
+
+    // A retried registration (same Idempotency-Key) answers with the first one's child;
+    // the key cannot be reused for another request; without a key, a birth is a new one.
+    let mut twins = birth.clone();
+    twins["given_name"] = json!("Bình");
+    let (s, replayed, first) = n
+        .post_once("/population/births", "dossier-7", twins.clone())
+        .await;
+    assert_eq!((s, replayed), (200, false), "{first}");
+    let (s, replayed, again) = n
+        .post_once("/population/births", "dossier-7", twins.clone())
+        .await;
+    assert_eq!((s, replayed), (200, true), "{again}");
+    assert_eq!(again["record"]["code"], first["record"]["code"]);
+    assert_eq!(again["change"]["seq"], first["change"]["seq"]);
+    let mut other = twins.clone();
+    other["given_name"] = json!("Châu");
+    let (s, _, e) = n.post_once("/population/births", "dossier-7", other).await;
+    assert_eq!((s, e["code"].as_str()), (422, Some("XALO-REG-009")), "{e}");
+    let (s, _, third) = n
+        .post_once("/population/births", "dossier-8", twins.clone())
+        .await;
+    assert_eq!(s, 200);
+    assert_ne!(third["record"]["code"], first["record"]["code"]);
+    let (_, kids) = n
+        .get(
+            &format!("/population/persons/{mother}/children"),
+            Some("officer"),
+        )
+        .await;
+    let named_binh = kids
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| k["given_name"] == "Bình" && k["birth_date"] == "2025-03-01")
+        .count();
+    assert_eq!(named_binh, 2, "one child per key: {kids}");
 
     // Rejected births, each with a precise reason.
     let mut b = birth.clone();
@@ -292,10 +351,14 @@ async fn registers_over_http() {
         .map(|c| c["event"].as_str().unwrap())
         .collect();
     assert_eq!(events, ["birth", "address", "death"]);
+    // After the last birth: the address change and the death.
     let (_, feed) = n
-        .get("/population/changes?since=1", Some("social-security"))
+        .get(
+            &format!("/population/changes?since={}", third["change"]["seq"]),
+            Some("social-security"),
+        )
         .await;
-    assert_eq!(feed.as_array().unwrap().len(), 2);
+    assert_eq!(feed.as_array().unwrap().len(), 2, "{feed}");
 
     // Every change is anchored in the ledger, and provably there.
     let mut anchored = 0;
