@@ -175,6 +175,8 @@ error_codes! {
     AuthClientRegistration = "XALO-AUTH-015", 400, "the client registration is invalid";
     AuthMobileIdCancelled = "XALO-AUTH-016", 409, "the person cancelled on the phone";
     AuthMobileIdTimeout = "XALO-AUTH-017", 408, "the person did not answer on the phone in time";
+    SmsUnauthorised = "XALO-SMS-001", 401, "the SMS sender's token is missing or unknown";
+    SmsInvalid = "XALO-SMS-002", 400, "the text message is malformed";
     PortalDossierNotFound = "XALO-PORTAL-001", 404, "no such dossier for the signed-in person";
     PortalDossierState = "XALO-PORTAL-002", 409, "the dossier's state does not allow this action";
     PortalFormInvalid = "XALO-PORTAL-003", 422, "the form data does not match the procedure's form";
@@ -233,6 +235,7 @@ error_codes! {
     ResultBadAddress = "XALO-RESULT-005", 400, "malformed e-mail address or phone number";
     ResultAlreadyIssued = "XALO-RESULT-006", 409, "the dossier's result was issued already";
     ResultBadDocument = "XALO-RESULT-007", 400, "the result document's content is invalid";
+    ResultSms = "XALO-RESULT-008", 502, "the SMS centre did not accept the message";
 }
 
 impl fmt::Display for ErrorCode {

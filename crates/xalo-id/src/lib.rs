@@ -17,6 +17,7 @@ pub mod operator;
 pub mod provider;
 pub mod signing;
 pub mod signing_key;
+pub mod sms;
 pub mod store;
 pub mod text;
 

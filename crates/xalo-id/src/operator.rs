@@ -35,10 +35,11 @@ pub const ROLE: &str = "mobile-id";
 /// Wrong PIN entries before the PIN locks.
 pub const MAX_PIN_TRIES: i64 = 3;
 
-const MIGRATIONS: &[Migration] = &[Migration::portable(
-    1,
-    "subscribers and sessions",
-    "CREATE TABLE mid_subscriber (
+const MIGRATIONS: &[Migration] = &[
+    Migration::portable(
+        1,
+        "subscribers and sessions",
+        "CREATE TABLE mid_subscriber (
         phone TEXT PRIMARY KEY,
         personal_code TEXT NOT NULL,
         auth_certificate TEXT NOT NULL,
@@ -64,7 +65,21 @@ const MIGRATIONS: &[Migration] = &[Migration::portable(
         created_unix BIGINT NOT NULL
     );
     CREATE INDEX mid_session_phone ON mid_session (phone, state);",
-)];
+    ),
+    Migration::portable(
+        2,
+        "the SMS centre's messages",
+        "CREATE TABLE mid_sms (
+        sender TEXT NOT NULL,
+        message_id TEXT NOT NULL,
+        phone TEXT NOT NULL,
+        text TEXT NOT NULL,
+        received_unix BIGINT NOT NULL,
+        PRIMARY KEY (sender, message_id)
+    );
+    CREATE INDEX mid_sms_phone ON mid_sms (phone, received_unix);",
+    ),
+];
 
 /// A subscriber to create at start when the phone number is new (the demo's people).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -90,6 +105,8 @@ pub struct OperatorSettings {
     pub subscribers: Vec<SubscriberSeed>,
     /// How long a session waits for the PIN.
     pub session_timeout_secs: i64,
+    /// Systems that may send text messages through the SMS centre.
+    pub sms_senders: Vec<crate::sms::SmsSender>,
 }
 
 impl Default for OperatorSettings {
@@ -99,6 +116,7 @@ impl Default for OperatorSettings {
             ra_token: None,
             subscribers: Vec::new(),
             session_timeout_secs: 120,
+            sms_senders: Vec::new(),
         }
     }
 }
@@ -226,7 +244,7 @@ pub async fn serve(config: Config, listener: TcpListener) -> Result<ServerHandle
             cookie: "xalo_mobile_id".into(),
             ..SessionSettings::default()
         },
-        &["/mid-api/"],
+        &["/mid-api/", "/sms-api/"],
     )
     .await?;
     let state = Operator {
@@ -243,6 +261,14 @@ pub async fn serve(config: Config, listener: TcpListener) -> Result<ServerHandle
             sessions,
             xalo_web::session::middleware,
         ))
+        .merge(
+            Router::new()
+                .route("/sms-api/messages", post(crate::sms::send))
+                .with_state(crate::sms::SmsCentre {
+                    db: db.clone(),
+                    senders: settings.sms_senders.clone(),
+                }),
+        )
         .with_state(state);
     Server::new(ROLE, router, &config.http)
         .health_check(db.health_check())
@@ -516,6 +542,14 @@ struct PhoneTemplate<'a> {
     message: Option<String>,
     action: String,
     csrf: &'a str,
+    messages: Vec<PhoneSms>,
+}
+
+/// A text message on the phone screen.
+struct PhoneSms {
+    sender: String,
+    at: String,
+    text: String,
 }
 
 async fn pending(op: &Operator, phone: &str) -> Result<Option<(String, StoredSession)>, Error> {
@@ -576,12 +610,26 @@ async fn render_phone(
         None => None,
     };
     let idle = request.is_none();
+    let messages = crate::sms::inbox(&op.db, phone, 20)
+        .await?
+        .into_iter()
+        .map(|m| PhoneSms {
+            sender: m.sender,
+            // Shown in Vietnam's time (UTC+7), as the phone's clock would.
+            at: chrono::DateTime::from_timestamp(m.received_unix, 0)
+                .zip(chrono::FixedOffset::east_opt(7 * 3600))
+                .map(|(t, tz)| t.with_timezone(&tz).format("%d/%m/%Y %H:%M").to_string())
+                .unwrap_or_default(),
+            text: m.text,
+        })
+        .collect();
     let body = PhoneTemplate {
         text,
         request,
         message,
         action,
         csrf: &session.csrf,
+        messages,
     }
     .render()
     .map_err(xalo_web::page::template_error)?;

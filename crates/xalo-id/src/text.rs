@@ -42,5 +42,7 @@ xalo_web::catalogue! {
         wrong_pin: "PIN sai. Số lần thử còn lại:" / "Wrong PIN. Tries left:",
         phone_done: "Đã gửi. Bạn có thể quay lại dịch vụ." / "Sent. You can return to the service.",
         refresh: "Cập nhật" / "Refresh",
+        messages: "Tin nhắn" / "Messages",
+        from: "Từ" / "From",
     }
 }

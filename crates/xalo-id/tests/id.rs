@@ -11,3 +11,4 @@ mod interop;
 mod nation;
 mod oauth_errors;
 mod signing;
+mod sms;

@@ -15,6 +15,9 @@ pub const PIN2: &str = "12345";
 pub const SECRET: &str = "portal-secret-0123456789";
 pub const REDIRECT: &str = "http://127.0.0.1:9/callback";
 
+/// The portal's token at the operator's SMS centre.
+pub const SMS_TOKEN: &str = "sms-sender-token-0123456789abcdef";
+
 pub struct Nation {
     pub trust: ServerHandle,
     pub mid: ServerHandle,
@@ -75,6 +78,9 @@ impl Nation {
                     "subscribers": [
                         { "phone": CITIZEN_PHONE, "personal_code": CITIZEN, "given_name": "AN", "family_name": "NGUYEN", "pin1": PIN1, "pin2": PIN2 },
                         { "phone": E_RESIDENT_PHONE, "personal_code": E_RESIDENT, "given_name": "MARI", "family_name": "TAMM", "pin1": PIN1, "pin2": PIN2 },
+                    ],
+                    "sms_senders": [
+                        { "name": "DichVuCong", "token_sha256": xalo_trust::registration::token_hash(SMS_TOKEN) },
                     ],
                 }),
             ),

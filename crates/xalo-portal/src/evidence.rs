@@ -22,6 +22,7 @@ use xalo_web::session::constant_time_eq;
 
 use crate::attachment::{self, Attachment};
 use crate::dossier::{self, Dossier, State as DossierState};
+use crate::exchange::Register;
 use crate::service::{
     Portal, account_bar, format_time, page, respond, save, set_notice, take_notice,
 };
@@ -61,6 +62,8 @@ xalo_web::catalogue! {
         tracker_title: "Ai đã sử dụng dữ liệu của tôi" / "Who used my data",
         tracker_intro: "Mọi lần cơ quan nhà nước đọc dữ liệu của bạn trong cơ sở dữ liệu quốc gia về dân cư, qua nền tảng trao đổi dữ liệu, kèm bằng chứng trong sổ cái minh bạch." / "Every time a public agency read your data in the national population register, through the data exchange, with its proof in the transparency ledger.",
         tracker_empty: "Chưa có lần truy cập nào được ghi nhận." / "No access has been recorded.",
+        population_register: "Cơ sở dữ liệu quốc gia về dân cư" / "National population register",
+        business_register: "Cơ sở dữ liệu quốc gia về đăng ký doanh nghiệp" / "National business register",
         when: "Thời điểm" / "When",
         who: "Cơ quan và hệ thống" / "Agency and system",
         service: "Dịch vụ" / "Service",
@@ -535,6 +538,8 @@ struct TrackerRow {
     agency: Option<String>,
     client: String,
     user: String,
+    /// The register that holds the data, by name.
+    register: &'static str,
     service: String,
     purpose: String,
     /// `ok`, `pending`, `failed`.
@@ -603,6 +608,10 @@ async fn tracker_page(
                     agency: names.get(&member).cloned(),
                     client: r.access.client,
                     user: r.access.user_id,
+                    register: match tracker::register_of(&r.access.service) {
+                        Register::Population => t.population_register,
+                        Register::Business => t.business_register,
+                    },
                     service: r.access.service,
                     purpose: r.access.purpose,
                     state,

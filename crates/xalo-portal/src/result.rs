@@ -43,10 +43,11 @@ pub const COMPONENT: &str = "portal_result";
 /// The ledger entry kind of an issued document.
 pub const ENTRY_KIND: &str = "document.issued";
 
-const MIGRATIONS: &[Migration] = &[Migration::per_backend(
-    1,
-    "result documents, mailbox, e-mail and SMS outboxes",
-    "CREATE TABLE portal_document (
+const MIGRATIONS: &[Migration] = &[
+    Migration::per_backend(
+        1,
+        "result documents, mailbox, e-mail and SMS outboxes",
+        "CREATE TABLE portal_document (
         document_id TEXT PRIMARY KEY,
         dossier_code TEXT NOT NULL UNIQUE,
         person_code TEXT NOT NULL,
@@ -94,7 +95,7 @@ const MIGRATIONS: &[Migration] = &[Migration::per_backend(
         sent_unix BIGINT
     );
     CREATE INDEX portal_sms_outbox_status ON portal_sms_outbox (status, created_unix);",
-    "CREATE TABLE portal_document (
+        "CREATE TABLE portal_document (
         document_id TEXT PRIMARY KEY,
         dossier_code TEXT NOT NULL UNIQUE,
         person_code TEXT NOT NULL,
@@ -142,7 +143,14 @@ const MIGRATIONS: &[Migration] = &[Migration::per_backend(
         sent_unix BIGINT
     );
     CREATE INDEX portal_sms_outbox_status ON portal_sms_outbox (status, created_unix);",
-)];
+    ),
+    Migration::portable(
+        2,
+        "SMS delivery attempts",
+        "ALTER TABLE portal_sms_outbox ADD COLUMN attempts BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE portal_sms_outbox ADD COLUMN last_error TEXT;",
+    ),
+];
 
 /// The ledger entry of an issued document: its id and the SHA-256 of the container the
 /// citizen holds, so anyone with the file can find it in the ledger.
@@ -171,8 +179,27 @@ pub struct ResultSettings {
     /// The transparency ledger.
     pub ledger_url: Option<String>,
     pub smtp: Option<SmtpSettings>,
+    /// The operator's SMS centre that sends the SMS outbox.
+    pub sms: Option<SmsSettings>,
     /// The portal's public URL, for links in e-mails.
     pub public_url: Option<String>,
+}
+
+/// `[roles.portal.result.sms]`: the mobile operator's SMS centre (the `mobile-id` role's
+/// `/sms-api/messages`) and the portal's sender token there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmsSettings {
+    pub url: String,
+    pub token: String,
+}
+
+/// What [`Results::retry`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Retried {
+    pub anchored: usize,
+    pub emails: usize,
+    pub sms: usize,
 }
 
 /// The agency's seal: who signs results, and where their time-stamps come from.
@@ -315,6 +342,7 @@ struct Inner {
     seal: Option<Seal>,
     recorder: Option<Recorder>,
     smtp: Option<SmtpSettings>,
+    sms: Option<SmsSettings>,
     public_url: Option<String>,
     http: reqwest::Client,
 }
@@ -388,6 +416,7 @@ impl Results {
                 seal,
                 recorder,
                 smtp: settings.smtp.clone(),
+                sms: settings.sms.clone(),
                 public_url: settings.public_url.clone(),
                 http,
             }),
@@ -539,12 +568,15 @@ impl Results {
             }
             None => None,
         };
-        if let Some(phone) = phone {
+        let sms_id = phone
+            .as_ref()
+            .map(|_| format!("SMS{}", hex::encode_upper(rand::random::<[u8; 10]>())));
+        if let (Some(phone), Some(id)) = (phone, &sms_id) {
             sqlx::query(
                 "INSERT INTO portal_sms_outbox (id, person_code, phone, text, status, created_unix) \
                  VALUES ($1, $2, $3, $4, 'queued', $5)",
             )
-            .bind(format!("SMS{}", hex::encode_upper(rand::random::<[u8; 10]>())))
+            .bind(id.clone())
             .bind(person.clone())
             .bind(phone)
             .bind(format!(
@@ -575,6 +607,11 @@ impl Results {
             },
             None => false,
         };
+        if let (Some(id), Some(_)) = (&sms_id, &self.inner.sms)
+            && let Err(e) = self.send_sms(id).await
+        {
+            tracing::warn!(id, error = %e, "result SMS not sent; will retry");
+        }
         Ok(IssuedResult {
             document_id,
             file_name,
@@ -650,9 +687,69 @@ impl Results {
         sent
     }
 
-    /// Anchor documents the ledger has not taken yet and send queued e-mails; returns how
-    /// many of each were done.
-    pub async fn retry(&self) -> Result<(usize, usize), Error> {
+    /// Hand a queued SMS to the operator's SMS centre. The outbox id is the message id
+    /// there, so a send repeated after a lost answer is shown once.
+    async fn send_sms(&self, id: &str) -> Result<(), Error> {
+        let Some(settings) = &self.inner.sms else {
+            return Err(Error::new(
+                ErrorCode::ResultSms,
+                "no SMS centre is configured ([roles.portal.result.sms])",
+            ));
+        };
+        let row = sqlx::query(
+            "SELECT phone, text FROM portal_sms_outbox WHERE id = $1 AND status = 'queued'",
+        )
+        .bind(id.to_owned())
+        .fetch_optional(self.db().pool())
+        .await
+        .db("reading an SMS")?;
+        let Some(row) = row else { return Ok(()) };
+        let phone: String = row.try_get(0).db("reading an SMS")?;
+        let text: String = row.try_get(1).db("reading an SMS")?;
+        let answer = self
+            .inner
+            .http
+            .post(format!(
+                "{}/sms-api/messages",
+                settings.url.trim_end_matches('/')
+            ))
+            .bearer_auth(&settings.token)
+            .json(&serde_json::json!({ "id": id, "to": phone, "text": text }))
+            .send()
+            .await;
+        let sent = match answer {
+            Ok(r) if r.status().is_success() => Ok(()),
+            // The centre refused the message itself: sending it again cannot help.
+            Ok(r) if r.status() == reqwest::StatusCode::BAD_REQUEST => Err((
+                "failed",
+                format!(
+                    "the SMS centre refused it: {}",
+                    r.text().await.unwrap_or_default()
+                ),
+            )),
+            Ok(r) => Err(("queued", format!("the SMS centre answered {}", r.status()))),
+            Err(e) => Err(("queued", format!("the SMS centre did not answer: {e}"))),
+        };
+        let (status, error) = match &sent {
+            Ok(()) => ("sent", None),
+            Err((status, e)) => (*status, Some(e.clone())),
+        };
+        sqlx::query(
+            "UPDATE portal_sms_outbox SET status = $1, attempts = attempts + 1, last_error = $2, \
+             sent_unix = $3 WHERE id = $4",
+        )
+        .bind(status)
+        .bind(error)
+        .bind(sent.is_ok().then(unix_now))
+        .bind(id.to_owned())
+        .execute(self.db().pool())
+        .await
+        .db("noting an SMS")?;
+        sent.map_err(|(_, e)| Error::new(ErrorCode::ResultSms, e))
+    }
+
+    /// Anchor documents the ledger has not taken yet and send queued e-mails and SMS.
+    pub async fn retry(&self) -> Result<Retried, Error> {
         let mut anchored = 0;
         if self.inner.recorder.is_some() {
             let rows = sqlx::query(
@@ -686,7 +783,27 @@ impl Results {
                 }
             }
         }
-        Ok((anchored, sent))
+        let mut sms = 0;
+        if self.inner.sms.is_some() {
+            let rows = sqlx::query(
+                "SELECT id FROM portal_sms_outbox WHERE status = 'queued' AND attempts < 20 \
+                 ORDER BY created_unix LIMIT 100",
+            )
+            .fetch_all(self.db().pool())
+            .await
+            .db("reading queued SMS")?;
+            for r in rows {
+                let id: String = r.try_get(0).db("reading queued SMS")?;
+                if self.send_sms(&id).await.is_ok() {
+                    sms += 1;
+                }
+            }
+        }
+        Ok(Retried {
+            anchored,
+            emails: sent,
+            sms,
+        })
     }
 
     /// Run [`Results::retry`] every `every`.
@@ -697,7 +814,7 @@ impl Results {
             loop {
                 tick.tick().await;
                 if let Err(e) = results.retry().await {
-                    tracing::warn!(error = %e, "retrying results' ledger entries and e-mails failed");
+                    tracing::warn!(error = %e, "retrying results' ledger entries, e-mails and SMS failed");
                 }
             }
         })

@@ -23,6 +23,16 @@ use xalo_registry::access_log::Access;
 
 use crate::exchange::{Exchange, Register};
 
+/// The register whose service an access record names: the business register's services
+/// (`enterprises…`) record there too when they read a person (who represents what).
+pub fn register_of(service: &str) -> Register {
+    if service.starts_with("enterprises") {
+        Register::Business
+    } else {
+        Register::Population
+    }
+}
+
 /// `ledger` in `[roles.portal]`: where proofs come from and the key that signs checkpoints.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

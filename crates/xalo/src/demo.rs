@@ -318,6 +318,15 @@ async fn introduce(config: &mut Config, urls: &BTreeMap<&str, String>) -> Result
     operator
         .entry("ra_token")
         .or_insert_with(|| serde_json::json!(ra_token));
+    // The operator's SMS centre takes the portal's result notices; the phone screens show
+    // them.
+    let sms_token = hex_token(&xalo_trust::key::random_bytes::<24>()?);
+    operator.entry("sms_senders").or_insert_with(|| {
+        serde_json::json!([{
+            "name": "DichVuCong",
+            "token_sha256": xalo_trust::registration::token_hash(&sms_token),
+        }])
+    });
     let id_card_port = if config.port_base == 0 {
         std::net::TcpListener::bind((config.bind, 0))?
             .local_addr()?
@@ -428,6 +437,7 @@ async fn introduce(config: &mut Config, urls: &BTreeMap<&str, String>) -> Result
                 "ledger_url": urls["ledger"],
                 "public_url": portal,
                 "smtp": { "relay": sink.addr.to_string(), "from": "khong-tra-loi@dichvucong.gov.vn" },
+                "sms": { "url": urls["mobile-id"], "token": sms_token },
             })
         });
         // What `xalo portal reconcile --config` needs to act as the portal's job.

@@ -532,6 +532,18 @@ async fn walk(n: Arc<FullNation>, c: Client, officer: Client, s: Step, downloads
     }
     let saved = saved.expect("the browser saved the result (.asice)");
 
+    step(&s, "the citizen's phone got the SMS from the portal");
+    let screen = reqwest::get(format!("{}/phone/{}", n.mid.url(), citizen.phone))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        screen.contains("DichVuCong") && screen.contains(&format!("Ho so {code} da co ket qua")),
+        "the SMS on the phone screen:\n{screen}"
+    );
+
     step(&s, "`xalo verify` accepts the result");
     let root = n.dir.path().join("seal-root.pem");
     std::fs::write(&root, &n.seal_root_pem).unwrap();
@@ -613,8 +625,9 @@ async fn walk(n: Arc<FullNation>, c: Client, officer: Client, s: Step, downloads
     assert!(
         read.contains("VN/GOV/000007/portal")
             && read.contains("Văn phòng Chính phủ")
-            && read.contains(&citizen.code()),
-        "who read it, for whom: {read}"
+            && read.contains(&citizen.code())
+            && read.contains("Cơ sở dữ liệu quốc gia về dân cư"),
+        "who read which register, for whom: {read}"
     );
     assert!(
         read.contains("Đã xác minh: mục"),

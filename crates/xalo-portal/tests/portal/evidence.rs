@@ -1059,6 +1059,7 @@ mod pages {
         assert!(html.contains("VN/GOV/000007/portal"), "{html}");
         assert!(html.contains("Văn phòng Chính phủ"), "{html}");
         assert!(html.contains("Verified: entry"), "{html}");
+        assert!(html.contains("National population register"), "{html}");
         assert!(!html.contains("Does NOT verify"), "{html}");
 
         // Another person sees none of it.

@@ -32,6 +32,7 @@ pub const OFFICE_AGENCY: &str = "QNI.HL";
 const RA_TOKEN: &str = "mobile-operator-ra-token";
 const ID_SECRET: &str = "portal-client-secret-0123456789";
 const MERCHANT_SECRET: &str = "portal-merchant-secret-0123456789";
+const SMS_TOKEN: &str = "portal-sms-token-0123456789";
 
 /// Someone of the population register with a Mobile-ID.
 pub struct Subscriber {
@@ -296,7 +297,13 @@ impl FullNation {
             "mobile-id".into(),
             role(
                 &dbs["mobile-id"],
-                json!({ "trust_url": trust.url(), "ra_token": RA_TOKEN, "subscribers": subscribers }),
+                json!({
+                    "trust_url": trust.url(), "ra_token": RA_TOKEN, "subscribers": subscribers,
+                    "sms_senders": [{
+                        "name": "DichVuCong",
+                        "token_sha256": hex::encode(Sha256::digest(SMS_TOKEN.as_bytes())),
+                    }],
+                }),
             ),
         );
         let mid = xalo_id::operator::serve(config.clone(), listener().await)
@@ -377,6 +384,7 @@ impl FullNation {
                         "tsa_url": tsa_url,
                         "ledger_url": ledger.url(),
                         "public_url": portal_url,
+                        "sms": { "url": mid.url(), "token": SMS_TOKEN },
                     },
                 }),
             ),

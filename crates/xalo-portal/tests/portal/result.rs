@@ -341,8 +341,8 @@ async fn sealed_result_verifies_is_anchored_and_delivered() {
     let results_up = Results::with_seal(db, Some(seal(&s).await), &up)
         .await
         .unwrap();
-    let (_, sent) = results_up.retry().await.unwrap();
-    assert_eq!(sent, 1);
+    let retried = results_up.retry().await.unwrap();
+    assert_eq!(retried.emails, 1);
     assert_eq!(results_up.email_status(&binh).await.unwrap()[0].1, "sent");
 }
 
