@@ -194,6 +194,12 @@ pub struct SmsSettings {
     pub token: String,
 }
 
+#[derive(Debug, Clone, Copy)]
+enum Outbox {
+    Email,
+    Sms,
+}
+
 /// What [`Results::retry`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Retried {
@@ -767,33 +773,17 @@ impl Results {
                 }
             }
         }
-        let mut sent = 0;
+        let mut emails = 0;
         if self.inner.smtp.is_some() {
-            let rows = sqlx::query(
-                "SELECT id FROM portal_email_outbox WHERE status = 'queued' AND attempts < 20 \
-                 ORDER BY created_unix LIMIT 100",
-            )
-            .fetch_all(self.db().pool())
-            .await
-            .db("reading queued e-mails")?;
-            for r in rows {
-                let id: String = r.try_get(0).db("reading queued e-mails")?;
+            for id in self.queued(Outbox::Email).await? {
                 if self.send_email(&id).await.is_ok() {
-                    sent += 1;
+                    emails += 1;
                 }
             }
         }
         let mut sms = 0;
         if self.inner.sms.is_some() {
-            let rows = sqlx::query(
-                "SELECT id FROM portal_sms_outbox WHERE status = 'queued' AND attempts < 20 \
-                 ORDER BY created_unix LIMIT 100",
-            )
-            .fetch_all(self.db().pool())
-            .await
-            .db("reading queued SMS")?;
-            for r in rows {
-                let id: String = r.try_get(0).db("reading queued SMS")?;
+            for id in self.queued(Outbox::Sms).await? {
                 if self.send_sms(&id).await.is_ok() {
                     sms += 1;
                 }
@@ -801,9 +791,31 @@ impl Results {
         }
         Ok(Retried {
             anchored,
-            emails: sent,
+            emails,
             sms,
         })
+    }
+
+    /// The oldest messages still queued in `outbox`, up to 100, leaving out those tried 20
+    /// times.
+    async fn queued(&self, outbox: Outbox) -> Result<Vec<String>, Error> {
+        let sql = match outbox {
+            Outbox::Email => {
+                "SELECT id FROM portal_email_outbox WHERE status = 'queued' AND attempts < 20 \
+                 ORDER BY created_unix LIMIT 100"
+            }
+            Outbox::Sms => {
+                "SELECT id FROM portal_sms_outbox WHERE status = 'queued' AND attempts < 20 \
+                 ORDER BY created_unix LIMIT 100"
+            }
+        };
+        let rows = sqlx::query(sql)
+            .fetch_all(self.db().pool())
+            .await
+            .db("reading queued messages")?;
+        rows.iter()
+            .map(|r| r.try_get(0).db("reading queued messages"))
+            .collect()
     }
 
     /// Run [`Results::retry`] every `every`.
