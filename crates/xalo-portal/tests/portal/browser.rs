@@ -144,6 +144,62 @@ async fn value(c: &Client, css: &str) -> String {
         .unwrap_or_default()
 }
 
+/// axe-core, the accessibility engine (Deque's, from the npm registry): `XALO_AXE_JS`, or
+/// where `.ci/run` installs it in the user's cache. Without it the WCAG checks are skipped
+/// with a notice, except under CI, where its absence fails the walk.
+static AXE: std::sync::LazyLock<Option<String>> = std::sync::LazyLock::new(|| {
+    let path = std::env::var_os("XALO_AXE_JS")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+                .map(|c| c.join("xalo/npm/node_modules/axe-core/axe.min.js"))
+        })?;
+    match std::fs::read_to_string(&path) {
+        Ok(js) => Some(js),
+        Err(e) if std::env::var_os("CI").is_some() => {
+            panic!(
+                "axe-core is missing at {} ({e}); .ci/run installs it",
+                path.display()
+            )
+        }
+        Err(_) => {
+            eprintln!("SKIPPED WCAG checks: no axe-core at {}", path.display());
+            None
+        }
+    }
+});
+
+/// The page meets WCAG 2.1 A and AA as far as axe-core can tell (the rules it can decide
+/// without a person: names, labels, contrast, structure, language, ARIA).
+async fn accessible(c: &Client, what: &str) {
+    let Some(axe) = AXE.as_deref() else { return };
+    c.execute(&format!("{axe}\n;return true;"), vec![])
+        .await
+        .unwrap_or_else(|e| panic!("axe-core did not load on {what}: {e}"));
+    let found = c
+        .execute_async(
+            "const done = arguments[arguments.length - 1];
+             axe.run(document, { runOnly: { type: 'tag',
+                 values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa'] } })
+               .then(r => done(r.violations.map(v => ({ id: v.id, impact: v.impact,
+                   help: v.help, nodes: v.nodes.slice(0, 5).map(n =>
+                   n.target.join(' ') + ' — ' + n.failureSummary) }))))
+               .catch(e => done([{ id: 'axe-error', help: String(e), nodes: [] }]));",
+            vec![],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("axe-core did not run on {what}: {e}"));
+    let violations = found.as_array().cloned().unwrap_or_default();
+    assert!(
+        violations.is_empty(),
+        "WCAG 2.1 AA violations on {what} ({}):\n{}",
+        here(c).await,
+        serde_json::to_string_pretty(&violations).unwrap()
+    );
+}
+
 /// What the page shows (its text, not its markup).
 async fn shown(c: &Client) -> String {
     find(c, "body").await.text().await.unwrap()
@@ -206,11 +262,13 @@ async fn dossier_reaches(n: &FullNation, code: &str, state: State, at: &str) {
 /// phone shows the same verification code and takes PIN1.
 async fn sign_in_with_mobile_id(c: &Client, n: &FullNation, who: &Subscriber) {
     arrive(c, &n.id.url(), |p| p.ends_with("/login")).await;
+    accessible(c, "national sign-in's login page").await;
     fill(c, "#phone", &who.phone).await;
     fill(c, "#personal_code", &who.code()).await;
     click(c, "#mid-title ~ form button[type=submit]").await;
     let code = find(c, ".code").await.text().await.unwrap();
     assert_eq!(code.chars().count(), 4, "a verification code: {code}");
+    accessible(c, "the Mobile-ID waiting page").await;
     on_the_phone(c, n, who, &code, PIN1).await;
 }
 
@@ -235,6 +293,7 @@ async fn on_the_phone(c: &Client, n: &FullNation, who: &Subscriber, code: &str, 
         Some(code),
         "the phone shows the page's verification code"
     );
+    accessible(c, "the phone screen").await;
     fill(c, "#pin", pin).await;
     click(c, "button.button:not(.secondary)").await;
     // Answered, the phone has no request left.
@@ -258,6 +317,7 @@ async fn find_procedure(c: &Client, portal: &str, query: &str, name: &str, code:
     fill(c, "#q", query).await;
     click(c, "form[role=search] button[type=submit]").await;
     arrive(c, portal, |p| p == "/procedures").await;
+    accessible(c, "the search results").await;
     let results = shown(c).await;
     assert!(
         results.contains(name),
@@ -265,6 +325,7 @@ async fn find_procedure(c: &Client, portal: &str, query: &str, name: &str, code:
     );
     click_link(c, name).await;
     arrive(c, portal, |p| p == format!("/procedures/{code}")).await;
+    accessible(c, "the procedure's page").await;
     click(c, "a.button[href*='/dossiers/new']").await;
     arrive(c, portal, |p| p == "/dossiers/new").await;
 }
@@ -290,6 +351,7 @@ async fn walk(n: Arc<FullNation>, c: Client, officer: Client, s: Step, downloads
     c.goto(&portal).await.unwrap();
     let lang = find(&c, "html").await.attr("lang").await.unwrap();
     assert_eq!(lang.as_deref(), Some("vi"), "Vietnamese first");
+    accessible(&c, "the portal's home page").await;
 
     step(&s, "search \"khai sinh\" and open birth registration");
     find_procedure(&c, &portal, "khai sinh", "Đăng ký khai sinh", BIRTH).await;
@@ -307,6 +369,7 @@ async fn walk(n: Arc<FullNation>, c: Client, officer: Client, s: Step, downloads
     step(&s, "start birth registration: the parents are prefilled");
     let code = start_application(&c, &portal).await;
     assert!(code.starts_with("QNI.HL-"), "{code}");
+    accessible(&c, "the prefilled form").await;
     assert_eq!(
         value(&c, "#f-applicant_personal_code").await,
         citizen.code()
@@ -370,6 +433,7 @@ async fn walk(n: Arc<FullNation>, c: Client, officer: Client, s: Step, downloads
     arrive(&c, &portal, |p| p == format!("/dossiers/{code}")).await;
     let page = shown(&c).await;
     assert!(page.contains("Đã nộp, chờ tiếp nhận"), "submitted:\n{page}");
+    accessible(&c, "the submitted dossier's page").await;
     assert_eq!(stored(&n, &code).await.state, State::Submitted);
 
     step(
@@ -378,6 +442,7 @@ async fn walk(n: Arc<FullNation>, c: Client, officer: Client, s: Step, downloads
     );
     click(&c, &format!("a.button[href='/dossiers/{code}/sign']")).await;
     arrive(&c, &portal, |p| p == format!("/dossiers/{code}/sign")).await;
+    accessible(&c, "the signing page").await;
     fill(&c, "#phone", &citizen.phone).await;
     click(
         &c,
@@ -423,6 +488,7 @@ async fn walk(n: Arc<FullNation>, c: Client, officer: Client, s: Step, downloads
     )
     .await;
     arrive(&c, &n.payment.url(), |p| p.starts_with("/pay/")).await;
+    accessible(&c, "the payment provider's page").await;
     let amount = find(&c, "#amount").await.text().await.unwrap();
     assert_eq!(
         amount
@@ -460,6 +526,7 @@ async fn walk(n: Arc<FullNation>, c: Client, officer: Client, s: Step, downloads
     officer.goto(&format!("{portal}/office")).await.unwrap();
     sign_in_with_mobile_id(&officer, &n, &n.officer).await;
     arrive(&officer, &portal, |p| p == "/office").await;
+    accessible(&officer, "the back office's queue").await;
     let queue = shown(&officer).await;
     assert!(
         queue.contains(&code) && queue.contains(&copies),
@@ -478,6 +545,7 @@ async fn walk(n: Arc<FullNation>, c: Client, officer: Client, s: Step, downloads
         page.contains("Khang") && page.contains(&citizen.code()),
         "the application as submitted:\n{page}"
     );
+    accessible(&officer, "the back office's dossier page").await;
     for (action, state, at) in [
         ("accept", State::Processing, "receive"),
         ("forward", State::Processing, "process"),
@@ -515,8 +583,10 @@ async fn walk(n: Arc<FullNation>, c: Client, officer: Client, s: Step, downloads
     let page = shown(&c).await;
     assert!(page.contains("Đã có kết quả"), "approved:\n{page}");
     c.goto(&format!("{portal}/mailbox")).await.unwrap();
+    accessible(&c, "the mailbox").await;
     click(&c, "ul.messages a").await;
     arrive(&c, &portal, |p| p.starts_with("/mailbox/")).await;
+    accessible(&c, "the result's message").await;
     click(&c, "a[download]").await;
     let mut saved = None;
     for _ in 0..100 {
@@ -633,6 +703,9 @@ async fn walk(n: Arc<FullNation>, c: Client, officer: Client, s: Step, downloads
         read.contains("Đã xác minh: mục"),
         "proven in the ledger: {read}"
     );
+    accessible(&c, "the data tracker").await;
+    c.goto(&format!("{portal}/kpi")).await.unwrap();
+    accessible(&c, "the indicators").await;
     step(&s, "done");
 }
 
