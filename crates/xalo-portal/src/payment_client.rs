@@ -201,6 +201,9 @@ impl std::fmt::Display for ReconcileReport {
 #[derive(Clone)]
 pub struct PaymentClient {
     inner: Arc<Inner>,
+    /// Where the pages' reads of payments go: on SQLite the readers' pool, so that they do
+    /// not queue behind writes on the one writer connection.
+    reads: Database,
 }
 
 struct Inner {
@@ -254,6 +257,7 @@ impl PaymentClient {
             .build()
             .map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?;
         Ok(PaymentClient {
+            reads: db.clone(),
             inner: Arc::new(Inner {
                 db,
                 settings: PaymentClientSettings {
@@ -268,6 +272,12 @@ impl PaymentClient {
 
     fn db(&self) -> &Database {
         &self.inner.db
+    }
+
+    /// Serve the pages' reads from `reads` (the portal's readers) instead of the writer.
+    pub fn with_reader(mut self, reads: Database) -> PaymentClient {
+        self.reads = reads;
+        self
     }
 
     fn url(&self, path: &str) -> String {
@@ -349,7 +359,7 @@ impl PaymentClient {
              ORDER BY created_unix DESC, payment_id"
         )))
         .bind(dossier_code.to_owned())
-        .fetch_all(self.db().pool())
+        .fetch_all(self.reads.pool())
         .await
         .db("reading payments")?;
         rows.iter().map(payment_of).collect()

@@ -341,6 +341,9 @@ pub struct Sms {
 #[derive(Clone)]
 pub struct Results {
     inner: Arc<Inner>,
+    /// Where the pages' reads go (mailbox, documents, evidence): on SQLite the readers'
+    /// pool, so that they do not queue behind writes on the one writer connection.
+    reads: Database,
 }
 
 struct Inner {
@@ -417,6 +420,7 @@ impl Results {
             .build()
             .map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?;
         Ok(Results {
+            reads: db.clone(),
             inner: Arc::new(Inner {
                 db,
                 seal,
@@ -431,6 +435,12 @@ impl Results {
 
     fn db(&self) -> &Database {
         &self.inner.db
+    }
+
+    /// Serve the pages' reads from `reads` (the portal's readers) instead of the writer.
+    pub fn with_reader(mut self, reads: Database) -> Results {
+        self.reads = reads;
+        self
     }
 
     /// Seal, store, anchor and deliver the result of an approved dossier.
@@ -850,7 +860,7 @@ impl Results {
         let row =
             sqlx::query("SELECT sha256, ledger_index FROM portal_document WHERE dossier_code = $1")
                 .bind(dossier_code.to_owned())
-                .fetch_optional(self.db().pool())
+                .fetch_optional(self.reads.pool())
                 .await
                 .db("reading a document")?;
         row.map(|r| -> Result<_, Error> {
@@ -870,7 +880,7 @@ impl Results {
              ORDER BY created_unix DESC, message_id",
         )
         .bind(person.to_string())
-        .fetch_all(self.db().pool())
+        .fetch_all(self.reads.pool())
         .await
         .db("reading the mailbox")?;
         rows.iter().map(message_of).collect()
@@ -890,7 +900,7 @@ impl Results {
         )
         .bind(message_id.to_owned())
         .bind(person.to_string())
-        .fetch_optional(self.db().pool())
+        .fetch_optional(self.reads.pool())
         .await
         .db("reading the mailbox")?
         .ok_or_else(|| not_found("such message"))?;
@@ -919,7 +929,7 @@ impl Results {
         )
         .bind(document_id.to_owned())
         .bind(person.to_string())
-        .fetch_optional(self.db().pool())
+        .fetch_optional(self.reads.pool())
         .await
         .db("reading a document")?
         .ok_or_else(|| not_found("such document"))?;
@@ -936,7 +946,7 @@ impl Results {
              WHERE status = $1 ORDER BY created_unix, id",
         )
         .bind(status.to_owned())
-        .fetch_all(self.db().pool())
+        .fetch_all(self.reads.pool())
         .await
         .db("reading the SMS outbox")?;
         rows.iter()
@@ -963,7 +973,7 @@ impl Results {
             "SELECT address, status FROM portal_email_outbox WHERE person_code = $1 ORDER BY created_unix",
         )
         .bind(person.to_string())
-        .fetch_all(self.db().pool())
+        .fetch_all(self.reads.pool())
         .await
         .db("reading the e-mail outbox")?;
         rows.iter()

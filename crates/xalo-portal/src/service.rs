@@ -226,10 +226,16 @@ pub async fn serve(config: Config, listener: TcpListener) -> Result<ServerHandle
         .transpose()?;
     let calendar = crate::calendar::Calendar::vietnam().ok();
     let payment = match settings.payment.clone() {
-        Some(s) => Some(crate::payment_client::PaymentClient::new(writes.clone(), s).await?),
+        Some(s) => Some(
+            crate::payment_client::PaymentClient::new(writes.clone(), s)
+                .await?
+                .with_reader(db.clone()),
+        ),
         None => None,
     };
-    let results = crate::result::Results::open(writes.clone(), &settings.result).await?;
+    let results = crate::result::Results::open(writes.clone(), &settings.result)
+        .await?
+        .with_reader(db.clone());
     // The catalogue is checked at start: a broken entry stops the role, not a page.
     catalogue::catalogue()?;
     let portal = Portal {
