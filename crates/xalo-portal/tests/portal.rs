@@ -8,6 +8,7 @@ mod portal {
     mod citizen;
     mod dossier;
     mod evidence;
+    mod http;
     mod kit;
     mod office;
     mod payment;

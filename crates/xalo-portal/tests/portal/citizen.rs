@@ -8,6 +8,8 @@ use xalo_core::config::RoleConfig;
 use xalo_core::server::ServerHandle;
 use xalo_store::testing::TestDatabase;
 
+use super::http::{Browser, hidden, location, origin, verification_code};
+
 const CITIZEN: &str = "VN001203012345";
 const CITIZEN_PHONE: &str = "+84901234567";
 const OTHER: &str = "EE38001085718";
@@ -122,82 +124,6 @@ impl Nation {
             _dir: dir,
         }
     }
-}
-
-/// An HTTP client that does not follow redirects and keeps one cookie per origin.
-struct Browser {
-    http: reqwest::Client,
-    cookies: std::collections::HashMap<String, String>,
-}
-
-fn origin(url: &str) -> String {
-    url.split('/').take(3).collect::<Vec<_>>().join("/")
-}
-
-impl Browser {
-    fn new() -> Browser {
-        Browser {
-            http: reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .unwrap(),
-            cookies: Default::default(),
-        }
-    }
-
-    fn remember(&mut self, url: &str, r: &reqwest::Response) {
-        if let Some(c) = r.headers().get("set-cookie") {
-            let c = c.to_str().unwrap().split(';').next().unwrap().to_owned();
-            self.cookies.insert(origin(url), c);
-        }
-    }
-
-    async fn get(&mut self, url: &str) -> reqwest::Response {
-        let mut req = self.http.get(url);
-        if let Some(c) = self.cookies.get(&origin(url)) {
-            req = req.header("cookie", c);
-        }
-        let r = req.send().await.unwrap();
-        self.remember(url, &r);
-        r
-    }
-
-    async fn post(&mut self, url: &str, form: &[(&str, &str)]) -> reqwest::Response {
-        let mut req = self.http.post(url).form(form);
-        if let Some(c) = self.cookies.get(&origin(url)) {
-            req = req.header("cookie", c);
-        }
-        let r = req.send().await.unwrap();
-        self.remember(url, &r);
-        r
-    }
-}
-
-fn location(r: &reqwest::Response) -> String {
-    r.headers()
-        .get("location")
-        .unwrap_or_else(|| panic!("no redirect: {}", r.status()))
-        .to_str()
-        .unwrap()
-        .to_owned()
-}
-
-fn hidden(html: &str, name: &str) -> String {
-    let marker = format!("name=\"{name}\" value=\"");
-    let i = html
-        .find(&marker)
-        .unwrap_or_else(|| panic!("no {name} in {html}"))
-        + marker.len();
-    html[i..i + html[i..].find('"').unwrap()].to_owned()
-}
-
-fn verification_code(html: &str) -> String {
-    let i = html
-        .find("class=\"code\"")
-        .unwrap_or_else(|| panic!("no code in {html}"));
-    let rest = &html[i..];
-    let start = rest.find('>').unwrap() + 1;
-    rest[start..start + 4].to_owned()
 }
 
 /// Sign in at the portal with Mobile-ID; returns where the portal sends the browser.

@@ -480,6 +480,8 @@ mod pages {
     use xalo_core::config::RoleConfig;
     use xalo_core::server::ServerHandle;
 
+    use crate::portal::http::{Browser, hidden, location, verification_code};
+
     const CITIZEN: &str = "VN001203012345";
     const CITIZEN_PHONE: &str = "+84901234567";
     const OTHER: &str = "EE38001085718";
@@ -621,132 +623,6 @@ mod pages {
         v
     }
 
-    /// An HTTP client that does not follow redirects and keeps one cookie per origin.
-    struct Browser {
-        http: reqwest::Client,
-        cookies: std::collections::HashMap<String, String>,
-    }
-
-    fn origin(url: &str) -> String {
-        url.split('/').take(3).collect::<Vec<_>>().join("/")
-    }
-
-    impl Browser {
-        fn new() -> Browser {
-            Browser {
-                http: reqwest::Client::builder()
-                    .redirect(reqwest::redirect::Policy::none())
-                    .build()
-                    .unwrap(),
-                cookies: Default::default(),
-            }
-        }
-        fn with_cookie(&self, url: &str, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-            match self.cookies.get(&origin(url)) {
-                Some(c) => req.header("cookie", c),
-                None => req,
-            }
-        }
-        fn remember(&mut self, url: &str, r: &reqwest::Response) {
-            if let Some(c) = r.headers().get("set-cookie") {
-                let c = c.to_str().unwrap().split(';').next().unwrap().to_owned();
-                self.cookies.insert(origin(url), c);
-            }
-        }
-        async fn get(&mut self, url: &str) -> reqwest::Response {
-            let r = self
-                .with_cookie(url, self.http.get(url))
-                .send()
-                .await
-                .unwrap();
-            self.remember(url, &r);
-            r
-        }
-        async fn text(&mut self, url: &str) -> String {
-            self.get(url).await.text().await.unwrap()
-        }
-        async fn post(&mut self, url: &str, form: &[(&str, &str)]) -> reqwest::Response {
-            let r = self
-                .with_cookie(url, self.http.post(url).form(form))
-                .send()
-                .await
-                .unwrap();
-            self.remember(url, &r);
-            r
-        }
-        async fn upload(
-            &mut self,
-            url: &str,
-            csrf: &str,
-            name: &str,
-            bytes: Vec<u8>,
-        ) -> reqwest::Response {
-            self.upload_as(url, csrf, "file", name, bytes).await
-        }
-        async fn upload_as(
-            &mut self,
-            url: &str,
-            csrf: &str,
-            field: &str,
-            name: &str,
-            bytes: Vec<u8>,
-        ) -> reqwest::Response {
-            // multipart/form-data, written out as a browser sends it.
-            let boundary = "----xalo-test-boundary-7MA4YWxkTrZu0gW";
-            let mut body = format!(
-                "--{boundary}\r\nContent-Disposition: form-data; name=\"csrf_token\"\r\n\r\n{csrf}\r\n\
-                 --{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"{name}\"\r\n\
-                 Content-Type: application/octet-stream\r\n\r\n"
-            )
-            .into_bytes();
-            body.extend(bytes);
-            body.extend(format!("\r\n--{boundary}--\r\n").into_bytes());
-            let r = self
-                .with_cookie(
-                    url,
-                    self.http
-                        .post(url)
-                        .header(
-                            "content-type",
-                            format!("multipart/form-data; boundary={boundary}"),
-                        )
-                        .body(body),
-                )
-                .send()
-                .await
-                .unwrap();
-            self.remember(url, &r);
-            r
-        }
-    }
-
-    fn location(r: &reqwest::Response) -> String {
-        r.headers()
-            .get("location")
-            .unwrap_or_else(|| panic!("no redirect: {}", r.status()))
-            .to_str()
-            .unwrap()
-            .to_owned()
-    }
-
-    fn hidden(html: &str, name: &str) -> String {
-        let marker = format!("name=\"{name}\" value=\"");
-        let i = html
-            .find(&marker)
-            .unwrap_or_else(|| panic!("no {name} in {html}"))
-            + marker.len();
-        html[i..i + html[i..].find('"').unwrap()].to_owned()
-    }
-
-    fn code_in(html: &str) -> String {
-        let i = html
-            .find("class=\"code\"")
-            .unwrap_or_else(|| panic!("no code in {html}"));
-        let rest = &html[i..];
-        let start = rest.find('>').unwrap() + 1;
-        rest[start..start + 4].to_owned()
-    }
-
     /// Answer the phone's pending request with `pin`.
     async fn phone_answers(n: &Citizens, phone: &str, expect_code: &str, pin: &str) {
         let mut b = Browser::new();
@@ -759,7 +635,7 @@ mod pages {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        assert_eq!(code_in(&html), expect_code);
+        assert_eq!(verification_code(&html), expect_code);
         let r = b
             .post(
                 &phone_url,
@@ -791,7 +667,7 @@ mod pages {
                 ],
             )
             .await;
-        let shown = code_in(&r.text().await.unwrap());
+        let shown = verification_code(&r.text().await.unwrap());
         phone_answers(n, phone, &shown, PIN1).await;
         let r = b.get(&format!("{}/login/mid/poll", n.id.url())).await;
         assert_eq!(r.status(), 303);
@@ -884,7 +760,7 @@ mod pages {
         let r = b.get(&wait_url).await;
         assert_eq!(r.status(), 200);
         assert_eq!(r.headers()["refresh"], "2");
-        let shown = code_in(&r.text().await.unwrap());
+        let shown = verification_code(&r.text().await.unwrap());
         phone_answers(&n, CITIZEN_PHONE, &shown, PIN2).await;
         let mut signed = false;
         for _ in 0..10 {
