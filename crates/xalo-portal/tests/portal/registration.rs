@@ -1,7 +1,8 @@
 //! Approvals write registrations to the base registers through the exchange: a new
 //! enterprise to the business register, a new permanent address to the population register.
 //! The register's refusal keeps the dossier in processing with the register's reason, and a
-//! retried approval never registers twice.
+//! retried approval never registers twice. And the result's SMS, which waits for the
+//! operator's SMS centre and arrives once.
 
 use serde_json::json;
 use xalo_core::ErrorCode;
@@ -266,4 +267,63 @@ async fn approvals_write_to_the_registers_through_the_exchange() {
         .unwrap();
     assert_eq!(moved.residence_unit, moved_to);
     assert_eq!(moved.residence_address, "Số 12 Cao Thắng");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sms_waits_for_the_sms_centre_and_arrives_once() {
+    use xalo_portal::result::{ResultRequest, SmsSettings};
+
+    let n = FullNation::start().await;
+    let db = n.portal_db.db.clone();
+    let citizen = &n.citizen;
+    // The SMS centre is down: the result is issued, its SMS stays queued.
+    let mut down = n.portal_settings.result.clone();
+    down.sms = Some(SmsSettings {
+        url: "http://127.0.0.1:9".into(),
+        token: "any".into(),
+    });
+    let results = Results::open(db.clone(), &down).await.unwrap();
+    let dossier_code = "QNI.HL-261128-0999";
+    results
+        .issue(&ResultRequest {
+            dossier_code: dossier_code.into(),
+            person: citizen.record.code,
+            person_name: citizen.record.full_name(),
+            procedure_code: "1.001022".into(),
+            title_vi: "Kết quả giải quyết: Đăng ký lại khai sinh".into(),
+            title_en: "Decision: Re-registration of a birth".into(),
+            agency: "UBND phường Hồng Gai".into(),
+            fields: vec![("Mã hồ sơ".into(), dossier_code.into())],
+            email: None,
+            phone: Some(citizen.phone.clone()),
+        })
+        .await
+        .unwrap();
+    let queued = results.sms_outbox("queued").await.unwrap();
+    assert_eq!(queued.len(), 1, "{queued:?}");
+    assert_eq!(results.retry().await.unwrap().sms, 0);
+    assert_eq!(results.sms_outbox("queued").await.unwrap().len(), 1);
+
+    // The centre is back (the portal's real settings): the retry hands it over, once.
+    let results = Results::open(db.clone(), &n.portal_settings.result)
+        .await
+        .unwrap();
+    // (The portal's own retry task may be the one that sends it; either way, once.)
+    results.retry().await.unwrap();
+    assert_eq!(results.retry().await.unwrap().sms, 0);
+    assert!(results.sms_outbox("queued").await.unwrap().is_empty());
+    assert_eq!(results.sms_outbox("sent").await.unwrap().len(), 1);
+    let screen = reqwest::get(format!("{}/phone/{}", n.mid.url(), citizen.phone))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        screen
+            .matches(&format!("Ho so {dossier_code} da co ket qua"))
+            .count(),
+        1,
+        "{screen}"
+    );
 }
