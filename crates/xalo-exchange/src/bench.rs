@@ -30,6 +30,9 @@ pub struct BenchOptions {
     pub ledger: bool,
     /// The `xalo` binary, to run each gateway as its own process.
     pub gateway_binary: Option<std::path::PathBuf>,
+    /// Also measure latency at this offered rate (round-trips/s, spread over the clients
+    /// on a fixed schedule), directly and through the gateways; `None` or 0 to skip.
+    pub rate: Option<f64>,
 }
 
 impl Default for BenchOptions {
@@ -39,6 +42,7 @@ impl Default for BenchOptions {
             requests: 20_000,
             ledger: false,
             gateway_binary: None,
+            rate: Some(5_000.0),
         }
     }
 }
@@ -69,6 +73,16 @@ pub struct BenchReport {
     /// 32-core security servers.
     pub ratio_to_x_road: f64,
     pub memory: Memory,
+    /// Latency at a fixed offered rate, when asked for.
+    pub paced: Option<Paced>,
+}
+
+/// Latency at a fixed offered rate: (backend directly, through both gateways).
+#[derive(Debug, Clone, Serialize)]
+pub struct Paced {
+    pub rate: f64,
+    pub direct: Measurement,
+    pub exchange: Measurement,
 }
 
 /// Memory of the gateways, in MiB.
@@ -144,9 +158,25 @@ impl std::fmt::Display for BenchReport {
             }
             Memory::Unknown => String::new(),
         };
+        let mut paced = String::new();
+        if let Some(p) = &self.paced {
+            writeln!(
+                f,
+                "At {:.0} round-trips/s offered by {} clients on a fixed schedule (latency from each request's scheduled start):",
+                p.rate, self.concurrency
+            )?;
+            line(f, "backend directly", &p.direct)?;
+            line(f, "through both gateways", &p.exchange)?;
+            paced = format!(
+                "; at {:.0}/s offered p50 +{:.2} ms, p99 +{:.2} ms",
+                p.rate,
+                p.exchange.p50_ms - p.direct.p50_ms,
+                p.exchange.p99_ms - p.direct.p99_ms
+            );
+        }
         writeln!(
             f,
-            "exchange: {:.0} round-trips/s, p50 +{:.2} ms, p99 +{:.2} ms, ratio {:.3} to direct{rss}",
+            "exchange: {:.0} round-trips/s, p50 +{:.2} ms, p99 +{:.2} ms at saturation, ratio {:.3} to direct{rss}{paced}",
             self.exchange.per_second,
             self.added_p50_ms,
             self.added_p99_ms,
@@ -190,7 +220,58 @@ async fn measure(
             errors += e;
         }
     }
-    let seconds = started.elapsed().as_secs_f64();
+    summarise(all, errors, started.elapsed().as_secs_f64())
+}
+
+/// `total` requests at `rate` per second in all, each of `concurrency` clients sending on
+/// its own fixed schedule (open loop, as wrk2 does). A request's latency counts from when
+/// it was due, not from when it was sent, so a client held up by a slow answer does not
+/// hide the wait of the requests it sent late.
+async fn measure_paced(
+    http: &reqwest::Client,
+    concurrency: usize,
+    rate: f64,
+    total: usize,
+    make: Arc<dyn Fn(&reqwest::Client) -> reqwest::RequestBuilder + Send + Sync>,
+) -> Measurement {
+    let clients = concurrency.max(1);
+    let interval = Duration::from_secs_f64(clients as f64 / rate.max(1.0));
+    let per_client = total.div_ceil(clients);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..clients {
+        let (make, http) = (make.clone(), http.clone());
+        // Clients start spread over one interval, so the requests are evenly spaced.
+        let first = started + interval.mul_f64(i as f64 / clients as f64);
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(per_client);
+            let mut errors = 0usize;
+            for k in 0..per_client {
+                let due = first + interval.mul_f64(k as f64);
+                tokio::time::sleep_until(due.into()).await;
+                match make(&http).send().await {
+                    Ok(r) if r.status().is_success() => {
+                        let _ = r.bytes().await;
+                    }
+                    _ => errors += 1,
+                }
+                latencies.push(due.elapsed().as_secs_f64() * 1000.0);
+            }
+            (latencies, errors)
+        }));
+    }
+    let mut all = Vec::with_capacity(total);
+    let mut errors = 0;
+    for t in tasks {
+        if let Ok((l, e)) = t.await {
+            all.extend(l);
+            errors += e;
+        }
+    }
+    summarise(all, errors, started.elapsed().as_secs_f64())
+}
+
+fn summarise(mut all: Vec<f64>, errors: usize, seconds: f64) -> Measurement {
     all.sort_by(|a, b| a.total_cmp(b));
     let pct = |p: f64| {
         all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
@@ -299,7 +380,8 @@ pub async fn run(options: &BenchOptions) -> Result<BenchReport, Error> {
         });
     let warm = (options.requests / 10).max(options.concurrency);
     measure(&http, options.concurrency, warm, direct.clone()).await;
-    let direct = measure(&http, options.concurrency, options.requests, direct).await;
+    let direct_measured =
+        measure(&http, options.concurrency, options.requests, direct.clone()).await;
     measure(&http, options.concurrency, warm, via.clone()).await;
     let mut pids: Vec<u32> = children.iter().map(|c| c.0.id()).collect();
     if pids.is_empty() {
@@ -319,7 +401,7 @@ pub async fn run(options: &BenchOptions) -> Result<BenchReport, Error> {
             highest
         })
     };
-    let exchange = measure(&http, options.concurrency, options.requests, via).await;
+    let exchange = measure(&http, options.concurrency, options.requests, via.clone()).await;
     sampling.store(false, std::sync::atomic::Ordering::Relaxed);
     let highest = sampler
         .await
@@ -336,6 +418,21 @@ pub async fn run(options: &BenchOptions) -> Result<BenchReport, Error> {
             growth: now - before,
         },
         _ => Memory::Unknown,
+    };
+    let paced = match options.rate.filter(|r| *r > 0.0) {
+        Some(rate) => {
+            // Long enough at this rate for steady state: at least five seconds' worth.
+            let total = options.requests.max((rate * 5.0) as usize);
+            let direct =
+                measure_paced(&http, options.concurrency, rate, total, direct.clone()).await;
+            let exchange = measure_paced(&http, options.concurrency, rate, total, via).await;
+            Some(Paced {
+                rate,
+                direct,
+                exchange,
+            })
+        }
+        None => None,
     };
     // Let the message log and evidence catch up before stopping; with a ledger, wait
     // (bounded) until it holds both gateways' entries of every message.
@@ -364,13 +461,14 @@ pub async fn run(options: &BenchOptions) -> Result<BenchReport, Error> {
     Ok(BenchReport {
         concurrency: options.concurrency,
         ledger: options.ledger,
-        added_p50_ms: exchange.p50_ms - direct.p50_ms,
-        added_p99_ms: exchange.p99_ms - direct.p99_ms,
+        added_p50_ms: exchange.p50_ms - direct_measured.p50_ms,
+        added_p99_ms: exchange.p99_ms - direct_measured.p99_ms,
         ratio_to_x_road: exchange.per_second / 110.0,
         ledger_entries,
-        direct,
+        direct: direct_measured,
         exchange,
         memory,
+        paced,
     })
 }
 

@@ -490,6 +490,10 @@ enum BenchCommand {
         /// Also record every message in a ledger.
         #[arg(long)]
         ledger: bool,
+        /// Also measure latency at this many round-trips/s, offered on a fixed schedule
+        /// (0 to skip).
+        #[arg(long, default_value_t = 5_000.0)]
+        rate: f64,
     },
     /// Trust services: P-256 signatures and verifications/s beside `openssl speed`, TSA
     /// tokens/s and OCSP responses/s over HTTP with 64 concurrent clients.
@@ -874,6 +878,7 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
                     requests,
                     concurrency,
                     ledger,
+                    rate,
                 },
         } => {
             let report = xalo_exchange::bench::run(&xalo_exchange::bench::BenchOptions {
@@ -882,6 +887,7 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
                 ledger,
                 // Each gateway in a process of this binary, so its memory can be read.
                 gateway_binary: std::env::current_exe().ok(),
+                rate: Some(rate),
             })
             .await?;
             print!("{report}");
