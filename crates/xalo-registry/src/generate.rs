@@ -22,7 +22,7 @@ use crate::store;
 /// Rows per SQLite statement (and transaction).
 const INSERT_ROWS: u64 = 10_000;
 /// Rows per PostgreSQL COPY (each opens a connection).
-const COPY_ROWS: u64 = 50_000;
+pub(crate) const COPY_ROWS: u64 = 50_000;
 /// The year the population is as of.
 const CENSUS_YEAR: i32 = 2025;
 
@@ -290,20 +290,7 @@ impl Rows {
 
     fn push(&mut self, values: &[Option<String>]) -> Result<(), Error> {
         match self.encoding {
-            Encoding::Csv => {
-                for (i, v) in values.iter().enumerate() {
-                    if i > 0 {
-                        self.data.push(b',');
-                    }
-                    if let Some(v) = v {
-                        self.data.push(b'"');
-                        self.data
-                            .extend_from_slice(v.replace('"', "\"\"").as_bytes());
-                        self.data.push(b'"');
-                    }
-                }
-                self.data.push(b'\n');
-            }
+            Encoding::Csv => push_csv(&mut self.data, values),
             Encoding::Json => {
                 self.data.push(if self.count == 0 { b'[' } else { b',' });
                 serde_json::to_writer(&mut self.data, values)
@@ -323,6 +310,22 @@ impl Rows {
         }
         rows
     }
+}
+
+/// One row of `values` as a line of CSV for `COPY … WITH (FORMAT csv)`: every value
+/// quoted, so that an empty string stays distinct from NULL (an absent value).
+pub(crate) fn push_csv(out: &mut Vec<u8>, values: &[Option<String>]) {
+    for (i, v) in values.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        if let Some(v) = v {
+            out.push(b'"');
+            out.extend_from_slice(v.replace('"', "\"\"").as_bytes());
+            out.push(b'"');
+        }
+    }
+    out.push(b'\n');
 }
 
 /// What the generating thread hands to the writer.
@@ -541,6 +544,12 @@ async fn set_indexes_aside(
     Ok(true)
 }
 
+/// Prefixed to a PostgreSQL index build (one simple query, so one implicit transaction that
+/// `SET LOCAL` lasts for, leaving the pooled connection as it was): with the default 64 MB,
+/// sorting the keys of a hundred million rows spills into many runs on disk, merged in
+/// several passes; 1 GB makes fewer, longer runs and fewer passes.
+const SORT_MEMORY: &str = "SET LOCAL maintenance_work_mem = '1GB'; ";
+
 /// Build whatever indexes of `table` are missing (all of them after a bulk load into an
 /// empty table; none otherwise).
 async fn restore_indexes(
@@ -562,18 +571,23 @@ async fn restore_indexes(
                 db,
                 None,
                 &format!(
-                    "ALTER TABLE {} ADD CONSTRAINT {}_pkey PRIMARY KEY ({})",
-                    table.name, table.name, table.primary_key
+                    "{}ALTER TABLE {} ADD CONSTRAINT {}_pkey PRIMARY KEY ({})",
+                    SORT_MEMORY, table.name, table.name, table.primary_key
                 ),
             )
             .await?;
         }
     }
+    let sort_memory = if db.backend() == Backend::Postgres {
+        SORT_MEMORY
+    } else {
+        ""
+    };
     for (name, on) in table.indexes {
         execute(
             db,
             conn.as_deref_mut(),
-            &format!("CREATE INDEX IF NOT EXISTS {name} ON {on}"),
+            &format!("{sort_memory}CREATE INDEX IF NOT EXISTS {name} ON {on}"),
         )
         .await?;
     }
