@@ -305,9 +305,19 @@ async fn outbound(gw: &Arc<GatewayState>, req: Request) -> Result<Response, Prot
             .unwrap_or(text);
         return Ok(crate::protocol_error::response(&kind, status, &message));
     }
+    // The provider's answer breaking off (or too large to keep) is no fault of the client.
     let response_body = spool(response.bytes_stream(), &gw.spool())
         .await
-        .map_err(|e| spool_error(e, Kind::ClientInternalError))?;
+        .map_err(|e| match e {
+            SpoolError::Read(_) => ProtocolError::new(
+                Kind::ClientNetworkError,
+                format!("the provider's answer: {e}"),
+            ),
+            _ => ProtocolError::new(
+                Kind::ClientInternalError,
+                format!("the provider's answer: {e}"),
+            ),
+        })?;
     let response_head = message::response_head(status.as_u16(), &response_headers);
     let response_hash =
         message::message_hash(&response_head, response_body.len, &response_body.sha512);

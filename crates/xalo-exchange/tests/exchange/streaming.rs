@@ -49,7 +49,13 @@ async fn a_large_body_streams_through_in_bounded_memory() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 200);
+    if r.status() != 200 {
+        panic!(
+            "upload: {} {}",
+            r.status(),
+            r.text().await.unwrap_or_default()
+        );
+    }
     assert_eq!(
         r.text().await.unwrap(),
         format!("{SIZE} {}", hex::encode(expected.finalize()))
@@ -61,7 +67,13 @@ async fn a_large_body_streams_through_in_bounded_memory() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 200);
+    if r.status() != 200 {
+        panic!(
+            "download: {} {}",
+            r.status(),
+            r.text().await.unwrap_or_default()
+        );
+    }
     let mut stream = r.bytes_stream();
     let mut n = 0usize;
     use futures_util::StreamExt;
