@@ -33,7 +33,7 @@ pub const PER_CLIENT: Limit = Limit {
 /// Count one attempt for `subject`; refuse when the limit is passed.
 pub async fn count(db: &Database, subject: &str, limit: Limit) -> Result<(), Error> {
     let now = unix_now();
-    let row = xalo_store::sqlx::query(
+    let row = db.fetch_one(xalo_store::sqlx::query(
         "INSERT INTO id_attempt (subject, window_start, attempts) VALUES ($1, $2, 1) \
          ON CONFLICT (subject) DO UPDATE SET \
            attempts = CASE WHEN id_attempt.window_start < $3 THEN 1 ELSE id_attempt.attempts + 1 END, \
@@ -42,8 +42,7 @@ pub async fn count(db: &Database, subject: &str, limit: Limit) -> Result<(), Err
     )
     .bind(subject.to_owned())
     .bind(now)
-    .bind(now - limit.window_secs)
-    .fetch_one(db.pool())
+    .bind(now - limit.window_secs))
     .await
     .db("counting an attempt")?;
     let attempts: i64 = row.try_get(0).db("counting an attempt")?;
@@ -61,12 +60,15 @@ pub async fn count(db: &Database, subject: &str, limit: Limit) -> Result<(), Err
 
 /// Whether the limit is already passed, without counting.
 pub async fn exceeded(db: &Database, subject: &str, limit: Limit) -> Result<bool, Error> {
-    let row =
-        xalo_store::sqlx::query("SELECT window_start, attempts FROM id_attempt WHERE subject = $1")
-            .bind(subject.to_owned())
-            .fetch_optional(db.pool())
-            .await
-            .db("reading attempts")?;
+    let row = db
+        .fetch_optional(
+            xalo_store::sqlx::query(
+                "SELECT window_start, attempts FROM id_attempt WHERE subject = $1",
+            )
+            .bind(subject.to_owned()),
+        )
+        .await
+        .db("reading attempts")?;
     let Some(row) = row else { return Ok(false) };
     let start: i64 = row.try_get(0).db("reading attempts")?;
     let attempts: i64 = row.try_get(1).db("reading attempts")?;

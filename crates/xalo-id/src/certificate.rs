@@ -13,7 +13,7 @@ use der::Decode;
 use tokio::sync::OnceCell;
 use x509_cert::Certificate;
 use xalo_core::{Error, ErrorCode, PersonalCode};
-use xalo_trust::chain::{TrustAnchors, verify_path};
+use xalo_trust::chain::{TrustAnchors, verify_path_cached};
 use xalo_trust::ocsp::CertificateStatus;
 
 use crate::identity::person_of_certificate;
@@ -131,7 +131,9 @@ impl CertificateCheck {
         let (anchors, persons) = self.authorities().await?;
         let certificate =
             Certificate::from_der(der).map_err(|e| bad(format!("certificate: {e}")))?;
-        let path = verify_path(
+        // A card's path is the same at every login: verified once for a while, for exactly
+        // these bytes and only while every certificate in it is valid. OCSP is still asked.
+        let path = verify_path_cached(
             der,
             std::slice::from_ref(persons),
             anchors,

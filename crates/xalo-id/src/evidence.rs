@@ -10,13 +10,81 @@ use sha2::{Digest, Sha256};
 use xalo_core::Error;
 use xalo_ledger::client::{LedgerClient, Recorder};
 use xalo_ledger::entry::Entry;
-use xalo_store::{Database, DbResultExt, Row};
+use xalo_store::{Backend, Database, DbResultExt, Row};
+use xalo_web::SessionUpdate;
 
+use crate::grant::{self, NewCode};
 use crate::identity::Identity;
 use crate::store::unix_now;
 
 /// The ledger entry kind of a login.
 pub const ENTRY_KIND: &str = "id.login";
+
+const INSERT_LOGIN: &str = "INSERT INTO id_login (login_id, sub, client_id, amr, acr, at_unix, record_hash, ledger_index) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, NULL)";
+
+/// [`INSERT_LOGIN`] and then [`grant::INSERT_CODE`] with its parameters moved up by seven.
+const INSERT_LOGIN_AND_CODE: &str = "INSERT INTO id_login (login_id, sub, client_id, amr, acr, at_unix, record_hash, ledger_index) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, NULL); \
+     INSERT INTO id_code (code_hash, client_id, redirect_uri, code_challenge, grant_json, expires_unix, used) \
+     VALUES ($8, $9, $10, $11, $12, $13, 0)";
+
+/// [`SessionUpdate::SQL`] and then [`INSERT_LOGIN_AND_CODE`] with its parameters moved up
+/// by four.
+const UPDATE_SESSION_INSERT_LOGIN_AND_CODE: &str = "UPDATE web_session SET lang = $1, data = $2, expires_unix = $3 WHERE id = $4; \
+     INSERT INTO id_login (login_id, sub, client_id, amr, acr, at_unix, record_hash, ledger_index) \
+     VALUES ($5, $6, $7, $8, $9, $10, $11, NULL); \
+     INSERT INTO id_code (code_hash, client_id, redirect_uri, code_challenge, grant_json, expires_unix, used) \
+     VALUES ($12, $13, $14, $15, $16, $17, 0)";
+
+/// One login's record, before it is stored.
+struct Login {
+    id: String,
+    sub: String,
+    client_id: String,
+    amr: String,
+    acr: &'static str,
+    at: i64,
+    hash: String,
+}
+
+type AnyQuery<'q> =
+    xalo_store::sqlx::query::Query<'q, xalo_store::sqlx::Any, xalo_store::sqlx::any::AnyArguments>;
+
+impl Login {
+    fn new(identity: &Identity, client_id: &str) -> Login {
+        let id = hex::encode(rand::random::<[u8; 16]>());
+        let at = unix_now();
+        let record = json!({
+            "login": id,
+            "sub": identity.code.to_string(),
+            "client_id": client_id,
+            "amr": identity.amr(),
+            "acr": identity.method.acr().as_str(),
+            "at": at,
+        });
+        Login {
+            hash: hex::encode(Sha256::digest(record.to_string().as_bytes())),
+            id,
+            sub: identity.code.to_string(),
+            client_id: client_id.to_owned(),
+            amr: identity.amr().join(" "),
+            acr: identity.method.acr().as_str(),
+            at,
+        }
+    }
+
+    /// Bind `$1`…`$7` of [`INSERT_LOGIN`].
+    fn bind<'q>(&self, q: AnyQuery<'q>) -> AnyQuery<'q> {
+        q.bind(self.id.clone())
+            .bind(self.sub.clone())
+            .bind(self.client_id.clone())
+            .bind(self.amr.clone())
+            .bind(self.acr)
+            .bind(self.at)
+            .bind(self.hash.clone())
+    }
+}
 
 /// Records logins and anchors them.
 #[derive(Clone)]
@@ -40,35 +108,64 @@ impl Evidence {
 
     /// Store the login and anchor it; a ledger failure leaves it for the retry task.
     pub async fn record(&self, identity: &Identity, client_id: &str) -> Result<String, Error> {
-        let login_id = hex::encode(rand::random::<[u8; 16]>());
-        let at = unix_now();
-        let record = json!({
-            "login": login_id,
-            "sub": identity.code.to_string(),
-            "client_id": client_id,
-            "amr": identity.amr(),
-            "acr": identity.method.acr().as_str(),
-            "at": at,
-        });
-        let hash = hex::encode(Sha256::digest(record.to_string().as_bytes()));
-        xalo_store::sqlx::query(
-            "INSERT INTO id_login (login_id, sub, client_id, amr, acr, at_unix, record_hash, ledger_index) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, NULL)",
-        )
-        .bind(login_id.clone())
-        .bind(identity.code.to_string())
-        .bind(client_id.to_owned())
-        .bind(identity.amr().join(" "))
-        .bind(identity.method.acr().as_str())
-        .bind(at)
-        .bind(hash.clone())
-        .execute(self.db.pool())
-        .await
-        .db("recording a login")?;
-        if let Err(e) = self.anchor(&login_id, &hash).await {
+        let login = Login::new(identity, client_id);
+        self.db
+            .execute(login.bind(xalo_store::sqlx::query(INSERT_LOGIN)))
+            .await
+            .db("recording a login")?;
+        self.anchor_or_retry(&login).await;
+        Ok(login.id)
+    }
+
+    /// Store the session's update (the finished sign-in taken out of it, when given), the
+    /// login and the authorization code it earned, in that order, then anchor the login.
+    /// On SQLite all go to the writer in one round trip (one script; its statements
+    /// commit in order, as separate statements would, and a failing one stops the rest);
+    /// elsewhere one after the other. `session` must be written through this store's
+    /// writer. Returns the code.
+    pub async fn record_with_code(
+        &self,
+        session: Option<&SessionUpdate>,
+        identity: &Identity,
+        code: &NewCode<'_>,
+    ) -> Result<String, Error> {
+        let login = Login::new(identity, code.client_id);
+        let row = grant::code_row(code)?;
+        if self.db.backend() == Backend::Sqlite {
+            let query = match session {
+                Some(s) => s.bind(xalo_store::sqlx::query(
+                    UPDATE_SESSION_INSERT_LOGIN_AND_CODE,
+                )),
+                None => xalo_store::sqlx::query(INSERT_LOGIN_AND_CODE),
+            };
+            self.db
+                .execute(row.bind(login.bind(query), code))
+                .await
+                .db("recording a login and its code")?;
+        } else {
+            if let Some(s) = session {
+                self.db
+                    .execute(s.bind(xalo_store::sqlx::query(SessionUpdate::SQL)))
+                    .await
+                    .db("saving a session")?;
+            }
+            self.db
+                .execute(login.bind(xalo_store::sqlx::query(INSERT_LOGIN)))
+                .await
+                .db("recording a login")?;
+            self.db
+                .execute(row.bind(xalo_store::sqlx::query(grant::INSERT_CODE), code))
+                .await
+                .db("storing an authorization code")?;
+        }
+        self.anchor_or_retry(&login).await;
+        Ok(row.code)
+    }
+
+    async fn anchor_or_retry(&self, login: &Login) {
+        if let Err(e) = self.anchor(&login.id, &login.hash).await {
             tracing::warn!(error = %e, "login not yet anchored in the ledger; will retry");
         }
-        Ok(login_id)
     }
 
     async fn anchor(&self, login_id: &str, hash: &str) -> Result<(), Error> {
@@ -80,10 +177,14 @@ impl Evidence {
             format!("{login_id} {hash}").into_bytes(),
         )?;
         let index = recorder.record(entry).await?;
-        xalo_store::sqlx::query("UPDATE id_login SET ledger_index = $1 WHERE login_id = $2")
-            .bind(index as i64)
-            .bind(login_id.to_owned())
-            .execute(self.db.pool())
+        self.db
+            .execute(
+                xalo_store::sqlx::query(
+                    "UPDATE id_login SET ledger_index = $1 WHERE login_id = $2",
+                )
+                .bind(index as i64)
+                .bind(login_id.to_owned()),
+            )
             .await
             .db("noting a login's ledger index")?;
         Ok(())
@@ -94,10 +195,9 @@ impl Evidence {
         if self.recorder.is_none() {
             return Ok(0);
         }
-        let rows = xalo_store::sqlx::query(
+        let rows = self.db.fetch_all(xalo_store::sqlx::query(
             "SELECT login_id, record_hash FROM id_login WHERE ledger_index IS NULL ORDER BY at_unix LIMIT 500",
-        )
-        .fetch_all(self.db.pool())
+        ))
         .await
         .db("reading unanchored logins")?;
         let mut done = 0;
@@ -112,9 +212,12 @@ impl Evidence {
 
     /// The ledger index of a login, once anchored.
     pub async fn ledger_index(&self, login_id: &str) -> Result<Option<i64>, Error> {
-        let row = xalo_store::sqlx::query("SELECT ledger_index FROM id_login WHERE login_id = $1")
-            .bind(login_id.to_owned())
-            .fetch_optional(self.db.pool())
+        let row = self
+            .db
+            .fetch_optional(
+                xalo_store::sqlx::query("SELECT ledger_index FROM id_login WHERE login_id = $1")
+                    .bind(login_id.to_owned()),
+            )
             .await
             .db("reading a login")?;
         match row {

@@ -39,25 +39,51 @@ fn grant_error(m: impl Into<String>) -> Error {
     Error::new(ErrorCode::AuthInvalidGrant, m)
 }
 
+pub(crate) const INSERT_CODE: &str = "INSERT INTO id_code (code_hash, client_id, redirect_uri, code_challenge, grant_json, expires_unix, used) \
+     VALUES ($1, $2, $3, $4, $5, $6, 0)";
+
+/// A new code and what its row holds besides the request's fields.
+pub(crate) struct CodeRow {
+    pub code: String,
+    hash: String,
+    grant: String,
+    expires: i64,
+}
+
+/// Draw a code for `c`.
+pub(crate) fn code_row(c: &NewCode<'_>) -> Result<CodeRow, Error> {
+    let code = xalo_web::session::random_token();
+    Ok(CodeRow {
+        hash: sha256_hex(&code),
+        code,
+        grant: serde_json::to_string(c.grant)
+            .map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?,
+        expires: unix_now() + c.ttl_secs.clamp(1, MAX_CODE_TTL_SECS),
+    })
+}
+
+type AnyQuery<'q> =
+    xalo_store::sqlx::query::Query<'q, xalo_store::sqlx::Any, xalo_store::sqlx::any::AnyArguments>;
+
+impl CodeRow {
+    /// Bind the six parameters of [`INSERT_CODE`] (after any already bound).
+    pub(crate) fn bind<'q>(&self, q: AnyQuery<'q>, c: &NewCode<'_>) -> AnyQuery<'q> {
+        q.bind(self.hash.clone())
+            .bind(c.client_id.to_owned())
+            .bind(c.redirect_uri.to_owned())
+            .bind(c.code_challenge.map(str::to_owned))
+            .bind(self.grant.clone())
+            .bind(self.expires)
+    }
+}
+
 /// Store a new code; returns the code to send to the client.
 pub async fn issue_code(db: &Database, c: &NewCode<'_>) -> Result<String, Error> {
-    let code = xalo_web::session::random_token();
-    let grant = serde_json::to_string(c.grant)
-        .map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?;
-    xalo_store::sqlx::query(
-        "INSERT INTO id_code (code_hash, client_id, redirect_uri, code_challenge, grant_json, expires_unix, used) \
-         VALUES ($1, $2, $3, $4, $5, $6, 0)",
-    )
-    .bind(sha256_hex(&code))
-    .bind(c.client_id.to_owned())
-    .bind(c.redirect_uri.to_owned())
-    .bind(c.code_challenge.map(str::to_owned))
-    .bind(grant)
-    .bind(unix_now() + c.ttl_secs.clamp(1, MAX_CODE_TTL_SECS))
-    .execute(db.pool())
-    .await
-    .db("storing an authorization code")?;
-    Ok(code)
+    let row = code_row(c)?;
+    db.execute(row.bind(xalo_store::sqlx::query(INSERT_CODE), c))
+        .await
+        .db("storing an authorization code")?;
+    Ok(row.code)
 }
 
 /// The S256 challenge of a verifier (RFC 7636 §4.2).
@@ -82,15 +108,17 @@ pub async fn redeem(
     let hash = sha256_hex(code);
     // Claim and read the code in one statement, so that it is spent even by a failed try
     // and two concurrent redemptions cannot both see it unused: `used` counts claims.
-    let row = xalo_store::sqlx::query(
-        "UPDATE id_code SET used = used + 1 WHERE code_hash = $1 \
+    let row = db
+        .fetch_optional(
+            xalo_store::sqlx::query(
+                "UPDATE id_code SET used = used + 1 WHERE code_hash = $1 \
          RETURNING client_id, redirect_uri, code_challenge, grant_json, expires_unix, used",
-    )
-    .bind(hash.clone())
-    .fetch_optional(db.pool())
-    .await
-    .db("spending an authorization code")?
-    .ok_or_else(|| grant_error("unknown authorization code"))?;
+            )
+            .bind(hash.clone()),
+        )
+        .await
+        .db("spending an authorization code")?
+        .ok_or_else(|| grant_error("unknown authorization code"))?;
     let owner: String = row.try_get(0).db("reading a code")?;
     let stored_uri: String = row.try_get(1).db("reading a code")?;
     let challenge: Option<String> = row.try_get(2).db("reading a code")?;
@@ -134,11 +162,12 @@ pub async fn redeem(
 }
 
 async fn revoke_tokens_of(db: &Database, code_hash: &str) -> Result<(), Error> {
-    xalo_store::sqlx::query("DELETE FROM id_access_token WHERE code_hash = $1")
-        .bind(code_hash.to_owned())
-        .execute(db.pool())
-        .await
-        .db("revoking tokens of a reused code")?;
+    db.execute(
+        xalo_store::sqlx::query("DELETE FROM id_access_token WHERE code_hash = $1")
+            .bind(code_hash.to_owned()),
+    )
+    .await
+    .db("revoking tokens of a reused code")?;
     Ok(())
 }
 
@@ -151,7 +180,7 @@ pub async fn issue_access_token(
     ttl_secs: i64,
 ) -> Result<String, Error> {
     let token = xalo_web::session::random_token();
-    xalo_store::sqlx::query(
+    db.execute(xalo_store::sqlx::query(
         "INSERT INTO id_access_token (token_hash, code_hash, client_id, claims_json, expires_unix) \
          VALUES ($1, $2, $3, $4, $5)",
     )
@@ -159,8 +188,7 @@ pub async fn issue_access_token(
     .bind(code_hash.to_owned())
     .bind(client_id.to_owned())
     .bind(claims.to_string())
-    .bind(unix_now() + ttl_secs)
-    .execute(db.pool())
+    .bind(unix_now() + ttl_secs))
     .await
     .db("storing an access token")?;
     Ok(token)
@@ -174,14 +202,16 @@ pub async fn userinfo(db: &Database, token: &str) -> Result<serde_json::Value, E
             "the access token is invalid or expired",
         )
     };
-    let row = xalo_store::sqlx::query(
-        "SELECT claims_json, expires_unix FROM id_access_token WHERE token_hash = $1",
-    )
-    .bind(sha256_hex(token))
-    .fetch_optional(db.pool())
-    .await
-    .db("reading an access token")?
-    .ok_or_else(invalid)?;
+    let row = db
+        .fetch_optional(
+            xalo_store::sqlx::query(
+                "SELECT claims_json, expires_unix FROM id_access_token WHERE token_hash = $1",
+            )
+            .bind(sha256_hex(token)),
+        )
+        .await
+        .db("reading an access token")?
+        .ok_or_else(invalid)?;
     let expires: i64 = row.try_get(1).db("reading an access token")?;
     if expires < unix_now() {
         return Err(invalid());
@@ -198,9 +228,7 @@ pub async fn purge(db: &Database) -> Result<(), Error> {
         "DELETE FROM id_access_token WHERE expires_unix < $1",
         "DELETE FROM id_attempt WHERE window_start < $1",
     ] {
-        xalo_store::sqlx::query(sql)
-            .bind(cutoff)
-            .execute(db.pool())
+        db.execute(xalo_store::sqlx::query(sql).bind(cutoff))
             .await
             .db("purging expired grants")?;
     }

@@ -31,8 +31,30 @@ pub fn generate_key() -> Result<SigningKey, Error> {
     ))
 }
 
+/// The ring key pair of `key`, for [`sign_with`]: building it checks the public key
+/// against the private one (a scalar multiplication), so a signer keeps it.
+pub fn ring_key_pair(key: &SigningKey) -> Result<ring::signature::EcdsaKeyPair, Error> {
+    let public = key.verifying_key().to_encoded_point(false);
+    ring::signature::EcdsaKeyPair::from_private_key_and_public_key(
+        &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+        &key.to_bytes(),
+        public.as_bytes(),
+        &ring::rand::SystemRandom::new(),
+    )
+    .map_err(|e| Error::new(ErrorCode::AuthSigningKey, format!("ES256 key: {e}")))
+}
+
 /// Sign `claims` as a compact JWS with header `{"alg":"ES256","typ":"JWT","kid":…}`.
 pub fn sign(kid: &str, key: &SigningKey, claims: &Value) -> Result<String, Error> {
+    sign_with(kid, &ring_key_pair(key)?, claims)
+}
+
+/// [`sign`] with a key pair made once by [`ring_key_pair`].
+pub fn sign_with(
+    kid: &str,
+    key: &ring::signature::EcdsaKeyPair,
+    claims: &Value,
+) -> Result<String, Error> {
     let header = json!({ "alg": "ES256", "typ": "JWT", "kid": kid });
     let input = format!(
         "{}.{}",
@@ -41,17 +63,9 @@ pub fn sign(kid: &str, key: &SigningKey, claims: &Value) -> Result<String, Error
     );
     // ring's P-256 is several times faster than the portable implementation; a token
     // request signs once and a relying party verifies once.
-    let public = key.verifying_key().to_encoded_point(false);
-    let rng = ring::rand::SystemRandom::new();
-    let signature = ring::signature::EcdsaKeyPair::from_private_key_and_public_key(
-        &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
-        &key.to_bytes(),
-        public.as_bytes(),
-        &rng,
-    )
-    .map_err(|e| Error::new(ErrorCode::AuthSigningKey, format!("ES256 key: {e}")))?
-    .sign(&rng, input.as_bytes())
-    .map_err(|_| Error::new(ErrorCode::AuthSigningKey, "ES256 signing failed"))?;
+    let signature = key
+        .sign(&ring::rand::SystemRandom::new(), input.as_bytes())
+        .map_err(|_| Error::new(ErrorCode::AuthSigningKey, "ES256 signing failed"))?;
     Ok(format!("{input}.{}", b64(signature.as_ref())))
 }
 

@@ -111,9 +111,10 @@ pub struct Provider {
 
 pub(crate) struct Inner {
     pub db: Database,
-    /// Where the role writes: on SQLite a pool of one connection, so that writers queue
-    /// in the pool instead of colliding on the database lock and sleeping in SQLite's
-    /// busy handler; otherwise `db`.
+    /// Where the role writes: on SQLite one connection held outside the pool, so that
+    /// writers queue on its lock instead of colliding on the database lock and sleeping
+    /// in SQLite's busy handler, and no statement pays for the pool's ping on release;
+    /// otherwise `db`.
     pub writes: Database,
     /// The signing key, read again after [`KEY_REUSE`].
     pub key: std::sync::Mutex<Option<(std::time::Instant, signing_key::CurrentKey)>>,
@@ -153,12 +154,15 @@ pub async fn serve(config: Config, listener: TcpListener) -> Result<ServerHandle
         .trim_end_matches('/')
         .to_owned();
     let url = config.database_url(ROLE);
-    let db = Database::connect(&url).await?;
+    // Sessions, attempt counters and grants are read on held connections (no ping after
+    // each statement, see `Database::connect_held`); everything else uses the pool.
+    let db = Database::connect_held(&url, 2, PoolOptions::default()).await?;
     store::migrate(&db).await?;
     let in_memory = url.contains(":memory:") || url.contains("mode=memory");
     let writes = if db.backend() == Backend::Sqlite && !in_memory {
-        Database::connect_with(
+        Database::connect_held(
             &url,
+            1,
             PoolOptions {
                 max_connections: 1,
                 ..PoolOptions::default()
@@ -661,7 +665,12 @@ pub(crate) async fn finish(
 ) -> Result<Response, Error> {
     session.remove("authz");
     session.remove("mid");
-    p.inner.sessions.save(session).await?;
+    // The sign-in leaves the session in the same script that stores the code (see
+    // `record_with_code`), before the code is sent; a new session is stored here.
+    let update = p.inner.sessions.update_of(session);
+    if update.is_none() || identity.method.acr() < request.acr {
+        p.inner.sessions.save(session).await?;
+    }
     if identity.method.acr() < request.acr {
         return Ok(redirect_error(
             &request.redirect_uri,
@@ -670,10 +679,6 @@ pub(crate) async fn finish(
             request.state.as_deref(),
         ));
     }
-    p.inner
-        .evidence
-        .record(&identity, &request.client_id)
-        .await?;
     let grant = Grant {
         identity,
         scope: request.scope.clone(),
@@ -681,17 +686,21 @@ pub(crate) async fn finish(
         state: request.state.clone(),
         auth_time: unix_now(),
     };
-    let code = grant::issue_code(
-        &p.inner.writes,
-        &NewCode {
-            client_id: &request.client_id,
-            redirect_uri: &request.redirect_uri,
-            code_challenge: request.code_challenge.as_deref(),
-            grant: &grant,
-            ttl_secs: p.inner.settings.code_ttl_secs,
-        },
-    )
-    .await?;
+    let code = p
+        .inner
+        .evidence
+        .record_with_code(
+            update.as_ref(),
+            &grant.identity,
+            &NewCode {
+                client_id: &request.client_id,
+                redirect_uri: &request.redirect_uri,
+                code_challenge: request.code_challenge.as_deref(),
+                grant: &grant,
+                ttl_secs: p.inner.settings.code_ttl_secs,
+            },
+        )
+        .await?;
     let mut params = vec![("code", code.as_str())];
     if let Some(s) = request.state.as_deref() {
         params.push(("state", s));
@@ -1178,7 +1187,7 @@ async fn tokens(
         id["state"] = json!(s);
     }
     let key = current_key(p).await?;
-    let id_token = jws::sign(&key.kid, &key.key, &id)?;
+    let id_token = jws::sign_with(&key.kid, &key.pair, &id)?;
     Ok(json!({
         "access_token": access_token,
         "token_type": "Bearer",

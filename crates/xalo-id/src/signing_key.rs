@@ -16,6 +16,8 @@ use crate::store::unix_now;
 pub struct CurrentKey {
     pub kid: String,
     pub key: SigningKey,
+    /// `key` as ring signs with it, made once when the key is read.
+    pub pair: std::sync::Arc<ring::signature::EcdsaKeyPair>,
     pub created_unix: i64,
 }
 
@@ -46,9 +48,11 @@ async fn load_current(db: &Database) -> Result<Option<CurrentKey>, Error> {
     .db("reading the signing key")?;
     let Some(row) = row else { return Ok(None) };
     let secret: String = row.try_get(1).db("reading the signing key")?;
+    let key = parse(&secret)?;
     Ok(Some(CurrentKey {
         kid: row.try_get(0).db("reading the signing key")?,
-        key: parse(&secret)?,
+        pair: std::sync::Arc::new(jws::ring_key_pair(&key)?),
+        key,
         created_unix: row.try_get(2).db("reading the signing key")?,
     }))
 }
@@ -81,6 +85,7 @@ pub async fn rotate(db: &Database) -> Result<CurrentKey, Error> {
     tracing::info!(kid, "ID-token signing key rotated");
     Ok(CurrentKey {
         kid,
+        pair: std::sync::Arc::new(jws::ring_key_pair(&key)?),
         key,
         created_unix: now,
     })

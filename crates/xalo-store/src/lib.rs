@@ -56,6 +56,38 @@ pub struct Database {
     pool: AnyPool,
     backend: Backend,
     url: Arc<str>,
+    /// Connections kept out of the pool (see [`Database::connect_held`]).
+    held: Option<Arc<Held>>,
+}
+
+/// SQLite connections this handle keeps for itself and uses in turn. The pool tests a
+/// connection on every release with a ping, a second round trip to the connection's
+/// worker thread for each statement (and the next statement waits for it); a connection
+/// held here pays only for its statements.
+struct Held {
+    connections: Vec<tokio::sync::Mutex<sqlx::AnyConnection>>,
+    next: std::sync::atomic::AtomicUsize,
+}
+
+impl std::fmt::Debug for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Held")
+            .field("connections", &self.connections.len())
+            .finish()
+    }
+}
+
+impl Held {
+    async fn lock(&self) -> Option<tokio::sync::MutexGuard<'_, sqlx::AnyConnection>> {
+        for c in &self.connections {
+            if let Ok(g) = c.try_lock() {
+                return Some(g);
+            }
+        }
+        let n = self.connections.len().max(1);
+        let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % n;
+        Some(self.connections.get(i)?.lock().await)
+    }
 }
 
 /// How a pool behaves: its size, and how long to wait for a connection before reporting
@@ -128,15 +160,7 @@ impl Database {
         }
         let connect = AnyConnectOptions::from_str(&full)
             .map_err(|e| Error::new(ErrorCode::StoreUrl, format!("{}: {e}", redact(url))))?;
-        let synchronous = if options.power_loss_durable {
-            "FULL"
-        } else {
-            "NORMAL"
-        };
-        let pragmas = format!(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; \
-             PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 30000;"
-        );
+        let pragmas = sqlite_pragmas(options.power_loss_durable);
         let pool = AnyPoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout)
@@ -166,7 +190,104 @@ impl Database {
             pool,
             backend,
             url: url.into(),
+            held: None,
         })
+    }
+
+    /// Like [`Database::connect_with`], but on a SQLite file the statements run through
+    /// [`Database::execute`] and the `fetch_*` methods go to `connections` connections of
+    /// the handle's own (see `Held`), one statement at a time each; `pool()` still gives
+    /// the pool. One held connection makes a single writer whose statements queue on a
+    /// lock in this process. Elsewhere (PostgreSQL, in-memory SQLite) the pool serves all.
+    pub async fn connect_held(
+        url: &str,
+        connections: usize,
+        options: PoolOptions,
+    ) -> Result<Database, Error> {
+        use sqlx::ConnectOptions;
+        let mut db = Database::connect_with(url, options).await?;
+        if db.backend != Backend::Sqlite
+            || url.contains(":memory:")
+            || url.contains("mode=memory")
+            || connections == 0
+        {
+            return Ok(db);
+        }
+        let mut full = url.to_owned();
+        if !full.contains("mode=") {
+            full.push(if full.contains('?') { '&' } else { '?' });
+            full.push_str("mode=rwc");
+        }
+        let connect = AnyConnectOptions::from_str(&full)
+            .map_err(|e| Error::new(ErrorCode::StoreUrl, format!("{}: {e}", redact(url))))?;
+        let pragmas = sqlite_pragmas(options.power_loss_durable);
+        let mut held = Vec::with_capacity(connections);
+        for _ in 0..connections {
+            let mut conn = connect.connect().await.map_err(|e| {
+                Error::new(ErrorCode::StoreUnavailable, format!("{}: {e}", redact(url)))
+            })?;
+            conn.execute(sqlx::AssertSqlSafe(pragmas.as_str()))
+                .await
+                .map_err(|e| db_error(e, "configuring a connection"))?;
+            held.push(tokio::sync::Mutex::new(conn));
+        }
+        db.held = Some(Arc::new(Held {
+            connections: held,
+            next: std::sync::atomic::AtomicUsize::new(0),
+        }));
+        Ok(db)
+    }
+
+    /// Run one statement (on a held connection if the handle has them, else the pool).
+    pub async fn execute(
+        &self,
+        query: sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments>,
+    ) -> Result<sqlx::any::AnyQueryResult, sqlx::Error> {
+        if let Some(held) = &self.held
+            && let Some(mut conn) = held.lock().await
+        {
+            return query.execute(&mut *conn).await;
+        }
+        query.execute(&self.pool).await
+    }
+
+    /// The row of a statement, if any (held connection or pool, as [`Database::execute`]).
+    pub async fn fetch_optional(
+        &self,
+        query: sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments>,
+    ) -> Result<Option<sqlx::any::AnyRow>, sqlx::Error> {
+        if let Some(held) = &self.held
+            && let Some(mut conn) = held.lock().await
+        {
+            return query.fetch_optional(&mut *conn).await;
+        }
+        query.fetch_optional(&self.pool).await
+    }
+
+    /// The one row of a statement (held connection or pool, as [`Database::execute`]).
+    pub async fn fetch_one(
+        &self,
+        query: sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments>,
+    ) -> Result<sqlx::any::AnyRow, sqlx::Error> {
+        if let Some(held) = &self.held
+            && let Some(mut conn) = held.lock().await
+        {
+            return query.fetch_one(&mut *conn).await;
+        }
+        query.fetch_one(&self.pool).await
+    }
+
+    /// The rows of a statement (held connection or pool, as [`Database::execute`]).
+    pub async fn fetch_all(
+        &self,
+        query: sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments>,
+    ) -> Result<Vec<sqlx::any::AnyRow>, sqlx::Error> {
+        if let Some(held) = &self.held
+            && let Some(mut conn) = held.lock().await
+        {
+            return query.fetch_all(&mut *conn).await;
+        }
+        query.fetch_all(&self.pool).await
     }
 
     pub fn backend(&self) -> Backend {
@@ -279,6 +400,15 @@ impl Database {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// What every SQLite connection is set to.
+fn sqlite_pragmas(power_loss_durable: bool) -> String {
+    let synchronous = if power_loss_durable { "FULL" } else { "NORMAL" };
+    format!(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; \
+         PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 30000;"
+    )
 }
 
 /// Turn a sqlx error into a coded error: unique violations are conflicts, a missing row is

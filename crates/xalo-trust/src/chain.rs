@@ -1,7 +1,9 @@
 //! Certificate paths: does a certificate lead to one of our trusted roots, and through
 //! which issuer? The path validation itself is rustls-webpki's.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::collections::HashMap;
+use std::sync::{LazyLock, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use der::Encode;
 use rustls_pki_types::{CertificateDer, UnixTime};
@@ -142,6 +144,104 @@ pub fn verify_path(
         })?;
     path.push(root.clone());
     Ok(CertificatePath { certificates: path })
+}
+
+/// How long a verified path is reused: the same bytes verify the same way at any time
+/// within every certificate's validity, so this only bounds how long the answer is held.
+const PATH_REUSE: Duration = Duration::from_secs(600);
+
+/// Bound the cache so a flood of distinct certificates cannot grow memory without end.
+const PATH_CACHE_LIMIT: usize = 10_000;
+
+/// A verified path, when it was verified, and the times (Unix seconds) at which every
+/// certificate in it is valid.
+struct VerifiedPath {
+    path: CertificatePath,
+    verified: Instant,
+    valid_from: u64,
+    valid_until: u64,
+}
+
+/// Paths verified recently, by the SHA-256 of everything the verification read.
+static VERIFIED: LazyLock<Mutex<HashMap<[u8; 32], VerifiedPath>>> =
+    LazyLock::new(|| Mutex::new(HashMap::new()));
+
+fn path_key(end_entity: &[u8], intermediates: &[Vec<u8>], anchors: &TrustAnchors) -> [u8; 32] {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    // Lengths and a tag per group, so no two different questions hash the same input.
+    let mut part = |tag: u8, bytes: &[u8]| {
+        h.update([tag]);
+        h.update((bytes.len() as u64).to_be_bytes());
+        h.update(bytes);
+    };
+    part(0, end_entity);
+    for c in intermediates {
+        part(1, c);
+    }
+    for r in &anchors.roots {
+        part(2, r);
+    }
+    h.finalize().into()
+}
+
+/// The times (Unix seconds) at which every certificate of `path` is valid.
+fn validity_window(path: &CertificatePath) -> Option<(u64, u64)> {
+    use der::Decode;
+    let mut window = (0u64, u64::MAX);
+    for der in &path.certificates {
+        let c = Certificate::from_der(der).ok()?;
+        let v = &c.tbs_certificate.validity;
+        window.0 = window.0.max(v.not_before.to_unix_duration().as_secs());
+        window.1 = window.1.min(v.not_after.to_unix_duration().as_secs());
+    }
+    Some(window)
+}
+
+/// [`verify_path`], answered from a recent verification of exactly the same certificates
+/// and anchors when `at` lies within the validity of every certificate of that path (the
+/// only thing besides the bytes that the verification depends on). Failures are not kept.
+pub fn verify_path_cached(
+    end_entity: &[u8],
+    intermediates: &[Vec<u8>],
+    anchors: &TrustAnchors,
+    at: SystemTime,
+) -> Result<CertificatePath, Error> {
+    let key = path_key(end_entity, intermediates, anchors);
+    // verify_path checks validity at whole seconds too.
+    let secs = at
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    if let Ok(cache) = VERIFIED.lock()
+        && let Some(v) = cache.get(&key)
+        && v.verified.elapsed() < PATH_REUSE
+        && v.valid_from <= secs
+        && secs <= v.valid_until
+    {
+        return Ok(v.path.clone());
+    }
+    let path = verify_path(end_entity, intermediates, anchors, at)?;
+    if let Some((valid_from, valid_until)) = validity_window(&path)
+        && let Ok(mut cache) = VERIFIED.lock()
+    {
+        if cache.len() >= PATH_CACHE_LIMIT {
+            cache.retain(|_, v| v.verified.elapsed() < PATH_REUSE);
+            if cache.len() >= PATH_CACHE_LIMIT {
+                cache.clear();
+            }
+        }
+        cache.insert(
+            key,
+            VerifiedPath {
+                path: path.clone(),
+                verified: Instant::now(),
+                valid_from,
+                valid_until,
+            },
+        );
+    }
+    Ok(path)
 }
 
 /// Whether `issuer` signed `cert`.

@@ -18,7 +18,7 @@ use x509_ocsp::{
 use xalo_core::{Error, ErrorCode};
 
 use crate::authority::{AuthorityName, Pki, parse_certificate, serial_hex};
-use crate::chain::{TrustAnchors, has_extended_key_usage, verify_path};
+use crate::chain::{TrustAnchors, has_extended_key_usage, verify_path_cached};
 use crate::key::{oid, to_der, verify_signature};
 use crate::store::{self, RevocationReason};
 
@@ -411,7 +411,9 @@ pub fn verify_basic(
         }
         let produced = basic.tbs_response_data.produced_at.0.to_system_time();
         let issuer_der = to_der(issuer)?;
-        let path = verify_path(
+        // The same responder certificate signs every answer: its path is verified once
+        // for a while (for exactly these bytes, and only at times it is valid).
+        let path = verify_path_cached(
             &to_der(responder)?,
             std::slice::from_ref(&issuer_der),
             anchors,

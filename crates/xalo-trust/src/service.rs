@@ -61,7 +61,14 @@ pub fn public_url(config: &Config, port: u16) -> String {
 
 /// Open (creating on first use) the PKI of this configuration.
 pub async fn open_pki(config: &Config, port: u16, algorithm: KeyAlgorithm) -> Result<Pki, Error> {
-    let db = Database::connect(&config.database_url(ROLE)).await?;
+    // The OCSP responder's status lookups run on held connections (no ping after each
+    // statement, see `Database::connect_held`); everything else uses the pool.
+    let db = Database::connect_held(
+        &config.database_url(ROLE),
+        2,
+        xalo_store::PoolOptions::default(),
+    )
+    .await?;
     let mut settings = PkiSettings::new(public_url(config, port));
     settings.algorithm = algorithm;
     let pki = Pki::open(db, settings).await?;

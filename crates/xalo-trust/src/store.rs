@@ -242,9 +242,11 @@ pub(crate) async fn find_optional(
     serial_hex: &str,
 ) -> Result<Option<CertificateRecord>, Error> {
     let sql = format!("SELECT {COLUMNS} FROM trust_certificate WHERE serial = $1");
-    let row = xalo_store::sqlx::query(xalo_store::sqlx::AssertSqlSafe(sql))
-        .bind(normalise(serial_hex))
-        .fetch_optional(db.pool())
+    let row = db
+        .fetch_optional(
+            xalo_store::sqlx::query(xalo_store::sqlx::AssertSqlSafe(sql))
+                .bind(normalise(serial_hex)),
+        )
         .await
         .db("finding a certificate")?;
     row.as_ref().map(record).transpose()

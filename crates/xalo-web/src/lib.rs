@@ -14,4 +14,4 @@ pub mod session;
 pub use form::{Field, FieldKind, Form};
 pub use lang::{Common, Lang};
 pub use page::{Page, html};
-pub use session::{Session, SessionSettings, Sessions};
+pub use session::{Session, SessionSettings, SessionUpdate, Sessions};

@@ -168,13 +168,15 @@ impl Sessions {
 
     async fn load(&self, token: &str) -> Result<Option<Session>, Error> {
         let id = token_id(token);
-        let row = sqlx_query(
-            "SELECT csrf, lang, data, expires_unix FROM web_session WHERE id = $1",
-            &id,
-        )
-        .fetch_optional(self.inner.db.pool())
-        .await
-        .db("reading a session")?;
+        let row = self
+            .inner
+            .db
+            .fetch_optional(sqlx_query(
+                "SELECT csrf, lang, data, expires_unix FROM web_session WHERE id = $1",
+                &id,
+            ))
+            .await
+            .db("reading a session")?;
         let Some(row) = row else { return Ok(None) };
         let expires: i64 = row.try_get(3).db("reading a session")?;
         if expires < unix_now() {
@@ -226,7 +228,7 @@ impl Sessions {
             // Only a session this request started is inserted; an existing one is only
             // updated, so a save racing a logout cannot bring the session back.
             Some(unstored) => {
-                sqlx::query(
+                self.inner.writer.execute(sqlx::query(
                     "INSERT INTO web_session (id, csrf, lang, data, expires_unix) VALUES ($1, $2, $3, $4, $5) \
                      ON CONFLICT (id) DO UPDATE SET lang = $3, data = $4, expires_unix = $5",
                 )
@@ -234,26 +236,41 @@ impl Sessions {
                 .bind(session.csrf.clone())
                 .bind(session.lang.code())
                 .bind(data)
-                .bind(expires)
-                .execute(self.inner.writer.pool())
+                .bind(expires))
                 .await
                 .db("creating a session")?;
                 unstored.store(false, Ordering::Release);
             }
             None => {
-                sqlx::query(
-                    "UPDATE web_session SET lang = $1, data = $2, expires_unix = $3 WHERE id = $4",
-                )
-                .bind(session.lang.code())
-                .bind(data)
-                .bind(expires)
-                .bind(session.id.clone())
-                .execute(self.inner.writer.pool())
-                .await
-                .db("saving a session")?;
+                let update = SessionUpdate {
+                    lang: session.lang.code(),
+                    data,
+                    expires,
+                    id: session.id.clone(),
+                };
+                self.inner
+                    .writer
+                    .execute(update.bind(sqlx::query(SessionUpdate::SQL)))
+                    .await
+                    .db("saving a session")?;
             }
         }
         Ok(())
+    }
+
+    /// What [`Sessions::save`] writes for a session already stored, for a caller that runs
+    /// it in one script with statements of its own on the store's writer; `None` for a
+    /// session this request started (`save` inserts those).
+    pub fn update_of(&self, session: &Session) -> Option<SessionUpdate> {
+        if session.unstored.is_some() {
+            return None;
+        }
+        Some(SessionUpdate {
+            lang: session.lang.code(),
+            data: serde_json::Value::Object(session.data.clone()).to_string(),
+            expires: unix_now() + self.ttl().as_secs() as i64,
+            id: session.id.clone(),
+        })
     }
 
     /// Give the session a new cookie token and CSRF token, keeping its data: after a
@@ -265,11 +282,15 @@ impl Sessions {
         let token = random_token();
         let id = token_id(&token);
         let csrf = random_token();
-        let done = sqlx::query("UPDATE web_session SET id = $1, csrf = $2 WHERE id = $3")
-            .bind(id.clone())
-            .bind(csrf.clone())
-            .bind(session.id.clone())
-            .execute(self.inner.writer.pool())
+        let done = self
+            .inner
+            .writer
+            .execute(
+                sqlx::query("UPDATE web_session SET id = $1, csrf = $2 WHERE id = $3")
+                    .bind(id.clone())
+                    .bind(csrf.clone())
+                    .bind(session.id.clone()),
+            )
             .await
             .db("renewing a session")?;
         if done.rows_affected() != 1 {
@@ -285,8 +306,9 @@ impl Sessions {
     }
 
     async fn delete(&self, id: &str) -> Result<(), Error> {
-        sqlx_query("DELETE FROM web_session WHERE id = $1", id)
-            .execute(self.inner.writer.pool())
+        self.inner
+            .writer
+            .execute(sqlx_query("DELETE FROM web_session WHERE id = $1", id))
             .await
             .db("deleting a session")?;
         Ok(())
@@ -303,9 +325,12 @@ impl Sessions {
 
     /// Remove expired sessions; returns how many.
     pub async fn purge_expired(&self) -> Result<u64, Error> {
-        let done = sqlx::query("DELETE FROM web_session WHERE expires_unix < $1")
-            .bind(unix_now())
-            .execute(self.inner.writer.pool())
+        let done = self
+            .inner
+            .writer
+            .execute(
+                sqlx::query("DELETE FROM web_session WHERE expires_unix < $1").bind(unix_now()),
+            )
             .await
             .db("purging sessions")?;
         Ok(done.rows_affected())
@@ -340,6 +365,32 @@ impl Sessions {
             .exempt
             .iter()
             .any(|p| path.starts_with(p.as_str()))
+    }
+}
+
+/// The update of a stored session: its language and data, and a renewed lifetime.
+#[derive(Debug, Clone)]
+pub struct SessionUpdate {
+    lang: &'static str,
+    data: String,
+    expires: i64,
+    id: String,
+}
+
+impl SessionUpdate {
+    /// The statement, with parameters `$1`…`$4`.
+    pub const SQL: &'static str =
+        "UPDATE web_session SET lang = $1, data = $2, expires_unix = $3 WHERE id = $4";
+
+    /// Bind the four parameters of [`SessionUpdate::SQL`] (after any already bound).
+    pub fn bind<'q>(
+        &self,
+        q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+        q.bind(self.lang)
+            .bind(self.data.clone())
+            .bind(self.expires)
+            .bind(self.id.clone())
     }
 }
 
