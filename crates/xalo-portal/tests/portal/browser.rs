@@ -144,11 +144,11 @@ async fn value(c: &Client, css: &str) -> String {
         .unwrap_or_default()
 }
 
-/// axe-core, the accessibility engine (Deque's, from the npm registry): `XALO_AXE_JS`, or
+/// axe-core, the accessibility engine (Deque's, from the npm registry): `XALO_TEST_AXE_JS`, or
 /// where `.ci/run` installs it in the user's cache. Without it the WCAG checks are skipped
 /// with a notice, except under CI, where its absence fails the walk.
 static AXE: std::sync::LazyLock<Option<String>> = std::sync::LazyLock::new(|| {
-    let path = std::env::var_os("XALO_AXE_JS")
+    let path = std::env::var_os("XALO_TEST_AXE_JS")
         .map(PathBuf::from)
         .or_else(|| {
             std::env::var_os("XDG_CACHE_HOME")
