@@ -201,26 +201,15 @@ async fn measure(
             let mut errors = 0usize;
             while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < total {
                 let t = Instant::now();
-                match make(&http).send().await {
-                    Ok(r) if r.status().is_success() => {
-                        let _ = r.bytes().await;
-                    }
-                    _ => errors += 1,
+                if !round_trip(&http, make.as_ref()).await {
+                    errors += 1;
                 }
                 latencies.push(t.elapsed().as_secs_f64() * 1000.0);
             }
             (latencies, errors)
         }));
     }
-    let mut all = Vec::with_capacity(total);
-    let mut errors = 0;
-    for t in tasks {
-        if let Ok((l, e)) = t.await {
-            all.extend(l);
-            errors += e;
-        }
-    }
-    summarise(all, errors, started.elapsed().as_secs_f64())
+    gather(tasks, total, started).await
 }
 
 /// `total` requests at `rate` per second in all, each of `concurrency` clients sending on
@@ -249,17 +238,33 @@ async fn measure_paced(
             for k in 0..per_client {
                 let due = first + interval.mul_f64(k as f64);
                 tokio::time::sleep_until(due.into()).await;
-                match make(&http).send().await {
-                    Ok(r) if r.status().is_success() => {
-                        let _ = r.bytes().await;
-                    }
-                    _ => errors += 1,
+                if !round_trip(&http, make.as_ref()).await {
+                    errors += 1;
                 }
                 latencies.push(due.elapsed().as_secs_f64() * 1000.0);
             }
             (latencies, errors)
         }));
     }
+    gather(tasks, total, started).await
+}
+
+type Maker = dyn Fn(&reqwest::Client) -> reqwest::RequestBuilder + Send + Sync;
+
+/// One request, its answer read to the end; whether it succeeded.
+async fn round_trip(http: &reqwest::Client, make: &Maker) -> bool {
+    match make(http).send().await {
+        Ok(r) if r.status().is_success() => r.bytes().await.is_ok(),
+        _ => false,
+    }
+}
+
+/// The clients' latencies (ms) and errors, summarised from `started`.
+async fn gather(
+    tasks: Vec<tokio::task::JoinHandle<(Vec<f64>, usize)>>,
+    total: usize,
+    started: Instant,
+) -> Measurement {
     let mut all = Vec::with_capacity(total);
     let mut errors = 0;
     for t in tasks {

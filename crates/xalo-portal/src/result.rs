@@ -689,17 +689,8 @@ impl Results {
             Err(e) if e.code == ErrorCode::ResultBadAddress => ("failed", Some(e.to_string())),
             Err(e) => ("queued", Some(e.to_string())),
         };
-        sqlx::query(
-            "UPDATE portal_email_outbox SET status = $1, attempts = attempts + 1, last_error = $2, \
-             sent_unix = $3 WHERE id = $4",
-        )
-        .bind(status)
-        .bind(error)
-        .bind(sent.is_ok().then(unix_now))
-        .bind(id.to_owned())
-        .execute(self.db().pool())
-        .await
-        .db("noting an e-mail")?;
+        self.note_attempt(Outbox::Email, id, status, error, sent.is_ok())
+            .await?;
         sent
     }
 
@@ -750,17 +741,8 @@ impl Results {
             Ok(()) => ("sent", None),
             Err((status, e)) => (*status, Some(e.clone())),
         };
-        sqlx::query(
-            "UPDATE portal_sms_outbox SET status = $1, attempts = attempts + 1, last_error = $2, \
-             sent_unix = $3 WHERE id = $4",
-        )
-        .bind(status)
-        .bind(error)
-        .bind(sent.is_ok().then(unix_now))
-        .bind(id.to_owned())
-        .execute(self.db().pool())
-        .await
-        .db("noting an SMS")?;
+        self.note_attempt(Outbox::Sms, id, status, error, sent.is_ok())
+            .await?;
         sent.map_err(|(_, e)| Error::new(ErrorCode::ResultSms, e))
     }
 
@@ -804,6 +786,36 @@ impl Results {
             emails,
             sms,
         })
+    }
+
+    /// Record one delivery attempt of message `id` of `outbox`.
+    async fn note_attempt(
+        &self,
+        outbox: Outbox,
+        id: &str,
+        status: &str,
+        error: Option<String>,
+        sent: bool,
+    ) -> Result<(), Error> {
+        let sql = match outbox {
+            Outbox::Email => {
+                "UPDATE portal_email_outbox SET status = $1, attempts = attempts + 1, \
+                 last_error = $2, sent_unix = $3 WHERE id = $4"
+            }
+            Outbox::Sms => {
+                "UPDATE portal_sms_outbox SET status = $1, attempts = attempts + 1, \
+                 last_error = $2, sent_unix = $3 WHERE id = $4"
+            }
+        };
+        sqlx::query(sql)
+            .bind(status.to_owned())
+            .bind(error)
+            .bind(sent.then(unix_now))
+            .bind(id.to_owned())
+            .execute(self.db().pool())
+            .await
+            .db("noting a delivery attempt")?;
+        Ok(())
     }
 
     /// The oldest messages still queued in `outbox`, up to 100, leaving out those tried 20
