@@ -235,6 +235,7 @@ impl Server {
             grace,
             task,
             background: Vec::new(),
+            endpoints: Vec::new(),
         })
     }
 }
@@ -377,6 +378,7 @@ pub struct ServerHandle {
     grace: ShutdownGrace,
     task: JoinHandle<Result<(), Error>>,
     background: Vec<tokio::task::AbortHandle>,
+    endpoints: Vec<(&'static str, String)>,
 }
 
 impl ServerHandle {
@@ -403,6 +405,20 @@ impl ServerHandle {
     /// it is stopped when the server shuts down.
     pub fn attach(&mut self, task: tokio::task::AbortHandle) {
         self.background.push(task);
+    }
+
+    /// Name a second listener of the role (the ID-card TLS port), so that whoever started
+    /// it on port 0 learns where it landed without binding and releasing a port first.
+    pub fn announce(&mut self, name: &'static str, url: String) {
+        self.endpoints.push((name, url));
+    }
+
+    /// The URL announced under `name`, if the role opened such a listener.
+    pub fn endpoint(&self, name: &str) -> Option<&str> {
+        self.endpoints
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, u)| u.as_str())
     }
 
     /// Stop accepting connections and wait, up to the grace period, for open requests.

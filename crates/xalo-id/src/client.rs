@@ -146,10 +146,7 @@ pub async fn register(db: &Database, r: &Registration) -> Result<Option<String>,
     Ok(secret)
 }
 
-async fn sqlx_delete(
-    tx: &mut xalo_store::sqlx::Transaction<'static, xalo_store::sqlx::Any>,
-    client_id: &str,
-) -> Result<(), Error> {
+async fn sqlx_delete(tx: &mut xalo_store::WriteTx, client_id: &str) -> Result<(), Error> {
     xalo_store::sqlx::query("DELETE FROM id_client WHERE client_id = $1")
         .bind(client_id.to_owned())
         .execute(&mut **tx)

@@ -38,6 +38,8 @@ use crate::store::{self, unix_now};
 use crate::text::Text;
 
 pub const ROLE: &str = "id";
+/// The name under which the running role announces its ID-card login URL.
+pub const ID_CARD_ENDPOINT: &str = "id-card";
 pub const SCOPES: &[&str] = &["openid", "idcard", "mid", "eres", "phone"];
 
 /// `[roles.id]` settings.
@@ -272,6 +274,9 @@ pub async fn serve(config: Config, listener: TcpListener) -> Result<ServerHandle
         .spawn(listener)?;
     if let Some(l) = id_card_listener {
         handle.attach(crate::id_card::spawn(provider.clone(), l).await?);
+    }
+    if let Some(url) = &provider.inner.id_card_url {
+        handle.announce(ID_CARD_ENDPOINT, url.clone());
     }
     let housekeeping = tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));

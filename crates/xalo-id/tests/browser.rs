@@ -114,7 +114,9 @@ async fn browser_signs_in_with_mobile_id() {
         .await
         .unwrap();
     let shown = c
-        .find(Locator::Css(".code"))
+        .wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::Css(".code"))
         .await
         .unwrap()
         .text()
@@ -130,7 +132,9 @@ async fn browser_signs_in_with_mobile_id() {
         .await
         .unwrap();
     let on_phone = c
-        .find(Locator::Css(".code"))
+        .wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::Css(".code"))
         .await
         .unwrap()
         .text()

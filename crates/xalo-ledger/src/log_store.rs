@@ -202,7 +202,7 @@ pub async fn entries(db: &Database, from: i64, to: i64) -> Result<Vec<Entry>, Er
 
 /// Record the tiles of a grown tree and its new size and root, in the caller's transaction.
 pub async fn store_integration(
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    tx: &mut xalo_store::WriteTx,
     tiles: &[HashTile],
     size: u64,
     root: &Hash,

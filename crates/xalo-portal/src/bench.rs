@@ -601,14 +601,32 @@ fn redirect(a: &Answer, what: &str) -> Result<String, String> {
         .ok_or_else(|| format!("{what} redirected nowhere"))
 }
 
+/// HTML's character references as the portal's templates write them, in one pass: the
+/// simulated citizens share the two cores with the servers they measure.
 fn unescape(s: &str) -> String {
-    s.replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&quot;", "\"")
-        .replace("&#x27;", "'")
-        .replace("&#39;", "'")
-        .replace("&#x2f;", "/")
-        .replace("&amp;", "&")
+    const REFERENCES: [(&str, char); 7] = [
+        ("&lt;", '<'),
+        ("&gt;", '>'),
+        ("&quot;", '"'),
+        ("&#x27;", '\''),
+        ("&#39;", '\''),
+        ("&#x2f;", '/'),
+        ("&amp;", '&'),
+    ];
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find('&') {
+        out.push_str(&rest[..i]);
+        rest = &rest[i..];
+        let (c, len) = REFERENCES
+            .iter()
+            .find(|(r, _)| rest.starts_with(r))
+            .map_or(('&', 1), |(r, c)| (*c, r.len()));
+        out.push(c);
+        rest = &rest[len..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// The value of attribute `name` in one tag's text.
@@ -621,9 +639,12 @@ fn attribute(tag: &str, name: &str) -> Option<String> {
 
 /// The value of the hidden input `name` on a page.
 fn hidden(html: &str, name: &str) -> Option<String> {
-    form_fields(html)
-        .into_iter()
-        .find_map(|(k, v)| (k == name).then_some(v))
+    let marker = format!(" name=\"{name}\"");
+    html.match_indices("<input ").find_map(|(i, _)| {
+        let tag = &html[i..i + html[i..].find('>').unwrap_or(html.len() - i)];
+        tag.contains(&marker)
+            .then(|| attribute(tag, "value").unwrap_or_default())
+    })
 }
 
 /// What a browser would send from the page's form: every input with its value, each
@@ -1195,6 +1216,11 @@ mod tests {
         );
         assert_eq!(hidden(html, "csrf_token").as_deref(), Some("abc"));
         assert_eq!(hidden(html, "nothing"), None);
+        assert_eq!(
+            unescape("&amp;lt; &#39;x&#x27; &#x2f; & &bogus;"),
+            "&lt; 'x' / & &bogus;"
+        );
+        assert_eq!(unescape("no references"), "no references");
     }
 
     #[test]

@@ -54,12 +54,14 @@
 //!   └─cancel / submitted─cancel / supplement_requested─cancel──▶ cancelled
 //! ```
 
+use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use xalo_core::{Error, ErrorCode, PersonalCode};
-use xalo_store::{Database, DbResultExt, Migration, Row};
+use xalo_store::{Backend, Database, DbResultExt, Migration, Row};
 
 /// The migration component of the dossier tables.
 pub const COMPONENT: &str = "portal";
@@ -454,7 +456,7 @@ fn from_row(row: &xalo_store::sqlx::any::AnyRow) -> Result<Dossier, Error> {
     })
 }
 
-type Tx = xalo_store::sqlx::Transaction<'static, xalo_store::sqlx::Any>;
+type Tx = xalo_store::WriteTx;
 
 async fn insert_event(
     tx: &mut Tx,
@@ -522,9 +524,63 @@ pub async fn create_prefilled_draft(
     if let Some(p) = &prefill {
         form_text(&p.form)?;
     }
+    if db.backend() == Backend::Sqlite
+        && let Some(p) = &prefill
+    {
+        return insert_prefilled_at_once(db, new, code, p).await;
+    }
     let mut tx = db.begin_write().await?;
     let dossier = insert_draft(&mut tx, new, code, unix_now(), prefill).await?;
     tx.commit().await.db("committing a new dossier")?;
+    Ok(dossier)
+}
+
+/// A new draft with what prefilling gave and its two first events, in one
+/// [`Database::write_script`]: the portal's busiest write, sent whole on SQLite.
+const NEW_PREFILLED_DRAFT: &str = "BEGIN IMMEDIATE; \
+     INSERT INTO portal_dossier (code, procedure_code, applicant, applicant_name, agency, \
+     current_agency, current_step, officer, state, channel, form_json, created_unix, \
+     updated_unix, version) VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, $8, $9, $10, $11, $11, $12); \
+     INSERT INTO portal_dossier_event (dossier_code, seq, at_unix, actor_kind, actor, action, \
+     from_state, to_state, agency, note) VALUES ($1, 1, $11, $13, $14, $15, $8, $8, $6, NULL), \
+     ($1, 2, $11, $16, $17, $18, $8, $8, $6, $19); \
+     COMMIT";
+
+async fn insert_prefilled_at_once(
+    db: &Database,
+    new: &NewDossier,
+    code: String,
+    prefill: &PrefillRecord,
+) -> Result<Dossier, Error> {
+    let now = unix_now();
+    let note = check_note(Some(&prefill.note))?;
+    let dossier = draft_of(new, code, now, Some(prefill));
+    let created = Actor::Citizen(new.applicant);
+    let system = Actor::System("prefill".into());
+    db.write_script(
+        xalo_store::sqlx::query(NEW_PREFILLED_DRAFT)
+            .bind(dossier.code.clone())
+            .bind(dossier.procedure_code.clone())
+            .bind(dossier.applicant.clone())
+            .bind(dossier.applicant_name.clone())
+            .bind(dossier.agency.clone())
+            .bind(dossier.current_agency.clone())
+            .bind(dossier.current_step.clone())
+            .bind(dossier.state.as_str())
+            .bind(dossier.channel.as_str())
+            .bind(form_text(&dossier.form)?)
+            .bind(now)
+            .bind(dossier.version)
+            .bind(created.kind())
+            .bind(created.id())
+            .bind(Action::Created.as_str())
+            .bind(system.kind())
+            .bind(system.id())
+            .bind(prefill.action.clone())
+            .bind(note),
+        "storing a dossier",
+    )
+    .await?;
     Ok(dossier)
 }
 
@@ -559,15 +615,45 @@ async fn reserve(tx: &mut Tx, prefix: &str, count: i64) -> Result<i64, Error> {
 }
 
 /// Serials reserved per write when codes come from [`Codes`].
-const CODE_BLOCK: i64 = 64;
+const CODE_BLOCK: i64 = 128;
 
 /// Dossier codes handed out from blocks of serials reserved in the counter table, so that
 /// a code costs a write only once per block. Codes stay unique across processes sharing
 /// the database (each reserves its own blocks); a restart leaves a gap in the numbers.
+///
+/// The next block is reserved in the background once half of the current one is used:
+/// reserved on the spot, it would make every draft started meanwhile wait for a place in
+/// the single writer's queue.
 #[derive(Default)]
 pub struct Codes {
-    /// Per prefix: the next serial and the last one reserved.
-    blocks: tokio::sync::Mutex<std::collections::HashMap<String, (i64, i64)>>,
+    blocks: Arc<tokio::sync::Mutex<HashMap<String, Blocks>>>,
+}
+
+/// The serials of one prefix: the block in use (next, last) and the one reserved ahead.
+#[derive(Debug, Default)]
+struct Blocks {
+    current: Option<(i64, i64)>,
+    spare: Option<(i64, i64)>,
+    refilling: bool,
+}
+
+impl Blocks {
+    fn take(&mut self) -> Option<i64> {
+        if self.current.is_none_or(|(next, last)| next > last) {
+            self.current = self.spare.take();
+        }
+        let (next, last) = self.current.as_mut()?;
+        if *next > *last {
+            return None;
+        }
+        *next += 1;
+        Some(*next - 1)
+    }
+
+    fn wants_spare(&self) -> bool {
+        let left = self.current.map_or(0, |(next, last)| last - next + 1);
+        left <= CODE_BLOCK / 2 && self.spare.is_none() && !self.refilling
+    }
 }
 
 impl Codes {
@@ -579,33 +665,47 @@ impl Codes {
         let mut blocks = self.blocks.lock().await;
         // Yesterday's blocks are of no more use.
         blocks.retain(|k, _| k.ends_with(&day));
-        let serial = match blocks.get_mut(&prefix) {
-            Some((next, last)) if *next <= *last => {
-                *next += 1;
-                *next - 1
-            }
-            _ => {
-                let mut tx = db.begin_write().await?;
-                let last = reserve(&mut tx, &prefix, CODE_BLOCK).await?;
-                tx.commit().await.db("reserving dossier codes")?;
-                let first = last - CODE_BLOCK + 1;
-                blocks.insert(prefix.clone(), (first + 1, last));
+        let b = blocks.entry(prefix.clone()).or_default();
+        let serial = match b.take() {
+            Some(serial) => serial,
+            None => {
+                let first = reserve_block(db, &prefix).await?;
+                b.current = Some((first + 1, first + CODE_BLOCK - 1));
                 first
             }
         };
+        if b.wants_spare() {
+            b.refilling = true;
+            let (blocks, db, prefix) = (self.blocks.clone(), db.clone(), prefix.clone());
+            tokio::spawn(async move {
+                let reserved = reserve_block(&db, &prefix).await;
+                let mut blocks = blocks.lock().await;
+                let Some(b) = blocks.get_mut(&prefix) else {
+                    return;
+                };
+                b.refilling = false;
+                match reserved {
+                    Ok(first) => b.spare = Some((first, first + CODE_BLOCK - 1)),
+                    // The next code reserves on the spot.
+                    Err(e) => tracing::warn!(error = %e, "reserving dossier codes ahead failed"),
+                }
+            });
+        }
         Ok(format!("{prefix}-{serial:04}"))
     }
 }
 
-/// Insert a new draft under `code` with its first events: created by the applicant, then
-/// what prefilling gave.
-async fn insert_draft(
-    tx: &mut Tx,
-    new: &NewDossier,
-    code: String,
-    now: i64,
-    prefill: Option<PrefillRecord>,
-) -> Result<Dossier, Error> {
+/// Reserve [`CODE_BLOCK`] serials under `prefix`; returns the first.
+async fn reserve_block(db: &Database, prefix: &str) -> Result<i64, Error> {
+    let mut tx = db.begin_write().await?;
+    let last = reserve(&mut tx, prefix, CODE_BLOCK).await?;
+    tx.commit().await.db("reserving dossier codes")?;
+    Ok(last - CODE_BLOCK + 1)
+}
+
+/// A new draft as it will be stored: with the prefilled form data, if any, as its second
+/// version.
+fn draft_of(new: &NewDossier, code: String, now: i64, prefill: Option<&PrefillRecord>) -> Dossier {
     let mut dossier = Dossier {
         code,
         procedure_code: new.procedure_code.clone(),
@@ -628,14 +728,27 @@ async fn insert_draft(
         rating_note: None,
         version: 1,
     };
+    if let Some(p) = prefill {
+        dossier.form = p.form.clone();
+        dossier.version = 2;
+    }
+    dossier
+}
+
+/// Insert a new draft under `code` with its first events: created by the applicant, then
+/// what prefilling gave.
+async fn insert_draft(
+    tx: &mut Tx,
+    new: &NewDossier,
+    code: String,
+    now: i64,
+    prefill: Option<PrefillRecord>,
+) -> Result<Dossier, Error> {
+    let dossier = draft_of(new, code, now, prefill.as_ref());
     let prefill_note = match &prefill {
         Some(p) => check_note(Some(&p.note))?,
         None => None,
     };
-    if let Some(p) = &prefill {
-        dossier.form = p.form.clone();
-        dossier.version = 2;
-    }
     xalo_store::sqlx::query(
         "INSERT INTO portal_dossier (code, procedure_code, applicant, applicant_name, agency, \
          current_agency, current_step, officer, state, channel, form_json, created_unix, \
@@ -699,13 +812,15 @@ async fn insert_draft(
 /// A dossier by code, whoever owns it: for officers and subsystems, which check their own
 /// rights. Citizens' pages use [`get_for`].
 pub async fn get(db: &Database, code: &str) -> Result<Option<Dossier>, Error> {
-    let row = xalo_store::sqlx::query(xalo_store::sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM portal_dossier WHERE code = $1"
-    )))
-    .bind(code.to_owned())
-    .fetch_optional(db.pool())
-    .await
-    .db("reading a dossier")?;
+    let row = db
+        .fetch_optional(
+            xalo_store::sqlx::query(xalo_store::sqlx::AssertSqlSafe(format!(
+                "SELECT {COLUMNS} FROM portal_dossier WHERE code = $1"
+            )))
+            .bind(code.to_owned()),
+        )
+        .await
+        .db("reading a dossier")?;
     row.as_ref().map(from_row).transpose()
 }
 
@@ -719,27 +834,31 @@ pub async fn get_for(db: &Database, code: &str, person: &PersonalCode) -> Result
 
 /// The person's dossiers, the most recently changed first.
 pub async fn list_for(db: &Database, person: &PersonalCode) -> Result<Vec<Dossier>, Error> {
-    let rows = xalo_store::sqlx::query(xalo_store::sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM portal_dossier WHERE applicant = $1 \
-         ORDER BY updated_unix DESC, code DESC LIMIT 500"
-    )))
-    .bind(person.to_string())
-    .fetch_all(db.pool())
-    .await
-    .db("listing dossiers")?;
+    let rows = db
+        .fetch_all(
+            xalo_store::sqlx::query(xalo_store::sqlx::AssertSqlSafe(format!(
+                "SELECT {COLUMNS} FROM portal_dossier WHERE applicant = $1 \
+                 ORDER BY updated_unix DESC, code DESC LIMIT 500"
+            )))
+            .bind(person.to_string()),
+        )
+        .await
+        .db("listing dossiers")?;
     rows.iter().map(from_row).collect()
 }
 
 /// The timeline of a dossier, oldest first. The caller has checked the right to see it.
 pub async fn events(db: &Database, code: &str) -> Result<Vec<Event>, Error> {
-    let rows = xalo_store::sqlx::query(
-        "SELECT seq, at_unix, actor_kind, actor, action, from_state, to_state, agency, note \
-         FROM portal_dossier_event WHERE dossier_code = $1 ORDER BY seq",
-    )
-    .bind(code.to_owned())
-    .fetch_all(db.pool())
-    .await
-    .db("reading a dossier's timeline")?;
+    let rows = db
+        .fetch_all(
+            xalo_store::sqlx::query(
+                "SELECT seq, at_unix, actor_kind, actor, action, from_state, to_state, agency, \
+                 note FROM portal_dossier_event WHERE dossier_code = $1 ORDER BY seq",
+            )
+            .bind(code.to_owned()),
+        )
+        .await
+        .db("reading a dossier's timeline")?;
     let c = "reading a dossier event";
     rows.iter()
         .map(|r| {
@@ -804,8 +923,82 @@ where
     F: FnOnce(&mut Dossier) -> Result<(), Error>,
 {
     let prepared = prepare_change(d, actor, change)?;
+    if db.backend() == Backend::Sqlite {
+        return write_change_at_once(db, prepared, actor, action, note).await;
+    }
     let tx = db.begin_write().await?;
     write_change(tx, prepared, actor, action, note).await
+}
+
+/// [`write_change`] as one [`Database::write_script`] (SQLite): the event is inserted only
+/// if the update found the dossier at the version read (`changes()` counts the rows the
+/// update changed), and an empty transaction commits when it did not; the script answers
+/// with the number of events inserted.
+const CHANGE_READ: &str = "BEGIN IMMEDIATE; \
+     UPDATE portal_dossier SET current_agency = $1, current_step = $2, officer = $3, \
+     state = $4, form_json = $5, supplement_note = $6, updated_unix = $7, \
+     submitted_unix = $8, due_unix = $9, finished_unix = $10, rating = $11, \
+     rating_note = $12, version = $13 WHERE code = $14 AND version = $15; \
+     INSERT INTO portal_dossier_event (dossier_code, seq, at_unix, actor_kind, actor, action, \
+     from_state, to_state, agency, note) SELECT $14, $13, $7, $16, $17, $18, $19, $4, $1, $20 \
+     WHERE changes() = 1; \
+     SELECT changes(); \
+     COMMIT";
+
+async fn write_change_at_once(
+    db: &Database,
+    prepared: Prepared,
+    actor: &Actor,
+    action: &str,
+    note: Option<&str>,
+) -> Result<Dossier, Error> {
+    let Prepared {
+        d,
+        from,
+        version,
+        form,
+    } = prepared;
+    let answer = db
+        .write_script(
+            xalo_store::sqlx::query(CHANGE_READ)
+                .bind(d.current_agency.clone())
+                .bind(d.current_step.clone())
+                .bind(d.officer.clone())
+                .bind(d.state.as_str())
+                .bind(form)
+                .bind(d.supplement_note.clone())
+                .bind(d.updated_unix)
+                .bind(d.submitted_unix)
+                .bind(d.due_unix)
+                .bind(d.finished_unix)
+                .bind(d.rating)
+                .bind(d.rating_note.clone())
+                .bind(d.version)
+                .bind(d.code.clone())
+                .bind(version)
+                .bind(actor.kind())
+                .bind(actor.id())
+                .bind(action.to_owned())
+                .bind(from.as_str())
+                .bind(note.map(str::to_owned)),
+            "updating a dossier",
+        )
+        .await?;
+    let changed: i64 = match answer.first() {
+        Some(row) => row.try_get(0).db("updating a dossier")?,
+        None => -1,
+    };
+    match changed {
+        1 => Ok(d),
+        0 => Err(Error::new(
+            ErrorCode::PortalDossierChanged,
+            format!("dossier {} was changed meanwhile", d.code),
+        )),
+        n => Err(Error::new(
+            ErrorCode::Internal,
+            format!("updating dossier {} recorded {n} events, not 1", d.code),
+        )),
+    }
 }
 
 /// A changed dossier ready to be written: with its state and version as read, and its

@@ -136,17 +136,26 @@ fn config_error(m: impl Into<String>) -> Error {
     Error::new(ErrorCode::ConfigInvalid, m)
 }
 
+/// SQLite connections the pages' reads take in turn: reads are short, so a few keep two
+/// cores busy.
+const READERS: usize = 4;
+
 /// Open the portal's database and migrate every table of the portal's modules.
 pub async fn open_database(url: &str) -> Result<(Database, Database), Error> {
-    let db = Database::connect(url).await?;
+    // Pages read through connections held out of the pool, as the writer writes (below).
+    let db = Database::connect_held(url, READERS, PoolOptions::default()).await?;
     dossier::migrate(&db).await?;
     crate::attachment::migrate(&db).await?;
     crate::signature::migrate(&db).await?;
     crate::office::migrate(&db).await?;
     let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+    // The single writer keeps its connection out of the pool (see `connect_held`): a
+    // pooled one is handed back on a spawned task with a ping, which on a busy machine
+    // every next write waits for.
     let writes = if db.backend() == Backend::Sqlite && !in_memory {
-        Database::connect_with(
+        Database::connect_held(
             url,
+            1,
             PoolOptions {
                 max_connections: 1,
                 ..PoolOptions::default()

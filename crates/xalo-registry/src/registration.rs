@@ -376,7 +376,7 @@ impl Registrar {
 
     async fn commit_and_anchor(
         &self,
-        tx: sqlx::Transaction<'static, sqlx::Any>,
+        tx: xalo_store::WriteTx,
         mut change: Change,
     ) -> Result<Change, Error> {
         tx.commit().await.db("committing the change")?;

@@ -65,7 +65,7 @@ pub struct Database {
 /// worker thread for each statement (and the next statement waits for it); a connection
 /// held here pays only for its statements.
 struct Held {
-    connections: Vec<tokio::sync::Mutex<sqlx::AnyConnection>>,
+    connections: Vec<Arc<tokio::sync::Mutex<sqlx::AnyConnection>>>,
     next: std::sync::atomic::AtomicUsize,
 }
 
@@ -87,6 +87,55 @@ impl Held {
         let n = self.connections.len().max(1);
         let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % n;
         Some(self.connections.get(i)?.lock().await)
+    }
+
+    /// A single writer's one connection, locked for as long as the guard lives.
+    async fn gate(&self) -> Option<tokio::sync::OwnedMutexGuard<sqlx::AnyConnection>> {
+        match self.connections.as_slice() {
+            [writer] => Some(writer.clone().lock_owned().await),
+            _ => None,
+        }
+    }
+}
+
+/// A write transaction from [`Database::begin_write`], used as the connection it runs on
+/// (`&mut *tx`). On a single writer with a held connection (see
+/// [`Database::connect_held`]) it also holds that connection's lock, so that the pool's
+/// transactions and the held connection's statements queue in this process, in order,
+/// rather than on SQLite's busy timeout, which polls.
+pub struct WriteTx {
+    tx: sqlx::Transaction<'static, sqlx::Any>,
+    _gate: Option<tokio::sync::OwnedMutexGuard<sqlx::AnyConnection>>,
+}
+
+impl std::fmt::Debug for WriteTx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriteTx")
+            .field("gated", &self._gate.is_some())
+            .finish()
+    }
+}
+
+impl std::ops::Deref for WriteTx {
+    type Target = sqlx::AnyConnection;
+    fn deref(&self) -> &sqlx::AnyConnection {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut sqlx::AnyConnection {
+        &mut self.tx
+    }
+}
+
+impl WriteTx {
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await
+    }
+
+    pub async fn rollback(self) -> Result<(), sqlx::Error> {
+        self.tx.rollback().await
     }
 }
 
@@ -229,7 +278,7 @@ impl Database {
             conn.execute(sqlx::AssertSqlSafe(pragmas.as_str()))
                 .await
                 .map_err(|e| db_error(e, "configuring a connection"))?;
-            held.push(tokio::sync::Mutex::new(conn));
+            held.push(Arc::new(tokio::sync::Mutex::new(conn)));
         }
         db.held = Some(Arc::new(Held {
             connections: held,
@@ -290,6 +339,58 @@ impl Database {
         query.fetch_all(&self.pool).await
     }
 
+    /// SQLite only: run `script`, several statements that open a write transaction
+    /// (`BEGIN IMMEDIATE`) and commit it, in one call to the connection's worker thread,
+    /// sharing one list of `$N` parameters. A transaction sent statement by statement takes
+    /// one hand-off to that thread per statement, and on a busy machine each hand-off
+    /// waits for the scheduler while the single writer holds the lock; sent whole, it takes
+    /// one. A failing statement ends the script and its transaction is rolled back before
+    /// the connection goes back to the pool. Returns the rows its statements returned
+    /// (counts of changed rows cannot be summed: SQLite reports, after `BEGIN` and
+    /// `COMMIT`, those of the last statement that changed rows, so a script that needs one
+    /// selects `changes()` itself).
+    pub async fn write_script(
+        &self,
+        script: sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments>,
+        context: &str,
+    ) -> Result<Vec<sqlx::any::AnyRow>, Error> {
+        if self.backend != Backend::Sqlite {
+            return Err(Error::new(
+                ErrorCode::Internal,
+                format!("{context}: a write script runs on SQLite only"),
+            ));
+        }
+        if let Some(held) = &self.held
+            && let Some(mut conn) = held.lock().await
+        {
+            let answer = script.fetch_all(&mut *conn).await;
+            if answer.is_err() {
+                // A held connection cannot be set aside: a failure to roll back is
+                // reported, and the next `BEGIN` on it fails rather than nesting.
+                if let Some(r) = roll_back(&mut conn).await {
+                    tracing::error!(error = %r, "rolling back a failed write script");
+                }
+            }
+            return answer.map_err(|e| db_error(e, context));
+        }
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(|e| db_error(e, context))?;
+        match script.fetch_all(&mut *conn).await {
+            Ok(rows) => Ok(rows),
+            Err(e) => {
+                // A connection whose transaction could not be ended stays out of the pool.
+                if let Some(r) = roll_back(&mut conn).await {
+                    tracing::warn!(error = %r, "rolling back a failed write script");
+                    let _ = conn.close().await;
+                }
+                Err(db_error(e, context))
+            }
+        }
+    }
+
     pub fn backend(&self) -> Backend {
         self.backend
     }
@@ -307,15 +408,21 @@ impl Database {
     /// Start a transaction that will write. On SQLite it takes the write lock at once
     /// (`BEGIN IMMEDIATE`), so that two writers queue on the busy timeout instead of one
     /// failing when it upgrades a read lock.
-    pub async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, Error> {
+    pub async fn begin_write(&self) -> Result<WriteTx, Error> {
         let statement = match self.backend {
             Backend::Sqlite => "BEGIN IMMEDIATE",
             Backend::Postgres => "BEGIN",
         };
-        self.pool
+        let gate = match &self.held {
+            Some(held) => held.gate().await,
+            None => None,
+        };
+        let tx = self
+            .pool
             .begin_with(statement)
             .await
-            .map_err(|e| db_error(e, "starting a transaction"))
+            .map_err(|e| db_error(e, "starting a transaction"))?;
+        Ok(WriteTx { tx, _gate: gate })
     }
 
     /// A second database beside this one for data derived from it that must not slow its
@@ -399,6 +506,16 @@ impl Database {
 
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+/// End the transaction a failed script left open; the error, unless there was none to end
+/// (the script's `BEGIN` itself failed).
+async fn roll_back(conn: &mut sqlx::AnyConnection) -> Option<sqlx::Error> {
+    match sqlx::query("ROLLBACK").execute(conn).await {
+        Ok(_) => None,
+        Err(e) if e.to_string().contains("no transaction is active") => None,
+        Err(e) => Some(e),
     }
 }
 

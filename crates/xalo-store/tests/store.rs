@@ -250,3 +250,130 @@ async fn power_loss_durable_pools_sync_every_commit() {
         .get(0);
     assert_eq!(level, 1, "NORMAL");
 }
+
+/// Two notes in one transaction, sent whole; answers how many rows the second insert made.
+const TWO_NOTES: &str = "BEGIN IMMEDIATE; \
+     INSERT INTO note (title, body, pinned, at) VALUES ($1, x'01', 0, 1); \
+     INSERT INTO note (title, body, pinned, at) VALUES ($2, x'02', 0, 2); \
+     SELECT changes(); \
+     COMMIT";
+
+async fn notes_titled(db: &Database, prefix: &str) -> i64 {
+    sqlx::query("SELECT COUNT(*) FROM note WHERE title LIKE $1")
+        .bind(format!("{prefix}%"))
+        .fetch_one(db.pool())
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test]
+async fn a_write_script_lands_whole_or_not_at_all() {
+    let t = fresh().await;
+    if t.db.backend() != Backend::Sqlite {
+        let e =
+            t.db.write_script(sqlx::query("SELECT 1"), "a script")
+                .await
+                .err()
+                .unwrap();
+        assert_eq!(e.code, ErrorCode::Internal);
+        return;
+    }
+    t.db.migrate("notes", &[NOTES_V1]).await.unwrap();
+    let options = xalo_store::PoolOptions {
+        max_connections: 1,
+        ..Default::default()
+    };
+    let held = Database::connect_held(t.url(), 1, options).await.unwrap();
+    for (name, db) in [("pool", &t.db), ("held", &held)] {
+        let rows = db
+            .write_script(
+                sqlx::query(TWO_NOTES)
+                    .bind(format!("{name}-a"))
+                    .bind(format!("{name}-b")),
+                "two notes",
+            )
+            .await
+            .unwrap();
+        let second: i64 = rows[0].get(0);
+        assert_eq!(second, 1);
+        // The second insert breaks the unique title: the first is rolled back with it.
+        let e = db
+            .write_script(
+                sqlx::query(TWO_NOTES)
+                    .bind(format!("{name}-c"))
+                    .bind(format!("{name}-a")),
+                "two notes",
+            )
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(e.code, ErrorCode::StoreConflict, "{e}");
+        assert!(e.message.contains("two notes"), "{e}");
+        assert_eq!(notes_titled(db, &format!("{name}-c")).await, 0);
+        // The connection is out of the failed transaction: the next script lands.
+        db.write_script(
+            sqlx::query(TWO_NOTES)
+                .bind(format!("{name}-d"))
+                .bind(format!("{name}-e")),
+            "two notes",
+        )
+        .await
+        .unwrap();
+        assert_eq!(notes_titled(db, name).await, 4);
+    }
+}
+
+#[tokio::test]
+async fn a_single_writer_queues_scripts_and_transactions_in_turn() {
+    let t = fresh().await;
+    if t.db.backend() != Backend::Sqlite {
+        return;
+    }
+    t.db.migrate("notes", &[NOTES_V1]).await.unwrap();
+    let options = xalo_store::PoolOptions {
+        max_connections: 1,
+        // Waits on SQLite's lock would show as failures, not as slowness.
+        acquire_timeout: std::time::Duration::from_secs(30),
+        ..Default::default()
+    };
+    let held = Database::connect_held(t.url(), 1, options).await.unwrap();
+    sqlx::query("PRAGMA busy_timeout = 0")
+        .execute(held.pool())
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for w in 0..6 {
+        let db = held.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..20 {
+                if w % 2 == 0 {
+                    db.write_script(
+                        sqlx::query(TWO_NOTES)
+                            .bind(format!("s{w}-{i}-a"))
+                            .bind(format!("s{w}-{i}-b")),
+                        "two notes",
+                    )
+                    .await
+                    .unwrap();
+                } else {
+                    let mut tx = db.begin_write().await.unwrap();
+                    sqlx::query(
+                        "INSERT INTO note (title, body, pinned, at) VALUES ($1, x'03', 0, 3)",
+                    )
+                    .bind(format!("t{w}-{i}"))
+                    .execute(&mut *tx)
+                    .await
+                    .unwrap();
+                    tokio::task::yield_now().await;
+                    tx.commit().await.unwrap();
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(notes_titled(&held, "s").await, 3 * 20 * 2);
+    assert_eq!(notes_titled(&held, "t").await, 3 * 20);
+}

@@ -129,7 +129,10 @@ pub async fn run(mut config: Config) -> Result<(), Error> {
     );
     println!(
         "  ID-card        {} (TLS client certificate: a card from `xalo pki export --p12`)",
-        nation.id_card
+        handles
+            .iter()
+            .find_map(|h| h.endpoint(xalo_id::provider::ID_CARD_ENDPOINT))
+            .unwrap_or("off")
     );
     println!("  demo client    portal / {DEMO_PORTAL_SECRET}");
     if let Some(portal) = urls.get(xalo_portal::service::ROLE) {
@@ -203,7 +206,6 @@ struct Nation {
     phones: Vec<(String, String)>,
     /// Personal code of the back-office officer (of [`DEMO_OFFICE_AGENCY`]), if any.
     officer: Option<String>,
-    id_card: String,
     /// The SMTP receiver that keeps the mail the portal sends, and the provider's key.
     mail: Option<xalo_portal::smtp::MailSink>,
     payment_key: Option<String>,
@@ -327,10 +329,9 @@ async fn introduce(config: &mut Config, urls: &BTreeMap<&str, String>) -> Result
             "token_sha256": xalo_trust::registration::token_hash(&sms_token),
         }])
     });
+    // On port 0 the role binds the ID-card port itself and announces it (see `run`).
     let id_card_port = if config.port_base == 0 {
-        std::net::TcpListener::bind((config.bind, 0))?
-            .local_addr()?
-            .port()
+        0
     } else {
         config.port_base.saturating_add(32)
     };
@@ -472,7 +473,6 @@ async fn introduce(config: &mut Config, urls: &BTreeMap<&str, String>) -> Result
         citizens,
         phones,
         officer: officer.map(|(code, _)| code),
-        id_card: format!("https://{}:{id_card_port}", config.public_host),
         mail,
         payment_key,
     })

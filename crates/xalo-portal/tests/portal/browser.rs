@@ -107,8 +107,15 @@ async fn here(c: &Client) -> String {
         .unwrap_or_default()
 }
 
+/// Waits for the element, as a person waits for a page to arrive: a click's navigation
+/// may still be under way under a loaded machine.
 async fn find(c: &Client, css: &str) -> Element {
-    match c.find(Locator::Css(css)).await {
+    match c
+        .wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::Css(css))
+        .await
+    {
         Ok(e) => e,
         Err(e) => panic!("no `{css}` on {}: {e}", here(c).await),
     }

@@ -306,8 +306,12 @@ async fn a_prefilled_draft_is_created_in_one_write_under_a_reserved_code() {
     let other = b.next(db, "QNI.HL").await.unwrap();
     let single = dossier::create_draft(db, &new(OTHER)).await.unwrap();
     let mut codes = vec![first.clone(), other.clone(), single.code.clone()];
-    for _ in 0..100 {
+    // Past several blocks, the later ones reserved ahead in the background.
+    for i in 0..300 {
         codes.push(a.next(db, "QNI.HL").await.unwrap());
+        if i % 50 == 0 {
+            tokio::task::yield_now().await;
+        }
     }
     let n = codes.len();
     codes.sort();
@@ -351,12 +355,27 @@ async fn a_prefilled_draft_is_created_in_one_write_under_a_reserved_code() {
             (2, "system", "prefilled", Some("applicant_full_name")),
         ]
     );
-    // A code is used once.
+    // A code is used once, prefilled or not, and a refused draft leaves no trace.
     assert!(
         dossier::create_prefilled_draft(db, &new(CITIZEN), first.clone(), None)
             .await
             .is_err()
     );
+    let again = dossier::create_prefilled_draft(
+        db,
+        &new(OTHER),
+        first.clone(),
+        Some(dossier::PrefillRecord {
+            form: json!({"applicant_full_name": "TRẦN THỊ BÌNH"}),
+            action: "prefilled".into(),
+            note: "applicant_full_name".into(),
+        }),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(again.code, ErrorCode::StoreConflict, "{again}");
+    assert_eq!(dossier::get_for(db, &first, &me).await.unwrap(), d);
+    assert_eq!(dossier::events(db, &first).await.unwrap().len(), 2);
 
     // Submitting the draft as read: a change since (another tab) is refused, not lost.
     let read = dossier::get_for(db, &first, &me).await.unwrap();
@@ -378,4 +397,18 @@ async fn a_prefilled_draft_is_created_in_one_write_under_a_reserved_code() {
         .unwrap();
     assert_eq!(d.state, State::Submitted);
     assert_eq!(dossier::get_for(db, &first, &me).await.unwrap(), d);
+    // The refused submissions recorded nothing; the one that landed, its event.
+    let events = dossier::events(db, &first).await.unwrap();
+    let last: Vec<_> = events
+        .iter()
+        .skip(2)
+        .map(|e| (e.seq, e.action.as_str(), e.to_state))
+        .collect();
+    assert_eq!(
+        last,
+        vec![
+            (3, "draft_saved", State::Draft),
+            (4, "submitted", State::Submitted)
+        ]
+    );
 }
