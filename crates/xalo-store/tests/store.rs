@@ -324,7 +324,7 @@ async fn a_write_script_lands_whole_or_not_at_all() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_single_writer_queues_scripts_and_transactions_in_turn() {
     let t = fresh().await;
     if t.db.backend() != Backend::Sqlite {
@@ -338,15 +338,19 @@ async fn a_single_writer_queues_scripts_and_transactions_in_turn() {
         ..Default::default()
     };
     let held = Database::connect_held(t.url(), 1, options).await.unwrap();
+    // Neither connection waits inside SQLite: any overlap of two writes fails the test.
     sqlx::query("PRAGMA busy_timeout = 0")
         .execute(held.pool())
+        .await
+        .unwrap();
+    held.execute(sqlx::query("PRAGMA busy_timeout = 0"))
         .await
         .unwrap();
     let mut tasks = Vec::new();
     for w in 0..6 {
         let db = held.clone();
         tasks.push(tokio::spawn(async move {
-            for i in 0..20 {
+            for i in 0..50 {
                 if w % 2 == 0 {
                     db.write_script(
                         sqlx::query(TWO_NOTES)
@@ -374,6 +378,6 @@ async fn a_single_writer_queues_scripts_and_transactions_in_turn() {
     for task in tasks {
         task.await.unwrap();
     }
-    assert_eq!(notes_titled(&held, "s").await, 3 * 20 * 2);
-    assert_eq!(notes_titled(&held, "t").await, 3 * 20);
+    assert_eq!(notes_titled(&held, "s").await, 3 * 50 * 2);
+    assert_eq!(notes_titled(&held, "t").await, 3 * 50);
 }
