@@ -23,7 +23,7 @@ use tokio::net::TcpListener;
 use xalo_core::server::{Server, ServerHandle};
 use xalo_core::{Config, Error, ErrorCode, PersonalCode};
 use xalo_ledger::client::{LedgerClient, Recorder};
-use xalo_store::{Database, DbResultExt};
+use xalo_store::{Database, DbResultExt, PoolOptions};
 
 use crate::access_log::{AccessLog, AccessRecord};
 use crate::event::{EventPublisher, EventPublishing};
@@ -63,11 +63,25 @@ struct Registers {
     accesses: AccessLog,
 }
 
+/// SQLite connections each register's lookups take in turn, held out of the pool (see
+/// `Database::connect_held`): a pooled connection is pinged on every release.
+const READERS: usize = 4;
+
 /// Open both registers' databases (migrating them).
 pub async fn open(config: &Config) -> Result<(Database, Database), Error> {
-    let population = Database::connect(&config.database_url("population")).await?;
+    let population = Database::connect_held(
+        &config.database_url("population"),
+        READERS,
+        PoolOptions::default(),
+    )
+    .await?;
     population.migrate("registry", store::MIGRATIONS).await?;
-    let business = Database::connect(&config.database_url("business")).await?;
+    let business = Database::connect_held(
+        &config.database_url("business"),
+        READERS,
+        PoolOptions::default(),
+    )
+    .await?;
     business.migrate("registry", store::MIGRATIONS).await?;
     Ok((population, business))
 }

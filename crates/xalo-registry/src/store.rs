@@ -244,13 +244,15 @@ pub async fn insert_people(conn: &mut sqlx::AnyConnection, people: &[Person]) ->
 }
 
 pub async fn person(db: &Database, code: &PersonalCode) -> Result<Option<Person>, Error> {
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {PERSON_COLUMNS} FROM person WHERE code = $1"
-    )))
-    .bind(code.to_string())
-    .fetch_optional(db.pool())
-    .await
-    .db("reading a person")?;
+    let row = db
+        .fetch_optional(
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {PERSON_COLUMNS} FROM person WHERE code = $1"
+            )))
+            .bind(code.to_string()),
+        )
+        .await
+        .db("reading a person")?;
     row.as_ref().map(person_from_row).transpose()
 }
 
@@ -282,7 +284,7 @@ async fn rows_where<T>(
     for b in binds {
         q = q.bind(b.clone());
     }
-    let rows = q.fetch_all(db.pool()).await.db("searching the register")?;
+    let rows = db.fetch_all(q).await.db("searching the register")?;
     rows.iter().map(from_row).collect()
 }
 
@@ -394,12 +396,14 @@ pub async fn enterprises_where(
 }
 
 pub async fn enterprise(db: &Database, code: &str) -> Result<Option<Enterprise>, Error> {
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {ENTERPRISE_COLUMNS} FROM enterprise WHERE code = $1"
-    )))
-    .bind(code.to_owned())
-    .fetch_optional(db.pool())
-    .await
-    .db("reading an enterprise")?;
+    let row = db
+        .fetch_optional(
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {ENTERPRISE_COLUMNS} FROM enterprise WHERE code = $1"
+            )))
+            .bind(code.to_owned()),
+        )
+        .await
+        .db("reading an enterprise")?;
     row.as_ref().map(enterprise_from_row).transpose()
 }
