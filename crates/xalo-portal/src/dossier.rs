@@ -535,16 +535,75 @@ pub async fn create_prefilled_draft(
     Ok(dossier)
 }
 
+type Query<'q> =
+    xalo_store::sqlx::query::Query<'q, xalo_store::sqlx::Any, xalo_store::sqlx::any::AnyArguments>;
+
+/// Store a new dossier: parameters `$1`…`$13`, as [`bind_new`] binds them. A macro, so
+/// that the write script below is spelled with the same statement.
+macro_rules! insert_dossier {
+    () => {
+        "INSERT INTO portal_dossier (code, procedure_code, applicant, applicant_name, agency, \
+         current_agency, current_step, officer, state, channel, form_json, created_unix, \
+         updated_unix, version) VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, $8, $9, $10, $11, \
+         $12, $13)"
+    };
+}
+
+fn bind_new<'q>(q: Query<'q>, d: &Dossier, form: String) -> Query<'q> {
+    q.bind(d.code.clone())
+        .bind(d.procedure_code.clone())
+        .bind(d.applicant.clone())
+        .bind(d.applicant_name.clone())
+        .bind(d.agency.clone())
+        .bind(d.current_agency.clone())
+        .bind(d.current_step.clone())
+        .bind(d.state.as_str())
+        .bind(d.channel.as_str())
+        .bind(form)
+        .bind(d.created_unix)
+        .bind(d.updated_unix)
+        .bind(d.version)
+}
+
+/// Write a changed dossier if it is still at the version read: parameters `$1`…`$15`, as
+/// [`bind_update`] binds them (a macro for the same reason as [`insert_dossier`]).
+macro_rules! update_dossier {
+    () => {
+        "UPDATE portal_dossier SET current_agency = $1, current_step = $2, officer = $3, \
+         state = $4, form_json = $5, supplement_note = $6, updated_unix = $7, \
+         submitted_unix = $8, due_unix = $9, finished_unix = $10, rating = $11, \
+         rating_note = $12, version = $13 WHERE code = $14 AND version = $15"
+    };
+}
+
+fn bind_update<'q>(q: Query<'q>, d: &Dossier, form: String, version: i64) -> Query<'q> {
+    q.bind(d.current_agency.clone())
+        .bind(d.current_step.clone())
+        .bind(d.officer.clone())
+        .bind(d.state.as_str())
+        .bind(form)
+        .bind(d.supplement_note.clone())
+        .bind(d.updated_unix)
+        .bind(d.submitted_unix)
+        .bind(d.due_unix)
+        .bind(d.finished_unix)
+        .bind(d.rating)
+        .bind(d.rating_note.clone())
+        .bind(d.version)
+        .bind(d.code.clone())
+        .bind(version)
+}
+
 /// A new draft with what prefilling gave and its two first events, in one
 /// [`Database::write_script`]: the portal's busiest write, sent whole on SQLite.
-const NEW_PREFILLED_DRAFT: &str = "BEGIN IMMEDIATE; \
-     INSERT INTO portal_dossier (code, procedure_code, applicant, applicant_name, agency, \
-     current_agency, current_step, officer, state, channel, form_json, created_unix, \
-     updated_unix, version) VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, $8, $9, $10, $11, $11, $12); \
-     INSERT INTO portal_dossier_event (dossier_code, seq, at_unix, actor_kind, actor, action, \
-     from_state, to_state, agency, note) VALUES ($1, 1, $11, $13, $14, $15, $8, $8, $6, NULL), \
-     ($1, 2, $11, $16, $17, $18, $8, $8, $6, $19); \
-     COMMIT";
+const NEW_PREFILLED_DRAFT: &str = concat!(
+    "BEGIN IMMEDIATE; ",
+    insert_dossier!(),
+    "; INSERT INTO portal_dossier_event (dossier_code, seq, at_unix, actor_kind, actor, \
+     action, from_state, to_state, agency, note) VALUES \
+     ($1, 1, $11, $14, $15, $16, $8, $8, $6, NULL), ($1, 2, $11, $17, $18, $19, $8, $8, $6, $20); \
+     COMMIT"
+);
 
 async fn insert_prefilled_at_once(
     db: &Database,
@@ -558,26 +617,18 @@ async fn insert_prefilled_at_once(
     let created = Actor::Citizen(new.applicant);
     let system = Actor::System("prefill".into());
     db.write_script(
-        xalo_store::sqlx::query(NEW_PREFILLED_DRAFT)
-            .bind(dossier.code.clone())
-            .bind(dossier.procedure_code.clone())
-            .bind(dossier.applicant.clone())
-            .bind(dossier.applicant_name.clone())
-            .bind(dossier.agency.clone())
-            .bind(dossier.current_agency.clone())
-            .bind(dossier.current_step.clone())
-            .bind(dossier.state.as_str())
-            .bind(dossier.channel.as_str())
-            .bind(form_text(&dossier.form)?)
-            .bind(now)
-            .bind(dossier.version)
-            .bind(created.kind())
-            .bind(created.id())
-            .bind(Action::Created.as_str())
-            .bind(system.kind())
-            .bind(system.id())
-            .bind(prefill.action.clone())
-            .bind(note),
+        bind_new(
+            xalo_store::sqlx::query(NEW_PREFILLED_DRAFT),
+            &dossier,
+            form_text(&dossier.form)?,
+        )
+        .bind(created.kind())
+        .bind(created.id())
+        .bind(Action::Created.as_str())
+        .bind(system.kind())
+        .bind(system.id())
+        .bind(prefill.action.clone())
+        .bind(note),
         "storing a dossier",
     )
     .await?;
@@ -749,24 +800,11 @@ async fn insert_draft(
         Some(p) => check_note(Some(&p.note))?,
         None => None,
     };
-    xalo_store::sqlx::query(
-        "INSERT INTO portal_dossier (code, procedure_code, applicant, applicant_name, agency, \
-         current_agency, current_step, officer, state, channel, form_json, created_unix, \
-         updated_unix, version) VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, $8, $9, $10, $11, $12, $13)",
+    bind_new(
+        xalo_store::sqlx::query(insert_dossier!()),
+        &dossier,
+        form_text(&dossier.form)?,
     )
-    .bind(dossier.code.clone())
-    .bind(dossier.procedure_code.clone())
-    .bind(dossier.applicant.clone())
-    .bind(dossier.applicant_name.clone())
-    .bind(dossier.agency.clone())
-    .bind(dossier.current_agency.clone())
-    .bind(dossier.current_step.clone())
-    .bind(dossier.state.as_str())
-    .bind(dossier.channel.as_str())
-    .bind(form_text(&dossier.form)?)
-    .bind(now)
-    .bind(now)
-    .bind(dossier.version)
     .execute(&mut **tx)
     .await
     .db("storing a dossier")?;
@@ -934,16 +972,15 @@ where
 /// if the update found the dossier at the version read (`changes()` counts the rows the
 /// update changed), and an empty transaction commits when it did not; the script answers
 /// with the number of events inserted.
-const CHANGE_READ: &str = "BEGIN IMMEDIATE; \
-     UPDATE portal_dossier SET current_agency = $1, current_step = $2, officer = $3, \
-     state = $4, form_json = $5, supplement_note = $6, updated_unix = $7, \
-     submitted_unix = $8, due_unix = $9, finished_unix = $10, rating = $11, \
-     rating_note = $12, version = $13 WHERE code = $14 AND version = $15; \
-     INSERT INTO portal_dossier_event (dossier_code, seq, at_unix, actor_kind, actor, action, \
-     from_state, to_state, agency, note) SELECT $14, $13, $7, $16, $17, $18, $19, $4, $1, $20 \
-     WHERE changes() = 1; \
+const CHANGE_READ: &str = concat!(
+    "BEGIN IMMEDIATE; ",
+    update_dossier!(),
+    "; INSERT INTO portal_dossier_event (dossier_code, seq, at_unix, actor_kind, actor, \
+     action, from_state, to_state, agency, note) \
+     SELECT $14, $13, $7, $16, $17, $18, $19, $4, $1, $20 WHERE changes() = 1; \
      SELECT changes(); \
-     COMMIT";
+     COMMIT"
+);
 
 async fn write_change_at_once(
     db: &Database,
@@ -960,22 +997,7 @@ async fn write_change_at_once(
     } = prepared;
     let answer = db
         .write_script(
-            xalo_store::sqlx::query(CHANGE_READ)
-                .bind(d.current_agency.clone())
-                .bind(d.current_step.clone())
-                .bind(d.officer.clone())
-                .bind(d.state.as_str())
-                .bind(form)
-                .bind(d.supplement_note.clone())
-                .bind(d.updated_unix)
-                .bind(d.submitted_unix)
-                .bind(d.due_unix)
-                .bind(d.finished_unix)
-                .bind(d.rating)
-                .bind(d.rating_note.clone())
-                .bind(d.version)
-                .bind(d.code.clone())
-                .bind(version)
+            bind_update(xalo_store::sqlx::query(CHANGE_READ), &d, form, version)
                 .bind(actor.kind())
                 .bind(actor.id())
                 .bind(action.to_owned())
@@ -1053,27 +1075,12 @@ async fn write_change(
         version,
         form,
     } = prepared;
-    let updated = xalo_store::sqlx::query(
-        "UPDATE portal_dossier SET current_agency = $1, current_step = $2, officer = $3, \
-         state = $4, form_json = $5, supplement_note = $6, updated_unix = $7, \
-         submitted_unix = $8, due_unix = $9, finished_unix = $10, rating = $11, \
-         rating_note = $12, version = $13 WHERE code = $14 AND version = $15",
+    let updated = bind_update(
+        xalo_store::sqlx::query(update_dossier!()),
+        &d,
+        form,
+        version,
     )
-    .bind(d.current_agency.clone())
-    .bind(d.current_step.clone())
-    .bind(d.officer.clone())
-    .bind(d.state.as_str())
-    .bind(form)
-    .bind(d.supplement_note.clone())
-    .bind(d.updated_unix)
-    .bind(d.submitted_unix)
-    .bind(d.due_unix)
-    .bind(d.finished_unix)
-    .bind(d.rating)
-    .bind(d.rating_note.clone())
-    .bind(d.version)
-    .bind(d.code.clone())
-    .bind(version)
     .execute(&mut *tx)
     .await
     .db("updating a dossier")?;

@@ -244,16 +244,31 @@ pub async fn insert_people(conn: &mut sqlx::AnyConnection, people: &[Person]) ->
 }
 
 pub async fn person(db: &Database, code: &PersonalCode) -> Result<Option<Person>, Error> {
+    let head = format!("SELECT {PERSON_COLUMNS} FROM person");
+    row_by_code(
+        db,
+        &head,
+        &code.to_string(),
+        person_from_row,
+        "reading a person",
+    )
+    .await
+}
+
+/// `head` (`SELECT … FROM table`) of the row with primary key `code`, read by `from_row`.
+async fn row_by_code<T>(
+    db: &Database,
+    head: &str,
+    code: &str,
+    from_row: fn(&AnyRow) -> Result<T, Error>,
+    what: &str,
+) -> Result<Option<T>, Error> {
+    let sql = format!("{head} WHERE code = $1");
     let row = db
-        .fetch_optional(
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "SELECT {PERSON_COLUMNS} FROM person WHERE code = $1"
-            )))
-            .bind(code.to_string()),
-        )
+        .fetch_optional(sqlx::query(sqlx::AssertSqlSafe(sql)).bind(code.to_owned()))
         .await
-        .db("reading a person")?;
-    row.as_ref().map(person_from_row).transpose()
+        .db(what)?;
+    row.as_ref().map(from_row).transpose()
 }
 
 pub async fn people_where(
@@ -396,14 +411,13 @@ pub async fn enterprises_where(
 }
 
 pub async fn enterprise(db: &Database, code: &str) -> Result<Option<Enterprise>, Error> {
-    let row = db
-        .fetch_optional(
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "SELECT {ENTERPRISE_COLUMNS} FROM enterprise WHERE code = $1"
-            )))
-            .bind(code.to_owned()),
-        )
-        .await
-        .db("reading an enterprise")?;
-    row.as_ref().map(enterprise_from_row).transpose()
+    let head = format!("SELECT {ENTERPRISE_COLUMNS} FROM enterprise");
+    row_by_code(
+        db,
+        &head,
+        code,
+        enterprise_from_row,
+        "reading an enterprise",
+    )
+    .await
 }

@@ -139,6 +139,20 @@ impl WriteTx {
     }
 }
 
+/// `$query.$method(…)` on one of the handle's held connections if it has them, else on
+/// the pool: the one routing of [`Database::execute`] and the `fetch_*` methods.
+macro_rules! held_or_pool {
+    ($db:expr, $query:ident . $method:ident) => {{
+        if let Some(held) = &$db.held
+            && let Some(mut conn) = held.lock().await
+        {
+            $query.$method(&mut *conn).await
+        } else {
+            $query.$method(&$db.pool).await
+        }
+    }};
+}
+
 /// How a pool behaves: its size, and how long to wait for a connection before reporting
 /// the database unavailable.
 #[derive(Debug, Clone, Copy)]
@@ -292,12 +306,7 @@ impl Database {
         &self,
         query: sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments>,
     ) -> Result<sqlx::any::AnyQueryResult, sqlx::Error> {
-        if let Some(held) = &self.held
-            && let Some(mut conn) = held.lock().await
-        {
-            return query.execute(&mut *conn).await;
-        }
-        query.execute(&self.pool).await
+        held_or_pool!(self, query.execute)
     }
 
     /// The row of a statement, if any (held connection or pool, as [`Database::execute`]).
@@ -305,12 +314,7 @@ impl Database {
         &self,
         query: sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments>,
     ) -> Result<Option<sqlx::any::AnyRow>, sqlx::Error> {
-        if let Some(held) = &self.held
-            && let Some(mut conn) = held.lock().await
-        {
-            return query.fetch_optional(&mut *conn).await;
-        }
-        query.fetch_optional(&self.pool).await
+        held_or_pool!(self, query.fetch_optional)
     }
 
     /// The one row of a statement (held connection or pool, as [`Database::execute`]).
@@ -318,12 +322,7 @@ impl Database {
         &self,
         query: sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments>,
     ) -> Result<sqlx::any::AnyRow, sqlx::Error> {
-        if let Some(held) = &self.held
-            && let Some(mut conn) = held.lock().await
-        {
-            return query.fetch_one(&mut *conn).await;
-        }
-        query.fetch_one(&self.pool).await
+        held_or_pool!(self, query.fetch_one)
     }
 
     /// The rows of a statement (held connection or pool, as [`Database::execute`]).
@@ -331,12 +330,7 @@ impl Database {
         &self,
         query: sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments>,
     ) -> Result<Vec<sqlx::any::AnyRow>, sqlx::Error> {
-        if let Some(held) = &self.held
-            && let Some(mut conn) = held.lock().await
-        {
-            return query.fetch_all(&mut *conn).await;
-        }
-        query.fetch_all(&self.pool).await
+        held_or_pool!(self, query.fetch_all)
     }
 
     /// SQLite only: run `script`, several statements that open a write transaction

@@ -258,6 +258,16 @@ const TWO_NOTES: &str = "BEGIN IMMEDIATE; \
      SELECT changes(); \
      COMMIT";
 
+/// The notes titled `first` and `second`, in one [`TWO_NOTES`] script.
+async fn two_notes(
+    db: &Database,
+    first: String,
+    second: String,
+) -> Result<Vec<sqlx::any::AnyRow>, xalo_core::Error> {
+    db.write_script(sqlx::query(TWO_NOTES).bind(first).bind(second), "two notes")
+        .await
+}
+
 async fn notes_titled(db: &Database, prefix: &str) -> i64 {
     sqlx::query("SELECT COUNT(*) FROM note WHERE title LIKE $1")
         .bind(format!("{prefix}%"))
@@ -286,25 +296,13 @@ async fn a_write_script_lands_whole_or_not_at_all() {
     };
     let held = Database::connect_held(t.url(), 1, options).await.unwrap();
     for (name, db) in [("pool", &t.db), ("held", &held)] {
-        let rows = db
-            .write_script(
-                sqlx::query(TWO_NOTES)
-                    .bind(format!("{name}-a"))
-                    .bind(format!("{name}-b")),
-                "two notes",
-            )
+        let rows = two_notes(db, format!("{name}-a"), format!("{name}-b"))
             .await
             .unwrap();
         let second: i64 = rows[0].get(0);
         assert_eq!(second, 1);
         // The second insert breaks the unique title: the first is rolled back with it.
-        let e = db
-            .write_script(
-                sqlx::query(TWO_NOTES)
-                    .bind(format!("{name}-c"))
-                    .bind(format!("{name}-a")),
-                "two notes",
-            )
+        let e = two_notes(db, format!("{name}-c"), format!("{name}-a"))
             .await
             .err()
             .unwrap();
@@ -312,14 +310,9 @@ async fn a_write_script_lands_whole_or_not_at_all() {
         assert!(e.message.contains("two notes"), "{e}");
         assert_eq!(notes_titled(db, &format!("{name}-c")).await, 0);
         // The connection is out of the failed transaction: the next script lands.
-        db.write_script(
-            sqlx::query(TWO_NOTES)
-                .bind(format!("{name}-d"))
-                .bind(format!("{name}-e")),
-            "two notes",
-        )
-        .await
-        .unwrap();
+        two_notes(db, format!("{name}-d"), format!("{name}-e"))
+            .await
+            .unwrap();
         assert_eq!(notes_titled(db, name).await, 4);
     }
 }
@@ -352,14 +345,9 @@ async fn a_single_writer_queues_scripts_and_transactions_in_turn() {
         tasks.push(tokio::spawn(async move {
             for i in 0..50 {
                 if w % 2 == 0 {
-                    db.write_script(
-                        sqlx::query(TWO_NOTES)
-                            .bind(format!("s{w}-{i}-a"))
-                            .bind(format!("s{w}-{i}-b")),
-                        "two notes",
-                    )
-                    .await
-                    .unwrap();
+                    two_notes(&db, format!("s{w}-{i}-a"), format!("s{w}-{i}-b"))
+                        .await
+                        .unwrap();
                 } else {
                     let mut tx = db.begin_write().await.unwrap();
                     sqlx::query(
