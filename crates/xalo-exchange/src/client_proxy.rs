@@ -17,7 +17,7 @@ use crate::gateway::GatewayState;
 use crate::message::{
     self, X_ROAD_CLIENT, X_ROAD_ID, X_ROAD_ISSUE, X_ROAD_REQUEST_HASH, X_ROAD_USER_ID,
 };
-use crate::message_log::LoggedMessage;
+use crate::message_log::{LedgerIndex, LoggedMessage};
 use crate::protocol_error::{Kind, ProtocolError, X_ROAD_ERROR};
 use crate::signature::{BatchProof, Signed};
 use crate::spool::{SpoolError, Spooled, spool};
@@ -365,7 +365,7 @@ async fn outbound(gw: &Arc<GatewayState>, req: Request) -> Result<Response, Prot
         status: status.as_u16(),
         ledger_index: None,
     };
-    record(gw, evidence, logged).await;
+    record(gw, evidence, logged).await?;
     Ok(pass_back(status, &response_headers, response_body))
 }
 
@@ -444,23 +444,45 @@ fn pass_back(status: StatusCode, headers: &HeaderMap, body: Spooled) -> Response
     r
 }
 
-/// Log the message and record its evidence, off the response path; the log waits for
-/// the ledger index so that each logged message names its evidence.
+/// Log the message before it is answered, then record its evidence off the response
+/// path (the ledger batches; its index is added to the logged message when known). A
+/// message that cannot be logged is not answered: the caller gets the log's error, as a
+/// `DatabaseError` of its side, rather than an exchange without evidence.
 pub(crate) async fn record(
     gw: &Arc<GatewayState>,
     evidence: MessageEvidence,
-    mut logged: LoggedMessage,
-) {
-    let gw = gw.clone();
-    tokio::spawn(async move {
-        if let Some(ev) = &gw.evidence {
+    logged: LoggedMessage,
+) -> Result<(), ProtocolError> {
+    let side = logged.side;
+    let (x_road_id, request_hash) = (logged.x_road_id.clone(), logged.request_hash.clone());
+    gw.log.append(logged).await.map_err(|e| {
+        let kind = if side == "provider" {
+            Kind::server_side(&e)
+        } else {
+            Kind::client_side(&e)
+        };
+        ProtocolError::new(kind, format!("the message log: {}", e.message))
+    })?;
+    if gw.evidence.is_some() {
+        let gw = gw.clone();
+        tokio::spawn(async move {
+            let Some(ev) = &gw.evidence else { return };
             match ev.record(&evidence).await {
-                Ok(index) => logged.ledger_index = Some(index),
+                Ok(index) => {
+                    gw.log
+                        .set_ledger_index(LedgerIndex {
+                            x_road_id,
+                            side,
+                            request_hash,
+                            index,
+                        })
+                        .await
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, x_road_id = %evidence.x_road_id, "recording evidence failed")
                 }
             }
-        }
-        gw.log.append(logged).await;
-    });
+        });
+    }
+    Ok(())
 }

@@ -1,8 +1,9 @@
 //! The message log: every signed message a gateway sent or received, with its signature,
 //! kept for the configured retention, so a member can prove what it was asked and what it
-//! answered. Writes are batched (one transaction per batch) off the response path; bodies
-//! larger than the in-memory limit are kept as their hash, which the signature covers,
-//! and so are all bodies when body logging is off.
+//! answered. A message is committed to the log before it is answered, so an answer never
+//! outruns its evidence, also across `kill -9`; the writes of concurrent messages share
+//! one transaction (group commit). Bodies larger than the in-memory limit are kept as
+//! their hash, which the signature covers, and so are all bodies when body logging is off.
 //!
 //! The log is time-stamped in batches, as X-Road's is: one RFC 3161 token from the
 //! global configuration's TSA over the digest of the messages logged since the previous
@@ -14,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use sha2::Digest;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use xalo_core::Error;
 use xalo_store::{Database, DbResultExt, Migration, Row};
 
@@ -83,10 +84,28 @@ pub struct LoggedMessage {
     pub ledger_index: Option<u64>,
 }
 
+/// What the writer is asked to do.
+#[derive(Debug)]
+enum Job {
+    /// Log a message; the answer says when it is committed (or why not).
+    Message(Box<LoggedMessage>, oneshot::Sender<Result<(), Error>>),
+    /// Name the ledger entry of a message logged before its evidence was recorded.
+    LedgerIndex(LedgerIndex),
+}
+
+/// Which logged message a ledger entry belongs to.
+#[derive(Debug, Clone)]
+pub struct LedgerIndex {
+    pub x_road_id: String,
+    pub side: &'static str,
+    pub request_hash: String,
+    pub index: u64,
+}
+
 /// The writer's handle.
 #[derive(Clone, Debug)]
 pub struct MessageLog {
-    queue: mpsc::Sender<LoggedMessage>,
+    queue: mpsc::Sender<Job>,
     db: Database,
     bodies: Arc<AtomicBool>,
     retention_days: Arc<AtomicU64>,
@@ -94,10 +113,8 @@ pub struct MessageLog {
     key: Arc<std::sync::RwLock<Option<Arc<crate::log_encryption::LogKey>>>>,
 }
 
+/// Messages per transaction at most.
 const BATCH: usize = 256;
-
-/// How long the writer gathers messages before it writes them.
-const GATHER: Duration = Duration::from_millis(10);
 
 impl MessageLog {
     /// Start the writer and the retention sweep; abort the returned task to stop both.
@@ -149,8 +166,9 @@ impl MessageLog {
         self.retention_days.store(days, Ordering::Relaxed);
     }
 
-    /// Queue a message; waits only when the writer is far behind (back-pressure).
-    pub async fn append(&self, mut m: LoggedMessage) {
+    /// Log a message; returns once it is committed, so the caller may answer. Waits for
+    /// room when the writer is far behind (back-pressure).
+    pub async fn append(&self, mut m: LoggedMessage) -> Result<(), Error> {
         if !self.bodies.load(Ordering::Relaxed) {
             m.request_body = None;
             m.response_body = None;
@@ -163,8 +181,25 @@ impl MessageLog {
             m.request_body = None;
             m.response_body = None;
         }
-        if self.queue.send(m).await.is_err() {
-            tracing::error!("the message log writer has stopped; a message was not logged");
+        let stopped = || {
+            Error::new(
+                xalo_core::ErrorCode::StoreUnavailable,
+                "the message log writer has stopped",
+            )
+        };
+        let (done, committed) = oneshot::channel();
+        self.queue
+            .send(Job::Message(Box::new(m), done))
+            .await
+            .map_err(|_| stopped())?;
+        committed.await.map_err(|_| stopped())?
+    }
+
+    /// Record which ledger entry holds a logged message's evidence (written with the next
+    /// batch; the message itself is already logged).
+    pub async fn set_ledger_index(&self, index: LedgerIndex) {
+        if self.queue.send(Job::LedgerIndex(index)).await.is_err() {
+            tracing::error!("the message log writer has stopped; a ledger index was not kept");
         }
     }
 
@@ -333,22 +368,39 @@ fn digest_rows(rows: &[xalo_store::sqlx::any::AnyRow]) -> Result<([u8; 32], i64,
     Ok((h.finalize().into(), first, last, oldest))
 }
 
-async fn run(db: Database, mut rx: mpsc::Receiver<LoggedMessage>, retention_days: Arc<AtomicU64>) {
+async fn run(db: Database, mut rx: mpsc::Receiver<Job>, retention_days: Arc<AtomicU64>) {
     let mut last_sweep = tokio::time::Instant::now();
     while let Some(first) = rx.recv().await {
-        let mut batch = vec![first];
-        // Group commit: gather what arrives within a few milliseconds (the messages are
-        // answered already), so one transaction carries many messages under load.
-        let until = tokio::time::Instant::now() + GATHER;
-        while batch.len() < BATCH {
-            match tokio::time::timeout_at(until, rx.recv()).await {
-                Ok(Some(m)) => batch.push(m),
-                Ok(None) | Err(_) => break,
+        // Group commit without a fixed wait: take what has queued up meanwhile. An idle
+        // writer commits a lone message at once; a busy one carries all that came in
+        // during the previous commit in the next.
+        let mut jobs = vec![first];
+        while jobs.len() < BATCH {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
             }
         }
-        let count = batch.len();
-        if let Err(e) = write(&db, batch).await {
+        let mut messages = Vec::with_capacity(jobs.len());
+        let mut waiting = Vec::with_capacity(jobs.len());
+        let mut indexes = Vec::new();
+        for job in jobs {
+            match job {
+                Job::Message(m, done) => {
+                    messages.push(*m);
+                    waiting.push(done);
+                }
+                Job::LedgerIndex(i) => indexes.push(i),
+            }
+        }
+        let count = messages.len();
+        let result = write(&db, messages, &indexes).await;
+        if let Err(e) = &result {
             tracing::error!(error = %e, count, "writing the message log failed");
+        }
+        for done in waiting {
+            // The caller may have gone (its client hung up); the message is logged anyway.
+            let _ = done.send(result.clone());
         }
         if last_sweep.elapsed() > Duration::from_secs(3600) {
             last_sweep = tokio::time::Instant::now();
@@ -379,7 +431,7 @@ async fn run(db: Database, mut rx: mpsc::Receiver<LoggedMessage>, retention_days
 
 /// Rows per INSERT statement, largest first: one statement (one trip to the database's
 /// connection) carries many messages, within every backend's limit of bound parameters.
-const ROW_SIZES: [usize; 3] = [32, 8, 1];
+const ROW_SIZES: [usize; 6] = [32, 16, 8, 4, 2, 1];
 
 /// Columns of a logged message, in the order they are bound.
 const COLUMNS: usize = 15;
@@ -415,39 +467,104 @@ fn insert_statement(rows: usize, backend: xalo_store::Backend) -> String {
     sql
 }
 
-/// Write a batch in one transaction (group commit), many rows per statement.
-async fn write(db: &Database, batch: Vec<LoggedMessage>) -> Result<(), Error> {
-    let what = "writing the message log";
-    let mut tx = db.begin_write().await?;
-    let now = crate::unix_now();
+type AnyQuery<'q> =
+    xalo_store::sqlx::query::Query<'q, xalo_store::sqlx::Any, xalo_store::sqlx::any::AnyArguments>;
+
+/// Bind the [`COLUMNS`] values of one row of [`insert_statement`].
+fn bind_message(query: AnyQuery<'_>, now: i64, m: LoggedMessage) -> AnyQuery<'_> {
+    query
+        .bind(now)
+        .bind(m.side)
+        .bind(m.x_road_id)
+        .bind(m.client)
+        .bind(m.service)
+        .bind(m.request_hash)
+        .bind(m.request_head)
+        .bind(m.request_signature)
+        .bind(m.request_body)
+        .bind(m.response_hash)
+        .bind(m.response_head)
+        .bind(m.response_signature)
+        .bind(m.response_body)
+        .bind(i64::from(m.status))
+        .bind(m.ledger_index.map(|i| i as i64))
+}
+
+/// Name a logged message's ledger entry; `{}` are the placeholders of the backend.
+const SET_LEDGER_INDEX: [&str; 5] = [
+    "UPDATE gateway_message_log SET ledger_index = ",
+    " WHERE x_road_id = ",
+    " AND side = ",
+    " AND request_hash = ",
+    " AND ledger_index IS NULL",
+];
+
+fn set_ledger_index_statement(backend: xalo_store::Backend) -> String {
+    let mut sql = String::new();
+    for (n, part) in SET_LEDGER_INDEX.iter().enumerate() {
+        sql.push_str(part);
+        if n < 4 {
+            match backend {
+                xalo_store::Backend::Sqlite => sql.push('?'),
+                xalo_store::Backend::Postgres => {
+                    sql.push('$');
+                    sql.push_str(&(n + 1).to_string());
+                }
+            }
+        }
+    }
+    sql
+}
+
+fn bind_index<'q>(query: AnyQuery<'q>, i: &LedgerIndex) -> AnyQuery<'q> {
+    query
+        .bind(i.index as i64)
+        .bind(i.x_road_id.clone())
+        .bind(i.side)
+        .bind(i.request_hash.clone())
+}
+
+/// The batch as statements of a few sizes only, so each connection caches few prepared
+/// statements.
+fn chunks(batch: Vec<LoggedMessage>) -> Vec<Vec<LoggedMessage>> {
     let mut batch = batch.into_iter();
+    let mut chunks = Vec::new();
     while !batch.as_slice().is_empty() {
-        // A few statement sizes only, so each connection caches few prepared statements.
         let left = batch.len();
         let size = ROW_SIZES.iter().copied().find(|&n| n <= left).unwrap_or(1);
-        let rows: Vec<LoggedMessage> = batch.by_ref().take(size).collect();
-        // Built from numbers only, no input.
-        let sql = xalo_store::sqlx::AssertSqlSafe(insert_statement(rows.len(), db.backend()));
+        chunks.push(batch.by_ref().take(size).collect());
+    }
+    chunks
+}
+
+/// Write a batch in one transaction (group commit), many rows per statement, and the
+/// ledger indexes that became known. (Sending it to SQLite as one script, as
+/// `Database::write_script` does, with the rows as one JSON parameter so that the script's
+/// text stays fixed, measured no faster: 2891–3433 against 3182–3928 round trips/s.)
+async fn write(
+    db: &Database,
+    batch: Vec<LoggedMessage>,
+    indexes: &[LedgerIndex],
+) -> Result<(), Error> {
+    let what = "writing the message log";
+    let now = crate::unix_now();
+    let backend = db.backend();
+    let chunks = chunks(batch);
+    let mut tx = db.begin_write().await?;
+    for c in chunks {
+        let sql = xalo_store::sqlx::AssertSqlSafe(insert_statement(c.len(), backend));
         let mut query = xalo_store::sqlx::query(sql);
-        for m in rows {
-            query = query
-                .bind(now)
-                .bind(m.side)
-                .bind(m.x_road_id)
-                .bind(m.client)
-                .bind(m.service)
-                .bind(m.request_hash)
-                .bind(m.request_head)
-                .bind(m.request_signature)
-                .bind(m.request_body)
-                .bind(m.response_hash)
-                .bind(m.response_head)
-                .bind(m.response_signature)
-                .bind(m.response_body)
-                .bind(i64::from(m.status))
-                .bind(m.ledger_index.map(|i| i as i64));
+        for m in c {
+            query = bind_message(query, now, m);
         }
         query.execute(&mut *tx).await.db(what)?;
+    }
+    for i in indexes {
+        let sql = xalo_store::sqlx::AssertSqlSafe(set_ledger_index_statement(backend));
+        bind_index(xalo_store::sqlx::query(sql), i)
+            .execute(&mut *tx)
+            .await
+            .db(what)?;
     }
     tx.commit().await.db(what)
 }

@@ -25,6 +25,7 @@ pub enum Kind {
     ClientNetworkError,
     ClientInvalidSignatureValue,
     ClientCertValidation,
+    ClientDatabaseError,
     ClientInternalError,
     ServerOutdatedGlobalConf,
     ServerSslAuthenticationFailed,
@@ -49,6 +50,7 @@ impl Kind {
             Kind::ClientNetworkError => "Server.ClientProxy.NetworkError",
             Kind::ClientInvalidSignatureValue => "Server.ClientProxy.InvalidSignatureValue",
             Kind::ClientCertValidation => "Server.ClientProxy.CertValidation",
+            Kind::ClientDatabaseError => "Server.ClientProxy.DatabaseError",
             Kind::ClientInternalError => "Server.ClientProxy.InternalError",
             Kind::ServerOutdatedGlobalConf => "Server.ServerProxy.OutdatedGlobalConf",
             Kind::ServerSslAuthenticationFailed => "Server.ServerProxy.SslAuthenticationFailed",
@@ -81,6 +83,7 @@ impl Kind {
             ErrorCode::ExchCertificateStatus | ErrorCode::ExchCertificate => {
                 Kind::ClientCertValidation
             }
+            ErrorCode::StoreQuery | ErrorCode::StoreUnavailable => Kind::ClientDatabaseError,
             _ => Kind::ClientInternalError,
         }
     }

@@ -398,7 +398,9 @@ async fn send_signed(
             status: status.as_u16(),
             ..Default::default()
         };
-        crate::client_proxy::record(gw, evidence, logged).await;
+        crate::client_proxy::record(gw, evidence, logged)
+            .await
+            .map_err(|e| PeerError::Failed(format!("{}: {}", e.kind.as_str(), e.message)))?;
         return Ok(PeerAnswer {
             status,
             body: answer,
@@ -626,7 +628,7 @@ async fn signed_answer(
         status: status.as_u16(),
         ..Default::default()
     };
-    crate::client_proxy::record(gw, evidence, logged).await;
+    crate::client_proxy::record(gw, evidence, logged).await?;
     let mut r = Response::new(axum::body::Body::from(body));
     *r.status_mut() = status;
     *r.headers_mut() = headers;

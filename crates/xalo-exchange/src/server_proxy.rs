@@ -300,7 +300,7 @@ async fn inbound(gw: &Arc<GatewayState>, req: Request) -> Result<Response, Proto
         status: status.as_u16(),
         ledger_index: None,
     };
-    crate::client_proxy::record(gw, evidence, logged).await;
+    crate::client_proxy::record(gw, evidence, logged).await?;
     let mut r = Response::new(response_body.into_axum_body());
     *r.status_mut() = status;
     *r.headers_mut() = headers;

@@ -4,7 +4,9 @@
 //!
 //! One login is what a browser and a relying party do together: authorize (PKCE S256) →
 //! the login page → the ID-card listener with the person's certificate as TLS client
-//! certificate (a full handshake; the provider checks the chain and OCSP) → the redirect
+//! certificate (a new connection each time; the first login of a card makes a full TLS 1.3
+//! handshake, later ones resume that session as a browser does, and the report counts
+//! both; the provider checks the chain and asks OCSP at every login) → the redirect
 //! with the code → the token request with `client_secret_basic` and the verifier → the ID
 //! token's ES256 signature, issuer, audience and nonce checked against the JWKS.
 
@@ -60,6 +62,8 @@ pub struct BenchReport {
     pub token_p99: Duration,
     pub failures: u64,
     pub first_failure: Option<String>,
+    /// ID-card TLS handshakes: (full, resumed).
+    pub handshakes: (u64, u64),
 }
 
 impl BenchReport {
@@ -80,6 +84,10 @@ impl BenchReport {
                 self.tokens_per_sec,
                 ms(self.token_p50),
                 ms(self.token_p99)
+            ),
+            format!(
+                "ID-card TLS handshakes: {} full, {} resumed",
+                self.handshakes.0, self.handshakes.1
             ),
             format!(
                 "failures: {}{}",
@@ -160,6 +168,8 @@ struct World {
     cards: Vec<Arc<rustls::ClientConfig>>,
     keys: Vec<(String, VerifyingKey)>,
     basic: String,
+    full_handshakes: AtomicU64,
+    resumed_handshakes: AtomicU64,
 }
 
 fn cookie_of(r: &reqwest::Response) -> Option<String> {
@@ -246,6 +256,11 @@ impl World {
         let mut tls = tokio_rustls::TlsConnector::from(config)
             .connect(name, tcp)
             .await?;
+        match tls.get_ref().1.handshake_kind() {
+            Some(rustls::HandshakeKind::Resumed) => &self.resumed_handshakes,
+            _ => &self.full_handshakes,
+        }
+        .fetch_add(1, Ordering::Relaxed);
         let request = format!(
             "GET /idcard HTTP/1.1\r\nHost: localhost\r\nCookie: {cookie}\r\nConnection: close\r\n\r\n"
         );
@@ -484,6 +499,8 @@ async fn run_in(dir: &std::path::Path, options: &BenchOptions) -> Result<BenchRe
         cards,
         keys: crate::jws::keys_of_jwks(&jwks),
         basic: format!("Basic {}", STANDARD.encode(format!("{CLIENT_ID}:{secret}"))),
+        full_handshakes: AtomicU64::new(0),
+        resumed_handshakes: AtomicU64::new(0),
     });
 
     // Part 1: complete logins, token request included.
@@ -586,5 +603,9 @@ async fn run_in(dir: &std::path::Path, options: &BenchOptions) -> Result<BenchRe
             .map(|t| t.failures.load(Ordering::Relaxed))
             .sum(),
         first_failure,
+        handshakes: (
+            world.full_handshakes.load(Ordering::Relaxed),
+            world.resumed_handshakes.load(Ordering::Relaxed),
+        ),
     })
 }

@@ -318,3 +318,102 @@ async fn archives_are_hash_linked_files_and_a_changed_or_removed_file_is_found()
     archive::verify_dir(dir.path(), Some(&last)).unwrap();
     env.nation.shutdown().await.unwrap();
 }
+
+/// How many messages with `id` the log of `db` holds.
+async fn count_logged(db: &xalo_store::Database, id: &str) -> i64 {
+    xalo_store::sqlx::query("SELECT COUNT(*) FROM gateway_message_log WHERE x_road_id = $1")
+        .bind(id.to_owned())
+        .fetch_one(db.pool())
+        .await
+        .unwrap()
+        .get::<i64, _>(0)
+}
+
+/// Make the log of `db` refuse every new message (as a full disk would), or stop.
+async fn refuse_log_writes(db: &xalo_store::Database, refuse: bool) {
+    let sql = match (db.backend(), refuse) {
+        (xalo_store::Backend::Sqlite, true) => {
+            "CREATE TRIGGER refuse_log BEFORE INSERT ON gateway_message_log \
+             BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+        }
+        (xalo_store::Backend::Sqlite, false) => "DROP TRIGGER refuse_log",
+        (xalo_store::Backend::Postgres, true) => {
+            "ALTER TABLE gateway_message_log ADD CONSTRAINT refuse_log CHECK (status < 0) NOT VALID"
+        }
+        (xalo_store::Backend::Postgres, false) => {
+            "ALTER TABLE gateway_message_log DROP CONSTRAINT refuse_log"
+        }
+    };
+    xalo_store::sqlx::query(sql)
+        .execute(db.pool())
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_answer_arrives_only_once_both_logs_hold_it_and_an_unloggable_message_is_refused() {
+    let env = env().await;
+    // Connections of the test's own: what they see is committed, so it outlives the
+    // gateway's process, however that ends.
+    let client_log = xalo_store::Database::connect(env.database("gateway-000007").url())
+        .await
+        .unwrap();
+    let provider_log = xalo_store::Database::connect(env.database("gateway-000001").url())
+        .await
+        .unwrap();
+    // Concurrent calls share the logs' transactions; each is there when it is answered.
+    let calls = (0..16).map(|i| {
+        let env = &env;
+        let (client_log, provider_log) = (&client_log, &provider_log);
+        async move {
+            let id = format!("answered-{i}");
+            call(env, &id).await;
+            assert_eq!(
+                count_logged(client_log, &id).await,
+                1,
+                "client side of {id}"
+            );
+            assert_eq!(
+                count_logged(provider_log, &id).await,
+                1,
+                "provider side of {id}"
+            );
+        }
+    });
+    futures_util::future::join_all(calls).await;
+
+    // The provider cannot log: it does not answer, and says why. Then the client's
+    // gateway cannot log the answer: it does not pass it on.
+    refused_while_unlogged(
+        &env,
+        &provider_log,
+        "unlogged-1",
+        "Server.ServerProxy.DatabaseError",
+    )
+    .await;
+    refused_while_unlogged(
+        &env,
+        &client_log,
+        "unlogged-2",
+        "Server.ClientProxy.DatabaseError",
+    )
+    .await;
+}
+
+/// With the log of `log` refusing writes, a call with `id` is refused as `kind` and not
+/// logged there; once the log takes writes again, the next call is logged.
+async fn refused_while_unlogged(env: &Env, log: &xalo_store::Database, id: &str, kind: &str) {
+    refuse_log_writes(log, true).await;
+    let r = env
+        .call(Method::GET, &format!("{SERVICE}/persons/{PERSON}"))
+        .header("X-Road-Id", id)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(super::support::error_type(r).await, (500, kind.to_owned()));
+    assert_eq!(count_logged(log, id).await, 0);
+    refuse_log_writes(log, false).await;
+    let again = format!("{id}-again");
+    call(env, &again).await;
+    assert_eq!(count_logged(log, &again).await, 1);
+}
