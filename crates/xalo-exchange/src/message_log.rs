@@ -490,31 +490,10 @@ fn bind_message(query: AnyQuery<'_>, now: i64, m: LoggedMessage) -> AnyQuery<'_>
         .bind(m.ledger_index.map(|i| i as i64))
 }
 
-/// Name a logged message's ledger entry; `{}` are the placeholders of the backend.
-const SET_LEDGER_INDEX: [&str; 5] = [
-    "UPDATE gateway_message_log SET ledger_index = ",
-    " WHERE x_road_id = ",
-    " AND side = ",
-    " AND request_hash = ",
-    " AND ledger_index IS NULL",
-];
-
-fn set_ledger_index_statement(backend: xalo_store::Backend) -> String {
-    let mut sql = String::new();
-    for (n, part) in SET_LEDGER_INDEX.iter().enumerate() {
-        sql.push_str(part);
-        if n < 4 {
-            match backend {
-                xalo_store::Backend::Sqlite => sql.push('?'),
-                xalo_store::Backend::Postgres => {
-                    sql.push('$');
-                    sql.push_str(&(n + 1).to_string());
-                }
-            }
-        }
-    }
-    sql
-}
+/// Name a logged message's ledger entry (a message logged twice under one id and hash is
+/// one message; the first index wins).
+const SET_LEDGER_INDEX: &str = "UPDATE gateway_message_log SET ledger_index = $1 \
+    WHERE x_road_id = $2 AND side = $3 AND request_hash = $4 AND ledger_index IS NULL";
 
 fn bind_index<'q>(query: AnyQuery<'q>, i: &LedgerIndex) -> AnyQuery<'q> {
     query
@@ -560,8 +539,7 @@ async fn write(
         query.execute(&mut *tx).await.db(what)?;
     }
     for i in indexes {
-        let sql = xalo_store::sqlx::AssertSqlSafe(set_ledger_index_statement(backend));
-        bind_index(xalo_store::sqlx::query(sql), i)
+        bind_index(xalo_store::sqlx::query(SET_LEDGER_INDEX), i)
             .execute(&mut *tx)
             .await
             .db(what)?;

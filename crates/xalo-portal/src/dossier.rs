@@ -1012,15 +1012,20 @@ async fn write_change_at_once(
     };
     match changed {
         1 => Ok(d),
-        0 => Err(Error::new(
-            ErrorCode::PortalDossierChanged,
-            format!("dossier {} was changed meanwhile", d.code),
-        )),
+        0 => Err(changed_meanwhile(&d.code)),
         n => Err(Error::new(
             ErrorCode::Internal,
             format!("updating dossier {} recorded {n} events, not 1", d.code),
         )),
     }
+}
+
+/// The optimistic update found another version than the one read.
+fn changed_meanwhile(code: &str) -> Error {
+    Error::new(
+        ErrorCode::PortalDossierChanged,
+        format!("dossier {code} was changed meanwhile"),
+    )
 }
 
 /// A changed dossier ready to be written: with its state and version as read, and its
@@ -1085,10 +1090,7 @@ async fn write_change(
     .await
     .db("updating a dossier")?;
     if updated.rows_affected() != 1 {
-        return Err(Error::new(
-            ErrorCode::PortalDossierChanged,
-            format!("dossier {} was changed meanwhile", d.code),
-        ));
+        return Err(changed_meanwhile(&d.code));
     }
     insert_event(&mut tx, &d, d.version, actor, action, from, note).await?;
     tx.commit().await.db("committing a dossier change")?;

@@ -323,11 +323,7 @@ async fn a_prefilled_draft_is_created_in_one_write_under_a_reserved_code() {
         db,
         &new(CITIZEN),
         first.clone(),
-        Some(dossier::PrefillRecord {
-            form: json!({"applicant_full_name": "NGUYỄN VĂN AN"}),
-            action: "prefilled".into(),
-            note: "applicant_full_name".into(),
-        }),
+        Some(prefilled_name("NGUYỄN VĂN AN")),
     )
     .await
     .unwrap();
@@ -365,11 +361,7 @@ async fn a_prefilled_draft_is_created_in_one_write_under_a_reserved_code() {
         db,
         &new(OTHER),
         first.clone(),
-        Some(dossier::PrefillRecord {
-            form: json!({"applicant_full_name": "TRẦN THỊ BÌNH"}),
-            action: "prefilled".into(),
-            note: "applicant_full_name".into(),
-        }),
+        Some(prefilled_name("TRẦN THỊ BÌNH")),
     )
     .await
     .unwrap_err();
@@ -411,4 +403,13 @@ async fn a_prefilled_draft_is_created_in_one_write_under_a_reserved_code() {
             (4, "submitted", State::Submitted)
         ]
     );
+}
+
+/// The record of a prefill that filled in the applicant's full name.
+fn prefilled_name(name: &str) -> dossier::PrefillRecord {
+    dossier::PrefillRecord {
+        form: json!({ "applicant_full_name": name }),
+        action: "prefilled".into(),
+        note: "applicant_full_name".into(),
+    }
 }
