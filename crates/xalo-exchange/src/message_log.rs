@@ -370,6 +370,7 @@ fn digest_rows(rows: &[xalo_store::sqlx::any::AnyRow]) -> Result<([u8; 32], i64,
 
 async fn run(db: Database, mut rx: mpsc::Receiver<Job>, retention_days: Arc<AtomicU64>) {
     let mut last_sweep = tokio::time::Instant::now();
+    let mut own = None;
     while let Some(first) = rx.recv().await {
         // Group commit without a fixed wait: take what has queued up meanwhile. An idle
         // writer commits a lone message at once; a busy one carries all that came in
@@ -394,7 +395,7 @@ async fn run(db: Database, mut rx: mpsc::Receiver<Job>, retention_days: Arc<Atom
             }
         }
         let count = messages.len();
-        let result = write(&db, messages, &indexes).await;
+        let result = write(&db, &mut own, messages, &indexes).await;
         if let Err(e) = &result {
             tracing::error!(error = %e, count, "writing the message log failed");
         }
@@ -429,9 +430,9 @@ async fn run(db: Database, mut rx: mpsc::Receiver<Job>, retention_days: Arc<Atom
     }
 }
 
-/// Rows per INSERT statement, largest first: one statement (one trip to the database's
+/// Rows per INSERT statement at most: one statement (one trip to the database's
 /// connection) carries many messages, within every backend's limit of bound parameters.
-const ROW_SIZES: [usize; 6] = [32, 16, 8, 4, 2, 1];
+const ROWS_PER_STATEMENT: usize = 32;
 
 /// Columns of a logged message, in the order they are bound.
 const COLUMNS: usize = 15;
@@ -503,46 +504,94 @@ fn bind_index<'q>(query: AnyQuery<'q>, i: &LedgerIndex) -> AnyQuery<'q> {
         .bind(i.request_hash.clone())
 }
 
-/// The batch as statements of a few sizes only, so each connection caches few prepared
-/// statements.
+/// The batch as statements of [`ROWS_PER_STATEMENT`] rows and one of the rest, so that each
+/// connection caches at most that many prepared statements, and a batch of up to that many
+/// messages is one statement.
 fn chunks(batch: Vec<LoggedMessage>) -> Vec<Vec<LoggedMessage>> {
     let mut batch = batch.into_iter();
     let mut chunks = Vec::new();
     while !batch.as_slice().is_empty() {
-        let left = batch.len();
-        let size = ROW_SIZES.iter().copied().find(|&n| n <= left).unwrap_or(1);
-        chunks.push(batch.by_ref().take(size).collect());
+        chunks.push(batch.by_ref().take(ROWS_PER_STATEMENT).collect());
     }
     chunks
 }
 
-/// Write a batch in one transaction (group commit), many rows per statement, and the
-/// ledger indexes that became known. (Sending it to SQLite as one script, as
-/// `Database::write_script` does, with the rows as one JSON parameter so that the script's
-/// text stays fixed, measured no faster: 2891–3433 against 3182–3928 round trips/s.)
+/// Write a batch at once (group commit), many rows per statement, and the ledger indexes
+/// that became known. On SQLite the writer keeps a connection of its own (`own`, opened
+/// when missing and dropped after a failure): a batch that is one statement needs no
+/// transaction around it (SQLite commits a statement by itself), so it costs one hand-off
+/// to the connection's worker thread where `BEGIN`, the statement and `COMMIT` on a pooled
+/// connection cost four, each waiting for the scheduler on a busy machine. (Sending a batch
+/// to SQLite as one script, as `Database::write_script` does, with the rows as one JSON
+/// parameter so that the script's text stays fixed, measured no faster: 2891–3433 against
+/// 3182–3928 round trips/s.)
 async fn write(
     db: &Database,
+    own: &mut Option<xalo_store::sqlx::AnyConnection>,
     batch: Vec<LoggedMessage>,
     indexes: &[LedgerIndex],
 ) -> Result<(), Error> {
     let what = "writing the message log";
     let now = crate::unix_now();
     let backend = db.backend();
-    let chunks = chunks(batch);
-    let mut tx = db.begin_write().await?;
-    for c in chunks {
-        let sql = xalo_store::sqlx::AssertSqlSafe(insert_statement(c.len(), backend));
-        let mut query = xalo_store::sqlx::query(sql);
-        for m in c {
-            query = bind_message(query, now, m);
+    let statements: Vec<AnyQuery<'static>> = chunks(batch)
+        .into_iter()
+        .map(|c| {
+            let sql = xalo_store::sqlx::AssertSqlSafe(insert_statement(c.len(), backend));
+            c.into_iter()
+                .fold(xalo_store::sqlx::query(sql), |query, m| {
+                    bind_message(query, now, m)
+                })
+        })
+        .collect();
+    if own.is_none() {
+        *own = db.own_connection().await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "the message log writes through the pool");
+            None
+        });
+    }
+    let Some(conn) = own else {
+        let mut tx = db.begin_write().await?;
+        for statement in statements {
+            statement.execute(&mut *tx).await.db(what)?;
         }
-        query.execute(&mut *tx).await.db(what)?;
+        for i in indexes {
+            bind_index(xalo_store::sqlx::query(SET_LEDGER_INDEX), i)
+                .execute(&mut *tx)
+                .await
+                .db(what)?;
+        }
+        return tx.commit().await.db(what);
+    };
+    let written = if statements.len() == 1 && indexes.is_empty() {
+        match statements.into_iter().next() {
+            Some(statement) => statement.execute(&mut *conn).await.map(drop),
+            None => Ok(()),
+        }
+    } else {
+        write_in_transaction(conn, statements, indexes).await
+    };
+    if written.is_err() {
+        *own = None;
+    }
+    written.db(what)
+}
+
+/// Several statements on the writer's own SQLite connection, committed together.
+async fn write_in_transaction(
+    conn: &mut xalo_store::sqlx::AnyConnection,
+    statements: Vec<AnyQuery<'static>>,
+    indexes: &[LedgerIndex],
+) -> Result<(), xalo_store::sqlx::Error> {
+    use xalo_store::sqlx::Connection;
+    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+    for statement in statements {
+        statement.execute(&mut *tx).await?;
     }
     for i in indexes {
         bind_index(xalo_store::sqlx::query(SET_LEDGER_INDEX), i)
             .execute(&mut *tx)
-            .await
-            .db(what)?;
+            .await?;
     }
-    tx.commit().await.db(what)
+    tx.commit().await
 }

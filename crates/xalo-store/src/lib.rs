@@ -56,6 +56,8 @@ pub struct Database {
     pool: AnyPool,
     backend: Backend,
     url: Arc<str>,
+    /// Whether SQLite connections sync every commit (see [`PoolOptions`]).
+    power_loss_durable: bool,
     /// Connections kept out of the pool (see [`Database::connect_held`]).
     held: Option<Arc<Held>>,
 }
@@ -253,6 +255,7 @@ impl Database {
             pool,
             backend,
             url: url.into(),
+            power_loss_durable: options.power_loss_durable,
             held: None,
         })
     }
@@ -267,38 +270,38 @@ impl Database {
         connections: usize,
         options: PoolOptions,
     ) -> Result<Database, Error> {
-        use sqlx::ConnectOptions;
         let mut db = Database::connect_with(url, options).await?;
-        if db.backend != Backend::Sqlite
-            || url.contains(":memory:")
-            || url.contains("mode=memory")
-            || connections == 0
-        {
-            return Ok(db);
-        }
-        let mut full = url.to_owned();
-        if !full.contains("mode=") {
-            full.push(if full.contains('?') { '&' } else { '?' });
-            full.push_str("mode=rwc");
-        }
-        let connect = AnyConnectOptions::from_str(&full)
-            .map_err(|e| Error::new(ErrorCode::StoreUrl, format!("{}: {e}", redact(url))))?;
-        let pragmas = sqlite_pragmas(options.power_loss_durable);
         let mut held = Vec::with_capacity(connections);
         for _ in 0..connections {
-            let mut conn = connect.connect().await.map_err(|e| {
-                Error::new(ErrorCode::StoreUnavailable, format!("{}: {e}", redact(url)))
-            })?;
-            conn.execute(sqlx::AssertSqlSafe(pragmas.as_str()))
-                .await
-                .map_err(|e| db_error(e, "configuring a connection"))?;
-            held.push(Arc::new(tokio::sync::Mutex::new(conn)));
+            match db.own_connection().await? {
+                Some(conn) => held.push(Arc::new(tokio::sync::Mutex::new(conn))),
+                None => return Ok(db),
+            }
+        }
+        if held.is_empty() {
+            return Ok(db);
         }
         db.held = Some(Arc::new(Held {
             connections: held,
             next: std::sync::atomic::AtomicUsize::new(0),
         }));
         Ok(db)
+    }
+
+    /// A connection of the caller's own to this SQLite file, outside the pool, set up as
+    /// the pool's are; `None` elsewhere (PostgreSQL, in-memory SQLite). For a single task
+    /// that writes in a loop: a statement on it is one hand-off to the connection's worker
+    /// thread, where the pool adds a ping when the connection goes back.
+    pub async fn own_connection(&self) -> Result<Option<sqlx::AnyConnection>, Error> {
+        if self.backend != Backend::Sqlite
+            || self.url.contains(":memory:")
+            || self.url.contains("mode=memory")
+        {
+            return Ok(None);
+        }
+        sqlite_connection(&self.url, self.power_loss_durable)
+            .await
+            .map(Some)
     }
 
     /// Run one statement (on a held connection if the handle has them, else the pool).
@@ -511,6 +514,30 @@ async fn roll_back(conn: &mut sqlx::AnyConnection) -> Option<sqlx::Error> {
         Err(e) if e.to_string().contains("no transaction is active") => None,
         Err(e) => Some(e),
     }
+}
+
+/// A connection to the SQLite file at `url` (created if missing), outside any pool, set
+/// up as the pool's connections are.
+async fn sqlite_connection(
+    url: &str,
+    power_loss_durable: bool,
+) -> Result<sqlx::AnyConnection, Error> {
+    use sqlx::ConnectOptions;
+    let mut full = url.to_owned();
+    if !full.contains("mode=") {
+        full.push(if full.contains('?') { '&' } else { '?' });
+        full.push_str("mode=rwc");
+    }
+    let connect = AnyConnectOptions::from_str(&full)
+        .map_err(|e| Error::new(ErrorCode::StoreUrl, format!("{}: {e}", redact(url))))?;
+    let mut conn = connect
+        .connect()
+        .await
+        .map_err(|e| Error::new(ErrorCode::StoreUnavailable, format!("{}: {e}", redact(url))))?;
+    conn.execute(sqlx::AssertSqlSafe(sqlite_pragmas(power_loss_durable)))
+        .await
+        .map_err(|e| db_error(e, "configuring a connection"))?;
+    Ok(conn)
 }
 
 /// What every SQLite connection is set to.
