@@ -14,7 +14,7 @@ use tokio::sync::OnceCell;
 use x509_cert::Certificate;
 use xalo_core::{Error, ErrorCode, PersonalCode};
 use xalo_trust::chain::{TrustAnchors, verify_path_cached};
-use xalo_trust::ocsp::CertificateStatus;
+use xalo_trust::ocsp::{Asking, CertificateStatus, VerifiedAnswers};
 
 use crate::identity::person_of_certificate;
 
@@ -24,6 +24,9 @@ pub struct CertificateCheck {
     http: reqwest::Client,
     cas: OnceCell<(TrustAnchors, Vec<u8>)>,
     reuse: Duration,
+    asking: Asking,
+    /// OCSP answers whose signatures were verified (the responder repeats cached answers).
+    verified: VerifiedAnswers,
     /// Certificates found good, by the SHA-256 of their DER, until when.
     good: Mutex<HashMap<[u8; 32], (Instant, CertifiedPerson)>>,
 }
@@ -51,6 +54,8 @@ impl CertificateCheck {
             http,
             cas: OnceCell::new(),
             reuse: Duration::ZERO,
+            asking: Asking::default(),
+            verified: VerifiedAnswers::default(),
             good: Mutex::new(HashMap::new()),
         }
     }
@@ -58,6 +63,12 @@ impl CertificateCheck {
     /// Reuse a good answer for up to `reuse` (zero: ask the responder every time).
     pub fn reusing_answers_for(mut self, reuse: Duration) -> CertificateCheck {
         self.reuse = reuse;
+        self
+    }
+
+    /// Ask the OCSP responder as `asking` says (by default with a nonce).
+    pub fn asking(mut self, asking: Asking) -> CertificateCheck {
+        self.asking = asking;
         self
     }
 
@@ -149,9 +160,17 @@ impl CertificateCheck {
             .issuer()
             .ok_or_else(|| bad("the certificate has no issuer in the path"))?;
         let asked = (Instant::now(), SystemTime::now());
-        let (_, answer) = xalo_trust::ocsp::query(&self.http, None, der, issuer, anchors)
-            .await
-            .map_err(|e| bad(format!("certificate status: {}", e.message)))?;
+        let (_, answer) = xalo_trust::ocsp::query_with(
+            &self.http,
+            None,
+            der,
+            issuer,
+            anchors,
+            self.asking,
+            Some(&self.verified),
+        )
+        .await
+        .map_err(|e| bad(format!("certificate status: {}", e.message)))?;
         match answer.status {
             CertificateStatus::Good => {}
             CertificateStatus::Revoked { .. } => return Err(bad("the certificate is revoked")),

@@ -75,6 +75,13 @@ pub struct ProviderSettings {
     /// How long a good OCSP answer for a certificate is reused (0: ask for every login);
     /// never past the answer's nextUpdate or the certificate's expiry.
     pub ocsp_reuse_secs: u64,
+    /// Ask OCSP with a nonce, for a freshly signed answer at every login (on by default:
+    /// no answer can be replayed). Off (RFC 5019's profile for high volume): the responder
+    /// may answer from its cache, which it gives only while its register still says the
+    /// same, and answers up to `ocsp_max_age_secs` old are taken.
+    pub ocsp_nonce: bool,
+    /// Without a nonce, the oldest OCSP answer taken (seconds since it was produced).
+    pub ocsp_max_age_secs: u64,
     /// How long a registered client's row, once read, is used without reading it again
     /// (0: read for every request). A re-registration by the CLI or another instance is
     /// in force after at most this long.
@@ -100,6 +107,8 @@ impl Default for ProviderSettings {
             clients: Vec::new(),
             // Off: a revoked card is refused at once; an operator may trade that for load.
             ocsp_reuse_secs: 0,
+            ocsp_nonce: true,
+            ocsp_max_age_secs: 120,
             client_cache_ms: 1000,
         }
     }
@@ -198,6 +207,10 @@ pub async fn serve(config: Config, listener: TcpListener) -> Result<ServerHandle
     let certificates = settings.trust_url.as_deref().map(|u| {
         CertificateCheck::new(u, http.clone())
             .reusing_answers_for(std::time::Duration::from_secs(settings.ocsp_reuse_secs))
+            .asking(xalo_trust::ocsp::Asking {
+                nonce: settings.ocsp_nonce,
+                max_age: std::time::Duration::from_secs(settings.ocsp_max_age_secs),
+            })
     });
     let mobile_id = match &settings.mobile_id_url {
         Some(u) if certificates.is_some() => Some(MobileIdClient::new(u)?),

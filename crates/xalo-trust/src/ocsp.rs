@@ -104,8 +104,8 @@ pub struct OcspResponder {
 
 const CACHE_LIMIT: usize = 100_000;
 
-/// A signed answer and when it was made.
-type CachedAnswer = (Instant, std::sync::Arc<Vec<u8>>);
+/// A signed answer, when it was made, and the statuses it states.
+type CachedAnswer = (Instant, Vec<CertStatus>, std::sync::Arc<Vec<u8>>);
 
 impl OcspResponder {
     pub fn new(pki: Pki, settings: OcspSettings) -> Self {
@@ -113,13 +113,6 @@ impl OcspResponder {
             pki,
             settings,
             cache: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// Forget cached answers (after a revocation in this process).
-    pub fn clear_cache(&self) {
-        if let Ok(mut c) = self.cache.lock() {
-            c.clear();
         }
     }
 
@@ -197,28 +190,34 @@ impl OcspResponder {
         } else {
             None
         };
-        if let (Some(key), Ok(cache)) = (&cache_key, self.cache.lock())
-            && let Some((_, der)) = cache
-                .get(key)
-                .filter(|(at, _)| at.elapsed() < Duration::from_secs(self.settings.cache_secs))
-        {
-            return Ok(der.as_ref().clone());
-        }
         let first_authority = tbs
             .request_list
             .iter()
             .find_map(|r| self.authority_for(&r.req_cert));
         let authority = first_authority.unwrap_or(AuthorityName::Root);
-        let now = SystemTime::now();
-        let mut responses = Vec::new();
+        let mut statuses = Vec::with_capacity(tbs.request_list.len());
         for Request { req_cert, .. } in &tbs.request_list {
-            let status = match self.authority_for(req_cert) {
+            statuses.push(match self.authority_for(req_cert) {
                 Some(a) if a == authority => self.status(a, req_cert).await?,
                 _ => CertStatus::unknown(),
-            };
+            });
+        }
+        // The statuses are read for every question, so a cached answer is given only while
+        // it still says what the register says: a revocation, in this process or another,
+        // is answered at once.
+        if let (Some(key), Ok(cache)) = (&cache_key, self.cache.lock())
+            && let Some((_, _, der)) = cache.get(key).filter(|(at, said, _)| {
+                at.elapsed() < Duration::from_secs(self.settings.cache_secs) && *said == statuses
+            })
+        {
+            return Ok(der.as_ref().clone());
+        }
+        let now = SystemTime::now();
+        let mut responses = Vec::with_capacity(statuses.len());
+        for (Request { req_cert, .. }, status) in tbs.request_list.iter().zip(&statuses) {
             responses.push(SingleResponse {
                 cert_id: req_cert.clone(),
-                cert_status: status,
+                cert_status: status.clone(),
                 this_update: ocsp_time(now)?,
                 next_update: Some(ocsp_time(
                     now + Duration::from_secs(self.settings.next_update_secs),
@@ -269,7 +268,10 @@ impl OcspResponder {
             if cache.len() >= CACHE_LIMIT {
                 cache.clear();
             }
-            cache.insert(key, (Instant::now(), std::sync::Arc::new(der.clone())));
+            cache.insert(
+                key,
+                (Instant::now(), statuses, std::sync::Arc::new(der.clone())),
+            );
         }
         Ok(der)
     }
@@ -283,8 +285,13 @@ fn ocsp_time(t: SystemTime) -> Result<OcspGeneralizedTime, Error> {
 
 /// Build a DER OCSP request for `cert`, with a nonce.
 pub fn build_request(cert: &Certificate, issuer: &Certificate) -> Result<Vec<u8>, Error> {
+    Ok(request_for(cert, issuer, Some(nonce_extension()?))?)
+}
+
+/// A fresh nonce extension (RFC 8954: 16 random bytes in an OCTET STRING).
+fn nonce_extension() -> Result<Extension, Error> {
     let nonce = crate::key::random_bytes::<16>()?;
-    let nonce_ext = Extension {
+    Ok(Extension {
         extn_id: ID_PKIX_OCSP_NONCE,
         critical: false,
         extn_value: OctetString::new(to_der(
@@ -292,7 +299,15 @@ pub fn build_request(cert: &Certificate, issuer: &Certificate) -> Result<Vec<u8>
                 .map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?,
         )?)
         .map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?,
-    };
+    })
+}
+
+/// A DER OCSP request about `cert`, with `nonce` if given.
+fn request_for(
+    cert: &Certificate,
+    issuer: &Certificate,
+    nonce: Option<Extension>,
+) -> Result<Vec<u8>, Error> {
     to_der(&OcspRequest {
         tbs_request: TbsRequest {
             version: Version::V1,
@@ -301,7 +316,7 @@ pub fn build_request(cert: &Certificate, issuer: &Certificate) -> Result<Vec<u8>
                 req_cert: cert_id(cert, issuer)?,
                 single_request_extensions: None,
             }],
-            request_extensions: Some(vec![nonce_ext]),
+            request_extensions: nonce.map(|n| vec![n]),
         },
         optional_signature: None,
     })
@@ -325,6 +340,7 @@ pub struct StatusAnswer {
     pub status: CertificateStatus,
     pub produced_at: SystemTime,
     pub this_update: SystemTime,
+    pub next_update: Option<SystemTime>,
     pub basic: BasicOcspResponse,
 }
 
@@ -453,18 +469,92 @@ pub fn verify_basic(
         status,
         produced_at: basic.tbs_response_data.produced_at.0.to_system_time(),
         this_update: single.this_update.0.to_system_time(),
+        next_update: single.next_update.map(|t| t.0.to_system_time()),
         basic: basic.clone(),
     })
 }
 
-/// Ask the responder named in `cert` (or `url`) about it; returns the raw DER and the
-/// verified answer.
+/// How a relying party asks a responder and which answers it takes.
+#[derive(Debug, Clone, Copy)]
+pub struct Asking {
+    /// Send a nonce and take only an answer that echoes it: a fresh signature for every
+    /// question. Without one (RFC 5019's profile for high volume) the responder may answer
+    /// from its cache, and the answer must have been produced at most `max_age` ago.
+    pub nonce: bool,
+    pub max_age: Duration,
+}
+
+impl Default for Asking {
+    fn default() -> Self {
+        Asking {
+            nonce: true,
+            max_age: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Clocks of a responder and its relying parties may differ by this much.
+const CLOCK_SKEW: Duration = Duration::from_secs(60);
+
+/// Answers whose signature this relying party has verified, by the SHA-256 of the
+/// certificate asked about and of the response's bytes: a responder that answers from its
+/// cache sends the same bytes again, which need no second verification. Each use still
+/// checks the answer's freshness.
+#[derive(Debug, Default)]
+pub struct VerifiedAnswers {
+    answers: Mutex<HashMap<[u8; 32], StatusAnswer>>,
+}
+
+/// Bound [`VerifiedAnswers`], so that many certificates cannot grow memory without end.
+const VERIFIED_LIMIT: usize = 10_000;
+
+impl VerifiedAnswers {
+    fn key(cert_der: &[u8], response: &[u8]) -> [u8; 32] {
+        let mut key = [0u8; 32];
+        let digest = ring::digest::digest(
+            &ring::digest::SHA256,
+            &[
+                ring::digest::digest(&ring::digest::SHA256, cert_der).as_ref(),
+                response,
+            ]
+            .concat(),
+        );
+        key.copy_from_slice(digest.as_ref());
+        key
+    }
+}
+
+/// Ask the responder named in `cert` (or `url`) about it with a nonce; returns the raw DER
+/// and the verified answer.
 pub async fn query(
     http: &reqwest::Client,
     url: Option<&str>,
     cert_der: &[u8],
     issuer_der: &[u8],
     anchors: &TrustAnchors,
+) -> Result<(Vec<u8>, StatusAnswer), Error> {
+    query_with(
+        http,
+        url,
+        cert_der,
+        issuer_der,
+        anchors,
+        Asking::default(),
+        None,
+    )
+    .await
+}
+
+/// [`query`], asking as `asking` says, and taking an answer already in `verified` without
+/// verifying its signature again.
+pub async fn query_with(
+    http: &reqwest::Client,
+    url: Option<&str>,
+    cert_der: &[u8],
+    issuer_der: &[u8],
+    anchors: &TrustAnchors,
+    asking: Asking,
+    verified: Option<&VerifiedAnswers>,
 ) -> Result<(Vec<u8>, StatusAnswer), Error> {
     let cert = parse_certificate(cert_der)?;
     let issuer = parse_certificate(issuer_der)?;
@@ -477,7 +567,12 @@ pub async fn query(
             )
         })?,
     };
-    let body = build_request(&cert, &issuer)?;
+    let nonce = if asking.nonce {
+        Some(nonce_extension()?)
+    } else {
+        None
+    };
+    let body = request_for(&cert, &issuer, nonce.clone())?;
     let response = http
         .post(&url)
         .header("content-type", "application/ocsp-request")
@@ -490,7 +585,76 @@ pub async fn query(
         .await
         .map_err(|e| Error::new(ErrorCode::TrustUpstream, format!("{url}: {e}")))?
         .to_vec();
-    let basic = basic_response(&bytes)?;
-    let answer = verify_basic(&basic, &cert, &issuer, anchors)?;
+    let key = verified.map(|_| VerifiedAnswers::key(cert_der, &bytes));
+    let known = match (verified, &key) {
+        (Some(v), Some(k)) => v.answers.lock().ok().and_then(|a| a.get(k).cloned()),
+        _ => None,
+    };
+    let answer = match known {
+        Some(answer) => answer,
+        None => {
+            let basic = basic_response(&bytes)?;
+            verify_basic(&basic, &cert, &issuer, anchors)?
+        }
+    };
+    check_fresh(&answer, nonce.as_ref(), asking.max_age, SystemTime::now())?;
+    if let (Some(v), Some(k)) = (verified, key)
+        && let Ok(mut a) = v.answers.lock()
+    {
+        if a.len() >= VERIFIED_LIMIT {
+            a.clear();
+        }
+        a.insert(k, answer.clone());
+    }
     Ok((bytes, answer))
+}
+
+/// An answer is taken only if it is current: it echoes the nonce that was sent (or, asked
+/// without one, was produced at most `max_age` ago), its thisUpdate is not in the future
+/// and its nextUpdate not in the past. So a replayed or outdated answer is refused.
+pub fn check_fresh(
+    answer: &StatusAnswer,
+    nonce: Option<&Extension>,
+    max_age: Duration,
+    now: SystemTime,
+) -> Result<(), Error> {
+    let stale = |m: String| Error::new(ErrorCode::TrustNoRevocationData, m);
+    match nonce {
+        Some(sent) => {
+            let echoed = answer
+                .basic
+                .tbs_response_data
+                .response_extensions
+                .iter()
+                .flatten()
+                .find(|e| e.extn_id == ID_PKIX_OCSP_NONCE);
+            if echoed.map(|e| &e.extn_value) != Some(&sent.extn_value) {
+                return Err(stale(
+                    "the OCSP response does not echo the request's nonce (replayed?)".into(),
+                ));
+            }
+        }
+        None => {
+            if let Ok(age) = now.duration_since(answer.produced_at)
+                && age > max_age + CLOCK_SKEW
+            {
+                return Err(stale(format!(
+                    "the OCSP response was produced {} s ago, more than the {} s accepted",
+                    age.as_secs(),
+                    max_age.as_secs()
+                )));
+            }
+        }
+    }
+    if answer.this_update > now + CLOCK_SKEW {
+        return Err(stale(
+            "the OCSP response's thisUpdate is in the future".into(),
+        ));
+    }
+    if let Some(next) = answer.next_update
+        && next + CLOCK_SKEW < now
+    {
+        return Err(stale("the OCSP response's nextUpdate has passed".into()));
+    }
+    Ok(())
 }

@@ -168,6 +168,79 @@ async fn ocsp_get_cache_and_bad_input() {
     let answer = xalo_trust::ocsp::verify_basic(&basic, &cert, issuer, &anchors).unwrap();
     assert_eq!(answer.status, xalo_trust::ocsp::CertificateStatus::Good);
 
+    // A relying party takes an answer only while it is current: asked without a nonce, one
+    // produced at most max_age ago; asked with one, only an answer that echoes it, so a
+    // replayed answer is refused.
+    use std::time::{Duration, SystemTime};
+    use xalo_trust::ocsp::{Asking, VerifiedAnswers, check_fresh};
+    let minute = Duration::from_secs(60);
+    check_fresh(&answer, None, minute, SystemTime::now()).unwrap();
+    let stale = check_fresh(&answer, None, minute, SystemTime::now() + 10 * minute).unwrap_err();
+    assert_eq!(stale.code, xalo_core::ErrorCode::TrustNoRevocationData);
+    assert!(stale.message.contains("produced"), "{stale}");
+    let sent = x509_cert::ext::Extension {
+        extn_id: xalo_trust::ocsp::ID_PKIX_OCSP_NONCE,
+        critical: false,
+        extn_value: der::asn1::OctetString::new(vec![4, 2, 0xab, 0xcd]).unwrap(),
+    };
+    let replayed = check_fresh(&answer, Some(&sent), minute, SystemTime::now()).unwrap_err();
+    assert!(replayed.message.contains("nonce"), "{replayed}");
+    let expired = check_fresh(
+        &answer,
+        Some(&sent),
+        minute,
+        SystemTime::now() + Duration::from_secs(2 * 3600),
+    )
+    .unwrap_err();
+    assert_eq!(expired.code, xalo_core::ErrorCode::TrustNoRevocationData);
+
+    // Asked by the client side with and without a nonce; the cached answer's signature is
+    // verified once. A revocation made straight in the register (as `xalo pki revoke`
+    // does, not through this responder) is answered at once: the cache is given only while
+    // it still says what the register says.
+    let issued_der = issued.record.certificate.clone();
+    let issuer_der = pki
+        .authority(AuthorityName::Persons)
+        .certificate_der
+        .clone();
+    let verified = VerifiedAnswers::default();
+    let ocsp_url = format!("{}/ocsp", server.handle.url());
+    let ask = |nonce: bool| {
+        xalo_trust::ocsp::query_with(
+            &http,
+            Some(ocsp_url.as_str()),
+            &issued_der,
+            &issuer_der,
+            &anchors,
+            Asking {
+                nonce,
+                max_age: minute,
+            },
+            Some(&verified),
+        )
+    };
+    let (with_nonce, _) = ask(true).await.unwrap();
+    let (first, good) = ask(false).await.unwrap();
+    let (again, _) = ask(false).await.unwrap();
+    assert_eq!(first, again, "the responder's cached answer");
+    assert_ne!(
+        with_nonce, first,
+        "a nonce is answered with a fresh signature"
+    );
+    assert_eq!(good.status, xalo_trust::ocsp::CertificateStatus::Good);
+    pki.revoke(&issued.record.serial, RevocationReason::KeyCompromise, None)
+        .await
+        .unwrap();
+    let (_, revoked) = ask(false).await.unwrap();
+    assert!(
+        matches!(
+            revoked.status,
+            xalo_trust::ocsp::CertificateStatus::Revoked { .. }
+        ),
+        "{:?}",
+        revoked.status
+    );
+
     // Malformed DER, garbage base64 and oversized bodies: 400-class, never a crash.
     let post = |body: Vec<u8>| {
         http.post(format!("{}/ocsp", server.handle.url()))
