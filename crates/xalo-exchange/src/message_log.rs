@@ -491,17 +491,64 @@ fn bind_message(query: AnyQuery<'_>, now: i64, m: LoggedMessage) -> AnyQuery<'_>
         .bind(m.ledger_index.map(|i| i as i64))
 }
 
-/// Name a logged message's ledger entry (a message logged twice under one id and hash is
-/// one message; the first index wins).
-const SET_LEDGER_INDEX: &str = "UPDATE gateway_message_log SET ledger_index = $1 \
-    WHERE x_road_id = $2 AND side = $3 AND request_hash = $4 AND ledger_index IS NULL";
-
-fn bind_index<'q>(query: AnyQuery<'q>, i: &LedgerIndex) -> AnyQuery<'q> {
-    query
-        .bind(i.index as i64)
-        .bind(i.x_road_id.clone())
-        .bind(i.side)
-        .bind(i.request_hash.clone())
+/// Name logged messages' ledger entries, [`ROWS_PER_STATEMENT`] at most per statement: a
+/// statement per index would be a hand-off to the database's connection per message. A
+/// message logged twice under one id and hash is one message; the first index wins.
+fn index_statements(
+    indexes: &[LedgerIndex],
+    backend: xalo_store::Backend,
+) -> Vec<AnyQuery<'static>> {
+    let mut first: Vec<&LedgerIndex> = Vec::with_capacity(indexes.len());
+    for i in indexes {
+        let key = |j: &&LedgerIndex| {
+            j.x_road_id == i.x_road_id && j.side == i.side && j.request_hash == i.request_hash
+        };
+        match first.iter_mut().find(|j| key(j)) {
+            Some(j) if i.index < j.index => *j = i,
+            Some(_) => {}
+            None => first.push(i),
+        }
+    }
+    first
+        .chunks(ROWS_PER_STATEMENT)
+        .map(|chunk| {
+            let mut sql = String::from(
+                "UPDATE gateway_message_log SET ledger_index = v.column1 FROM (VALUES ",
+            );
+            for row in 0..chunk.len() {
+                if row > 0 {
+                    sql.push_str(", ");
+                }
+                let n = |col: usize| match backend {
+                    xalo_store::Backend::Sqlite => "?".to_owned(),
+                    xalo_store::Backend::Postgres => format!("${}", row * 4 + col),
+                };
+                sql.push_str(&format!(
+                    "(CAST({} AS BIGINT), {}, {}, {})",
+                    n(1),
+                    n(2),
+                    n(3),
+                    n(4)
+                ));
+            }
+            sql.push_str(
+                ") AS v WHERE gateway_message_log.x_road_id = v.column2 \
+                 AND gateway_message_log.side = v.column3 \
+                 AND gateway_message_log.request_hash = v.column4 \
+                 AND gateway_message_log.ledger_index IS NULL",
+            );
+            chunk.iter().fold(
+                xalo_store::sqlx::query(xalo_store::sqlx::AssertSqlSafe(sql)),
+                |query, i| {
+                    query
+                        .bind(i.index as i64)
+                        .bind(i.x_road_id.clone())
+                        .bind(i.side)
+                        .bind(i.request_hash.clone())
+                },
+            )
+        })
+        .collect()
 }
 
 /// The batch as statements of [`ROWS_PER_STATEMENT`] rows and one of the rest, so that each
@@ -543,6 +590,7 @@ async fn write(
                     bind_message(query, now, m)
                 })
         })
+        .chain(index_statements(indexes, backend))
         .collect();
     if own.is_none() {
         *own = db.own_connection().await.unwrap_or_else(|e| {
@@ -555,21 +603,15 @@ async fn write(
         for statement in statements {
             statement.execute(&mut *tx).await.db(what)?;
         }
-        for i in indexes {
-            bind_index(xalo_store::sqlx::query(SET_LEDGER_INDEX), i)
-                .execute(&mut *tx)
-                .await
-                .db(what)?;
-        }
         return tx.commit().await.db(what);
     };
-    let written = if statements.len() == 1 && indexes.is_empty() {
+    let written = if statements.len() == 1 {
         match statements.into_iter().next() {
             Some(statement) => statement.execute(&mut *conn).await.map(drop),
             None => Ok(()),
         }
     } else {
-        write_in_transaction(conn, statements, indexes).await
+        write_in_transaction(conn, statements).await
     };
     if written.is_err() {
         *own = None;
@@ -581,17 +623,11 @@ async fn write(
 async fn write_in_transaction(
     conn: &mut xalo_store::sqlx::AnyConnection,
     statements: Vec<AnyQuery<'static>>,
-    indexes: &[LedgerIndex],
 ) -> Result<(), xalo_store::sqlx::Error> {
     use xalo_store::sqlx::Connection;
     let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
     for statement in statements {
         statement.execute(&mut *tx).await?;
-    }
-    for i in indexes {
-        bind_index(xalo_store::sqlx::query(SET_LEDGER_INDEX), i)
-            .execute(&mut *tx)
-            .await?;
     }
     tx.commit().await
 }

@@ -417,3 +417,71 @@ async fn refused_while_unlogged(env: &Env, log: &xalo_store::Database, id: &str,
     call(env, &again).await;
     assert_eq!(count_logged(log, &again).await, 1);
 }
+
+/// Ledger indexes queued together are named in one statement; each message keeps the
+/// first index it was given.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ledger_indexes_are_named_in_batches_and_the_first_one_stays() {
+    use xalo_exchange::message_log::{LedgerIndex, LoggedMessage, MessageLog};
+    let env = env().await;
+    let db = xalo_store::Database::connect(env.database("gateway-000007").url())
+        .await
+        .unwrap();
+    let (log, _task) = MessageLog::start(db, 30);
+    let message = |id: &str| LoggedMessage {
+        side: "client",
+        x_road_id: id.to_owned(),
+        client: CLIENT.to_owned(),
+        service: SERVICE.to_owned(),
+        request_hash: format!("hash-{id}"),
+        request_head: b"GET /r1/x".to_vec(),
+        request_signature: "signature".to_owned(),
+        request_body: None,
+        response_hash: None,
+        response_head: None,
+        response_signature: None,
+        response_body: None,
+        status: 200,
+        ledger_index: None,
+    };
+    let index = |id: &str, index: u64| LedgerIndex {
+        x_road_id: id.to_owned(),
+        side: "client",
+        request_hash: format!("hash-{id}"),
+        index,
+    };
+    let ids: Vec<String> = (0..40).map(|i| format!("indexed-{i}")).collect();
+    for id in &ids {
+        log.append(message(id)).await.unwrap();
+    }
+    // More indexes than one statement takes; a message's own row only (another side or
+    // another hash under the same id is left alone).
+    for (i, id) in ids.iter().enumerate() {
+        log.set_ledger_index(index(id, 1000 + i as u64)).await;
+    }
+    log.set_ledger_index(LedgerIndex {
+        side: "provider",
+        ..index(&ids[0], 5)
+    })
+    .await;
+    // Appending after them returns once they are written (the writer keeps queue order).
+    log.append(message("after")).await.unwrap();
+    for (i, id) in ids.iter().enumerate() {
+        assert_eq!(
+            log.find(id).await.unwrap(),
+            vec![("client".to_owned(), Some(1000 + i as i64))],
+            "{id}"
+        );
+    }
+    assert_eq!(
+        log.find("after").await.unwrap(),
+        vec![("client".to_owned(), None)]
+    );
+    // A later index for a message that has one does not replace it.
+    log.set_ledger_index(index(&ids[1], 7)).await;
+    log.append(message("later")).await.unwrap();
+    assert_eq!(
+        log.find(&ids[1]).await.unwrap(),
+        vec![("client".to_owned(), Some(1001))]
+    );
+}
