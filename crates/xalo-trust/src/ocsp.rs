@@ -217,7 +217,7 @@ impl OcspResponder {
         for (Request { req_cert, .. }, status) in tbs.request_list.iter().zip(&statuses) {
             responses.push(SingleResponse {
                 cert_id: req_cert.clone(),
-                cert_status: status.clone(),
+                cert_status: *status,
                 this_update: ocsp_time(now)?,
                 next_update: Some(ocsp_time(
                     now + Duration::from_secs(self.settings.next_update_secs),
@@ -285,7 +285,7 @@ fn ocsp_time(t: SystemTime) -> Result<OcspGeneralizedTime, Error> {
 
 /// Build a DER OCSP request for `cert`, with a nonce.
 pub fn build_request(cert: &Certificate, issuer: &Certificate) -> Result<Vec<u8>, Error> {
-    Ok(request_for(cert, issuer, Some(nonce_extension()?))?)
+    request_for(cert, issuer, Some(nonce_extension()?))
 }
 
 /// A fresh nonce extension (RFC 8954: 16 random bytes in an OCTET STRING).
