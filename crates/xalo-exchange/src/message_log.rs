@@ -437,35 +437,14 @@ const ROWS_PER_STATEMENT: usize = 32;
 /// Columns of a logged message, in the order they are bound.
 const COLUMNS: usize = 15;
 
-/// `INSERT … VALUES (…), (…), …` for `rows` messages. SQLite gets anonymous `?`
-/// parameters: it looks a numbered one up by a linear scan per parameter, which makes a
-/// statement of many numbered parameters quadratic to bind.
+/// `INSERT … VALUES (…), (…), …` for `rows` messages.
 fn insert_statement(rows: usize, backend: xalo_store::Backend) -> String {
-    let mut sql = String::from(
+    format!(
         "INSERT INTO gateway_message_log (logged_unix, side, x_road_id, client, service, \
          request_hash, request_head, request_signature, request_body, response_hash, \
-         response_head, response_signature, response_body, status, ledger_index) VALUES ",
-    );
-    for row in 0..rows {
-        if row > 0 {
-            sql.push_str(", ");
-        }
-        sql.push('(');
-        for col in 0..COLUMNS {
-            if col > 0 {
-                sql.push_str(", ");
-            }
-            match backend {
-                xalo_store::Backend::Sqlite => sql.push('?'),
-                xalo_store::Backend::Postgres => {
-                    sql.push('$');
-                    sql.push_str(&(row * COLUMNS + col + 1).to_string());
-                }
-            }
-        }
-        sql.push(')');
-    }
-    sql
+         response_head, response_signature, response_body, status, ledger_index) VALUES {}",
+        backend.value_rows(rows, COLUMNS)
+    )
 }
 
 type AnyQuery<'q> =
@@ -512,30 +491,14 @@ fn index_statements(
     first
         .chunks(ROWS_PER_STATEMENT)
         .map(|chunk| {
-            let mut sql = String::from(
-                "UPDATE gateway_message_log SET ledger_index = v.column1 FROM (VALUES ",
-            );
-            for row in 0..chunk.len() {
-                if row > 0 {
-                    sql.push_str(", ");
-                }
-                let n = |col: usize| match backend {
-                    xalo_store::Backend::Sqlite => "?".to_owned(),
-                    xalo_store::Backend::Postgres => format!("${}", row * 4 + col),
-                };
-                sql.push_str(&format!(
-                    "(CAST({} AS BIGINT), {}, {}, {})",
-                    n(1),
-                    n(2),
-                    n(3),
-                    n(4)
-                ));
-            }
-            sql.push_str(
-                ") AS v WHERE gateway_message_log.x_road_id = v.column2 \
+            // PostgreSQL types the VALUES columns from the bound parameters (BIGINT first).
+            let sql = format!(
+                "UPDATE gateway_message_log SET ledger_index = v.column1 FROM (VALUES {}) AS v \
+                 WHERE gateway_message_log.x_road_id = v.column2 \
                  AND gateway_message_log.side = v.column3 \
                  AND gateway_message_log.request_hash = v.column4 \
                  AND gateway_message_log.ledger_index IS NULL",
+                backend.value_rows(chunk.len(), 4)
             );
             chunk.iter().fold(
                 xalo_store::sqlx::query(xalo_store::sqlx::AssertSqlSafe(sql)),

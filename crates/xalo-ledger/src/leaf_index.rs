@@ -119,13 +119,10 @@ impl LeafIndex {
                 continue;
             }
             for chunk in keyed.chunks(ROWS_PER_STATEMENT) {
-                let mut sql = String::from("INSERT INTO ledger_leaf (leaf_key, idx) VALUES ");
-                for i in 0..chunk.len() {
-                    if i > 0 {
-                        sql.push(',');
-                    }
-                    sql.push_str(&format!("(${}, ${})", 2 * i + 1, 2 * i + 2));
-                }
+                let sql = format!(
+                    "INSERT INTO ledger_leaf (leaf_key, idx) VALUES {}",
+                    self.index.backend().value_rows(chunk.len(), 2)
+                );
                 let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
                 for (k, idx) in chunk {
                     q = q.bind(*k).bind(*idx);

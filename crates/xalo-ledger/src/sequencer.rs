@@ -290,23 +290,10 @@ async fn commit(db: &Database, first: u64, group: &[Pending]) -> Result<Vec<Hash
     // The ledger opens its database with `power_loss_durable`, so this commit is on disk.
     let mut tx = db.begin_write().await?;
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-        let mut sql = String::from(
-            "INSERT INTO ledger_entry (idx, kind, data, leaf_hash, sequenced_ms) VALUES ",
+        let sql = format!(
+            "INSERT INTO ledger_entry (idx, kind, data, leaf_hash, sequenced_ms) VALUES {}",
+            db.backend().value_rows(chunk.len(), 5)
         );
-        for i in 0..chunk.len() {
-            let p = i * 5;
-            if i > 0 {
-                sql.push(',');
-            }
-            sql.push_str(&format!(
-                "(${}, ${}, ${}, ${}, ${})",
-                p + 1,
-                p + 2,
-                p + 3,
-                p + 4,
-                p + 5
-            ));
-        }
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for (idx, e, leaf) in chunk {
             q = q

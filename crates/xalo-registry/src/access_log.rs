@@ -95,24 +95,9 @@ async fn write(db: &Database, group: &[Pending]) -> Result<(), Error> {
     let rows: Vec<&AccessRecord> = group.iter().flat_map(|p| &p.records).collect();
     let mut tx = db.begin_write().await?;
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-        let values: Vec<String> = (0..chunk.len())
-            .map(|i| {
-                let b = i * 7;
-                format!(
-                    "(${}, ${}, ${}, ${}, ${}, ${}, ${})",
-                    b + 1,
-                    b + 2,
-                    b + 3,
-                    b + 4,
-                    b + 5,
-                    b + 6,
-                    b + 7
-                )
-            })
-            .collect();
         let sql = format!(
             "INSERT INTO registry_access (subject, client, user_id, purpose, service, message_id, at_ms) VALUES {}",
-            values.join(", ")
+            db.backend().value_rows(chunk.len(), 7)
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for r in chunk {

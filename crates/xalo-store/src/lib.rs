@@ -36,6 +36,34 @@ pub enum Backend {
 }
 
 impl Backend {
+    /// The placeholders of a multi-row `VALUES` list: `rows` groups of `columns`, bound in
+    /// order, row by row. SQLite gets anonymous `?`: it finds a numbered parameter's name
+    /// by a linear scan for each one bound, which makes a statement of many numbered
+    /// parameters quadratic to bind. PostgreSQL gets `$1`, `$2`, ….
+    pub fn value_rows(self, rows: usize, columns: usize) -> String {
+        let mut sql = String::with_capacity(rows * columns * 5);
+        for row in 0..rows {
+            if row > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('(');
+            for col in 0..columns {
+                if col > 0 {
+                    sql.push_str(", ");
+                }
+                match self {
+                    Backend::Sqlite => sql.push('?'),
+                    Backend::Postgres => {
+                        sql.push('$');
+                        sql.push_str(&(row * columns + col + 1).to_string());
+                    }
+                }
+            }
+            sql.push(')');
+        }
+        sql
+    }
+
     pub fn of_url(url: &str) -> Result<Backend, Error> {
         if url.starts_with("sqlite:") {
             Ok(Backend::Sqlite)

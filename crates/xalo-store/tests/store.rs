@@ -369,3 +369,47 @@ async fn a_single_writer_queues_scripts_and_transactions_in_turn() {
     assert_eq!(notes_titled(&held, "s").await, 3 * 50 * 2);
     assert_eq!(notes_titled(&held, "t").await, 3 * 50);
 }
+
+/// Many rows in one statement land in order on either backend, and a writer's own
+/// connection sees what the pool wrote.
+#[tokio::test]
+async fn value_rows_bind_many_rows_in_order() {
+    let t = fresh().await;
+    t.db.migrate("notes", &[NOTES_V1]).await.unwrap();
+    assert_eq!(Backend::Sqlite.value_rows(2, 2), "(?, ?), (?, ?)");
+    assert_eq!(Backend::Postgres.value_rows(2, 2), "($1, $2), ($3, $4)");
+    let rows = 300;
+    let sql = format!(
+        "INSERT INTO note (title, body, pinned, at) VALUES {}",
+        t.db.backend().value_rows(rows, 4)
+    );
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for i in 0..rows as i64 {
+        q = q
+            .bind(format!("note {i}"))
+            .bind(vec![i as u8])
+            .bind(i % 2)
+            .bind(i * 1000);
+    }
+    t.db.execute(q).await.unwrap();
+    let all = sqlx::query("SELECT title, body, pinned, at FROM note ORDER BY at")
+        .fetch_all(t.db.pool())
+        .await
+        .unwrap();
+    assert_eq!(all.len(), rows);
+    for (i, row) in all.iter().enumerate() {
+        let i = i as i64;
+        assert_eq!(row.get::<String, _>(0), format!("note {i}"));
+        assert_eq!(row.get::<Vec<u8>, _>(1), vec![i as u8]);
+        assert_eq!(row.get::<i64, _>(2), i % 2);
+        assert_eq!(row.get::<i64, _>(3), i * 1000);
+    }
+    if let Some(mut own) = t.db.own_connection().await.unwrap() {
+        let n: i64 = sqlx::query("SELECT COUNT(*) FROM note")
+            .fetch_one(&mut own)
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(n, rows as i64);
+    }
+}
