@@ -167,7 +167,8 @@ impl CertificateCheck {
             issuer,
             anchors,
             self.asking,
-            Some(&self.verified),
+            // An answer to a nonce is never sent again: nothing to remember.
+            (!self.asking.nonce).then_some(&self.verified),
         )
         .await
         .map_err(|e| bad(format!("certificate status: {}", e.message)))?;

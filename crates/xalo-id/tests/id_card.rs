@@ -100,7 +100,20 @@ async fn card_get(
 
 #[tokio::test]
 async fn id_card_login_by_tls_client_certificate() {
-    let n = Nation::start().await;
+    card_logs_in_until_revoked(Nation::start().await).await;
+}
+
+/// Asked without a nonce, the responder answers from its cache, yet a revocation is still
+/// refused at the next login; the repeated answer is verified once.
+#[tokio::test]
+async fn id_card_login_asking_ocsp_without_a_nonce() {
+    card_logs_in_until_revoked(
+        Nation::start_with(serde_json::json!({ "ocsp_nonce": false })).await,
+    )
+    .await;
+}
+
+async fn card_logs_in_until_revoked(n: Nation) {
     let pki = Pki::open(n.trust_db.db.clone(), PkiSettings::new(n.trust.url()))
         .await
         .unwrap();
@@ -159,16 +172,22 @@ async fn id_card_login_by_tls_client_certificate() {
         "{location}"
     );
 
-    // A revoked card is refused (OCSP).
-    pki.revoke(
-        &issued.record.serial,
-        xalo_trust::RevocationReason::KeyCompromise,
-        None,
-    )
-    .await
-    .unwrap();
-    let r = b.get(&authorize_url(&n, "portal", "")).await;
-    assert_eq!(r.status(), 303);
-    let answer = card_get(n.id_card_port, "/idcard", &cookie, Some((chain, key))).await;
-    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    // Again, in a new login: the card is asked about again and still good. Once revoked,
+    // it is refused (OCSP) at the next login.
+    for (revoked, expected) in [(false, "HTTP/1.1 303"), (true, "HTTP/1.1 401")] {
+        if revoked {
+            pki.revoke(
+                &issued.record.serial,
+                xalo_trust::RevocationReason::KeyCompromise,
+                None,
+            )
+            .await
+            .unwrap();
+        }
+        let r = b.get(&authorize_url(&n, "portal", "")).await;
+        assert_eq!(r.status(), 303);
+        let card = Some((chain.clone(), key.clone()));
+        let answer = card_get(n.id_card_port, "/idcard", &cookie, card).await;
+        assert!(answer.starts_with(expected), "revoked {revoked}: {answer}");
+    }
 }
