@@ -555,7 +555,8 @@ async fn write(
         })
         .chain(index_statements(indexes, backend))
         .collect();
-    if own.is_none() {
+    // PostgreSQL has no connection thread to save hand-offs to: the pool serves it.
+    if own.is_none() && backend == xalo_store::Backend::Sqlite {
         *own = db.own_connection().await.unwrap_or_else(|e| {
             tracing::warn!(error = %e, "the message log writes through the pool");
             None

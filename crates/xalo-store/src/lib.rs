@@ -246,10 +246,7 @@ impl Database {
                     )
                 })?;
             }
-            if !full.contains("mode=") {
-                full.push(if full.contains('?') { '&' } else { '?' });
-                full.push_str("mode=rwc");
-            }
+            full = sqlite_create_url(url);
         }
         let connect = AnyConnectOptions::from_str(&full)
             .map_err(|e| Error::new(ErrorCode::StoreUrl, format!("{}: {e}", redact(url))))?;
@@ -544,6 +541,17 @@ async fn roll_back(conn: &mut sqlx::AnyConnection) -> Option<sqlx::Error> {
     }
 }
 
+/// `url` opening its SQLite file read-write and creating it when missing, unless the URL
+/// names a mode itself.
+fn sqlite_create_url(url: &str) -> String {
+    let mut full = url.to_owned();
+    if !full.contains("mode=") {
+        full.push(if full.contains('?') { '&' } else { '?' });
+        full.push_str("mode=rwc");
+    }
+    full
+}
+
 /// A connection to the SQLite file at `url` (created if missing), outside any pool, set
 /// up as the pool's connections are.
 async fn sqlite_connection(
@@ -551,12 +559,7 @@ async fn sqlite_connection(
     power_loss_durable: bool,
 ) -> Result<sqlx::AnyConnection, Error> {
     use sqlx::ConnectOptions;
-    let mut full = url.to_owned();
-    if !full.contains("mode=") {
-        full.push(if full.contains('?') { '&' } else { '?' });
-        full.push_str("mode=rwc");
-    }
-    let connect = AnyConnectOptions::from_str(&full)
+    let connect = AnyConnectOptions::from_str(&sqlite_create_url(url))
         .map_err(|e| Error::new(ErrorCode::StoreUrl, format!("{}: {e}", redact(url))))?;
     let mut conn = connect
         .connect()

@@ -84,11 +84,16 @@ async fn call(env: &Env, id: &str) -> String {
     r.text().await.unwrap()
 }
 
+/// A connection of the test's own to the database of the gateway `part`.
+async fn log_db(env: &Env, part: &str) -> xalo_store::Database {
+    xalo_store::Database::connect(env.database(part).url())
+        .await
+        .unwrap()
+}
+
 /// Wait until the gateway whose database is `part` has logged `id`; its database.
 async fn logged(env: &Env, part: &str, id: &str) -> xalo_store::Database {
-    let db = xalo_store::Database::connect(env.database(part).url())
-        .await
-        .unwrap();
+    let db = log_db(env, part).await;
     let id = id.to_owned();
     let found = db.clone();
     eventually("the message is logged", move || {
@@ -355,12 +360,8 @@ async fn an_answer_arrives_only_once_both_logs_hold_it_and_an_unloggable_message
     let env = env().await;
     // Connections of the test's own: what they see is committed, so it outlives the
     // gateway's process, however that ends.
-    let client_log = xalo_store::Database::connect(env.database("gateway-000007").url())
-        .await
-        .unwrap();
-    let provider_log = xalo_store::Database::connect(env.database("gateway-000001").url())
-        .await
-        .unwrap();
+    let client_log = log_db(&env, "gateway-000007").await;
+    let provider_log = log_db(&env, "gateway-000001").await;
     // Concurrent calls share the logs' transactions; each is there when it is answered.
     let calls = (0..16).map(|i| {
         let env = &env;
@@ -424,9 +425,7 @@ async fn refused_while_unlogged(env: &Env, log: &xalo_store::Database, id: &str,
 async fn ledger_indexes_are_named_in_batches_and_the_first_one_stays() {
     use xalo_exchange::message_log::{LedgerIndex, LoggedMessage, MessageLog};
     let env = env().await;
-    let db = xalo_store::Database::connect(env.database("gateway-000007").url())
-        .await
-        .unwrap();
+    let db = log_db(&env, "gateway-000007").await;
     let (log, _task) = MessageLog::start(db, 30);
     let message = |id: &str| LoggedMessage {
         side: "client",
@@ -436,13 +435,8 @@ async fn ledger_indexes_are_named_in_batches_and_the_first_one_stays() {
         request_hash: format!("hash-{id}"),
         request_head: b"GET /r1/x".to_vec(),
         request_signature: "signature".to_owned(),
-        request_body: None,
-        response_hash: None,
-        response_head: None,
-        response_signature: None,
-        response_body: None,
         status: 200,
-        ledger_index: None,
+        ..Default::default()
     };
     let index = |id: &str, index: u64| LedgerIndex {
         x_road_id: id.to_owned(),
