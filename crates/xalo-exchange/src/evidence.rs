@@ -56,3 +56,190 @@ impl Evidence {
         self.recorder.record(Entry::new(kind, data)?).await
     }
 }
+
+/// Messages sent again at most per pass of the catch-up.
+const CATCH_UP_BATCH: i64 = 256;
+
+/// Start sending again the evidence of logged messages that the ledger never named: it
+/// was down when they were exchanged, or the gateway stopped before their entry was
+/// recorded (the log commits a message before its evidence goes out). Each pass takes the
+/// messages logged before the previous pass (a whole period to be recorded the usual way)
+/// and, at start, everything logged before this process began. Delivery is at least once:
+/// an entry recorded just before a crash may be sent again; the log keeps the first index
+/// it is given. How far it got is kept in the database, so a pass never rereads the log
+/// from its start.
+pub fn start_catch_up(
+    evidence: Evidence,
+    log: crate::message_log::MessageLog,
+    gateway: String,
+    every: Duration,
+) -> tokio::task::AbortHandle {
+    tokio::spawn(async move {
+        let db = log.database().clone();
+        let mut cursor = read_cursor(&db).await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "reading the evidence cursor failed; starting from the log's start");
+            0
+        });
+        let mut ripe = newest_logged(&db).await.unwrap_or(0);
+        loop {
+            let (reached, failure) = catch_up(&evidence, &log, &gateway, cursor, ripe).await;
+            if let Some(e) = failure {
+                tracing::warn!(error = %e, "sending missed evidence to the ledger failed; will retry");
+            }
+            if reached != cursor {
+                match write_cursor(&db, reached).await {
+                    Ok(()) => cursor = reached,
+                    Err(e) => tracing::warn!(error = %e, "keeping the evidence cursor failed"),
+                }
+            }
+            let seen = newest_logged(&db).await.unwrap_or(ripe);
+            tokio::time::sleep(every.max(Duration::from_millis(100))).await;
+            ripe = seen;
+        }
+    })
+    .abort_handle()
+}
+
+/// Send the evidence of the messages `after < id <= upto` that have no ledger index;
+/// returns the id up to which every message has been sent (and why it stopped short).
+pub async fn catch_up(
+    evidence: &Evidence,
+    log: &crate::message_log::MessageLog,
+    gateway: &str,
+    mut after: i64,
+    upto: i64,
+) -> (i64, Option<Error>) {
+    while after < upto {
+        let rows = match missed(log.database(), gateway, after, upto).await {
+            Ok(rows) => rows,
+            Err(e) => return (after, Some(e)),
+        };
+        let Some(last) = rows.last().map(|(id, ..)| *id) else {
+            return (upto, None);
+        };
+        let full = rows.len() as i64 == CATCH_UP_BATCH;
+        // All at once: the recorder puts them in few ledger batches.
+        let sent =
+            futures_util::future::join_all(rows.iter().map(|(_, e, _)| evidence.record(e))).await;
+        for ((id, e, side), result) in rows.into_iter().zip(sent) {
+            match result {
+                Ok(index) => {
+                    log.set_ledger_index(crate::message_log::LedgerIndex {
+                        x_road_id: e.x_road_id,
+                        side,
+                        request_hash: e.request_hash,
+                        index,
+                    })
+                    .await
+                }
+                Err(err) => return (id - 1, Some(err)),
+            }
+        }
+        after = if full { last } else { upto };
+    }
+    (after, None)
+}
+
+type Missed = (i64, MessageEvidence, &'static str);
+
+/// The messages `after < id <= upto` without a ledger index, oldest first, as the
+/// evidence they were to be recorded with (method, user and issue read from the logged
+/// request head).
+async fn missed(
+    db: &xalo_store::Database,
+    gateway: &str,
+    after: i64,
+    upto: i64,
+) -> Result<Vec<Missed>, Error> {
+    use xalo_store::{DbResultExt, Row};
+    let what = "reading messages without evidence";
+    let rows = db
+        .fetch_all(
+            xalo_store::sqlx::query(
+                "SELECT id, logged_unix, side, x_road_id, client, service, request_hash, \
+                 request_head, response_hash, status FROM gateway_message_log \
+                 WHERE id > $1 AND id <= $2 AND ledger_index IS NULL ORDER BY id LIMIT $3",
+            )
+            .bind(after)
+            .bind(upto)
+            .bind(CATCH_UP_BATCH),
+        )
+        .await
+        .db(what)?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        let side: String = r.try_get(2).db(what)?;
+        let side = if side == "provider" {
+            "provider"
+        } else {
+            "client"
+        };
+        let head: Vec<u8> = r.try_get(7).db(what)?;
+        let status: i64 = r.try_get(9).db(what)?;
+        let method = head
+            .split(|b| *b == b'\n')
+            .next()
+            .and_then(|line| std::str::from_utf8(line).ok())
+            .and_then(|line| line.split(' ').nth(1))
+            .unwrap_or_default()
+            .to_owned();
+        out.push((
+            r.try_get(0).db(what)?,
+            MessageEvidence {
+                gateway: gateway.to_owned(),
+                side: side.to_owned(),
+                x_road_id: r.try_get(3).db(what)?,
+                client: r.try_get(4).db(what)?,
+                service: r.try_get(5).db(what)?,
+                method,
+                user_id: crate::evidence_export::header_in(&head, crate::message::X_ROAD_USER_ID),
+                issue: crate::evidence_export::header_in(&head, crate::message::X_ROAD_ISSUE),
+                request_hash: r.try_get(6).db(what)?,
+                response_hash: r.try_get(8).db(what)?,
+                status: u16::try_from(status).unwrap_or_default(),
+                time_unix: r.try_get(1).db(what)?,
+            },
+            side,
+        ));
+    }
+    Ok(out)
+}
+
+async fn newest_logged(db: &xalo_store::Database) -> Result<i64, Error> {
+    use xalo_store::{DbResultExt, Row};
+    let row = db
+        .fetch_one(xalo_store::sqlx::query(
+            "SELECT COALESCE(MAX(id), 0) FROM gateway_message_log",
+        ))
+        .await
+        .db("reading the message log's newest id")?;
+    row.try_get(0).db("reading the message log's newest id")
+}
+
+async fn read_cursor(db: &xalo_store::Database) -> Result<i64, Error> {
+    use xalo_store::{DbResultExt, Row};
+    let row = db
+        .fetch_optional(xalo_store::sqlx::query(
+            "SELECT last_id FROM gateway_evidence_cursor WHERE id = 1",
+        ))
+        .await
+        .db("reading the evidence cursor")?;
+    match row {
+        Some(r) => r.try_get(0).db("reading the evidence cursor"),
+        None => Ok(0),
+    }
+}
+
+async fn write_cursor(db: &xalo_store::Database, last_id: i64) -> Result<(), Error> {
+    use xalo_store::DbResultExt;
+    db.execute(
+        xalo_store::sqlx::query(
+            "INSERT INTO gateway_evidence_cursor (id, last_id) VALUES (1, $1) \
+             ON CONFLICT (id) DO UPDATE SET last_id = excluded.last_id",
+        )
+        .bind(last_id),
+    )
+    .await
+    .db("keeping the evidence cursor")?;
+    Ok(())
+}

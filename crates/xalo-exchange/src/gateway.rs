@@ -64,6 +64,8 @@ pub struct GatewaySettings {
     pub admin_token: Option<String>,
     /// `http://host:port` of the transparency ledger; no evidence is recorded when unset.
     pub ledger_url: Option<String>,
+    /// Seconds between passes that send again the evidence the ledger did not take.
+    pub evidence_retry_secs: u64,
     /// Seconds between global configuration downloads.
     pub poll_secs: u64,
     /// Seconds an OCSP answer is reused before asking again.
@@ -115,6 +117,7 @@ impl Default for GatewaySettings {
             signing_key: PathBuf::new(),
             admin_token: None,
             ledger_url: None,
+            evidence_retry_secs: 30,
             poll_secs: 60,
             ocsp_reuse_secs: 300,
             ocsp_max_age_secs: 1200,
@@ -412,6 +415,14 @@ pub async fn serve_with(
     handle.attach(log_task);
     handle.attach(batch_task);
     handle.attach(crate::pubsub::start_delivery(state.clone()));
+    if let Some(evidence) = &state.evidence {
+        handle.attach(crate::evidence::start_catch_up(
+            evidence.clone(),
+            state.log.clone(),
+            state.name.clone(),
+            Duration::from_secs(state.settings.evidence_retry_secs),
+        ));
+    }
     if let Some(listener) = client_tls_listener {
         let router = Router::new()
             .route("/r1/{*rest}", any(crate::client_proxy::handle))

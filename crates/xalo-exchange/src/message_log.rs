@@ -19,10 +19,11 @@ use tokio::sync::{mpsc, oneshot};
 use xalo_core::Error;
 use xalo_store::{Database, DbResultExt, Migration, Row};
 
-const MIGRATIONS: &[Migration] = &[Migration::per_backend(
-    1,
-    "message log time-stamps",
-    "CREATE TABLE gateway_message_timestamp (
+const MIGRATIONS: &[Migration] = &[
+    Migration::per_backend(
+        1,
+        "message log time-stamps",
+        "CREATE TABLE gateway_message_timestamp (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
         first_id BIGINT NOT NULL,
         last_id BIGINT NOT NULL,
@@ -30,7 +31,7 @@ const MIGRATIONS: &[Migration] = &[Migration::per_backend(
         token BLOB NOT NULL,
         stamped_unix BIGINT NOT NULL
     );",
-    "CREATE TABLE gateway_message_timestamp (
+        "CREATE TABLE gateway_message_timestamp (
         id BIGSERIAL PRIMARY KEY,
         first_id BIGINT NOT NULL,
         last_id BIGINT NOT NULL,
@@ -38,7 +39,13 @@ const MIGRATIONS: &[Migration] = &[Migration::per_backend(
         token BYTEA NOT NULL,
         stamped_unix BIGINT NOT NULL
     );",
-)];
+    ),
+    Migration::portable(
+        2,
+        "how far missed evidence was sent to the ledger",
+        "CREATE TABLE gateway_evidence_cursor (id INTEGER PRIMARY KEY, last_id BIGINT NOT NULL);",
+    ),
+];
 
 /// Messages covered by one time-stamp at most.
 const STAMP_BATCH: i64 = 10_000;

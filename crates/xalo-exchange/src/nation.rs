@@ -56,6 +56,8 @@ pub struct NationOptions {
     /// role started here admits a token of its own).
     pub ra_token: Option<String>,
     pub ledger_url: Option<String>,
+    /// Seconds between the gateways' passes sending again what the ledger did not take.
+    pub evidence_retry_secs: u64,
     pub global_conf_validity_secs: u64,
     pub poll_secs: u64,
     pub ocsp_reuse_secs: u64,
@@ -82,6 +84,7 @@ impl NationOptions {
             trust_port: None,
             ra_token: None,
             ledger_url: None,
+            evidence_retry_secs: 30,
             global_conf_validity_secs: 600,
             poll_secs: 60,
             ocsp_reuse_secs: 300,
@@ -428,6 +431,7 @@ pub async fn start(options: &NationOptions) -> Result<Nation, Error> {
             signing_key: files.signing_key.clone(),
             admin_token: Some(token.clone()),
             ledger_url: options.ledger_url.clone(),
+            evidence_retry_secs: options.evidence_retry_secs,
             poll_secs: options.poll_secs,
             ocsp_reuse_secs: options.ocsp_reuse_secs,
             pubsub: options.pubsub.clone(),

@@ -130,20 +130,53 @@ async fn metaservices_answer_as_x_road_defines() {
     assert_eq!(doc, support::openapi());
 }
 
-#[tokio::test]
-async fn evidence_of_both_sides_reaches_the_ledger() {
-    let dir = tempfile::tempdir().unwrap();
+/// A ledger on `addr` with a fresh database (returned too: it must outlive the ledger).
+async fn start_ledger(
+    dir: &std::path::Path,
+    addr: std::net::SocketAddr,
+) -> (
+    xalo_core::server::ServerHandle,
+    xalo_store::testing::TestDatabase,
+) {
     let ledger_db = xalo_store::testing::TestDatabase::new().await.unwrap();
     let mut config = xalo_core::Config {
-        data_dir: dir.path().to_path_buf(),
+        data_dir: dir.to_path_buf(),
         ..Default::default()
     };
     let role = config.roles.entry("ledger".into()).or_default();
     role.database_url = Some(ledger_db.url().to_owned());
     role.settings
         .insert("checkpoint_interval_ms".into(), serde_json::json!(50));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
     let ledger = xalo_ledger::service::serve(config, listener).await.unwrap();
+    (ledger, ledger_db)
+}
+
+/// The ledger index a gateway's log gives the message now.
+async fn ledger_index_now(env: &support::Env, part: &str, x_road_id: &str) -> Option<i64> {
+    xalo_store::sqlx::query("SELECT ledger_index FROM gateway_message_log WHERE x_road_id = $1")
+        .bind(x_road_id)
+        .fetch_optional(env.database(part).db.pool())
+        .await
+        .unwrap()
+        .and_then(|row| row.get::<Option<i64>, _>(0))
+}
+
+/// The ledger index a gateway's log gives the message, once it has one (10 s at most).
+async fn ledger_index(env: &support::Env, part: &str, x_road_id: &str) -> i64 {
+    for _ in 0..200 {
+        if let Some(index) = ledger_index_now(env, part, x_road_id).await {
+            return index;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("{part} has no ledger index for {x_road_id}")
+}
+
+#[tokio::test]
+async fn evidence_of_both_sides_reaches_the_ledger() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ledger, _ledger_db) = start_ledger(dir.path(), "127.0.0.1:0".parse().unwrap()).await;
     let env = support::env_with(support::Options {
         ledger_url: Some(ledger.url()),
         ..Default::default()
@@ -159,23 +192,7 @@ async fn evidence_of_both_sides_reaches_the_ledger() {
     assert_eq!(r.status(), 200);
     let mut indexes = Vec::new();
     for part in ["gateway-000007", "gateway-000001"] {
-        let db = &env.database(part).db;
-        let mut index = None;
-        for _ in 0..200 {
-            index = xalo_store::sqlx::query(
-                "SELECT ledger_index FROM gateway_message_log WHERE x_road_id = $1",
-            )
-            .bind("evidence-1")
-            .fetch_optional(db.pool())
-            .await
-            .unwrap()
-            .and_then(|row| row.get::<Option<i64>, _>(0));
-            if index.is_some() {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        indexes.push(index.unwrap_or_else(|| panic!("{part} recorded evidence")));
+        indexes.push(ledger_index(&env, part, "evidence-1").await);
     }
     indexes.sort();
     indexes.dedup();
@@ -192,6 +209,72 @@ async fn evidence_of_both_sides_reaches_the_ledger() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert!(size >= 2);
+}
+
+#[tokio::test]
+async fn evidence_the_ledger_missed_is_sent_again_when_it_is_back() {
+    let dir = tempfile::tempdir().unwrap();
+    // A port with nothing listening yet: the ledger is down while messages are exchanged.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let env = support::env_with(support::Options {
+        ledger_url: Some(format!("http://{addr}")),
+        evidence_retry_secs: 1,
+        ..Default::default()
+    })
+    .await;
+    for id in ["missed-1", "missed-2"] {
+        let r = env
+            .call(Method::GET, &format!("{SERVICE}/persons/VN001203012345"))
+            .header("X-Road-Id", id)
+            .header("X-Road-UserId", "VN001203019999")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "an exchange does not wait for the ledger");
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    for part in ["gateway-000007", "gateway-000001"] {
+        assert_eq!(ledger_index_now(&env, part, "missed-1").await, None);
+    }
+
+    let (ledger, _ledger_db) = start_ledger(dir.path(), addr).await;
+    let mut indexes = Vec::new();
+    for part in ["gateway-000007", "gateway-000001"] {
+        for id in ["missed-1", "missed-2"] {
+            indexes.push(ledger_index(&env, part, id).await);
+        }
+    }
+    indexes.sort();
+    indexes.dedup();
+    assert_eq!(indexes.len(), 4, "one entry per message and gateway");
+    // The entries say what the messages were, rebuilt from the log.
+    let mut said = Vec::new();
+    for i in &indexes {
+        let entry: xalo_ledger::service::EntryJson =
+            reqwest::get(format!("{}/entries/{i}", ledger.url()))
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+        let entry = entry.to_entry().unwrap();
+        assert_eq!(entry.kind.as_str(), xalo_exchange::evidence::KIND);
+        let e: xalo_exchange::evidence::MessageEvidence =
+            serde_json::from_slice(&entry.data).unwrap();
+        said.push(e);
+    }
+    assert!(
+        said.iter().all(|e| e.method == "GET"
+            && e.user_id.as_deref() == Some("VN001203019999")
+            && e.service == SERVICE
+            && e.response_hash.is_some()),
+        "{said:?}"
+    );
+    let sides: std::collections::BTreeSet<_> = said.iter().map(|e| e.side.as_str()).collect();
+    assert_eq!(sides.len(), 2);
 }
 
 #[tokio::test]

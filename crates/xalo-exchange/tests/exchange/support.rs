@@ -107,6 +107,7 @@ pub struct Options {
     pub validity_secs: u64,
     pub ocsp_reuse_secs: u64,
     pub ledger_url: Option<String>,
+    pub evidence_retry_secs: u64,
     pub poll_secs: u64,
     pub client_tls: bool,
 }
@@ -117,6 +118,7 @@ impl Default for Options {
             validity_secs: 600,
             ocsp_reuse_secs: 300,
             ledger_url: None,
+            evidence_retry_secs: 30,
             poll_secs: 60,
             client_tls: false,
         }
@@ -151,6 +153,7 @@ pub async fn env_with(o: Options) -> Env {
     options.global_conf_validity_secs = o.validity_secs;
     options.ocsp_reuse_secs = o.ocsp_reuse_secs;
     options.ledger_url = o.ledger_url;
+    options.evidence_retry_secs = o.evidence_retry_secs;
     options.poll_secs = o.poll_secs;
     options.client_tls = o.client_tls;
     let nation = xalo_exchange::nation::start(&options).await.unwrap();
