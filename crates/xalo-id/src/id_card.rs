@@ -129,7 +129,14 @@ pub async fn spawn(provider: Provider, listener: TcpListener) -> Result<AbortHan
         .unwrap_or("localhost")
         .to_owned();
     let (cert_pem, key_pem) = server_identity(&inner.db, &host).await?;
-    let crypto = Arc::new(rustls::crypto::ring::default_provider());
+    // Every login is a handshake: the listener picks AES-128-GCM with SHA-256 (as
+    // browsers prefer it), whose key schedule runs on the CPU's SHA instructions, rather
+    // than the client's first choice, which for rustls is AES-256 with SHA-384.
+    let mut crypto = rustls::crypto::ring::default_provider();
+    crypto
+        .cipher_suites
+        .sort_by_key(|s| s.suite() != rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
+    let crypto = Arc::new(crypto);
     let verifier = Arc::new(PossessionOnly {
         algorithms: crypto.signature_verification_algorithms,
     });
@@ -142,6 +149,7 @@ pub async fn spawn(provider: Provider, listener: TcpListener) -> Result<AbortHan
         .map_err(tls_error)?;
     let mut config = config;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.ignore_client_order = true;
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let router = Router::new()
         .route("/idcard", get(login))

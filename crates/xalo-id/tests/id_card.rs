@@ -89,6 +89,11 @@ async fn card_get(
         .connect(ServerName::try_from("localhost").unwrap(), tcp)
         .await
         .unwrap();
+    // rustls's client offers AES-256 first; the listener picks what browsers prefer.
+    assert_eq!(
+        tls.get_ref().1.negotiated_cipher_suite().map(|s| s.suite()),
+        Some(rustls::CipherSuite::TLS13_AES_128_GCM_SHA256)
+    );
     let req = format!(
         "GET {path} HTTP/1.1\r\nHost: localhost\r\nCookie: {cookie}\r\nConnection: close\r\n\r\n"
     );
