@@ -160,3 +160,23 @@ pub async fn run(seconds: u64) -> Result<Vec<String>, Error> {
     let _ = std::fs::remove_dir_all(dir);
     Ok(lines)
 }
+
+/// One line that says how fast this machine is, for reading a benchmark's figures beside
+/// those of another machine: P-256 signatures per second on one core (the signing key
+/// every benchmark uses), counted for about `millis` before the benchmark runs.
+pub fn machine_line(millis: u64) -> Result<String, Error> {
+    let key = SigningKey::generate(KeyAlgorithm::P256)?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (start, budget) = (Instant::now(), Duration::from_millis(millis.max(50)));
+    let mut signed = 0u64;
+    while start.elapsed() < budget {
+        for _ in 0..64 {
+            key.sign(b"calibration")?;
+        }
+        signed += 64;
+    }
+    Ok(format!(
+        "machine: {cores} cores, {:.0} P-256 signatures/s on one core",
+        signed as f64 / start.elapsed().as_secs_f64()
+    ))
+}

@@ -575,6 +575,10 @@ enum ConfigCommand {
 }
 
 pub async fn run(cli: Cli) -> Result<(), Error> {
+    if matches!(cli.command, Command::Bench { .. }) {
+        // Figures from different machines are read beside this line.
+        println!("{}", xalo_trust::benchmark::machine_line(300)?);
+    }
     match cli.command {
         Command::Demo {
             data_dir,
