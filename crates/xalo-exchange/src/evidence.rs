@@ -121,6 +121,8 @@ pub async fn catch_up(
         // All at once: the recorder puts them in few ledger batches.
         let sent =
             futures_util::future::join_all(rows.iter().map(|(_, e, _)| evidence.record(e))).await;
+        let mut reached = if full { last } else { upto };
+        let mut failure = None;
         for ((id, e, side), result) in rows.into_iter().zip(sent) {
             match result {
                 Ok(index) => {
@@ -132,10 +134,21 @@ pub async fn catch_up(
                     })
                     .await
                 }
-                Err(err) => return (id - 1, Some(err)),
+                Err(err) => {
+                    (reached, failure) = (id - 1, Some(err));
+                    break;
+                }
             }
         }
-        after = if full { last } else { upto };
+        // The cursor moves only past indexes the log has committed: a message whose
+        // index was lost is sent again rather than left without one.
+        if let Err(e) = log.flush().await {
+            return (after, Some(e));
+        }
+        if failure.is_some() {
+            return (reached, failure);
+        }
+        after = reached;
     }
     (after, None)
 }

@@ -98,6 +98,8 @@ enum Job {
     Message(Box<LoggedMessage>, oneshot::Sender<Result<(), Error>>),
     /// Name the ledger entry of a message logged before its evidence was recorded.
     LedgerIndex(LedgerIndex),
+    /// Answer once everything queued before is committed (or why not).
+    Flush(oneshot::Sender<Result<(), Error>>),
 }
 
 /// Which logged message a ledger entry belongs to.
@@ -208,6 +210,23 @@ impl MessageLog {
         if self.queue.send(Job::LedgerIndex(index)).await.is_err() {
             tracing::error!("the message log writer has stopped; a ledger index was not kept");
         }
+    }
+
+    /// Returns once everything asked of the writer before is committed: the messages and
+    /// the ledger indexes.
+    pub async fn flush(&self) -> Result<(), Error> {
+        let stopped = || {
+            Error::new(
+                xalo_core::ErrorCode::StoreUnavailable,
+                "the message log writer has stopped",
+            )
+        };
+        let (done, committed) = oneshot::channel();
+        self.queue
+            .send(Job::Flush(done))
+            .await
+            .map_err(|_| stopped())?;
+        committed.await.map_err(|_| stopped())?
     }
 
     /// How many messages with this X-Road-Id the log holds, and their ledger indexes.
@@ -399,10 +418,15 @@ async fn run(db: Database, mut rx: mpsc::Receiver<Job>, retention_days: Arc<Atom
                     waiting.push(done);
                 }
                 Job::LedgerIndex(i) => indexes.push(i),
+                Job::Flush(done) => waiting.push(done),
             }
         }
         let count = messages.len();
-        let result = write(&db, &mut own, messages, &indexes).await;
+        let result = if messages.is_empty() && indexes.is_empty() {
+            Ok(())
+        } else {
+            write(&db, &mut own, messages, &indexes).await
+        };
         if let Err(e) = &result {
             tracing::error!(error = %e, count, "writing the message log failed");
         }

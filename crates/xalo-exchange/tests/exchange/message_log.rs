@@ -471,9 +471,15 @@ async fn ledger_indexes_are_named_in_batches_and_the_first_one_stays() {
         log.find("after").await.unwrap(),
         vec![("client".to_owned(), None)]
     );
-    // A later index for a message that has one does not replace it.
+    // A later index for a message that has one does not replace it; a flush returns once
+    // what was queued before it is written.
     log.set_ledger_index(index(&ids[1], 7)).await;
-    log.append(message("later")).await.unwrap();
+    log.set_ledger_index(index("after", 9)).await;
+    log.flush().await.unwrap();
+    assert_eq!(
+        log.find("after").await.unwrap(),
+        vec![("client".to_owned(), Some(9))]
+    );
     assert_eq!(
         log.find(&ids[1]).await.unwrap(),
         vec![("client".to_owned(), Some(1001))]
