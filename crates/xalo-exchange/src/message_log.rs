@@ -190,6 +190,14 @@ impl MessageLog {
             m.request_body = None;
             m.response_body = None;
         }
+        self.ask(|done| Job::Message(Box::new(m), done)).await
+    }
+
+    /// Queue a job that is answered once it is committed (or why not).
+    async fn ask(
+        &self,
+        job: impl FnOnce(oneshot::Sender<Result<(), Error>>) -> Job,
+    ) -> Result<(), Error> {
         let stopped = || {
             Error::new(
                 xalo_core::ErrorCode::StoreUnavailable,
@@ -197,10 +205,7 @@ impl MessageLog {
             )
         };
         let (done, committed) = oneshot::channel();
-        self.queue
-            .send(Job::Message(Box::new(m), done))
-            .await
-            .map_err(|_| stopped())?;
+        self.queue.send(job(done)).await.map_err(|_| stopped())?;
         committed.await.map_err(|_| stopped())?
     }
 
@@ -215,18 +220,7 @@ impl MessageLog {
     /// Returns once everything asked of the writer before is committed: the messages and
     /// the ledger indexes.
     pub async fn flush(&self) -> Result<(), Error> {
-        let stopped = || {
-            Error::new(
-                xalo_core::ErrorCode::StoreUnavailable,
-                "the message log writer has stopped",
-            )
-        };
-        let (done, committed) = oneshot::channel();
-        self.queue
-            .send(Job::Flush(done))
-            .await
-            .map_err(|_| stopped())?;
-        committed.await.map_err(|_| stopped())?
+        self.ask(Job::Flush).await
     }
 
     /// How many messages with this X-Road-Id the log holds, and their ledger indexes.
