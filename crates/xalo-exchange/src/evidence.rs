@@ -102,7 +102,7 @@ pub fn start_catch_up(
 
 /// Send the evidence of the messages `after < id <= upto` that have no ledger index;
 /// returns the id up to which every message has been sent (and why it stopped short).
-pub async fn catch_up(
+async fn catch_up(
     evidence: &Evidence,
     log: &crate::message_log::MessageLog,
     gateway: &str,
@@ -189,13 +189,7 @@ async fn missed(
         };
         let head: Vec<u8> = r.try_get(7).db(what)?;
         let status: i64 = r.try_get(9).db(what)?;
-        let method = head
-            .split(|b| *b == b'\n')
-            .next()
-            .and_then(|line| std::str::from_utf8(line).ok())
-            .and_then(|line| line.split(' ').nth(1))
-            .unwrap_or_default()
-            .to_owned();
+        let (method, _) = crate::evidence_export::request_line_in(&head);
         out.push((
             r.try_get(0).db(what)?,
             MessageEvidence {
@@ -219,28 +213,28 @@ async fn missed(
 }
 
 async fn newest_logged(db: &xalo_store::Database) -> Result<i64, Error> {
-    use xalo_store::{DbResultExt, Row};
-    let row = db
-        .fetch_one(xalo_store::sqlx::query(
-            "SELECT COALESCE(MAX(id), 0) FROM gateway_message_log",
-        ))
-        .await
-        .db("reading the message log's newest id")?;
-    row.try_get(0).db("reading the message log's newest id")
+    number(
+        db,
+        "SELECT COALESCE(MAX(id), 0) FROM gateway_message_log",
+        "reading the message log's newest id",
+    )
+    .await
 }
 
 async fn read_cursor(db: &xalo_store::Database) -> Result<i64, Error> {
+    number(
+        db,
+        "SELECT COALESCE(MAX(last_id), 0) FROM gateway_evidence_cursor",
+        "reading the evidence cursor",
+    )
+    .await
+}
+
+/// The one number `sql` selects.
+async fn number(db: &xalo_store::Database, sql: &'static str, what: &str) -> Result<i64, Error> {
     use xalo_store::{DbResultExt, Row};
-    let row = db
-        .fetch_optional(xalo_store::sqlx::query(
-            "SELECT last_id FROM gateway_evidence_cursor WHERE id = 1",
-        ))
-        .await
-        .db("reading the evidence cursor")?;
-    match row {
-        Some(r) => r.try_get(0).db("reading the evidence cursor"),
-        None => Ok(0),
-    }
+    let row = db.fetch_one(xalo_store::sqlx::query(sql)).await.db(what)?;
+    row.try_get(0).db(what)
 }
 
 async fn write_cursor(db: &xalo_store::Database, last_id: i64) -> Result<(), Error> {

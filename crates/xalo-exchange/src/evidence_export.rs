@@ -98,17 +98,18 @@ impl LogRecord {
 
     /// Method and target from the head's first line (`xalo-request/1 METHOD TARGET`).
     pub fn request_line(&self) -> (String, String) {
-        let first = self
-            .request_head
-            .split(|b| *b == b'\n')
-            .next()
-            .unwrap_or(&[]);
-        let text = String::from_utf8_lossy(first);
-        let mut parts = text.splitn(3, ' ').skip(1);
-        let method = parts.next().unwrap_or_default().to_owned();
-        let target = parts.next().unwrap_or_default().to_owned();
-        (method, target)
+        request_line_in(&self.request_head)
     }
+}
+
+/// Method and target from a logged request head's first line.
+pub(crate) fn request_line_in(head: &[u8]) -> (String, String) {
+    let first = head.split(|b| *b == b'\n').next().unwrap_or(&[]);
+    let text = String::from_utf8_lossy(first);
+    let mut parts = text.splitn(3, ' ').skip(1);
+    let method = parts.next().unwrap_or_default().to_owned();
+    let target = parts.next().unwrap_or_default().to_owned();
+    (method, target)
 }
 
 pub(crate) fn header_in(head: &[u8], name: &str) -> Option<String> {
