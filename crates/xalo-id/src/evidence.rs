@@ -26,16 +26,16 @@ const INSERT_LOGIN: &str = "INSERT INTO id_login (login_id, sub, client_id, amr,
 /// [`INSERT_LOGIN`] and then [`grant::INSERT_CODE`] with its parameters moved up by seven.
 const INSERT_LOGIN_AND_CODE: &str = "INSERT INTO id_login (login_id, sub, client_id, amr, acr, at_unix, record_hash, ledger_index) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, NULL); \
-     INSERT INTO id_code (code_hash, client_id, redirect_uri, code_challenge, grant_json, expires_unix, used) \
-     VALUES ($8, $9, $10, $11, $12, $13, 0)";
+     INSERT INTO id_code (code_hash, client_id, redirect_uri, code_challenge, grant_json, claims_json, expires_unix, used) \
+     VALUES ($8, $9, $10, $11, $12, $13, $14, 0)";
 
 /// [`SessionUpdate::SQL`] and then [`INSERT_LOGIN_AND_CODE`] with its parameters moved up
 /// by four.
 const UPDATE_SESSION_INSERT_LOGIN_AND_CODE: &str = "UPDATE web_session SET lang = $1, data = $2, expires_unix = $3 WHERE id = $4; \
      INSERT INTO id_login (login_id, sub, client_id, amr, acr, at_unix, record_hash, ledger_index) \
      VALUES ($5, $6, $7, $8, $9, $10, $11, NULL); \
-     INSERT INTO id_code (code_hash, client_id, redirect_uri, code_challenge, grant_json, expires_unix, used) \
-     VALUES ($12, $13, $14, $15, $16, $17, 0)";
+     INSERT INTO id_code (code_hash, client_id, redirect_uri, code_challenge, grant_json, claims_json, expires_unix, used) \
+     VALUES ($12, $13, $14, $15, $16, $17, $18, 0)";
 
 /// One login's record, before it is stored.
 struct Login {

@@ -1149,22 +1149,22 @@ async fn token(
             "code is required",
         );
     };
-    let redeemed = grant::redeem(
-        &p.inner.writes,
+    let ttl = p.inner.settings.token_ttl_secs.clamp(30, 3600);
+    let redemption = grant::Redemption {
         code,
-        &client.client_id,
-        form.get("redirect_uri").map(String::as_str),
-        form.get("code_verifier").map(String::as_str),
-    )
-    .await;
-    let (code_hash, grant) = match redeemed {
-        Ok(g) => g,
+        client_id: &client.client_id,
+        redirect_uri: form.get("redirect_uri").map(String::as_str),
+        verifier: form.get("code_verifier").map(String::as_str),
+        now: unix_now(),
+    };
+    let redeemed = match grant::redeem_and_issue(&p.inner.writes, &redemption, ttl).await {
+        Ok(r) => r,
         Err(e) if e.code == ErrorCode::AuthInvalidGrant => {
             return oauth_error(e.code, "invalid_grant", &e.message);
         }
         Err(e) => return oauth_error(e.code, "server_error", &e.message),
     };
-    match tokens(&p, &client, &code_hash, &grant).await {
+    match tokens(&p, &client, &redeemed, ttl).await {
         Ok(body) => {
             let mut r = Json(body).into_response();
             r.headers_mut()
@@ -1180,16 +1180,13 @@ async fn token(
 async fn tokens(
     p: &Provider,
     client: &Client,
-    code_hash: &str,
-    grant: &Grant,
+    redeemed: &grant::Redeemed,
+    ttl: i64,
 ) -> Result<Value, Error> {
-    let ttl = p.inner.settings.token_ttl_secs.clamp(30, 3600);
-    let claims = grant.identity.claims(&grant.scope);
-    let access_token =
-        grant::issue_access_token(&p.inner.writes, code_hash, &client.client_id, &claims, ttl)
-            .await?;
+    let grant = &redeemed.grant;
+    let access_token = &redeemed.access_token;
     let now = unix_now();
-    let mut id = claims.clone();
+    let mut id = grant.identity.claims(&grant.scope);
     id["iss"] = json!(p.inner.issuer);
     id["aud"] = json!(client.client_id);
     id["iat"] = json!(now);
@@ -1197,7 +1194,7 @@ async fn tokens(
     id["exp"] = json!(now + ttl);
     id["auth_time"] = json!(grant.auth_time);
     id["jti"] = json!(hex::encode(rand::random::<[u8; 16]>()));
-    id["at_hash"] = json!(jws::half_hash(&access_token));
+    id["at_hash"] = json!(jws::half_hash(access_token));
     if let Some(n) = &grant.nonce {
         id["nonce"] = json!(n);
     }

@@ -79,6 +79,11 @@ const MIGRATIONS: &[Migration] = &[
         created_unix BIGINT NOT NULL
     );",
     ),
+    Migration::portable(
+        3,
+        "an access token's claims kept with its code",
+        "ALTER TABLE id_code ADD COLUMN claims_json TEXT;",
+    ),
 ];
 
 pub async fn migrate(db: &Database) -> Result<(), Error> {

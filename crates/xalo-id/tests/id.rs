@@ -6,6 +6,7 @@
 
 mod browser;
 mod browser_id_card;
+mod grant;
 mod id_card;
 mod interop;
 mod nation;
