@@ -67,7 +67,8 @@ const CATCH_UP_BATCH: i64 = 256;
 /// and, at start, everything logged before this process began. Delivery is at least once:
 /// an entry recorded just before a crash may be sent again; the log keeps the first index
 /// it is given. How far it got is kept in the database, so a pass never rereads the log
-/// from its start.
+/// from its start, and instances of one gateway sharing that database take turns by a
+/// lease kept beside it (see [`take_lease`]), so they do not send the same messages twice.
 pub fn start_catch_up(
     evidence: Evidence,
     log: crate::message_log::MessageLog,
@@ -76,28 +77,75 @@ pub fn start_catch_up(
 ) -> tokio::task::AbortHandle {
     tokio::spawn(async move {
         let db = log.database().clone();
-        let mut cursor = read_cursor(&db).await.unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "reading the evidence cursor failed; starting from the log's start");
-            0
-        });
+        let every = every.max(Duration::from_millis(100));
+        let me = hex::encode(rand::random::<[u8; 8]>());
         let mut ripe = newest_logged(&db).await.unwrap_or(0);
         loop {
-            let (reached, failure) = catch_up(&evidence, &log, &gateway, cursor, ripe).await;
-            if let Some(e) = failure {
-                tracing::warn!(error = %e, "sending missed evidence to the ledger failed; will retry");
-            }
-            if reached != cursor {
-                match write_cursor(&db, reached).await {
-                    Ok(()) => cursor = reached,
-                    Err(e) => tracing::warn!(error = %e, "keeping the evidence cursor failed"),
+            match take_lease(&db, &me, lease_for(every)).await {
+                Ok(Some(cursor)) => {
+                    let (reached, failure) =
+                        catch_up(&evidence, &log, &gateway, cursor, ripe).await;
+                    if let Some(e) = failure {
+                        tracing::warn!(error = %e, "sending missed evidence to the ledger failed; will retry");
+                    }
+                    if let Err(e) = release_lease(&db, &me, reached).await {
+                        tracing::warn!(error = %e, "keeping the evidence cursor failed");
+                    }
                 }
+                // Another instance of this gateway is in a pass.
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "taking the evidence lease failed"),
             }
             let seen = newest_logged(&db).await.unwrap_or(ripe);
-            tokio::time::sleep(every.max(Duration::from_millis(100))).await;
+            tokio::time::sleep(every).await;
             ripe = seen;
         }
     })
     .abort_handle()
+}
+
+/// How long a lease lasts at most: longer than a pass against a slow ledger. A pass gives
+/// it back when it ends; one cut short by a crash holds the others off until it runs out.
+fn lease_for(every: Duration) -> Duration {
+    (every * 4).max(Duration::from_secs(120))
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Take the catch-up lease for `holder` for at most `lease`: the cursor (how far missed
+/// evidence was sent) when it was free, `None` while another instance holds it.
+pub async fn take_lease(
+    db: &xalo_store::Database,
+    holder: &str,
+    lease: Duration,
+) -> Result<Option<i64>, Error> {
+    use xalo_store::{DbResultExt, Row};
+    let what = "taking the evidence lease";
+    db.execute(xalo_store::sqlx::query(
+        "INSERT INTO gateway_evidence_cursor (id, last_id, holder, lease_until) \
+         VALUES (1, 0, '', 0) ON CONFLICT (id) DO NOTHING",
+    ))
+    .await
+    .db(what)?;
+    let now = unix_now();
+    let row = db
+        .fetch_optional(
+            xalo_store::sqlx::query(
+                "UPDATE gateway_evidence_cursor SET holder = $1, lease_until = $2 \
+                 WHERE id = 1 AND lease_until < $3 RETURNING last_id",
+            )
+            .bind(holder.to_owned())
+            .bind(now + lease.as_secs() as i64)
+            .bind(now),
+        )
+        .await
+        .db(what)?;
+    row.map(|r| r.try_get(0).db(what)).transpose()
 }
 
 /// Send the evidence of the messages `after < id <= upto` that have no ledger index;
@@ -221,15 +269,6 @@ async fn newest_logged(db: &xalo_store::Database) -> Result<i64, Error> {
     .await
 }
 
-async fn read_cursor(db: &xalo_store::Database) -> Result<i64, Error> {
-    number(
-        db,
-        "SELECT COALESCE(MAX(last_id), 0) FROM gateway_evidence_cursor",
-        "reading the evidence cursor",
-    )
-    .await
-}
-
 /// The one number `sql` selects.
 async fn number(db: &xalo_store::Database, sql: &'static str, what: &str) -> Result<i64, Error> {
     use xalo_store::{DbResultExt, Row};
@@ -237,16 +276,51 @@ async fn number(db: &xalo_store::Database, sql: &'static str, what: &str) -> Res
     row.try_get(0).db(what)
 }
 
-async fn write_cursor(db: &xalo_store::Database, last_id: i64) -> Result<(), Error> {
+/// Give the lease back with the cursor moved to `last_id`, if `holder` still holds it.
+async fn release_lease(db: &xalo_store::Database, holder: &str, last_id: i64) -> Result<(), Error> {
     use xalo_store::DbResultExt;
     db.execute(
         xalo_store::sqlx::query(
-            "INSERT INTO gateway_evidence_cursor (id, last_id) VALUES (1, $1) \
-             ON CONFLICT (id) DO UPDATE SET last_id = excluded.last_id",
+            "UPDATE gateway_evidence_cursor SET last_id = $1, lease_until = 0 \
+             WHERE id = 1 AND holder = $2",
         )
-        .bind(last_id),
+        .bind(last_id)
+        .bind(holder.to_owned()),
     )
     .await
     .db("keeping the evidence cursor")?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[tokio::test]
+    async fn instances_of_a_gateway_take_turns_by_the_lease() {
+        let t = xalo_store::testing::TestDatabase::new().await.unwrap();
+        crate::message_log::MessageLog::migrate(&t.db)
+            .await
+            .unwrap();
+        let lease = Duration::from_secs(60);
+        assert_eq!(take_lease(&t.db, "a", lease).await.unwrap(), Some(0));
+        // While a is in a pass, b is turned away, and a again too.
+        assert_eq!(take_lease(&t.db, "b", lease).await.unwrap(), None);
+        assert_eq!(take_lease(&t.db, "a", lease).await.unwrap(), None);
+        // b cannot move the cursor or end a's lease.
+        release_lease(&t.db, "b", 7).await.unwrap();
+        assert_eq!(take_lease(&t.db, "b", lease).await.unwrap(), None);
+        // a's pass ends: b goes on from where a got to.
+        release_lease(&t.db, "a", 42).await.unwrap();
+        assert_eq!(take_lease(&t.db, "b", lease).await.unwrap(), Some(42));
+        assert_eq!(take_lease(&t.db, "a", lease).await.unwrap(), None);
+        // b stops in its pass (a crash): once its lease runs out, a takes over.
+        t.db.execute(xalo_store::sqlx::query(
+            "UPDATE gateway_evidence_cursor SET lease_until = 1",
+        ))
+        .await
+        .unwrap();
+        assert_eq!(take_lease(&t.db, "a", lease).await.unwrap(), Some(42));
+    }
 }

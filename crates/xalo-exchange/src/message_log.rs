@@ -45,6 +45,12 @@ const MIGRATIONS: &[Migration] = &[
         "how far missed evidence was sent to the ledger",
         "CREATE TABLE gateway_evidence_cursor (id INTEGER PRIMARY KEY, last_id BIGINT NOT NULL);",
     ),
+    Migration::portable(
+        3,
+        "one instance of a gateway at a time sends missed evidence",
+        "ALTER TABLE gateway_evidence_cursor ADD COLUMN holder TEXT NOT NULL DEFAULT ''; \
+         ALTER TABLE gateway_evidence_cursor ADD COLUMN lease_until BIGINT NOT NULL DEFAULT 0;",
+    ),
 ];
 
 /// Messages covered by one time-stamp at most.
