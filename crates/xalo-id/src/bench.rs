@@ -64,6 +64,21 @@ pub struct BenchReport {
     pub first_failure: Option<String>,
     /// ID-card TLS handshakes: (full, resumed).
     pub handshakes: (u64, u64),
+    /// CPU time per complete login of the servers (trust and id roles with their SQLite
+    /// threads) and of the simulated browsers and relying party (Linux).
+    pub cpu_per_login: Option<CpuPerLogin>,
+}
+
+/// Where a login's CPU time went, in a run of complete logins with the load generator on
+/// threads of its own (which costs that run some throughput: requests cross runtimes).
+#[derive(Debug, Clone, Copy)]
+pub struct CpuPerLogin {
+    /// Complete logins/s of that run.
+    pub logins_per_sec: f64,
+    pub servers: Duration,
+    pub clients: Duration,
+    /// The machine's cores.
+    pub cores: usize,
 }
 
 impl BenchReport {
@@ -89,6 +104,17 @@ impl BenchReport {
                 "ID-card TLS handshakes: {} full, {} resumed",
                 self.handshakes.0, self.handshakes.1
             ),
+            match self.cpu_per_login {
+                Some(c) => format!(
+                    "CPU per login (logins again, {:.0}/s, the load generator on threads of its own): servers {:.3} ms (trust and id roles, their SQLite threads), load generator {:.3} ms (browsers and relying party); the servers alone would take {:.0} logins/s on {} cores",
+                    c.logins_per_sec,
+                    ms(c.servers),
+                    ms(c.clients),
+                    c.cores as f64 / c.servers.as_secs_f64().max(1e-9),
+                    c.cores
+                ),
+                None => "CPU per login: not measured on this system".to_owned(),
+            },
             format!(
                 "failures: {}{}",
                 self.failures,
@@ -204,6 +230,21 @@ struct Code {
 }
 
 impl World {
+    /// The same world with another HTTP client: a client's connections are served by
+    /// tasks of the runtime that opened them.
+    fn with_http(&self, http: reqwest::Client) -> World {
+        World {
+            http,
+            id_url: self.id_url.clone(),
+            id_card_port: self.id_card_port,
+            cards: self.cards.clone(),
+            keys: self.keys.clone(),
+            basic: self.basic.clone(),
+            full_handshakes: AtomicU64::new(0),
+            resumed_handshakes: AtomicU64::new(0),
+        }
+    }
+
     /// Browser part of a login: authorize, login page, ID card; returns the code.
     async fn login(&self, card: usize) -> Result<Code, Error> {
         let verifier = URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>());
@@ -318,6 +359,76 @@ impl World {
     }
 }
 
+/// `clients` browsers logging in completely (token request included) for `budget`, on
+/// `runtime`; their tally and how long they ran.
+async fn complete_logins(
+    runtime: &tokio::runtime::Handle,
+    world: &Arc<World>,
+    clients: usize,
+    budget: Duration,
+) -> (Arc<Tally>, f64) {
+    let logins = Tally::new();
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let (world, tally) = (world.clone(), logins.clone());
+        tasks.push(runtime.spawn(async move {
+            while start.elapsed() < budget {
+                let t = Instant::now();
+                let done = match world.login(c).await {
+                    Ok(code) => world.token(&code).await,
+                    Err(e) => Err(e),
+                };
+                tally.note(t, done).await;
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    (logins, start.elapsed().as_secs_f64())
+}
+
+/// The name of the load generator's threads (at most 15 bytes, as Linux keeps them).
+const CLIENT_THREADS: &str = "bench-client";
+
+/// CPU time (user and system, in clock ticks of 1/100 s) of this process and of its
+/// threads named [`CLIENT_THREADS`], read from /proc; `None` where there is none. Written
+/// here because no maintained crate reads per-thread CPU time by thread name.
+fn cpu_ticks() -> Option<(u64, u64)> {
+    let total = stat_ticks(&std::fs::read_to_string("/proc/self/stat").ok()?)?;
+    let mut clients = 0;
+    for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        let name = stat
+            .split_once('(')
+            .and_then(|(_, rest)| rest.rsplit_once(')'))
+            .map(|(name, _)| name);
+        if name == Some(CLIENT_THREADS) {
+            clients += stat_ticks(&stat).unwrap_or(0);
+        }
+    }
+    Some((total, clients))
+}
+
+/// utime + stime of a `/proc/…/stat` line: fields 14 and 15, counted after the command
+/// name, which is in parentheses and may hold spaces.
+fn stat_ticks(stat: &str) -> Option<u64> {
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+}
+
+/// The browsers' and relying party's HTTP client.
+fn http_client(clients: usize) -> Result<reqwest::Client, Error> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_max_idle_per_host(clients * 2)
+        .build()
+        .map_err(failed_http)
+}
+
 fn failed_http(e: reqwest::Error) -> Error {
     Error::new(ErrorCode::HttpUnavailable, e.to_string())
 }
@@ -345,6 +456,16 @@ impl Tally {
             first_failure: Mutex::new(None),
             latencies: Mutex::new(Vec::new()),
         })
+    }
+    /// One operation begun at `t`: counted with its latency, or as a failure.
+    async fn note(&self, t: Instant, done: Result<(), Error>) {
+        match done {
+            Ok(()) => {
+                self.count.fetch_add(1, Ordering::Relaxed);
+                self.latencies.lock().await.push(t.elapsed());
+            }
+            Err(e) => self.fail(e).await,
+        }
     }
     async fn fail(&self, e: Error) {
         self.failures.fetch_add(1, Ordering::Relaxed);
@@ -411,11 +532,7 @@ async fn run_in(dir: &std::path::Path, options: &BenchOptions) -> Result<BenchRe
     )
     .await?;
     let id_url = id.url();
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .pool_max_idle_per_host(clients * 2)
-        .build()
-        .map_err(failed_http)?;
+    let http = http_client(clients)?;
 
     // The ID-card listener's address is on the login page, as a browser finds it.
     let warmup = http
@@ -503,33 +620,36 @@ async fn run_in(dir: &std::path::Path, options: &BenchOptions) -> Result<BenchRe
         resumed_handshakes: AtomicU64::new(0),
     });
 
+    // For the last part the simulated browsers and relying party run on threads of their
+    // own, so that the servers' share of the CPU can be told from theirs; the other parts
+    // keep them beside the servers, as a hand-off between runtimes on every request costs
+    // throughput. The last part's HTTP client is its own: a client's connections are
+    // served by tasks of the runtime that opened them.
+    let client_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name(CLIENT_THREADS)
+        .enable_all()
+        .build()?;
+    let login_world = Arc::new(world.with_http(http_client(clients)?));
+    let report = run_parts(&client_rt, login_world, world, clients, budget).await;
+    client_rt.shutdown_background();
+    id.shutdown().await?;
+    trust.shutdown().await?;
+    Ok(report)
+}
+
+/// The four parts: complete logins; codes minted; token requests alone (`world`, beside
+/// the servers); complete logins with the clients on `client_rt` (`login_world`).
+async fn run_parts(
+    client_rt: &tokio::runtime::Runtime,
+    login_world: Arc<World>,
+    world: Arc<World>,
+    clients: usize,
+    budget: Duration,
+) -> BenchReport {
     // Part 1: complete logins, token request included.
-    let logins = Tally::new();
-    let start = Instant::now();
-    let mut tasks = Vec::new();
-    for c in 0..clients {
-        let (world, tally) = (world.clone(), logins.clone());
-        tasks.push(tokio::spawn(async move {
-            while start.elapsed() < budget {
-                let t = Instant::now();
-                let done = match world.login(c).await {
-                    Ok(code) => world.token(&code).await,
-                    Err(e) => Err(e),
-                };
-                match done {
-                    Ok(()) => {
-                        tally.count.fetch_add(1, Ordering::Relaxed);
-                        tally.latencies.lock().await.push(t.elapsed());
-                    }
-                    Err(e) => tally.fail(e).await,
-                }
-            }
-        }));
-    }
-    for t in tasks {
-        let _ = t.await;
-    }
-    let login_secs = start.elapsed().as_secs_f64();
+    let (logins, login_secs) =
+        complete_logins(&tokio::runtime::Handle::current(), &world, clients, budget).await;
 
     // Part 2: codes from logins, then the token endpoint alone redeems them.
     let codes = Arc::new(Mutex::new(Vec::new()));
@@ -561,13 +681,7 @@ async fn run_in(dir: &std::path::Path, options: &BenchOptions) -> Result<BenchRe
                     break;
                 };
                 let t = Instant::now();
-                match world.token(&code).await {
-                    Ok(()) => {
-                        tally.count.fetch_add(1, Ordering::Relaxed);
-                        tally.latencies.lock().await.push(t.elapsed());
-                    }
-                    Err(e) => tally.fail(e).await,
-                }
+                tally.note(t, world.token(&code).await).await;
             }
         }));
     }
@@ -576,19 +690,37 @@ async fn run_in(dir: &std::path::Path, options: &BenchOptions) -> Result<BenchRe
     }
     let token_secs = start.elapsed().as_secs_f64();
 
-    id.shutdown().await?;
-    trust.shutdown().await?;
+    // Part 4: complete logins again, the load generator on threads of its own, for how
+    // the CPU time divides between the servers and it.
+    let cpu_before = cpu_ticks();
+    let (split, split_secs) =
+        complete_logins(client_rt.handle(), &login_world, clients, budget).await;
+    let n_split = split.count.load(Ordering::Relaxed);
+    let cpu_per_login = match (cpu_before, cpu_ticks()) {
+        (Some((total0, clients0)), Some((total1, clients1))) if n_split > 0 => {
+            let per = |ticks: u64| Duration::from_secs_f64(ticks as f64 / 100.0 / n_split as f64);
+            let clients = clients1.saturating_sub(clients0);
+            Some(CpuPerLogin {
+                logins_per_sec: n_split as f64 / split_secs.max(1e-9),
+                servers: per(total1.saturating_sub(total0).saturating_sub(clients)),
+                clients: per(clients),
+                cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            })
+        }
+        _ => None,
+    };
+
     let login_lat = logins.sorted().await;
     let token_lat = tokens.sorted().await;
     let mut first_failure = None;
-    for t in [&logins, &minting, &tokens] {
+    for t in [&logins, &minting, &tokens, &split] {
         if first_failure.is_none() {
             first_failure = t.first_failure.lock().await.clone();
         }
     }
     let n_logins = logins.count.load(Ordering::Relaxed);
     let n_tokens = tokens.count.load(Ordering::Relaxed);
-    Ok(BenchReport {
+    BenchReport {
         clients,
         logins: n_logins,
         logins_per_sec: n_logins as f64 / login_secs.max(1e-9),
@@ -598,14 +730,17 @@ async fn run_in(dir: &std::path::Path, options: &BenchOptions) -> Result<BenchRe
         tokens_per_sec: n_tokens as f64 / token_secs.max(1e-9),
         token_p50: percentile(&token_lat, 0.50),
         token_p99: percentile(&token_lat, 0.99),
-        failures: [&logins, &minting, &tokens]
+        failures: [&logins, &minting, &tokens, &split]
             .iter()
             .map(|t| t.failures.load(Ordering::Relaxed))
             .sum(),
         first_failure,
         handshakes: (
-            world.full_handshakes.load(Ordering::Relaxed),
-            world.resumed_handshakes.load(Ordering::Relaxed),
+            world.full_handshakes.load(Ordering::Relaxed)
+                + login_world.full_handshakes.load(Ordering::Relaxed),
+            world.resumed_handshakes.load(Ordering::Relaxed)
+                + login_world.resumed_handshakes.load(Ordering::Relaxed),
         ),
-    })
+        cpu_per_login,
+    }
 }

@@ -352,4 +352,13 @@ async fn the_benchmark_runs_complete_flows_without_failures() {
     assert_eq!(report.failures, 0, "{:?}", report.first_failure);
     assert!(report.logins > 0 && report.token_requests > 0, "{report:?}");
     assert!(report.lines().last().unwrap().starts_with("id: "));
+    // Both the servers and the load generator used CPU while the logins ran, and the
+    // report tells them apart.
+    let cpu = report
+        .cpu_per_login
+        .expect("CPU time is read from /proc on Linux");
+    assert!(
+        cpu.servers > std::time::Duration::ZERO && cpu.clients > std::time::Duration::ZERO,
+        "{cpu:?}"
+    );
 }
