@@ -4,6 +4,7 @@
 //! Nothing here knows about any particular system of the platform.
 
 pub mod config;
+pub mod cpu_time;
 pub mod error;
 pub mod personal_code;
 pub mod server;

@@ -73,6 +73,11 @@ pub struct BenchReport {
     /// 32-core security servers.
     pub ratio_to_x_road: f64,
     pub memory: Memory,
+    /// CPU time of both gateways together per round trip at saturation, in µs, when
+    /// each runs in its own process (Linux).
+    pub gateway_cpu_us: Option<f64>,
+    /// The machine's cores.
+    pub cores: usize,
     /// Latency at a fixed offered rate, when asked for.
     pub paced: Option<Paced>,
 }
@@ -158,6 +163,14 @@ impl std::fmt::Display for BenchReport {
             }
             Memory::Unknown => String::new(),
         };
+        if let Some(us) = self.gateway_cpu_us {
+            writeln!(
+                f,
+                "  gateway CPU: {us:.0} µs per round trip, both gateways together; the gateways alone would take {:.0} round-trips/s on {} cores (the load generator and the echo backend took the rest)",
+                self.cores as f64 * 1e6 / us.max(1e-9),
+                self.cores
+            )?;
+        }
         let mut paced = String::new();
         if let Some(p) = &self.paced {
             writeln!(
@@ -406,7 +419,24 @@ pub async fn run(options: &BenchOptions) -> Result<BenchReport, Error> {
             highest
         })
     };
+    let gateway_ticks = || -> Option<u64> {
+        (children.len() == 2)
+            .then(|| {
+                pids.iter()
+                    .map(|p| xalo_core::cpu_time::of_process(*p))
+                    .sum()
+            })
+            .flatten()
+    };
+    let ticks_before = gateway_ticks();
     let exchange = measure(&http, options.concurrency, options.requests, via.clone()).await;
+    let gateway_cpu_us = match (ticks_before, gateway_ticks()) {
+        (Some(a), Some(b)) if exchange.requests > 0 => Some(
+            b.saturating_sub(a) as f64 / xalo_core::cpu_time::TICKS_PER_SECOND * 1e6
+                / exchange.requests as f64,
+        ),
+        _ => None,
+    };
     sampling.store(false, std::sync::atomic::Ordering::Relaxed);
     let highest = sampler
         .await
@@ -473,6 +503,8 @@ pub async fn run(options: &BenchOptions) -> Result<BenchReport, Error> {
         direct: direct_measured,
         exchange,
         memory,
+        gateway_cpu_us,
+        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
         paced,
     })
 }

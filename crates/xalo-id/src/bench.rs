@@ -392,32 +392,13 @@ async fn complete_logins(
 /// The name of the load generator's threads (at most 15 bytes, as Linux keeps them).
 const CLIENT_THREADS: &str = "bench-client";
 
-/// CPU time (user and system, in clock ticks of 1/100 s) of this process and of its
-/// threads named [`CLIENT_THREADS`], read from /proc; `None` where there is none. Written
-/// here because no maintained crate reads per-thread CPU time by thread name.
+/// CPU time so far of this process and of its threads named [`CLIENT_THREADS`], in ticks.
 fn cpu_ticks() -> Option<(u64, u64)> {
-    let total = stat_ticks(&std::fs::read_to_string("/proc/self/stat").ok()?)?;
-    let mut clients = 0;
-    for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
-        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
-            continue;
-        };
-        let name = stat
-            .split_once('(')
-            .and_then(|(_, rest)| rest.rsplit_once(')'))
-            .map(|(name, _)| name);
-        if name == Some(CLIENT_THREADS) {
-            clients += stat_ticks(&stat).unwrap_or(0);
-        }
-    }
-    Some((total, clients))
-}
-
-/// utime + stime of a `/proc/…/stat` line: fields 14 and 15, counted after the command
-/// name, which is in parentheses and may hold spaces.
-fn stat_ticks(stat: &str) -> Option<u64> {
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+    use xalo_core::cpu_time;
+    Some((
+        cpu_time::of_process(std::process::id())?,
+        cpu_time::of_threads_named(CLIENT_THREADS)?,
+    ))
 }
 
 /// The browsers' and relying party's HTTP client.
@@ -698,7 +679,11 @@ async fn run_parts(
     let n_split = split.count.load(Ordering::Relaxed);
     let cpu_per_login = match (cpu_before, cpu_ticks()) {
         (Some((total0, clients0)), Some((total1, clients1))) if n_split > 0 => {
-            let per = |ticks: u64| Duration::from_secs_f64(ticks as f64 / 100.0 / n_split as f64);
+            let per = |ticks: u64| {
+                Duration::from_secs_f64(
+                    ticks as f64 / xalo_core::cpu_time::TICKS_PER_SECOND / n_split as f64,
+                )
+            };
             let clients = clients1.saturating_sub(clients0);
             Some(CpuPerLogin {
                 logins_per_sec: n_split as f64 / split_secs.max(1e-9),

@@ -206,3 +206,39 @@ mod cli {
     mod exchange;
     mod ledger;
 }
+
+/// The exchange benchmark as documented, briefly: each gateway in a process of this
+/// binary, their memory and their CPU time per round trip reported beside the headline.
+#[test]
+fn the_exchange_benchmark_reports_the_gateways_memory_and_cpu() {
+    let out = xalo()
+        .args([
+            "bench",
+            "exchange",
+            "--requests",
+            "1000",
+            "--concurrency",
+            "4",
+            "--rate",
+            "0",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("gateway memory (own processes)"), "{text}");
+    let cpu = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("gateway CPU: "))
+        .unwrap_or_else(|| panic!("no CPU line: {text}"));
+    let us: f64 = cpu.split(' ').next().unwrap().parse().unwrap();
+    assert!(us > 0.0, "{cpu}");
+    assert!(
+        text.lines().last().unwrap().starts_with("exchange: "),
+        "{text}"
+    );
+}
