@@ -126,12 +126,7 @@ pub async fn take_lease(
 ) -> Result<Option<i64>, Error> {
     use xalo_store::{DbResultExt, Row};
     let what = "taking the evidence lease";
-    db.execute(xalo_store::sqlx::query(
-        "INSERT INTO gateway_evidence_cursor (id, last_id, holder, lease_until) \
-         VALUES (1, 0, '', 0) ON CONFLICT (id) DO NOTHING",
-    ))
-    .await
-    .db(what)?;
+    // The cursor's one row is made by the log's migration.
     let now = unix_now();
     let row = db
         .fetch_optional(
@@ -261,18 +256,14 @@ async fn missed(
 }
 
 async fn newest_logged(db: &xalo_store::Database) -> Result<i64, Error> {
-    number(
-        db,
-        "SELECT COALESCE(MAX(id), 0) FROM gateway_message_log",
-        "reading the message log's newest id",
-    )
-    .await
-}
-
-/// The one number `sql` selects.
-async fn number(db: &xalo_store::Database, sql: &'static str, what: &str) -> Result<i64, Error> {
     use xalo_store::{DbResultExt, Row};
-    let row = db.fetch_one(xalo_store::sqlx::query(sql)).await.db(what)?;
+    let what = "reading the message log's newest id";
+    let row = db
+        .fetch_one(xalo_store::sqlx::query(
+            "SELECT COALESCE(MAX(id), 0) FROM gateway_message_log",
+        ))
+        .await
+        .db(what)?;
     row.try_get(0).db(what)
 }
 

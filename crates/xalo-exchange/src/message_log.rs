@@ -49,7 +49,8 @@ const MIGRATIONS: &[Migration] = &[
         3,
         "one instance of a gateway at a time sends missed evidence",
         "ALTER TABLE gateway_evidence_cursor ADD COLUMN holder TEXT NOT NULL DEFAULT ''; \
-         ALTER TABLE gateway_evidence_cursor ADD COLUMN lease_until BIGINT NOT NULL DEFAULT 0;",
+         ALTER TABLE gateway_evidence_cursor ADD COLUMN lease_until BIGINT NOT NULL DEFAULT 0; \
+         INSERT INTO gateway_evidence_cursor (id, last_id) VALUES (1, 0) ON CONFLICT (id) DO NOTHING;",
     ),
 ];
 

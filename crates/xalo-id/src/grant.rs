@@ -113,9 +113,15 @@ struct SpentCode {
     claims: i64,
 }
 
-/// The columns `RETURNING` gives when a code is spent, as [`SpentCode`] reads them.
-const SPEND_CODE: &str = "UPDATE id_code SET used = used + 1 WHERE code_hash = $1 \
-     RETURNING client_id, redirect_uri, code_challenge, grant_json, expires_unix, used";
+/// Spend the code `$1`, returning the columns [`SpentCode`] reads; a macro so that
+/// [`SPEND_CODE_AND_ISSUE`] is built from the same text.
+macro_rules! spend_code {
+    () => {
+        "UPDATE id_code SET used = used + 1 WHERE code_hash = $1 \
+         RETURNING client_id, redirect_uri, code_challenge, grant_json, expires_unix, used"
+    };
+}
+const SPEND_CODE: &str = spend_code!();
 
 impl SpentCode {
     fn of_row(row: &xalo_store::sqlx::any::AnyRow) -> Result<SpentCode, Error> {
@@ -217,9 +223,8 @@ fn parse_grant(json: &str) -> Result<Grant, Error> {
         .map_err(|e| Error::new(ErrorCode::Internal, format!("stored grant: {e}")))
 }
 
-/// A redeemed code: its hash, what it granted, and the access token issued for it.
+/// A redeemed code: what it granted, and the access token issued for it.
 pub struct Redeemed {
-    pub code_hash: String,
     pub grant: Grant,
     pub access_token: String,
 }
@@ -227,15 +232,16 @@ pub struct Redeemed {
 /// [`SPEND_CODE`], then the access token inserted from the code's row only if the code
 /// passes every check of [`Redemption::check`] (repeated here in SQL), then how many rows
 /// that insert made: one transaction, one hand-off to the writer.
-const SPEND_CODE_AND_ISSUE: &str = "BEGIN IMMEDIATE; \
-     UPDATE id_code SET used = used + 1 WHERE code_hash = $1 \
-     RETURNING client_id, redirect_uri, code_challenge, grant_json, expires_unix, used; \
-     INSERT INTO id_access_token (token_hash, code_hash, client_id, claims_json, expires_unix) \
+const SPEND_CODE_AND_ISSUE: &str = concat!(
+    "BEGIN IMMEDIATE; ",
+    spend_code!(),
+    "; INSERT INTO id_access_token (token_hash, code_hash, client_id, claims_json, expires_unix) \
      SELECT $2, code_hash, client_id, claims_json, $3 FROM id_code \
      WHERE code_hash = $1 AND used = 1 AND client_id = $4 AND expires_unix >= $5 \
      AND redirect_uri = $6 AND code_challenge IS $7 AND $8 = 1 AND claims_json IS NOT NULL; \
      SELECT changes(); \
-     COMMIT;";
+     COMMIT;"
+);
 
 /// Redeem a code (as [`redeem`]) and issue its access token, valid for `ttl_secs`. On
 /// SQLite both happen in one script on the writer: the token endpoint's two writes were
@@ -294,7 +300,6 @@ pub async fn redeem_and_issue(
         return issued(db, hash, grant, r.client_id, ttl_secs).await;
     }
     Ok(Redeemed {
-        code_hash: hash,
         grant,
         access_token: token,
     })
@@ -311,7 +316,6 @@ async fn issued(
     let claims = grant.identity.claims(&grant.scope);
     let access_token = issue_access_token(db, &code_hash, client_id, &claims, ttl_secs).await?;
     Ok(Redeemed {
-        code_hash,
         grant,
         access_token,
     })
