@@ -33,6 +33,9 @@ pub struct BenchOptions {
     /// Also measure latency at this offered rate (round-trips/s, spread over the clients
     /// on a fixed schedule), directly and through the gateways; `None` or 0 to skip.
     pub rate: Option<f64>,
+    /// Other members in the registry (each with a subsystem and a gateway, all in one
+    /// global group), which the gateways look up for every message.
+    pub members: usize,
 }
 
 impl Default for BenchOptions {
@@ -43,6 +46,7 @@ impl Default for BenchOptions {
             ledger: false,
             gateway_binary: None,
             rate: Some(5_000.0),
+            members: 0,
         }
     }
 }
@@ -63,6 +67,8 @@ pub struct Measurement {
 pub struct BenchReport {
     pub concurrency: usize,
     pub ledger: bool,
+    /// Members registered besides the two exchanging.
+    pub members: usize,
     pub direct: Measurement,
     pub exchange: Measurement,
     pub added_p50_ms: f64,
@@ -119,13 +125,14 @@ impl std::fmt::Display for BenchReport {
         };
         writeln!(
             f,
-            "Exchange benchmark, {} concurrent clients{}",
+            "Exchange benchmark, {} concurrent clients{}{}",
             self.concurrency,
             if self.ledger {
                 ", evidence in the ledger"
             } else {
                 ""
-            }
+            },
+            registry_size(self.members)
         )?;
         line(f, "backend directly", &self.direct)?;
         line(f, "through both gateways", &self.exchange)?;
@@ -189,12 +196,21 @@ impl std::fmt::Display for BenchReport {
         }
         writeln!(
             f,
-            "exchange: {:.0} round-trips/s, p50 +{:.2} ms, p99 +{:.2} ms at saturation, ratio {:.3} to direct{rss}{paced}",
+            "exchange: {:.0} round-trips/s, p50 +{:.2} ms, p99 +{:.2} ms at saturation, ratio {:.3} to direct{rss}{paced}{}",
             self.exchange.per_second,
             self.added_p50_ms,
             self.added_p99_ms,
-            self.exchange.per_second / self.direct.per_second.max(1e-9)
+            self.exchange.per_second / self.direct.per_second.max(1e-9),
+            registry_size(self.members)
         )
+    }
+}
+
+fn registry_size(members: usize) -> String {
+    if members == 0 {
+        String::new()
+    } else {
+        format!(", {members} other members registered")
     }
 }
 
@@ -330,6 +346,7 @@ pub async fn run(options: &BenchOptions) -> Result<BenchReport, Error> {
         ],
     );
     nation_options.base.log.filter = "warn".into();
+    nation_options.bystanders = options.members;
     if options.ledger {
         let mut config = nation_options.base.clone();
         config
@@ -500,6 +517,7 @@ pub async fn run(options: &BenchOptions) -> Result<BenchReport, Error> {
         added_p99_ms: exchange.p99_ms - direct_measured.p99_ms,
         ratio_to_x_road: exchange.per_second / 110.0,
         ledger_entries,
+        members: options.members,
         direct: direct_measured,
         exchange,
         memory,

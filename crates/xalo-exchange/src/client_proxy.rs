@@ -130,11 +130,7 @@ async fn outbound(gw: &Arc<GatewayState>, req: Request) -> Result<Response, Prot
     }
     // A provider may run several gateways: start at a random one (spreading the load)
     // and go on to the next when one cannot be reached.
-    let mut candidates: Vec<crate::global_conf::GatewayEntry> = conf
-        .gateways_of(service.provider().member())
-        .into_iter()
-        .cloned()
-        .collect();
+    let mut candidates = conf.gateways_of(service.provider().member());
     if candidates.is_empty() {
         return Err(ProtocolError::new(
             Kind::ClientUnknownMember,
@@ -143,7 +139,7 @@ async fn outbound(gw: &Arc<GatewayState>, req: Request) -> Result<Response, Prot
     }
     let start = rand::random::<u32>() as usize % candidates.len();
     candidates.rotate_left(start);
-    let mut provider_gateway = candidates[0].clone();
+    let mut provider_gateway = candidates[0];
     let tls_ocsp = gw
         .status
         .good_answer(gw.tls.certificate(), &conf)
@@ -225,14 +221,14 @@ async fn outbound(gw: &Arc<GatewayState>, req: Request) -> Result<Response, Prot
     let mut spooled = Some(body);
     let mut attempt = 0;
     let response = loop {
-        let peer = &candidates[attempt];
+        let peer = candidates[attempt];
         let http = gw
             .peer_client(peer)
             .map_err(|e| ProtocolError::new(Kind::ClientInternalError, e.message))?;
         let outgoing = match (&in_memory, spooled.take()) {
             (Some(bytes), _) => reqwest::Body::from(bytes.clone()),
             (None, Some(body)) => body.into_reqwest_body(),
-            (None, None) => break Err((peer.clone(), None)),
+            (None, None) => break Err((peer, None)),
         };
         let mut target_url = url.clone();
         let (host, port) = peer
@@ -249,7 +245,7 @@ async fn outbound(gw: &Arc<GatewayState>, req: Request) -> Result<Response, Prot
             .send()
             .await
         {
-            Ok(r) => break Ok((peer.clone(), r)),
+            Ok(r) => break Ok((peer, r)),
             Err(e)
                 if e.is_connect()
                     && !crate::tls::is_tls_failure(&e)
@@ -259,7 +255,7 @@ async fn outbound(gw: &Arc<GatewayState>, req: Request) -> Result<Response, Prot
                 tracing::warn!(gateway = %peer.address, error = %e, "provider gateway unreachable; trying the next");
                 attempt += 1;
             }
-            Err(e) => break Err((peer.clone(), Some(e))),
+            Err(e) => break Err((peer, Some(e))),
         }
     };
     let response = match response {
@@ -325,7 +321,7 @@ async fn outbound(gw: &Arc<GatewayState>, req: Request) -> Result<Response, Prot
         gw,
         &conf,
         &service,
-        &provider_gateway,
+        provider_gateway,
         &response_headers,
         &response_hash,
         &request_hash,
@@ -399,9 +395,14 @@ fn verify_response(
             "X-Road-Request-Hash of the answer is not the hash of the request sent".into(),
         ));
     }
-    let tls_ocsp = decode(message::TLS_OCSP)?;
-    let provider_cert = provider_gateway
-        .certificate_der()
+    let repeated = |name: &str| {
+        gw.decoded
+            .get(headers, name)
+            .ok_or_else(|| invalid(format!("the provider's answer has no valid {name} header")))
+    };
+    let tls_ocsp = repeated(message::TLS_OCSP)?;
+    let provider_cert = conf
+        .certificate_of(provider_gateway)
         .map_err(|e| ProtocolError::new(Kind::ClientInternalError, e.message))?;
     gw.status
         .verify_answer(&provider_cert, &tls_ocsp, conf)
@@ -411,8 +412,8 @@ fn verify_response(
                 format!("the provider's TLS certificate: {}", e.message),
             )
         })?;
-    let signer = decode(message::SIGNER)?;
-    let ocsp = decode(message::SIGNER_OCSP)?;
+    let signer = repeated(message::SIGNER)?;
+    let ocsp = repeated(message::SIGNER_OCSP)?;
     gw.status.verify_answer(&signer, &ocsp, conf).map_err(|e| {
         ProtocolError::new(
             Kind::ClientCertValidation,

@@ -155,13 +155,15 @@ pub struct GatewayState {
     pub verified: VerifiedSignatures,
     /// Header values of the certificate and OCSP answers sent with every message.
     pub encoded: crate::message::EncodedHeaders,
+    pub decoded: crate::message::DecodedHeaders,
     spool: RwLock<SpoolLimits>,
     pub backend: reqwest::Client,
     pub log: MessageLog,
     pub evidence: Option<Evidence>,
     /// The bound address of the client TLS listener, when there is one.
     pub client_tls_addr: Option<SocketAddr>,
-    peers: Mutex<HashMap<(String, String), reqwest::Client>>,
+    /// By address: the certificate the client pins, and the client.
+    peers: Mutex<HashMap<String, (String, reqwest::Client)>>,
     /// Reloadable settings and the configuration they came from.
     live: RwLock<(Arc<GatewaySettings>, Arc<Config>)>,
     pub(crate) reloading: Mutex<()>,
@@ -215,9 +217,9 @@ impl GatewayState {
     /// certificate, requiring a good stapled OCSP answer. One per peer, so connections
     /// are reused.
     pub fn peer_client(self: &Arc<Self>, peer: &GatewayEntry) -> Result<reqwest::Client, Error> {
-        let key = (peer.address.clone(), peer.tls_certificate.clone());
         if let Ok(p) = self.peers.lock()
-            && let Some(c) = p.get(&key)
+            && let Some((pinned, c)) = p.get(&peer.address)
+            && *pinned == peer.tls_certificate
         {
             return Ok(c.clone());
         }
@@ -233,11 +235,15 @@ impl GatewayState {
         let config = tls::client_config(&self.tls, Arc::new(verifier))?;
         let client = tls::http_client(config, Duration::from_secs(self.settings.timeout_secs))?;
         if let Ok(mut p) = self.peers.lock() {
-            // Forget clients of peers whose certificate changed.
+            // A renewed certificate replaces the client of its address; past 1024 peers
+            // the clients start afresh.
             if p.len() > 1024 {
                 p.clear();
             }
-            p.insert(key, client.clone());
+            p.insert(
+                peer.address.clone(),
+                (peer.tls_certificate.clone(), client.clone()),
+            );
         }
         Ok(client)
     }
@@ -353,6 +359,7 @@ pub async fn serve_with(
         batch,
         verified: VerifiedSignatures::default(),
         encoded: Default::default(),
+        decoded: Default::default(),
         name: format!("{owner}/{}", settings.code),
         owner,
         conf: GlobalConfHolder::default(),

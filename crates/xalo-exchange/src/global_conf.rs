@@ -8,7 +8,8 @@
 //! the signed envelope, so no canonical JSON is needed. Gateways trust the central
 //! server's public key (the *anchor*), configured out of band.
 
-use std::sync::{Arc, RwLock};
+use std::borrow::Cow;
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use base64::Engine;
@@ -77,11 +78,151 @@ pub struct GlobalConf {
     pub gateways: Vec<GatewayEntry>,
     pub global_groups: Vec<GroupEntry>,
     pub authorities: Vec<AuthorityEntry>,
+    /// The lookups a gateway makes for every message, built at the first one.
+    #[serde(skip)]
+    lookup: Lookup,
 }
 
+/// Indexes over a [`GlobalConf`]: a nation has thousands of members, gateways and group
+/// memberships, and every message asks about a few of them, so a message costs the same
+/// whatever the size of the registry. Built once per document (a gateway holds each
+/// version in an `Arc`); a document is not changed after its first lookup.
+///
+/// Each table is sorted `(hash of the key, position)` pairs: a binary search finds the
+/// candidates and the document's own entry confirms each, so the keys are not copied
+/// (with tens of thousands of entries, copies would double the document's memory).
+#[derive(Debug, Default)]
+struct Index {
+    hasher: std::hash::RandomState,
+    /// Positions in `members`.
+    members: Vec<(u64, u32)>,
+    /// Positions in `gateways`, by owner, in the document's order.
+    gateways_of: Vec<(u64, u32)>,
+    /// DER of each gateway's TLS certificate (`None` where it is not base64).
+    certificates: Vec<Option<Vec<u8>>>,
+    /// Positions in `gateways`, by the DER of their certificate.
+    by_certificate: Vec<(u64, u32)>,
+    /// (group, member) positions in `global_groups`, by the member, in group order.
+    groups_of: Vec<(u64, (u32, u32))>,
+}
+
+impl Index {
+    fn hash<T: std::hash::Hash + ?Sized>(&self, key: &T) -> u64 {
+        std::hash::BuildHasher::hash_one(&self.hasher, key)
+    }
+}
+
+/// The positions filed under `hash` in a sorted table.
+fn candidates<T: Copy + Ord>(table: &[(u64, T)], hash: u64) -> impl Iterator<Item = T> + '_ {
+    let from = table.partition_point(|(h, _)| *h < hash);
+    table[from..]
+        .iter()
+        .take_while(move |(h, _)| *h == hash)
+        .map(|(_, at)| *at)
+}
+
+fn sorted<T: Ord>(mut table: Vec<(u64, T)>) -> Vec<(u64, T)> {
+    table.sort_unstable();
+    table
+}
+
+/// Derived data: equal, cloned and compared as the document is, never serialised.
+#[derive(Debug, Default)]
+struct Lookup(OnceLock<Index>);
+
+impl Clone for Lookup {
+    fn clone(&self) -> Self {
+        // Rebuilt on demand: the clone may be changed before its first lookup.
+        Lookup::default()
+    }
+}
+
+impl PartialEq for Lookup {
+    fn eq(&self, _: &Lookup) -> bool {
+        true
+    }
+}
+
+impl Eq for Lookup {}
+
 impl GlobalConf {
+    pub fn new(
+        instance: String,
+        version: i64,
+        members: Vec<MemberEntry>,
+        gateways: Vec<GatewayEntry>,
+        global_groups: Vec<GroupEntry>,
+        authorities: Vec<AuthorityEntry>,
+    ) -> GlobalConf {
+        GlobalConf {
+            instance,
+            version,
+            issued_unix: 0,
+            expires_unix: 0,
+            members,
+            gateways,
+            global_groups,
+            authorities,
+            lookup: Lookup::default(),
+        }
+    }
+
+    fn index(&self) -> &Index {
+        self.lookup.0.get_or_init(|| {
+            let mut index = Index::default();
+            // Positions fit in u32: a document of four billion entries is not served.
+            let at = |i: usize| i as u32;
+            index.members = sorted(
+                self.members
+                    .iter()
+                    .enumerate()
+                    .map(|(i, m)| (index.hash(&m.id), at(i)))
+                    .collect(),
+            );
+            index.gateways_of = sorted(
+                self.gateways
+                    .iter()
+                    .enumerate()
+                    .map(|(i, g)| (index.hash(&g.owner), at(i)))
+                    .collect(),
+            );
+            index.certificates = self
+                .gateways
+                .iter()
+                .map(|g| g.certificate_der().ok())
+                .collect();
+            index.by_certificate = sorted(
+                index
+                    .certificates
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, der)| Some((index.hash(der.as_deref()?), at(i))))
+                    .collect(),
+            );
+            index.groups_of = sorted(
+                self.global_groups
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(g, group)| {
+                        group
+                            .members
+                            .iter()
+                            .enumerate()
+                            .map(move |(m, c)| (c, (at(g), at(m))))
+                    })
+                    .map(|(c, at)| (index.hash(c), at))
+                    .collect(),
+            );
+            index
+        })
+    }
+
     pub fn member(&self, id: &MemberId) -> Option<&MemberEntry> {
-        self.members.iter().find(|m| &m.id == id)
+        let index = self.index();
+        // The first entry wins, as a scan of the document would find it.
+        candidates(&index.members, index.hash(id))
+            .filter_map(|i| self.members.get(i as usize))
+            .find(|m| &m.id == id)
     }
 
     pub fn has_subsystem(&self, id: &SubsystemId) -> bool {
@@ -97,23 +238,58 @@ impl GlobalConf {
         }
     }
 
+    /// The gateways of `owner`, in the document's order.
     pub fn gateways_of(&self, owner: &MemberId) -> Vec<&GatewayEntry> {
-        self.gateways.iter().filter(|g| &g.owner == owner).collect()
+        let index = self.index();
+        candidates(&index.gateways_of, index.hash(owner))
+            .filter_map(|i| self.gateways.get(i as usize))
+            .filter(|g| &g.owner == owner)
+            .collect()
     }
 
     /// The gateway whose registered certificate is exactly `der`.
     pub fn gateway_by_certificate(&self, der: &[u8]) -> Option<&GatewayEntry> {
-        let b = b64().encode(der);
-        self.gateways.iter().find(|g| g.tls_certificate == b)
+        let index = self.index();
+        candidates(&index.by_certificate, index.hash(der))
+            .find(|&i| {
+                index
+                    .certificates
+                    .get(i as usize)
+                    .and_then(Option::as_deref)
+                    == Some(der)
+            })
+            .and_then(|i| self.gateways.get(i as usize))
+    }
+
+    /// The DER of `gateway`'s TLS certificate, decoded once per document when `gateway`
+    /// is one of its entries.
+    pub fn certificate_of(&self, gateway: &GatewayEntry) -> Result<Cow<'_, [u8]>, Error> {
+        let index = self.index();
+        let known = candidates(&index.gateways_of, index.hash(&gateway.owner))
+            .find(|&i| self.gateways.get(i as usize) == Some(gateway))
+            .and_then(|i| index.certificates.get(i as usize)?.as_deref());
+        match known {
+            Some(der) => Ok(Cow::Borrowed(der)),
+            None => gateway.certificate_der().map(Cow::Owned),
+        }
     }
 
     /// The global groups `client` belongs to.
     pub fn groups_of(&self, client: &ClientId) -> Vec<&str> {
-        self.global_groups
-            .iter()
-            .filter(|g| g.members.contains(client))
-            .map(|g| g.code.as_str())
-            .collect()
+        let index = self.index();
+        let mut groups: Vec<&str> = Vec::new();
+        let mut last = None;
+        for (g, m) in candidates(&index.groups_of, index.hash(client)) {
+            let Some(group) = self.global_groups.get(g as usize) else {
+                continue;
+            };
+            // A client listed twice in a group is in it once.
+            if last != Some(g) && group.members.get(m as usize) == Some(client) {
+                groups.push(&group.code);
+                last = Some(g);
+            }
+        }
+        groups
     }
 
     /// Every CA certificate, DER: (roots, intermediates).
@@ -289,4 +465,155 @@ pub fn spawn_poller(
         }
     })
     .abort_handle()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(id: &str, subsystems: &[&str]) -> MemberEntry {
+        MemberEntry {
+            id: id.parse().unwrap(),
+            name: id.into(),
+            subsystems: subsystems.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    fn gateway(owner: &str, code: &str, der: &[u8]) -> GatewayEntry {
+        GatewayEntry {
+            owner: owner.parse().unwrap(),
+            code: code.into(),
+            address: format!("{code}.{owner}:5500"),
+            tls_certificate: b64().encode(der),
+        }
+    }
+
+    fn conf() -> GlobalConf {
+        let mut members: Vec<MemberEntry> = (0..1000)
+            .map(|i| member(&format!("VN/COM/{}", 900_000 + i), &["system"]))
+            .collect();
+        members.push(member("VN/GOV/000001", &["population", "business"]));
+        let mut gateways: Vec<GatewayEntry> = (0..1000)
+            .map(|i| {
+                gateway(
+                    &format!("VN/COM/{}", 900_000 + i),
+                    "gw1",
+                    format!("der-{i}").as_bytes(),
+                )
+            })
+            .collect();
+        gateways.push(gateway("VN/GOV/000001", "gw1", b"der-a"));
+        gateways.push(gateway("VN/GOV/000001", "gw2", b"der-b"));
+        let population: ClientId = "VN/GOV/000001/population".parse().unwrap();
+        let groups = vec![
+            GroupEntry {
+                code: "ministries".into(),
+                description: String::new(),
+                // Listed twice: still one group.
+                members: vec![population.clone(), population.clone()],
+            },
+            GroupEntry {
+                code: "registers".into(),
+                description: String::new(),
+                members: vec!["VN/COM/900007/system".parse().unwrap(), population],
+            },
+        ];
+        GlobalConf::new("VN".into(), 7, members, gateways, groups, Vec::new())
+    }
+
+    #[test]
+    fn lookups_find_what_a_scan_of_the_document_finds() {
+        let conf = conf();
+        let id: MemberId = "VN/GOV/000001".parse().unwrap();
+        assert_eq!(
+            conf.member(&id).map(|m| m.name.as_str()),
+            Some("VN/GOV/000001")
+        );
+        assert!(conf.member(&"VN/GOV/000002".parse().unwrap()).is_none());
+        assert!(conf.has_subsystem(&"VN/GOV/000001/business".parse().unwrap()));
+        assert!(!conf.has_subsystem(&"VN/GOV/000001/tax".parse().unwrap()));
+        assert!(conf.has_client(&"VN/COM/900999".parse().unwrap()));
+        assert!(!conf.has_client(&"VN/COM/901000/system".parse().unwrap()));
+
+        let codes: Vec<&str> = conf
+            .gateways_of(&id)
+            .iter()
+            .map(|g| g.code.as_str())
+            .collect();
+        assert_eq!(codes, ["gw1", "gw2"]);
+        assert!(
+            conf.gateways_of(&"VN/GOV/000002".parse().unwrap())
+                .is_empty()
+        );
+        assert_eq!(
+            conf.gateway_by_certificate(b"der-b")
+                .map(|g| g.code.as_str()),
+            Some("gw2")
+        );
+        assert_eq!(
+            conf.gateway_by_certificate(b"der-500")
+                .map(|g| g.owner.code()),
+            Some("900500")
+        );
+        assert!(conf.gateway_by_certificate(b"der-").is_none());
+
+        let gw2 = conf.gateways_of(&id)[1];
+        assert_eq!(&*conf.certificate_of(gw2).unwrap(), b"der-b");
+        // An entry that is not the document's own is decoded as it is.
+        let moved = GatewayEntry {
+            address: "elsewhere:5500".into(),
+            ..gw2.clone()
+        };
+        assert_eq!(&*conf.certificate_of(&moved).unwrap(), b"der-b");
+        let broken = GatewayEntry {
+            tls_certificate: "not base64!".into(),
+            ..gw2.clone()
+        };
+        assert_eq!(
+            conf.certificate_of(&broken).unwrap_err().code,
+            ErrorCode::ExchCertificate
+        );
+
+        assert_eq!(
+            conf.groups_of(&"VN/GOV/000001/population".parse().unwrap()),
+            ["ministries", "registers"]
+        );
+        assert_eq!(
+            conf.groups_of(&"VN/COM/900007/system".parse().unwrap()),
+            ["registers"]
+        );
+        assert!(
+            conf.groups_of(&"VN/COM/900008/system".parse().unwrap())
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn the_index_is_neither_compared_nor_serialised_nor_carried_into_a_changed_clone() {
+        let indexed = conf();
+        assert!(indexed.has_client(&"VN/GOV/000001".parse().unwrap()));
+        let fresh = conf();
+        assert_eq!(indexed, fresh);
+
+        let text = serde_json::to_string(&indexed).unwrap();
+        assert!(!text.contains("lookup"), "{text}");
+        let read: GlobalConf = serde_json::from_str(&text).unwrap();
+        assert_eq!(read, indexed);
+        assert!(read.has_subsystem(&"VN/GOV/000001/population".parse().unwrap()));
+
+        // A clone changed before its first lookup answers for its own content.
+        let mut changed = indexed.clone();
+        changed.members.push(member("VN/GOV/000002", &["tax"]));
+        changed
+            .gateways
+            .push(gateway("VN/GOV/000002", "gw1", b"der-c"));
+        assert!(changed.has_subsystem(&"VN/GOV/000002/tax".parse().unwrap()));
+        assert_eq!(
+            changed
+                .gateway_by_certificate(b"der-c")
+                .map(|g| g.code.as_str()),
+            Some("gw1")
+        );
+        assert!(!indexed.has_subsystem(&"VN/GOV/000002/tax".parse().unwrap()));
+    }
 }

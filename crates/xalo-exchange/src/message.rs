@@ -165,6 +165,40 @@ impl EncodedHeaders {
     }
 }
 
+/// The bytes of the long base64 header values peers send with every message (their
+/// signing certificates and OCSP answers), decoded once instead of per message. Found by
+/// comparing every byte of the text, so a renewed answer is decoded anew.
+#[derive(Debug, Default)]
+pub struct DecodedHeaders {
+    recent: std::sync::Mutex<std::collections::VecDeque<Decoded>>,
+}
+
+type Decoded = (axum::http::HeaderValue, std::sync::Arc<Vec<u8>>);
+
+/// Values kept: three for each of the peers a gateway talks to most; beyond them a value
+/// is decoded again, as it was before this cache.
+const DECODED_LIMIT: usize = 96;
+
+impl DecodedHeaders {
+    /// The first `name` header of `headers`, decoded; `None` when absent or not base64.
+    pub fn get(&self, headers: &HeaderMap, name: &str) -> Option<std::sync::Arc<Vec<u8>>> {
+        let value = headers.get(name)?;
+        if let Ok(recent) = self.recent.lock()
+            && let Some((_, bytes)) = recent.iter().find(|(v, _)| v == value)
+        {
+            return Some(bytes.clone());
+        }
+        let bytes = std::sync::Arc::new(b64().decode(value.as_bytes()).ok()?);
+        if let Ok(mut recent) = self.recent.lock() {
+            if recent.len() >= DECODED_LIMIT {
+                recent.pop_back();
+            }
+            recent.push_front((value.clone(), bytes.clone()));
+        }
+        Some(bytes)
+    }
+}
+
 /// The first value of a header as text.
 pub fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())

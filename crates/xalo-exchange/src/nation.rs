@@ -67,6 +67,10 @@ pub struct NationOptions {
     pub pubsub: crate::pubsub::PubSubSettings,
     /// The configuration the parts start from (bind address, HTTP limits, logging).
     pub base: Config,
+    /// Other members to register besides `members`, each with a subsystem and a gateway
+    /// that is never started, all in one global group: the registry of a nation, which
+    /// the running gateways look up for every message.
+    pub bystanders: usize,
 }
 
 impl NationOptions {
@@ -91,6 +95,7 @@ impl NationOptions {
             client_tls: false,
             pubsub: Default::default(),
             base,
+            bystanders: 0,
         }
     }
 
@@ -99,6 +104,66 @@ impl NationOptions {
             format!("sqlite://{}", self.dir.join(format!("{part}.db")).display())
         })
     }
+}
+
+/// Register `options.bystanders` members (class `COM`, codes from 900000), each with the
+/// subsystem `system` and a gateway `gw1` at an address nothing listens on, with a
+/// self-signed TLS certificate of its own, all in the global group `bystanders`. Straight
+/// into the central server's registry: through the management API a nation's worth of
+/// members would take minutes to enrol.
+async fn register_bystanders(
+    registry: &crate::registry::Registry,
+    options: &NationOptions,
+) -> Result<(), Error> {
+    use crate::registry::{NewGroup, NewGroupMember, NewMember, NewSubsystem};
+    const GROUP: &str = "bystanders";
+    tolerate_existing(
+        registry
+            .add_group(&NewGroup {
+                code: GROUP.into(),
+                description: "members registered beside the running ones".into(),
+            })
+            .await,
+    )?;
+    let tls_error = |e: rcgen::Error| Error::new(ErrorCode::Internal, e.to_string());
+    for i in 0..options.bystanders {
+        let id = MemberId::new(&options.instance, "COM", &format!("{}", 900_000 + i))?;
+        tolerate_existing(
+            registry
+                .add_member(&NewMember {
+                    id: id.clone(),
+                    name: format!("Doanh nghiệp {}", i + 1),
+                })
+                .await,
+        )?;
+        let system = id.subsystem("system")?;
+        tolerate_existing(
+            registry
+                .add_subsystem(&NewSubsystem { id: system.clone() })
+                .await,
+        )?;
+        let cert = rcgen::generate_simple_self_signed(vec![format!("gw1.{}.invalid", id.code())])
+            .map_err(tls_error)?;
+        registry
+            .register_gateway(&NewGateway {
+                owner: id.clone(),
+                code: "gw1".into(),
+                address: "127.0.0.1:9".into(),
+                tls_certificate: cert.cert.pem(),
+            })
+            .await?;
+        tolerate_existing(
+            registry
+                .add_group_member(
+                    GROUP,
+                    &NewGroupMember {
+                        client: ClientId::Subsystem(system),
+                    },
+                )
+                .await,
+        )?;
+    }
+    Ok(())
 }
 
 /// Serials of a gateway's certificates, to revoke them.
@@ -405,6 +470,10 @@ pub async fn start(options: &NationOptions) -> Result<Nation, Error> {
                 signing_serial,
             },
         ));
+    }
+    if options.bystanders > 0 {
+        let db = xalo_store::Database::connect(&options.database("central")).await?;
+        register_bystanders(&crate::registry::Registry::open(db).await?, options).await?;
     }
     let mut gateways = Vec::new();
     for (member, files, listener, tls_listener, certificates) in pending {

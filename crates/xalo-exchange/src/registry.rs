@@ -371,14 +371,18 @@ impl Registry {
                 .db(what)?;
         let parse_member = |s: &str| -> Result<MemberId, Error> { Ok(s.parse::<MemberId>()?) };
         let mut members = Vec::new();
+        // Rows are joined to their member or group by position: a nation's registry has
+        // thousands of each, too many to search for every row.
+        let mut member_at = std::collections::HashMap::new();
         for row in xalo_store::sqlx::query("SELECT id, name FROM central_member ORDER BY id")
             .fetch_all(&mut *tx)
             .await
             .db(what)?
         {
-            let id: String = row.try_get(0).db(what)?;
+            let id = parse_member(&row.try_get::<String, _>(0).db(what)?)?;
+            member_at.insert(id.clone(), members.len());
             members.push(MemberEntry {
-                id: parse_member(&id)?,
+                id,
                 name: row.try_get(1).db(what)?,
                 subsystems: Vec::new(),
             });
@@ -392,7 +396,7 @@ impl Registry {
         {
             let id = parse_member(&row.try_get::<String, _>(0).db(what)?)?;
             let code: String = row.try_get(1).db(what)?;
-            if let Some(m) = members.iter_mut().find(|m| m.id == id) {
+            if let Some(m) = member_at.get(&id).and_then(|&i| members.get_mut(i)) {
                 m.subsystems.push(code);
             }
         }
@@ -412,12 +416,14 @@ impl Registry {
             });
         }
         let mut global_groups = Vec::new();
+        let mut group_at = std::collections::HashMap::new();
         for row in
             xalo_store::sqlx::query("SELECT code, description FROM central_group ORDER BY code")
                 .fetch_all(&mut *tx)
                 .await
                 .db(what)?
         {
+            group_at.insert(row.try_get::<String, _>(0).db(what)?, global_groups.len());
             global_groups.push(GroupEntry {
                 code: row.try_get(0).db(what)?,
                 description: row.try_get(1).db(what)?,
@@ -433,7 +439,7 @@ impl Registry {
         {
             let code: String = row.try_get(0).db(what)?;
             let client: ClientId = row.try_get::<String, _>(1).db(what)?.parse()?;
-            if let Some(g) = global_groups.iter_mut().find(|g| g.code == code) {
+            if let Some(g) = group_at.get(&code).and_then(|&i| global_groups.get_mut(i)) {
                 g.members.push(client);
             }
         }
@@ -455,15 +461,13 @@ impl Registry {
             });
         }
         tx.commit().await.db(what)?;
-        Ok(GlobalConf {
-            instance: instance.to_owned(),
+        Ok(GlobalConf::new(
+            instance.to_owned(),
             version,
-            issued_unix: 0,
-            expires_unix: 0,
             members,
             gateways,
             global_groups,
             authorities,
-        })
+        ))
     }
 }

@@ -62,6 +62,19 @@ pub(crate) fn decode_header(
         })
 }
 
+/// A long header every message of a peer repeats (certificate, OCSP answer), decoded
+/// through the gateway's cache.
+pub(crate) fn decode_repeated_header(
+    gw: &GatewayState,
+    headers: &HeaderMap,
+    name: &str,
+    kind: Kind,
+) -> Result<std::sync::Arc<Vec<u8>>, ProtocolError> {
+    gw.decoded.get(headers, name).ok_or_else(|| {
+        ProtocolError::new(kind, format!("the {name} header is missing or not base64"))
+    })
+}
+
 /// A good OCSP answer for this gateway's own TLS certificate, which a serving gateway
 /// needs before it answers anyone.
 pub(crate) async fn own_tls_answer(
@@ -95,7 +108,7 @@ pub(crate) async fn authenticate(
         ))
     })?;
     // The sender passes its OCSP answer on; ask the responder only when it did not.
-    match message::header_text(headers, message::TLS_OCSP).and_then(|v| b64().decode(v).ok()) {
+    match gw.decoded.get(headers, message::TLS_OCSP) {
         Some(ocsp) => gw.status.verify_answer(&peer.0, &ocsp, conf),
         None => gw.status.good_answer(&peer.0, conf).await.map(|_| ()),
     }
@@ -142,12 +155,14 @@ async fn inbound(gw: &Arc<GatewayState>, req: Request) -> Result<Response, Proto
             format!("client {client} is not registered"),
         ));
     }
-    let signer = decode_header(
+    let signer = decode_repeated_header(
+        gw,
         &parts.headers,
         message::SIGNER,
         Kind::ServerInvalidSignatureValue,
     )?;
-    let signer_ocsp = decode_header(
+    let signer_ocsp = decode_repeated_header(
+        gw,
         &parts.headers,
         message::SIGNER_OCSP,
         Kind::ServerCertValidation,

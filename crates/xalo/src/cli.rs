@@ -494,6 +494,10 @@ enum BenchCommand {
         /// (0 to skip).
         #[arg(long, default_value_t = 5_000.0)]
         rate: f64,
+        /// Register this many other members (each with a subsystem and a gateway, all in
+        /// one global group), as a nation's registry holds them.
+        #[arg(long, default_value_t = 0)]
+        members: usize,
     },
     /// Trust services: P-256 signatures and verifications/s beside `openssl speed`, TSA
     /// tokens/s and OCSP responses/s over HTTP with 64 concurrent clients.
@@ -887,6 +891,7 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
                     concurrency,
                     ledger,
                     rate,
+                    members,
                 },
         } => {
             let report = xalo_exchange::bench::run(&xalo_exchange::bench::BenchOptions {
@@ -896,6 +901,7 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
                 // Each gateway in a process of this binary, so its memory can be read.
                 gateway_binary: std::env::current_exe().ok(),
                 rate: Some(rate),
+                members,
             })
             .await?;
             print!("{report}");

@@ -211,6 +211,7 @@ mod cli {
 /// binary, their memory and their CPU time per round trip reported beside the headline.
 #[test]
 fn the_exchange_benchmark_reports_the_gateways_memory_and_cpu() {
+    // With other members in the registry, which every message's lookups pass over.
     let out = xalo()
         .args([
             "bench",
@@ -221,6 +222,8 @@ fn the_exchange_benchmark_reports_the_gateways_memory_and_cpu() {
             "4",
             "--rate",
             "0",
+            "--members",
+            "100",
         ])
         .output()
         .unwrap();
@@ -237,8 +240,16 @@ fn the_exchange_benchmark_reports_the_gateways_memory_and_cpu() {
         .unwrap_or_else(|| panic!("no CPU line: {text}"));
     let us: f64 = cpu.split(' ').next().unwrap().parse().unwrap();
     assert!(us > 0.0, "{cpu}");
+    let headline = text.lines().last().unwrap();
+    assert!(headline.starts_with("exchange: "), "{text}");
     assert!(
-        text.lines().last().unwrap().starts_with("exchange: "),
+        headline.ends_with(", 100 other members registered"),
+        "{text}"
+    );
+    let measured: Vec<&str> = text.lines().filter(|l| l.ends_with(" errors)")).collect();
+    assert_eq!(measured.len(), 2, "{text}");
+    assert!(
+        measured.iter().all(|l| l.ends_with(", 0 errors)")),
         "{text}"
     );
 }
