@@ -3,6 +3,8 @@
 //! and a path template where `{name}` or `*` matches one segment and a final `**` any
 //! rest) and a subject: a client (member or subsystem) or a global group.
 
+use std::collections::HashMap;
+
 use serde::{Deserialize, Serialize};
 use xalo_core::{ClientId, Error, ErrorCode};
 
@@ -135,6 +137,58 @@ impl AccessRight {
     }
 }
 
+/// The rights on one service, indexed by subject: a widely used service is granted to
+/// thousands of subsystems, and a message checks only the rights of its own client and
+/// of the client's groups.
+#[derive(Debug, Clone, Default)]
+pub struct Rights {
+    rights: Vec<AccessRight>,
+    /// Positions in `rights`, by subject.
+    of_client: HashMap<ClientId, Vec<usize>>,
+    of_group: HashMap<String, Vec<usize>>,
+}
+
+impl Rights {
+    pub fn new(rights: Vec<AccessRight>) -> Rights {
+        let mut of_client: HashMap<ClientId, Vec<usize>> = HashMap::new();
+        let mut of_group: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, r) in rights.iter().enumerate() {
+            match &r.subject {
+                Subject::Client(c) => of_client.entry(c.clone()).or_default().push(i),
+                Subject::Group(g) => of_group.entry(g.clone()).or_default().push(i),
+            }
+        }
+        Rights {
+            rights,
+            of_client,
+            of_group,
+        }
+    }
+
+    /// Whether a right lets `client` (in `groups`) call `method path`.
+    pub fn allows(&self, client: &ClientId, groups: &[&str], method: &str, path: &str) -> bool {
+        let own = self.of_client.get(client).into_iter().flatten();
+        let of_groups = groups
+            .iter()
+            .filter_map(|g| self.of_group.get(*g))
+            .flatten();
+        own.chain(of_groups)
+            .filter_map(|&i| self.rights.get(i))
+            .any(|r| r.endpoint.matches(method, path))
+    }
+
+    pub fn as_slice(&self) -> &[AccessRight] {
+        &self.rights
+    }
+}
+
+impl std::ops::Deref for Rights {
+    type Target = [AccessRight];
+    fn deref(&self) -> &[AccessRight] {
+        &self.rights
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,5 +221,56 @@ mod tests {
         };
         assert!(g.allows(&other, &["ministries"], "DELETE", "/y"));
         assert!(!g.allows(&other, &["banks"], "DELETE", "/y"));
+    }
+
+    #[test]
+    fn indexed_rights_answer_as_each_right_would() {
+        let right = |subject: &str, method: &str, path: &str| AccessRight {
+            endpoint: Endpoint::new(method, path).unwrap(),
+            subject: subject.parse().unwrap(),
+        };
+        let mut all: Vec<AccessRight> = (0..5000)
+            .map(|i| {
+                right(
+                    &format!("VN/COM/{}/system", 900_000 + i),
+                    "GET",
+                    "/persons/{code}",
+                )
+            })
+            .collect();
+        all.push(right("group:ministries", "POST", "/persons"));
+        all.push(right("VN/GOV/000001/portal", "*", "**"));
+        let rights = Rights::new(all.clone());
+        assert_eq!(rights.len(), all.len());
+        let cases: &[(&str, &[&str], &str, &str)] = &[
+            ("VN/COM/904999/system", &[], "GET", "/persons/VN1"),
+            ("VN/COM/904999/system", &[], "POST", "/persons"),
+            ("VN/COM/904999/system", &["ministries"], "POST", "/persons"),
+            ("VN/COM/905000/system", &[], "GET", "/persons/VN1"),
+            ("VN/GOV/000001/portal", &[], "DELETE", "/anything/at/all"),
+            ("VN/GOV/000001", &[], "GET", "/persons/VN1"),
+            (
+                "VN/GOV/000002/x",
+                &["ministries", "other"],
+                "POST",
+                "/persons",
+            ),
+            ("VN/GOV/000002/x", &["other"], "POST", "/persons"),
+        ];
+        for (client, groups, method, path) in cases {
+            let client: ClientId = client.parse().unwrap();
+            let scanned = all.iter().any(|r| r.allows(&client, groups, method, path));
+            assert_eq!(
+                rights.allows(&client, groups, method, path),
+                scanned,
+                "{client} {groups:?} {method} {path}"
+            );
+        }
+        assert!(!Rights::default().allows(
+            &"VN/GOV/000001/portal".parse().unwrap(),
+            &[],
+            "GET",
+            "/"
+        ));
     }
 }

@@ -34,7 +34,8 @@ pub struct BenchOptions {
     /// on a fixed schedule), directly and through the gateways; `None` or 0 to skip.
     pub rate: Option<f64>,
     /// Other members in the registry (each with a subsystem and a gateway, all in one
-    /// global group), which the gateways look up for every message.
+    /// global group), which the gateways look up for every message; each subsystem is
+    /// granted the benchmark's service too.
     pub members: usize,
 }
 
@@ -392,6 +393,18 @@ pub async fn run(options: &BenchOptions) -> Result<BenchReport, Error> {
             Some(("GET", "/persons/{code}")),
         )
         .await?;
+    // A register's service is granted to many systems: with other members registered,
+    // to each one's, through the administration API as its administrator would.
+    for i in 0..options.members {
+        let system = crate::nation::bystander(&nation_options.instance, i)?;
+        provider
+            .grant(
+                &service,
+                client_subject(&system),
+                Some(("GET", "/persons/{code}")),
+            )
+            .await?;
+    }
     let key = gateways[0].1.issue_client_key(&client).await?;
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(options.concurrency * 2)

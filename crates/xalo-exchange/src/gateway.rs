@@ -530,7 +530,7 @@ async fn list_services(State(s): State<Arc<GatewayState>>) -> Result<Response, E
                 "service": svc.service,
                 "backend_url": svc.backend_url,
                 "endpoints": svc.endpoints,
-                "access_rights": s.registry.rights(&id).await?,
+                "access_rights": s.registry.rights(&id).await?.as_slice(),
             }));
         }
     }

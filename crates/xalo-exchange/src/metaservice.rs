@@ -125,13 +125,13 @@ pub async fn provider_side(
                 format!("{id} is not registered"),
             )
         })?;
-        let doc = svc.openapi.ok_or_else(|| {
+        let doc = svc.openapi.as_deref().ok_or_else(|| {
             ProtocolError::new(
                 Kind::ServerUnknownService,
                 format!("{id} has no OpenAPI description"),
             )
         })?;
-        let doc: Value = serde_json::from_str(&doc)
+        let doc: Value = serde_json::from_str(doc)
             .map_err(|e| ProtocolError::new(Kind::ServerInternalError, e.to_string()))?;
         return Ok(Some(answer(doc)));
     }

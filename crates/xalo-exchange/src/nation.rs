@@ -127,7 +127,8 @@ async fn register_bystanders(
     )?;
     let tls_error = |e: rcgen::Error| Error::new(ErrorCode::Internal, e.to_string());
     for i in 0..options.bystanders {
-        let id = MemberId::new(&options.instance, "COM", &format!("{}", 900_000 + i))?;
+        let system = bystander(&options.instance, i)?;
+        let id = system.member().clone();
         tolerate_existing(
             registry
                 .add_member(&NewMember {
@@ -136,7 +137,6 @@ async fn register_bystanders(
                 })
                 .await,
         )?;
-        let system = id.subsystem("system")?;
         tolerate_existing(
             registry
                 .add_subsystem(&NewSubsystem { id: system.clone() })
@@ -164,6 +164,11 @@ async fn register_bystanders(
         )?;
     }
     Ok(())
+}
+
+/// The subsystem of the `i`th member [`NationOptions::bystanders`] registers.
+pub fn bystander(instance: &str, i: usize) -> Result<SubsystemId, Error> {
+    Ok(MemberId::new(instance, "COM", &format!("{}", 900_000 + i))?.subsystem("system")?)
 }
 
 /// Serials of a gateway's certificates, to revoke them.

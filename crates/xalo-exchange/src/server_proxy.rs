@@ -346,10 +346,7 @@ async fn call_backend(
     let rights = gw.registry.rights(service).await.map_err(db)?;
     let groups = conf.groups_of(client);
     let method = parts.method.as_str();
-    if !rights
-        .iter()
-        .any(|r| r.allows(client, &groups, method, rest))
-    {
+    if !rights.allows(client, &groups, method, rest) {
         return Err(ProtocolError::new(
             Kind::ServerAccessDenied,
             format!(

@@ -12,7 +12,7 @@ use sha2::Digest;
 use xalo_core::{ClientId, Error, ErrorCode, ServiceId, SubsystemId};
 use xalo_store::{Database, DbResultExt, Migration, Row};
 
-use crate::access_right::{AccessRight, Endpoint, Subject};
+use crate::access_right::{AccessRight, Endpoint, Rights, Subject};
 
 const MIGRATIONS: &[Migration] = &[
     Migration::portable(
@@ -133,8 +133,8 @@ fn any_path() -> String {
 #[derive(Clone, Debug)]
 pub struct ServiceRegistry {
     db: Database,
-    services: Arc<Recent<Option<Service>>>,
-    rights: Arc<Recent<Vec<AccessRight>>>,
+    services: Arc<Recent<Option<Arc<Service>>>>,
+    rights: Arc<Recent<Arc<Rights>>>,
     keys: Arc<Recent<Option<ClientId>>>,
     /// How long a lookup is reused, in milliseconds (see [`MAX_REUSE`]).
     reuse_ms: Arc<AtomicU64>,
@@ -156,6 +156,8 @@ const RECENT_LIMIT: usize = 10_000;
 struct Recent<V> {
     map: Mutex<HashMap<String, (Instant, V)>>,
     generation: AtomicU64,
+    /// The key being read from the database, with the lock its readers queue on.
+    loading: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl<V: Clone> Recent<V> {
@@ -163,7 +165,47 @@ impl<V: Clone> Recent<V> {
         Arc::new(Recent {
             map: Mutex::new(HashMap::new()),
             generation: AtomicU64::new(0),
+            loading: Mutex::new(HashMap::new()),
         })
+    }
+    /// The value of `key` read within `reuse`, or read now by `load`. One read per key at
+    /// a time: when a lookup runs out under load, every message asking for it would
+    /// otherwise read the same rows at once (a service's rights can be thousands of rows).
+    async fn get_or_load<F, Fut>(&self, key: String, reuse: Duration, load: F) -> Result<V, Error>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<V, Error>>,
+    {
+        if let Some(v) = self.get(&key, reuse) {
+            return Ok(v);
+        }
+        let gate = match self.loading.lock() {
+            Ok(mut l) => l.entry(key.clone()).or_default().clone(),
+            Err(_) => Arc::default(),
+        };
+        let turn = gate.lock().await;
+        // Read by the reader this one queued behind, or read now.
+        let loaded = match self.get(&key, reuse) {
+            Some(v) => Ok(v),
+            None => {
+                let (generation, at) = (self.generation(), Instant::now());
+                let loaded = load().await;
+                if let Ok(v) = &loaded {
+                    self.put(key.clone(), v.clone(), generation, at);
+                }
+                loaded
+            }
+        };
+        drop(turn);
+        if let Ok(mut l) = self.loading.lock() {
+            // Let go under the lock its clones are taken under: the last one out sees
+            // only the map's and removes it.
+            drop(gate);
+            if l.get(&key).is_some_and(|g| Arc::strong_count(g) == 1) {
+                l.remove(&key);
+            }
+        }
+        loaded
     }
     fn get(&self, key: &str, reuse: Duration) -> Option<V> {
         let map = self.map.lock().ok()?;
@@ -311,16 +353,14 @@ impl ServiceRegistry {
     }
 
     /// A registered service, or `None`.
-    pub async fn service(&self, id: &ServiceId) -> Result<Option<Service>, Error> {
-        let key = id.to_string();
-        let reuse = self.reuse();
-        if let Some(s) = self.services.get(&key, reuse) {
-            return Ok(s);
-        }
-        let (generation, at) = (self.services.generation(), Instant::now());
-        let s = self.load_service(id).await?;
-        self.services.put(key, s.clone(), generation, at);
-        Ok(s)
+    /// Shared, not copied: a message needs only its backend URL, the service may carry an
+    /// OpenAPI description of many kilobytes.
+    pub async fn service(&self, id: &ServiceId) -> Result<Option<Arc<Service>>, Error> {
+        self.services
+            .get_or_load(id.to_string(), self.reuse(), || async {
+                Ok(self.load_service(id).await?.map(Arc::new))
+            })
+            .await
     }
 
     async fn load_service(&self, id: &ServiceId) -> Result<Option<Service>, Error> {
@@ -425,16 +465,12 @@ impl ServiceRegistry {
     }
 
     /// The rights on a service.
-    pub async fn rights(&self, service: &ServiceId) -> Result<Vec<AccessRight>, Error> {
-        let key = service.to_string();
-        let reuse = self.reuse();
-        if let Some(r) = self.rights.get(&key, reuse) {
-            return Ok(r);
-        }
-        let (generation, at) = (self.rights.generation(), Instant::now());
-        let r = self.load_rights(service).await?;
-        self.rights.put(key, r.clone(), generation, at);
-        Ok(r)
+    pub async fn rights(&self, service: &ServiceId) -> Result<Arc<Rights>, Error> {
+        self.rights
+            .get_or_load(service.to_string(), self.reuse(), || async {
+                Ok(Arc::new(Rights::new(self.load_rights(service).await?)))
+            })
+            .await
     }
 
     async fn load_rights(&self, service: &ServiceId) -> Result<Vec<AccessRight>, Error> {
@@ -478,15 +514,9 @@ impl ServiceRegistry {
 
     /// The subsystem a client key was issued for.
     pub async fn client_of_key(&self, key: &str) -> Result<Option<ClientId>, Error> {
-        let hash = key_hash(key);
-        let reuse = self.reuse();
-        if let Some(c) = self.keys.get(&hash, reuse) {
-            return Ok(c);
-        }
-        let (generation, at) = (self.keys.generation(), Instant::now());
-        let c = self.load_client_of_key(key).await?;
-        self.keys.put(hash, c.clone(), generation, at);
-        Ok(c)
+        self.keys
+            .get_or_load(key_hash(key), self.reuse(), || self.load_client_of_key(key))
+            .await
     }
 
     async fn load_client_of_key(&self, key: &str) -> Result<Option<ClientId>, Error> {
@@ -554,5 +584,48 @@ impl ServiceRegistry {
         .into_iter()
         .map(|r| Ok(r.try_get::<String, _>(0).db("client")?.parse()?))
         .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_lookup_that_ran_out_is_read_once_however_many_ask() {
+        let recent: Arc<Recent<u64>> = Recent::new();
+        let reads = Arc::new(AtomicU64::new(0));
+        let ask = |recent: Arc<Recent<u64>>, reads: Arc<AtomicU64>| async move {
+            recent
+                .get_or_load("rights".into(), Duration::from_secs(60), || async {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    Ok(reads.fetch_add(1, Ordering::SeqCst) + 1)
+                })
+                .await
+        };
+        let askers: Vec<_> = (0..16)
+            .map(|_| tokio::spawn(ask(recent.clone(), reads.clone())))
+            .collect();
+        for a in askers {
+            assert_eq!(a.await.unwrap().unwrap(), 1);
+        }
+        assert_eq!(reads.load(Ordering::SeqCst), 1);
+        assert!(recent.loading.lock().unwrap().is_empty());
+
+        // A failed read is not kept: the next asker reads again.
+        let failed = recent
+            .get_or_load("keys".into(), Duration::from_secs(60), || async {
+                Err::<u64, _>(Error::new(ErrorCode::StoreUnavailable, "down"))
+            })
+            .await;
+        assert_eq!(failed.unwrap_err().code, ErrorCode::StoreUnavailable);
+        let again = recent
+            .get_or_load("keys".into(), Duration::from_secs(60), || async { Ok(7) })
+            .await;
+        assert_eq!(again.unwrap(), 7);
+
+        // A local change empties the lookups, and the next asker reads.
+        recent.clear();
+        assert_eq!(ask(recent.clone(), reads.clone()).await.unwrap(), 2);
     }
 }

@@ -495,7 +495,7 @@ enum BenchCommand {
         #[arg(long, default_value_t = 5_000.0)]
         rate: f64,
         /// Register this many other members (each with a subsystem and a gateway, all in
-        /// one global group), as a nation's registry holds them.
+        /// one global group, each subsystem granted the service), as a nation holds them.
         #[arg(long, default_value_t = 0)]
         members: usize,
     },
