@@ -171,32 +171,21 @@ impl<V: Clone> Recent<V> {
     /// The value of `key` read within `reuse`, or read now by `load`. One read per key at
     /// a time: when a lookup runs out under load, every message asking for it would
     /// otherwise read the same rows at once (a service's rights can be thousands of rows).
+    /// Past half its reuse a value is read anew by one asker while the others go on with
+    /// it, so under steady traffic no message waits for a read.
     async fn get_or_load<F, Fut>(&self, key: String, reuse: Duration, load: F) -> Result<V, Error>
     where
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<V, Error>>,
     {
-        if let Some(v) = self.get(&key, reuse) {
+        if let Some(v) = self.get(&key, reuse / 2) {
             return Ok(v);
         }
         let gate = match self.loading.lock() {
             Ok(mut l) => l.entry(key.clone()).or_default().clone(),
             Err(_) => Arc::default(),
         };
-        let turn = gate.lock().await;
-        // Read by the reader this one queued behind, or read now.
-        let loaded = match self.get(&key, reuse) {
-            Some(v) => Ok(v),
-            None => {
-                let (generation, at) = (self.generation(), Instant::now());
-                let loaded = load().await;
-                if let Ok(v) = &loaded {
-                    self.put(key.clone(), v.clone(), generation, at);
-                }
-                loaded
-            }
-        };
-        drop(turn);
+        let result = self.read_in_turn(&key, reuse, &gate, load).await;
         if let Ok(mut l) = self.loading.lock() {
             // Let go under the lock its clones are taken under: the last one out sees
             // only the map's and removes it.
@@ -205,7 +194,39 @@ impl<V: Clone> Recent<V> {
                 l.remove(&key);
             }
         }
-        loaded
+        result
+    }
+    async fn read_in_turn<F, Fut>(
+        &self,
+        key: &str,
+        reuse: Duration,
+        gate: &tokio::sync::Mutex<()>,
+        load: F,
+    ) -> Result<V, Error>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<V, Error>>,
+    {
+        let _turn = match self.get(key, reuse) {
+            Some(v) => match gate.try_lock() {
+                Ok(turn) => turn,
+                Err(_) => return Ok(v),
+            },
+            None => gate.lock().await,
+        };
+        // Read anew by the reader this one queued behind, or read now.
+        if let Some(v) = self.get(key, reuse / 2) {
+            return Ok(v);
+        }
+        let (generation, at) = (self.generation(), Instant::now());
+        match load().await {
+            Ok(v) => {
+                self.put(key.to_owned(), v.clone(), generation, at);
+                Ok(v)
+            }
+            // A value still within its reuse serves until it runs out.
+            Err(e) => self.get(key, reuse).ok_or(e),
+        }
     }
     fn get(&self, key: &str, reuse: Duration) -> Option<V> {
         let map = self.map.lock().ok()?;
@@ -627,5 +648,57 @@ mod tests {
         // A local change empties the lookups, and the next asker reads.
         recent.clear();
         assert_eq!(ask(recent.clone(), reads.clone()).await.unwrap(), 2);
+    }
+
+    #[tokio::test]
+    async fn an_ageing_lookup_is_read_anew_by_one_while_the_others_go_on_with_it() {
+        let recent: Arc<Recent<u64>> = Recent::new();
+        let reads = Arc::new(AtomicU64::new(0));
+        // Wide margins: the value is asked for at about 60% of its reuse.
+        let reuse = Duration::from_secs(3);
+        let ask = |recent: Arc<Recent<u64>>, reads: Arc<AtomicU64>| async move {
+            recent
+                .get_or_load("rights".into(), reuse, || async {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    Ok(reads.fetch_add(1, Ordering::SeqCst) + 1)
+                })
+                .await
+        };
+        assert_eq!(ask(recent.clone(), reads.clone()).await.unwrap(), 1);
+        tokio::time::sleep(reuse / 2).await;
+        let askers: Vec<_> = (0..16)
+            .map(|_| tokio::spawn(ask(recent.clone(), reads.clone())))
+            .collect();
+        let mut old = 0;
+        for a in askers {
+            match a.await.unwrap().unwrap() {
+                1 => old += 1,
+                v => assert_eq!(v, 2),
+            }
+        }
+        // One read it again; the others went on with the value they had (those that
+        // asked before the read ended) or took the new one.
+        assert_eq!(reads.load(Ordering::SeqCst), 2);
+        assert!(old >= 1);
+        assert_eq!(ask(recent.clone(), reads.clone()).await.unwrap(), 2);
+        assert!(recent.loading.lock().unwrap().is_empty());
+
+        // Past its reuse a value is not served, even when the read fails.
+        let brief = Duration::from_millis(50);
+        let read = |v: Result<u64, Error>| {
+            let recent = recent.clone();
+            async move {
+                recent
+                    .get_or_load("keys".into(), brief, || async { v })
+                    .await
+            }
+        };
+        assert_eq!(read(Ok(7)).await.unwrap(), 7);
+        tokio::time::sleep(brief * 2).await;
+        let down = Error::new(ErrorCode::StoreUnavailable, "down");
+        assert_eq!(
+            read(Err(down)).await.unwrap_err().code,
+            ErrorCode::StoreUnavailable
+        );
     }
 }
