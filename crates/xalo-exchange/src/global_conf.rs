@@ -126,7 +126,7 @@ fn sorted<T: Ord>(mut table: Vec<(u64, T)>) -> Vec<(u64, T)> {
     table
 }
 
-/// Derived data: equal, cloned and compared as the document is, never serialised.
+/// Derived data: never serialised, always equal, and not carried into a clone.
 #[derive(Debug, Default)]
 struct Lookup(OnceLock<Index>);
 
