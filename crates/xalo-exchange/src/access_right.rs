@@ -165,16 +165,34 @@ impl Rights {
         }
     }
 
-    /// Whether a right lets `client` (in `groups`) call `method path`.
-    pub fn allows(&self, client: &ClientId, groups: &[&str], method: &str, path: &str) -> bool {
+    /// Positions of the rights granted to `client` itself or to one of its `groups`.
+    fn positions<'a>(
+        &'a self,
+        client: &ClientId,
+        groups: &'a [&str],
+    ) -> impl Iterator<Item = usize> + 'a {
         let own = self.of_client.get(client).into_iter().flatten();
         let of_groups = groups
             .iter()
             .filter_map(|g| self.of_group.get(*g))
             .flatten();
-        own.chain(of_groups)
-            .filter_map(|&i| self.rights.get(i))
+        own.chain(of_groups).copied()
+    }
+
+    /// Whether a right lets `client` (in `groups`) call `method path`.
+    pub fn allows(&self, client: &ClientId, groups: &[&str], method: &str, path: &str) -> bool {
+        self.positions(client, groups)
+            .filter_map(|i| self.rights.get(i))
             .any(|r| r.endpoint.matches(method, path))
+    }
+
+    /// The rights granted to `client` itself or to one of its `groups`, in the order
+    /// they were granted.
+    pub fn granted_to(&self, client: &ClientId, groups: &[&str]) -> Vec<&AccessRight> {
+        let mut at: Vec<usize> = self.positions(client, groups).collect();
+        at.sort_unstable();
+        at.dedup();
+        at.into_iter().filter_map(|i| self.rights.get(i)).collect()
     }
 
     pub fn as_slice(&self) -> &[AccessRight] {
@@ -265,6 +283,14 @@ mod tests {
                 scanned,
                 "{client} {groups:?} {method} {path}"
             );
+            let granted: Vec<&AccessRight> = all
+                .iter()
+                .filter(|r| match &r.subject {
+                    Subject::Client(c) => *c == client,
+                    Subject::Group(g) => groups.contains(&g.as_str()),
+                })
+                .collect();
+            assert_eq!(rights.granted_to(&client, groups), granted, "{client}");
         }
         assert!(!Rights::default().allows(
             &"VN/GOV/000001/portal".parse().unwrap(),

@@ -143,13 +143,7 @@ pub async fn provider_side(
         };
         if code == ALLOWED_METHODS {
             let rights = gw.registry.rights(&id).await.map_err(db)?;
-            let mine: Vec<_> = rights
-                .iter()
-                .filter(|r| match &r.subject {
-                    crate::access_right::Subject::Client(c) => c == client,
-                    crate::access_right::Subject::Group(g) => groups.contains(&g.as_str()),
-                })
-                .collect();
+            let mine = rights.granted_to(client, &groups);
             if mine.is_empty() {
                 continue;
             }
