@@ -88,6 +88,61 @@ const MIGRATIONS: &[Migration] = &[
         CREATE INDEX gateway_message_log_time ON gateway_message_log (logged_unix);
         CREATE INDEX gateway_message_log_id ON gateway_message_log (x_road_id);",
     ),
+    // Every change of the registry's tables, whoever makes it, moves the version on, so a
+    // gateway reads a lookup again only when something changed (`ServiceRegistry::version`).
+    Migration::per_backend(
+        3,
+        "registry version",
+        "CREATE TABLE gateway_registry_version (
+            one INTEGER PRIMARY KEY CHECK (one = 1),
+            version BIGINT NOT NULL
+        );
+        INSERT INTO gateway_registry_version (one, version) VALUES (1, 0);
+        CREATE TRIGGER gateway_service_inserted AFTER INSERT ON gateway_service
+            BEGIN UPDATE gateway_registry_version SET version = version + 1; END;
+        CREATE TRIGGER gateway_service_updated AFTER UPDATE ON gateway_service
+            BEGIN UPDATE gateway_registry_version SET version = version + 1; END;
+        CREATE TRIGGER gateway_service_deleted AFTER DELETE ON gateway_service
+            BEGIN UPDATE gateway_registry_version SET version = version + 1; END;
+        CREATE TRIGGER gateway_endpoint_inserted AFTER INSERT ON gateway_endpoint
+            BEGIN UPDATE gateway_registry_version SET version = version + 1; END;
+        CREATE TRIGGER gateway_endpoint_updated AFTER UPDATE ON gateway_endpoint
+            BEGIN UPDATE gateway_registry_version SET version = version + 1; END;
+        CREATE TRIGGER gateway_endpoint_deleted AFTER DELETE ON gateway_endpoint
+            BEGIN UPDATE gateway_registry_version SET version = version + 1; END;
+        CREATE TRIGGER gateway_access_right_inserted AFTER INSERT ON gateway_access_right
+            BEGIN UPDATE gateway_registry_version SET version = version + 1; END;
+        CREATE TRIGGER gateway_access_right_updated AFTER UPDATE ON gateway_access_right
+            BEGIN UPDATE gateway_registry_version SET version = version + 1; END;
+        CREATE TRIGGER gateway_access_right_deleted AFTER DELETE ON gateway_access_right
+            BEGIN UPDATE gateway_registry_version SET version = version + 1; END;
+        CREATE TRIGGER gateway_client_key_inserted AFTER INSERT ON gateway_client_key
+            BEGIN UPDATE gateway_registry_version SET version = version + 1; END;
+        CREATE TRIGGER gateway_client_key_updated AFTER UPDATE ON gateway_client_key
+            BEGIN UPDATE gateway_registry_version SET version = version + 1; END;
+        CREATE TRIGGER gateway_client_key_deleted AFTER DELETE ON gateway_client_key
+            BEGIN UPDATE gateway_registry_version SET version = version + 1; END;",
+        "CREATE TABLE gateway_registry_version (
+            one INTEGER PRIMARY KEY CHECK (one = 1),
+            version BIGINT NOT NULL
+        );
+        INSERT INTO gateway_registry_version (one, version) VALUES (1, 0);
+        CREATE FUNCTION gateway_registry_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN UPDATE gateway_registry_version SET version = version + 1; RETURN NULL; END
+        $$;
+        CREATE TRIGGER gateway_service_changed
+            AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON gateway_service
+            FOR EACH STATEMENT EXECUTE FUNCTION gateway_registry_changed();
+        CREATE TRIGGER gateway_endpoint_changed
+            AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON gateway_endpoint
+            FOR EACH STATEMENT EXECUTE FUNCTION gateway_registry_changed();
+        CREATE TRIGGER gateway_access_right_changed
+            AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON gateway_access_right
+            FOR EACH STATEMENT EXECUTE FUNCTION gateway_registry_changed();
+        CREATE TRIGGER gateway_client_key_changed
+            AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON gateway_client_key
+            FOR EACH STATEMENT EXECUTE FUNCTION gateway_registry_changed();",
+    ),
 ];
 
 /// A service as its provider registers it.
@@ -133,22 +188,79 @@ fn any_path() -> String {
 #[derive(Clone, Debug)]
 pub struct ServiceRegistry {
     db: Database,
-    services: Arc<Recent<Option<Arc<Service>>>>,
-    rights: Arc<Recent<Arc<Rights>>>,
-    keys: Arc<Recent<Option<ClientId>>>,
-    /// How long a lookup is reused, in milliseconds (see [`MAX_REUSE`]).
+    /// The registry's version in the database, which triggers move on with every change
+    /// of its tables (by this gateway, another instance or an edit in the database).
+    version: Arc<Recent<i64>>,
+    services: Arc<Versioned<Option<Arc<Service>>>>,
+    rights: Arc<Versioned<Arc<Rights>>>,
+    keys: Arc<Versioned<Option<ClientId>>>,
+    /// How long the version is trusted, in milliseconds (see [`MAX_REUSE`]).
     reuse_ms: Arc<AtomicU64>,
 }
 
-/// How long a lookup is reused by default. Every message needs the service, its rights
-/// and the caller's key; reading them at most once within this time instead of per
-/// message keeps the database out of the hot path. A change made through this gateway
-/// shows at once (the caches are emptied); one made at another instance sharing the
-/// database, or in the database directly, within this time.
+/// How long the registry's version is trusted by default. Every message needs the
+/// service, its rights and the caller's key; they are read once per version of the
+/// registry, and the version (one row) at most once within this time, which keeps the
+/// database out of the hot path however many rights a service has. A change made through
+/// this gateway shows at once; one made at another instance sharing the database, or in
+/// the database directly, within this time.
 pub const DEFAULT_REUSE: Duration = Duration::from_secs(1);
 /// The longest reuse allowed: a revoked right or key is refused after this at most.
 pub const MAX_REUSE: Duration = Duration::from_secs(1);
 const RECENT_LIMIT: usize = 10_000;
+
+/// One read per key at a time: when a lookup runs out under load, every message asking
+/// for it would otherwise read the same rows at once (a service's rights can be
+/// thousands of rows).
+#[derive(Debug, Default)]
+struct Gates(Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
+
+/// The gate of one key, removed from [`Gates`] by the last one out.
+struct Gate<'a> {
+    gates: &'a Gates,
+    key: &'a str,
+    lock: Option<Arc<tokio::sync::Mutex<()>>>,
+}
+
+impl Gates {
+    fn of<'a>(&'a self, key: &'a str) -> Gate<'a> {
+        let lock = match self.0.lock() {
+            Ok(mut g) => g.entry(key.to_owned()).or_default().clone(),
+            Err(_) => Arc::default(),
+        };
+        Gate {
+            gates: self,
+            key,
+            lock: Some(lock),
+        }
+    }
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
+        self.0.lock().map(|g| g.is_empty()).unwrap_or(true)
+    }
+}
+
+impl Gate<'_> {
+    fn lock(&self) -> &tokio::sync::Mutex<()> {
+        self.lock.as_deref().unwrap_or(&NO_GATE)
+    }
+}
+
+/// Never reached (a gate holds its lock until dropped); here so that `lock` needs no panic.
+static NO_GATE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+impl Drop for Gate<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut g) = self.gates.0.lock() {
+            // Let go under the lock its clones are taken under: the last one out sees
+            // only the map's and removes it.
+            self.lock = None;
+            if g.get(self.key).is_some_and(|l| Arc::strong_count(l) == 1) {
+                g.remove(self.key);
+            }
+        }
+    }
+}
 
 /// Lookups made within the reuse time. A generation counter, moved on by every local
 /// change, keeps a lookup that started before the change from being stored after it.
@@ -156,8 +268,7 @@ const RECENT_LIMIT: usize = 10_000;
 struct Recent<V> {
     map: Mutex<HashMap<String, (Instant, V)>>,
     generation: AtomicU64,
-    /// The key being read from the database, with the lock its readers queue on.
-    loading: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    gates: Gates,
 }
 
 impl<V: Clone> Recent<V> {
@@ -165,54 +276,27 @@ impl<V: Clone> Recent<V> {
         Arc::new(Recent {
             map: Mutex::new(HashMap::new()),
             generation: AtomicU64::new(0),
-            loading: Mutex::new(HashMap::new()),
+            gates: Gates::default(),
         })
     }
-    /// The value of `key` read within `reuse`, or read now by `load`. One read per key at
-    /// a time: when a lookup runs out under load, every message asking for it would
-    /// otherwise read the same rows at once (a service's rights can be thousands of rows).
+    /// The value of `key` read within `reuse`, or read now by `load`, one read at a time.
     /// Past half its reuse a value is read anew by one asker while the others go on with
     /// it, so under steady traffic no message waits for a read.
-    async fn get_or_load<F, Fut>(&self, key: String, reuse: Duration, load: F) -> Result<V, Error>
+    async fn get_or_load<F, Fut>(&self, key: &str, reuse: Duration, load: F) -> Result<V, Error>
     where
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<V, Error>>,
     {
-        if let Some(v) = self.get(&key, reuse / 2) {
+        if let Some(v) = self.get(key, reuse / 2) {
             return Ok(v);
         }
-        let gate = match self.loading.lock() {
-            Ok(mut l) => l.entry(key.clone()).or_default().clone(),
-            Err(_) => Arc::default(),
-        };
-        let result = self.read_in_turn(&key, reuse, &gate, load).await;
-        if let Ok(mut l) = self.loading.lock() {
-            // Let go under the lock its clones are taken under: the last one out sees
-            // only the map's and removes it.
-            drop(gate);
-            if l.get(&key).is_some_and(|g| Arc::strong_count(g) == 1) {
-                l.remove(&key);
-            }
-        }
-        result
-    }
-    async fn read_in_turn<F, Fut>(
-        &self,
-        key: &str,
-        reuse: Duration,
-        gate: &tokio::sync::Mutex<()>,
-        load: F,
-    ) -> Result<V, Error>
-    where
-        F: FnOnce() -> Fut,
-        Fut: std::future::Future<Output = Result<V, Error>>,
-    {
+        let gate = self.gates.of(key);
         let _turn = match self.get(key, reuse) {
-            Some(v) => match gate.try_lock() {
+            Some(v) => match gate.lock().try_lock() {
                 Ok(turn) => turn,
                 Err(_) => return Ok(v),
             },
-            None => gate.lock().await,
+            None => gate.lock().lock().await,
         };
         // Read anew by the reader this one queued behind, or read now.
         if let Some(v) = self.get(key, reuse / 2) {
@@ -258,6 +342,59 @@ impl<V: Clone> Recent<V> {
     }
 }
 
+/// Lookups kept with the version of the registry they were read at, and read again, one
+/// read per key at a time, when the version moves on.
+#[derive(Debug)]
+struct Versioned<V> {
+    map: Mutex<HashMap<String, (i64, V)>>,
+    gates: Gates,
+}
+
+impl<V: Clone> Versioned<V> {
+    fn new() -> Arc<Self> {
+        Arc::new(Versioned {
+            map: Mutex::new(HashMap::new()),
+            gates: Gates::default(),
+        })
+    }
+    /// The value of `key` at `version`, or read now by `load`. `version` must have been
+    /// read before `load` reads: a change in between then shows as a newer version, and
+    /// the value is read again, never kept as current when it is not.
+    async fn get_or_load<F, Fut>(&self, key: &str, version: i64, load: F) -> Result<V, Error>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<V, Error>>,
+    {
+        if let Some(v) = self.get(key, version) {
+            return Ok(v);
+        }
+        let gate = self.gates.of(key);
+        let _turn = gate.lock().lock().await;
+        if let Some(v) = self.get(key, version) {
+            return Ok(v);
+        }
+        let v = load().await?;
+        if let Ok(mut map) = self.map.lock() {
+            if map.len() >= RECENT_LIMIT {
+                map.clear();
+            }
+            map.insert(key.to_owned(), (version, v.clone()));
+        }
+        Ok(v)
+    }
+    fn get(&self, key: &str, version: i64) -> Option<V> {
+        let map = self.map.lock().ok()?;
+        map.get(key)
+            .filter(|(at, _)| *at == version)
+            .map(|(_, v)| v.clone())
+    }
+    fn clear(&self) {
+        if let Ok(mut map) = self.map.lock() {
+            map.clear();
+        }
+    }
+}
+
 fn key_hash(key: &str) -> String {
     hex::encode(sha2::Sha256::digest(key.as_bytes()))
 }
@@ -267,20 +404,21 @@ impl ServiceRegistry {
         db.migrate("gateway", MIGRATIONS).await?;
         Ok(ServiceRegistry {
             db,
-            services: Recent::new(),
-            rights: Recent::new(),
-            keys: Recent::new(),
+            version: Recent::new(),
+            services: Versioned::new(),
+            rights: Versioned::new(),
+            keys: Versioned::new(),
             reuse_ms: Arc::new(AtomicU64::new(DEFAULT_REUSE.as_millis() as u64)),
         })
     }
 
-    /// How long lookups are reused now.
+    /// How long the registry's version is trusted now.
     pub fn reuse(&self) -> Duration {
         Duration::from_millis(self.reuse_ms.load(Ordering::Relaxed))
     }
 
-    /// Reuse lookups for `reuse` (at most [`MAX_REUSE`]; zero: read the database for every
-    /// message).
+    /// Trust the registry's version for `reuse` (at most [`MAX_REUSE`]; zero: ask the
+    /// database for every message).
     pub fn set_reuse(&self, reuse: Duration) {
         let ms = reuse.min(MAX_REUSE).as_millis() as u64;
         self.reuse_ms.store(ms, Ordering::Relaxed);
@@ -368,6 +506,7 @@ impl ServiceRegistry {
 
     /// This instance's changes show at once.
     fn changed(&self) {
+        self.version.clear();
         self.services.clear();
         self.rights.clear();
         self.keys.clear();
@@ -377,9 +516,24 @@ impl ServiceRegistry {
     /// Shared, not copied: a message needs only its backend URL, the service may carry an
     /// OpenAPI description of many kilobytes.
     pub async fn service(&self, id: &ServiceId) -> Result<Option<Arc<Service>>, Error> {
+        let version = self.version().await?;
         self.services
-            .get_or_load(id.to_string(), self.reuse(), || async {
+            .get_or_load(&id.to_string(), version, || async {
                 Ok(self.load_service(id).await?.map(Arc::new))
+            })
+            .await
+    }
+
+    /// The registry's version, asked of the database at most once within the reuse time.
+    async fn version(&self) -> Result<i64, Error> {
+        self.version
+            .get_or_load("", self.reuse(), || async {
+                xalo_store::sqlx::query("SELECT version FROM gateway_registry_version")
+                    .fetch_one(self.db.pool())
+                    .await
+                    .db("reading the registry's version")?
+                    .try_get::<i64, _>(0)
+                    .db("the registry's version")
             })
             .await
     }
@@ -487,8 +641,9 @@ impl ServiceRegistry {
 
     /// The rights on a service.
     pub async fn rights(&self, service: &ServiceId) -> Result<Arc<Rights>, Error> {
+        let version = self.version().await?;
         self.rights
-            .get_or_load(service.to_string(), self.reuse(), || async {
+            .get_or_load(&service.to_string(), version, || async {
                 Ok(Arc::new(Rights::new(self.load_rights(service).await?)))
             })
             .await
@@ -535,8 +690,9 @@ impl ServiceRegistry {
 
     /// The subsystem a client key was issued for.
     pub async fn client_of_key(&self, key: &str) -> Result<Option<ClientId>, Error> {
+        let version = self.version().await?;
         self.keys
-            .get_or_load(key_hash(key), self.reuse(), || self.load_client_of_key(key))
+            .get_or_load(&key_hash(key), version, || self.load_client_of_key(key))
             .await
     }
 
@@ -618,7 +774,7 @@ mod tests {
         let reads = Arc::new(AtomicU64::new(0));
         let ask = |recent: Arc<Recent<u64>>, reads: Arc<AtomicU64>| async move {
             recent
-                .get_or_load("rights".into(), Duration::from_secs(60), || async {
+                .get_or_load("rights", Duration::from_secs(60), || async {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     Ok(reads.fetch_add(1, Ordering::SeqCst) + 1)
                 })
@@ -631,17 +787,17 @@ mod tests {
             assert_eq!(a.await.unwrap().unwrap(), 1);
         }
         assert_eq!(reads.load(Ordering::SeqCst), 1);
-        assert!(recent.loading.lock().unwrap().is_empty());
+        assert!(recent.gates.is_empty());
 
         // A failed read is not kept: the next asker reads again.
         let failed = recent
-            .get_or_load("keys".into(), Duration::from_secs(60), || async {
+            .get_or_load("keys", Duration::from_secs(60), || async {
                 Err::<u64, _>(Error::new(ErrorCode::StoreUnavailable, "down"))
             })
             .await;
         assert_eq!(failed.unwrap_err().code, ErrorCode::StoreUnavailable);
         let again = recent
-            .get_or_load("keys".into(), Duration::from_secs(60), || async { Ok(7) })
+            .get_or_load("keys", Duration::from_secs(60), || async { Ok(7) })
             .await;
         assert_eq!(again.unwrap(), 7);
 
@@ -658,7 +814,7 @@ mod tests {
         let reuse = Duration::from_secs(3);
         let ask = |recent: Arc<Recent<u64>>, reads: Arc<AtomicU64>| async move {
             recent
-                .get_or_load("rights".into(), reuse, || async {
+                .get_or_load("rights", reuse, || async {
                     tokio::time::sleep(Duration::from_millis(300)).await;
                     Ok(reads.fetch_add(1, Ordering::SeqCst) + 1)
                 })
@@ -681,17 +837,13 @@ mod tests {
         assert_eq!(reads.load(Ordering::SeqCst), 2);
         assert!(old >= 1);
         assert_eq!(ask(recent.clone(), reads.clone()).await.unwrap(), 2);
-        assert!(recent.loading.lock().unwrap().is_empty());
+        assert!(recent.gates.is_empty());
 
         // Past its reuse a value is not served, even when the read fails.
         let brief = Duration::from_millis(50);
         let read = |v: Result<u64, Error>| {
             let recent = recent.clone();
-            async move {
-                recent
-                    .get_or_load("keys".into(), brief, || async { v })
-                    .await
-            }
+            async move { recent.get_or_load("keys", brief, || async { v }).await }
         };
         assert_eq!(read(Ok(7)).await.unwrap(), 7);
         tokio::time::sleep(brief * 2).await;
@@ -700,5 +852,96 @@ mod tests {
             read(Err(down)).await.unwrap_err().code,
             ErrorCode::StoreUnavailable
         );
+    }
+
+    #[tokio::test]
+    async fn a_versioned_lookup_is_read_once_per_version_however_many_ask() {
+        let versioned: Arc<Versioned<u64>> = Versioned::new();
+        let reads = Arc::new(AtomicU64::new(0));
+        let ask = |version: i64| {
+            let (versioned, reads) = (versioned.clone(), reads.clone());
+            tokio::spawn(async move {
+                versioned
+                    .get_or_load("rights", version, || async {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        Ok(reads.fetch_add(1, Ordering::SeqCst) + 1)
+                    })
+                    .await
+            })
+        };
+        for version in [7, 7, 8] {
+            let askers: Vec<_> = (0..16).map(|_| ask(version)).collect();
+            let expected = if version == 7 { 1 } else { 2 };
+            for a in askers {
+                assert_eq!(a.await.unwrap().unwrap(), expected);
+            }
+        }
+        assert_eq!(reads.load(Ordering::SeqCst), 2);
+        assert!(versioned.gates.is_empty());
+
+        // A failed read is not kept; a cleared lookup is read again.
+        let failed = versioned
+            .get_or_load("keys", 8, || async {
+                Err::<u64, _>(Error::new(ErrorCode::StoreUnavailable, "down"))
+            })
+            .await;
+        assert_eq!(failed.unwrap_err().code, ErrorCode::StoreUnavailable);
+        versioned.clear();
+        assert_eq!(ask(8).await.unwrap().unwrap(), 3);
+    }
+
+    #[tokio::test]
+    async fn every_change_of_the_registry_in_the_database_moves_its_version_on() {
+        let t = xalo_store::testing::TestDatabase::new().await.unwrap();
+        let registry = ServiceRegistry::open(t.db.clone()).await.unwrap();
+        registry.set_reuse(Duration::ZERO);
+        let service: ServiceId = "VN/GOV/000001/registry/persons".parse().unwrap();
+        let mut seen = vec![registry.version().await.unwrap()];
+        let mut moved = |v: i64, what: &str| {
+            assert!(seen.iter().all(|s| *s < v), "{what}: {v} after {seen:?}");
+            seen.push(v);
+        };
+        registry
+            .add_service(&NewService {
+                service: service.clone(),
+                backend_url: "http://127.0.0.1:9".into(),
+                openapi: None,
+            })
+            .await
+            .unwrap();
+        moved(registry.version().await.unwrap(), "service added");
+        let right = NewAccessRight {
+            service: service.clone(),
+            method: any_method(),
+            path: any_path(),
+            subject: Subject::Client("VN/COM/000002/app".parse().unwrap()),
+        };
+        registry.grant(&right).await.unwrap();
+        moved(registry.version().await.unwrap(), "right granted");
+        assert_eq!(registry.rights(&service).await.unwrap().len(), 1);
+        // Edits made in the database directly, past this registry.
+        for edit in [
+            "INSERT INTO gateway_endpoint (service, method, path) VALUES ($1, 'GET', '/x')",
+            "UPDATE gateway_service SET backend_url = 'http://127.0.0.1:10' WHERE service = $1",
+            "DELETE FROM gateway_access_right WHERE service = $1",
+            "DELETE FROM gateway_endpoint WHERE service = $1",
+        ] {
+            xalo_store::sqlx::query(edit)
+                .bind(service.to_string())
+                .execute(t.db.pool())
+                .await
+                .unwrap();
+            moved(registry.version().await.unwrap(), edit);
+        }
+        assert!(registry.rights(&service).await.unwrap().is_empty());
+        registry
+            .issue_client_key(&"VN/GOV/000001/registry".parse().unwrap())
+            .await
+            .unwrap();
+        moved(registry.version().await.unwrap(), "client key issued");
+        // Reading is not a change.
+        let now = registry.version().await.unwrap();
+        registry.rights(&service).await.unwrap();
+        assert_eq!(registry.version().await.unwrap(), now);
     }
 }
