@@ -288,7 +288,7 @@ async fn send_signed(
         body,
     } = request;
     let failed = |m: String| PeerError::Failed(m);
-    let candidates: Vec<GatewayEntry> = conf.gateways_of(to).into_iter().cloned().collect();
+    let candidates = conf.gateways_of(to);
     if candidates.is_empty() {
         return Err(failed(format!("{to} has no registered gateway")));
     }
