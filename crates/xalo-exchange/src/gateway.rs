@@ -95,10 +95,11 @@ pub struct GatewaySettings {
     pub timestamp_failure_secs: u64,
     /// `/healthz` turns degraded this many days before a certificate expires.
     pub certificate_warning_days: u64,
-    /// Milliseconds a looked-up service, its access rights and a client key are reused
-    /// before the database is read again (at most 1000; 0 reads it per message). Changes
-    /// made through this gateway apply at once; a change made elsewhere in its database
-    /// (another instance) applies within this time.
+    /// Milliseconds the registry's version is trusted before the database is asked again
+    /// (at most 1000; 0 asks per message); a looked-up service, its access rights and a
+    /// client key are read again only when the version moved. Changes made through this
+    /// gateway apply at once; a change made elsewhere in its database (another instance,
+    /// an edit in the database) applies within this time.
     pub registry_cache_ms: u64,
 }
 
