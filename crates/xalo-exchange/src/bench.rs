@@ -87,6 +87,21 @@ pub struct BenchReport {
     pub cores: usize,
     /// Latency at a fixed offered rate, when asked for.
     pub paced: Option<Paced>,
+    /// How the central server answers the gateways' polls of the global configuration
+    /// (`None`: a poll failed).
+    pub polls: Option<Polls>,
+}
+
+/// The central server answering polls of the global configuration, one after another.
+#[derive(Debug, Clone, Serialize)]
+pub struct Polls {
+    pub count: usize,
+    /// Size of the signed document.
+    pub bytes: usize,
+    /// p50 of a poll downloading the document, in ms.
+    pub full_p50_ms: f64,
+    /// p50 of a poll by a gateway that holds the document already (`304`), in ms.
+    pub not_modified_p50_ms: f64,
 }
 
 /// Latency at a fixed offered rate: (backend directly, through both gateways).
@@ -178,6 +193,17 @@ impl std::fmt::Display for BenchReport {
                 self.cores as f64 * 1e6 / us.max(1e-9),
                 self.cores
             )?;
+        }
+        match &self.polls {
+            Some(p) => writeln!(
+                f,
+                "  global configuration: {} bytes; the central server answers a poll in p50 {:.2} ms with the document, {:.2} ms to a gateway that holds it ({} polls each)",
+                p.bytes, p.full_p50_ms, p.not_modified_p50_ms, p.count
+            )?,
+            None => writeln!(
+                f,
+                "  global configuration: a poll of the central server failed; not measured"
+            )?,
         }
         let mut paced = String::new();
         if let Some(p) = &self.paced {
@@ -499,6 +525,7 @@ pub async fn run(options: &BenchOptions) -> Result<BenchReport, Error> {
         }
         None => None,
     };
+    let polls = measure_polls(&http, &nation.central_url, 20).await;
     // Let the message log and evidence catch up before stopping; with a ledger, wait
     // (bounded) until it holds both gateways' entries of every message.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -537,6 +564,45 @@ pub async fn run(options: &BenchOptions) -> Result<BenchReport, Error> {
         gateway_cpu_us,
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
         paced,
+        polls,
+    })
+}
+
+/// Poll the central server `count` times for the whole document, then `count` times as a
+/// gateway holding it; `None` if a poll fails.
+async fn measure_polls(http: &reqwest::Client, central_url: &str, count: usize) -> Option<Polls> {
+    let url = format!("{}/globalconf", central_url.trim_end_matches('/'));
+    let p50 = |mut ms: Vec<f64>| {
+        ms.sort_by(|a, b| a.total_cmp(b));
+        ms.get(ms.len() / 2).copied().unwrap_or(0.0)
+    };
+    let (mut full, mut not_modified, mut bytes, mut etag) = (Vec::new(), Vec::new(), 0, None);
+    for _ in 0..count {
+        let started = Instant::now();
+        let r = http.get(&url).send().await.ok()?;
+        etag = r.headers().get(reqwest::header::ETAG).cloned();
+        bytes = r.bytes().await.ok()?.len();
+        full.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    let etag = etag?;
+    for _ in 0..count {
+        let started = Instant::now();
+        let r = http
+            .get(&url)
+            .header(reqwest::header::IF_NONE_MATCH, etag.clone())
+            .send()
+            .await
+            .ok()?;
+        if r.status() != reqwest::StatusCode::NOT_MODIFIED {
+            return None;
+        }
+        not_modified.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    Some(Polls {
+        count,
+        bytes,
+        full_p50_ms: p50(full),
+        not_modified_p50_ms: p50(not_modified),
     })
 }
 

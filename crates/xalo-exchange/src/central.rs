@@ -14,7 +14,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, Request, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -24,7 +24,7 @@ use xalo_core::server::{Server, ServerHandle};
 use xalo_core::{Config, Error, ErrorCode};
 use xalo_store::Database;
 
-use crate::global_conf::{self, Anchor, SignedGlobalConf};
+use crate::global_conf::{self, Anchor, GlobalConf, SignedGlobalConf};
 use crate::registry::{
     NewAuthority, NewGateway, NewGroup, NewGroupMember, NewMember, NewSubsystem, Registry,
 };
@@ -66,6 +66,72 @@ impl Default for CentralSettings {
 struct AppState {
     registry: Registry,
     settings: Arc<CentralSettings>,
+    published: Arc<Published>,
+}
+
+/// The signed global configuration as last issued. Every gateway polls it (each minute by
+/// default); a nation's registry makes a document of megabytes, so it is signed once and
+/// served to every poll until the registry changes or it is due to be issued anew, and a
+/// gateway holding it already is answered `304 Not Modified`.
+#[derive(Default)]
+struct Published {
+    current: std::sync::Mutex<Option<Arc<Issued>>>,
+    /// Held while a document is issued, so that polls arriving meanwhile wait for it
+    /// rather than each reading and signing the registry.
+    issuing: tokio::sync::Mutex<()>,
+}
+
+struct Issued {
+    version: i64,
+    at: std::time::Instant,
+    etag: String,
+    /// The JSON of the [`SignedGlobalConf`].
+    body: Bytes,
+}
+
+/// How long an issued document is served before it is issued anew (with a new expiry):
+/// a quarter of its validity, at most a minute, so a gateway that loses the central server
+/// still holds a document valid for most of its validity.
+fn reissue_after(validity_secs: u64) -> std::time::Duration {
+    (std::time::Duration::from_secs(validity_secs) / 4).min(std::time::Duration::from_secs(60))
+}
+
+impl Published {
+    fn fresh(&self, version: i64, due: std::time::Duration) -> Option<Arc<Issued>> {
+        self.current
+            .lock()
+            .ok()?
+            .as_ref()
+            .filter(|i| i.version == version && i.at.elapsed() < due)
+            .cloned()
+    }
+
+    /// The document for the registry as it is now, issued now if need be.
+    async fn get(&self, s: &AppState) -> Result<Arc<Issued>, Error> {
+        let due = reissue_after(s.settings.validity_secs);
+        let version = s.registry.version().await?;
+        if let Some(i) = self.fresh(version, due) {
+            return Ok(i);
+        }
+        let _turn = self.issuing.lock().await;
+        if let Some(i) = self.fresh(version, due) {
+            return Ok(i);
+        }
+        let at = std::time::Instant::now();
+        let (conf, signed) = signed_conf(s).await?;
+        let body = serde_json::to_vec(&signed)
+            .map_err(|e| Error::new(ErrorCode::Internal, format!("global configuration: {e}")))?;
+        let issued = Arc::new(Issued {
+            version: conf.version,
+            at,
+            etag: conf.etag(),
+            body: Bytes::from(body),
+        });
+        if let Ok(mut c) = self.current.lock() {
+            *c = Some(issued.clone());
+        }
+        Ok(issued)
+    }
 }
 
 /// Start the central server; binds the management listener from the settings.
@@ -96,6 +162,7 @@ pub async fn serve_with(
     let state = AppState {
         registry: registry.clone(),
         settings: Arc::new(settings.clone()),
+        published: Arc::default(),
     };
     let public = Router::new()
         .route("/globalconf", get(globalconf))
@@ -235,16 +302,36 @@ async fn registry_view(State(s): State<AppState>) -> Result<Response, Error> {
     Ok(axum::Json(s.registry.snapshot(&s.settings.instance).await?).into_response())
 }
 
-async fn signed_conf(s: &AppState) -> Result<SignedGlobalConf, Error> {
+async fn signed_conf(s: &AppState) -> Result<(GlobalConf, SignedGlobalConf), Error> {
     let mut conf = s.registry.snapshot(&s.settings.instance).await?;
     let now = crate::unix_now();
     conf.issued_unix = now;
     conf.expires_unix = now.saturating_add(s.settings.validity_secs as i64);
-    global_conf::sign(&conf, &s.registry.signing_key().await?)
+    let signed = global_conf::sign(&conf, &s.registry.signing_key().await?)?;
+    Ok((conf, signed))
 }
 
-async fn globalconf(State(s): State<AppState>) -> Result<Response, Error> {
-    Ok(axum::Json(signed_conf(&s).await?).into_response())
+async fn globalconf(State(s): State<AppState>, headers: HeaderMap) -> Result<Response, Error> {
+    let issued = s.published.get(&s).await?;
+    let etag = HeaderValue::from_str(&issued.etag)
+        .map_err(|e| Error::new(ErrorCode::Internal, format!("ETag: {e}")))?;
+    // Gateways check the expiry themselves: an answer is never to be reused unasked.
+    let no_cache = (header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    if global_conf::matches_etag(&headers, &issued.etag) {
+        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag), no_cache]).into_response());
+    }
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
+            (header::ETAG, etag),
+            no_cache,
+        ],
+        issued.body.clone(),
+    )
+        .into_response())
 }
 
 /// The anchor text (base64 SubjectPublicKeyInfo) of the central server's key.

@@ -282,10 +282,15 @@ impl GatewayState {
 
     /// Download the global configuration once and refresh the staple.
     pub async fn sync(&self, http: &reqwest::Client, anchor: &Anchor) -> Result<(), Error> {
-        let conf = global_conf::download(http, &self.settings.central_url, anchor).await;
+        let current = self.conf.latest();
+        let conf =
+            global_conf::download(http, &self.settings.central_url, anchor, current.as_deref())
+                .await;
         self.observed
             .conf_refresh(&conf.as_ref().map(|_| ()).map_err(Clone::clone));
-        self.conf.set(conf?);
+        if let Some(conf) = conf? {
+            self.conf.set(conf);
+        }
         if let Some(conf) = self.conf.latest() {
             self.refresh_staple(&conf).await;
         }

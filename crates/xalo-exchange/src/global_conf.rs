@@ -316,6 +316,24 @@ impl GlobalConf {
     pub fn is_expired(&self, now_unix: i64) -> bool {
         now_unix >= self.expires_unix
     }
+
+    /// The entity tag of this document as issued (`"VERSION-ISSUED"`): the central server
+    /// sends it, and a gateway asks with it whether a newer document is there.
+    pub fn etag(&self) -> String {
+        format!("\"{}-{}\"", self.version, self.issued_unix)
+    }
+}
+
+/// Whether `If-None-Match` in `headers` names `etag` (or is `*`), as RFC 9110 §13.1.2
+/// compares: weakly, in a comma-separated list.
+pub fn matches_etag(headers: &axum::http::HeaderMap, etag: &str) -> bool {
+    headers
+        .get_all(axum::http::header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim())
+        .any(|t| t == "*" || t.strip_prefix("W/").unwrap_or(t) == etag)
 }
 
 /// The signed envelope served at `/globalconf`.
@@ -389,8 +407,12 @@ pub struct GlobalConfHolder {
 impl GlobalConfHolder {
     pub fn set(&self, conf: GlobalConf) {
         if let Ok(mut c) = self.current.write() {
-            // Never go back to an older version (a replayed or stale document).
-            if c.as_ref().is_none_or(|old| old.version <= conf.version) {
+            // Never go back to an older version (a replayed or stale document), nor to an
+            // older issue of the same one; the same document again is kept as it is, with
+            // the index built for it.
+            if c.as_ref()
+                .is_none_or(|old| (old.version, old.issued_unix) < (conf.version, conf.issued_unix))
+            {
                 *c = Some(Arc::new(conf));
             }
         }
@@ -427,24 +449,29 @@ impl GlobalConfHolder {
     }
 }
 
-/// Download and verify the configuration from the central server.
+/// Download and verify the configuration from the central server; `None` when the
+/// central server answers that `current` is still the document it issues.
 pub async fn download(
     http: &reqwest::Client,
     central_url: &str,
     anchor: &Anchor,
-) -> Result<GlobalConf, Error> {
+    current: Option<&GlobalConf>,
+) -> Result<Option<GlobalConf>, Error> {
     let url = format!("{}/globalconf", central_url.trim_end_matches('/'));
     let upstream = |e: String| Error::new(ErrorCode::ExchUpstream, format!("{url}: {e}"));
-    let r = http
-        .get(&url)
-        .send()
-        .await
-        .map_err(|e| upstream(e.to_string()))?;
+    let mut request = http.get(&url);
+    if let Some(c) = current {
+        request = request.header(reqwest::header::IF_NONE_MATCH, c.etag());
+    }
+    let r = request.send().await.map_err(|e| upstream(e.to_string()))?;
+    if r.status() == reqwest::StatusCode::NOT_MODIFIED && current.is_some() {
+        return Ok(None);
+    }
     if !r.status().is_success() {
         return Err(upstream(format!("status {}", r.status())));
     }
     let signed: SignedGlobalConf = r.json().await.map_err(|e| upstream(e.to_string()))?;
-    verify(&signed, anchor)
+    verify(&signed, anchor).map(Some)
 }
 
 /// Poll the central server every `interval`, keeping the last good configuration.
@@ -458,8 +485,10 @@ pub fn spawn_poller(
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(interval).await;
-            match download(&http, &central_url, &anchor).await {
-                Ok(conf) => holder.set(conf),
+            let current = holder.latest();
+            match download(&http, &central_url, &anchor, current.as_deref()).await {
+                Ok(Some(conf)) => holder.set(conf),
+                Ok(None) => {}
                 Err(e) => tracing::warn!(error = %e, "global configuration refresh failed"),
             }
         }

@@ -357,6 +357,17 @@ impl Registry {
         tx.commit().await.db(what)
     }
 
+    /// The registry's version, which every change moves on.
+    pub async fn version(&self) -> Result<i64, Error> {
+        let what = "reading the registry's version";
+        xalo_store::sqlx::query("SELECT version FROM central_state WHERE id = 1")
+            .fetch_one(self.db.pool())
+            .await
+            .db(what)?
+            .try_get(0)
+            .db(what)
+    }
+
     /// The registry as a global configuration document (times left to the caller), read
     /// in one transaction so the version matches the content.
     pub async fn snapshot(&self, instance: &str) -> Result<GlobalConf, Error> {

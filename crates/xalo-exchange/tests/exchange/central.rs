@@ -102,3 +102,103 @@ async fn the_management_api_wants_an_administrators_certificate() {
             .is_err()
     );
 }
+
+#[tokio::test]
+async fn a_poll_for_the_document_a_gateway_holds_is_answered_not_modified() {
+    let env = support::env().await;
+    let nation = &env.nation;
+    let anchor = Anchor::parse(&nation.anchor).unwrap();
+    let http = reqwest::Client::new();
+    let url = format!("{}/globalconf", nation.central_url);
+    let first = http.get(&url).send().await.unwrap();
+    assert_eq!(first.status(), 200);
+    let etag = first.headers()["etag"].to_str().unwrap().to_owned();
+    let signed: SignedGlobalConf = first.json().await.unwrap();
+    let conf = global_conf::verify(&signed, &anchor).unwrap();
+    assert_eq!(etag, conf.etag());
+
+    // Polled again, the same signed document is served, not issued anew.
+    let again: SignedGlobalConf = http.get(&url).send().await.unwrap().json().await.unwrap();
+    assert_eq!(again.document, signed.document);
+    assert_eq!(again.signature, signed.signature);
+
+    // A gateway that holds it is told so, with nothing to download, in any form of the
+    // header; another tag is answered in full.
+    for asked in [
+        etag.clone(),
+        format!("W/{etag}"),
+        format!("\"0-0\", {etag}"),
+        "*".into(),
+    ] {
+        let r = http
+            .get(&url)
+            .header("if-none-match", &asked)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 304, "{asked}");
+        assert_eq!(r.headers()["etag"].to_str().unwrap(), etag);
+        assert!(r.bytes().await.unwrap().is_empty());
+    }
+    let other = http
+        .get(&url)
+        .header("if-none-match", "\"0-0\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 200);
+    assert_eq!(
+        global_conf::download(&http, &nation.central_url, &anchor, Some(&conf))
+            .await
+            .unwrap()
+            .map(|c| c.version),
+        None
+    );
+
+    // A change of the registry is served at the next poll, to a gateway holding the old.
+    nation
+        .management
+        .add_group("agencies", "Agencies")
+        .await
+        .unwrap();
+    let newer = global_conf::download(&http, &nation.central_url, &anchor, Some(&conf))
+        .await
+        .unwrap()
+        .expect("a newer document");
+    assert!(newer.version > conf.version);
+    assert!(newer.global_groups.iter().any(|g| g.code == "agencies"));
+    // The gateways went on with their exchange throughout.
+    let ok = env
+        .call(
+            reqwest::Method::GET,
+            &format!("{}/persons/1", support::SERVICE),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+}
+
+#[tokio::test]
+async fn an_issued_document_is_issued_anew_before_much_of_its_validity_is_gone() {
+    let env = support::env_with(support::Options {
+        validity_secs: 4,
+        ..Default::default()
+    })
+    .await;
+    let nation = &env.nation;
+    let anchor = Anchor::parse(&nation.anchor).unwrap();
+    let http = reqwest::Client::new();
+    let first = global_conf::download(&http, &nation.central_url, &anchor, None)
+        .await
+        .unwrap()
+        .unwrap();
+    // A quarter of the validity later, the same registry is issued anew, expiring later.
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let later = global_conf::download(&http, &nation.central_url, &anchor, Some(&first))
+        .await
+        .unwrap()
+        .expect("issued anew");
+    assert_eq!(later.version, first.version);
+    assert!(later.expires_unix > first.expires_unix);
+}
