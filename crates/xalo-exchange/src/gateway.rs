@@ -28,7 +28,7 @@ use xalo_store::Database;
 use crate::central::json;
 use crate::certificate_status::StatusCache;
 use crate::evidence::Evidence;
-use crate::global_conf::{self, Anchor, GatewayEntry, GlobalConf, GlobalConfHolder};
+use crate::global_conf::{Anchor, GatewayEntry, GlobalConf, GlobalConfHolder};
 use crate::message_log::MessageLog;
 use crate::service_registry::{NewAccessRight, NewService, ServiceRegistry};
 use crate::signature::{BatchSigner, MessageSigner, VerifiedSignatures};
@@ -282,15 +282,12 @@ impl GatewayState {
 
     /// Download the global configuration once and refresh the staple.
     pub async fn sync(&self, http: &reqwest::Client, anchor: &Anchor) -> Result<(), Error> {
-        let current = self.conf.latest();
-        let conf =
-            global_conf::download(http, &self.settings.central_url, anchor, current.as_deref())
-                .await;
-        self.observed
-            .conf_refresh(&conf.as_ref().map(|_| ()).map_err(Clone::clone));
-        if let Some(conf) = conf? {
-            self.conf.set(conf);
-        }
+        let refreshed = self
+            .conf
+            .refresh(http, &self.settings.central_url, anchor)
+            .await;
+        self.observed.conf_refresh(&refreshed);
+        refreshed?;
         if let Some(conf) = self.conf.latest() {
             self.refresh_staple(&conf).await;
         }
@@ -600,7 +597,7 @@ async fn status(State(s): State<Arc<GatewayState>>) -> Result<Response, Error> {
         "gateway": s.name,
         "client_tls_address": s.client_tls_addr,
         "global_conf_version": conf.as_ref().map(|c| c.version),
-        "global_conf_expires_unix": conf.as_ref().map(|c| c.expires_unix),
+        "global_conf_expires_unix": s.conf.validity().map(|v| v.expires_unix),
         "tls_certificate": crate::fingerprint(s.tls.certificate()),
         "signing_certificate": crate::fingerprint(s.signer.certificate()),
     }))

@@ -320,8 +320,13 @@ impl GlobalConf {
     /// The entity tag of this document as issued (`"VERSION-ISSUED"`): the central server
     /// sends it, and a gateway asks with it whether a newer document is there.
     pub fn etag(&self) -> String {
-        format!("\"{}-{}\"", self.version, self.issued_unix)
+        etag(self.version, self.issued_unix)
     }
+}
+
+/// The entity tag of the document of `version` issued at `issued_unix`.
+pub fn etag(version: i64, issued_unix: i64) -> String {
+    format!("\"{version}-{issued_unix}\"")
 }
 
 /// Whether `If-None-Match` in `headers` names `etag` (or is `*`), as RFC 9110 §13.1.2
@@ -383,6 +388,13 @@ pub fn sign(conf: &GlobalConf, key: &SigningKey) -> Result<SignedGlobalConf, Err
 
 /// Check the signature with the anchor and read the document; expiry is the caller's check.
 pub fn verify(signed: &SignedGlobalConf, anchor: &Anchor) -> Result<GlobalConf, Error> {
+    verify_signature(signed, anchor)?;
+    serde_json::from_str(&signed.document)
+        .map_err(|e| Error::new(ErrorCode::ExchGlobalConfInvalid, format!("document: {e}")))
+}
+
+/// Check the signature with the anchor, without reading the document.
+fn verify_signature(signed: &SignedGlobalConf, anchor: &Anchor) -> Result<(), Error> {
     let invalid = |m: String| Error::new(ErrorCode::ExchGlobalConfInvalid, m);
     let signature = b64()
         .decode(&signed.signature)
@@ -394,33 +406,81 @@ pub fn verify(signed: &SignedGlobalConf, anchor: &Anchor) -> Result<GlobalConf, 
         signed.document.as_bytes(),
         &signature,
     )
-    .map_err(|_| invalid("the global configuration is not signed by the central server".into()))?;
-    serde_json::from_str(&signed.document).map_err(|e| invalid(format!("document: {e}")))
+    .map_err(|_| invalid("the global configuration is not signed by the central server".into()))
+}
+
+/// Which issue of which registry a document is: read without the registry itself (its
+/// other fields are skipped, not stored).
+#[derive(Deserialize)]
+struct Issue {
+    instance: String,
+    version: i64,
+    issued_unix: i64,
+    expires_unix: i64,
 }
 
 /// The configuration a gateway currently holds, shared by its tasks.
 #[derive(Clone, Default)]
 pub struct GlobalConfHolder {
-    current: Arc<RwLock<Option<Arc<GlobalConf>>>>,
+    current: Arc<RwLock<Option<Held>>>,
+}
+
+/// A document held, and the times of its latest issue: the central server issues the same
+/// registry anew every minute or so, and only those times change.
+#[derive(Clone)]
+struct Held {
+    conf: Arc<GlobalConf>,
+    issued_unix: i64,
+    expires_unix: i64,
+}
+
+/// The version of the document a gateway holds and the times of its latest issue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Validity {
+    pub version: i64,
+    pub issued_unix: i64,
+    pub expires_unix: i64,
+}
+
+impl Validity {
+    pub fn is_expired(&self, now_unix: i64) -> bool {
+        now_unix >= self.expires_unix
+    }
 }
 
 impl GlobalConfHolder {
     pub fn set(&self, conf: GlobalConf) {
         if let Ok(mut c) = self.current.write() {
             // Never go back to an older version (a replayed or stale document), nor to an
-            // older issue of the same one; the same document again is kept as it is, with
-            // the index built for it.
-            if c.as_ref()
-                .is_none_or(|old| (old.version, old.issued_unix) < (conf.version, conf.issued_unix))
-            {
-                *c = Some(Arc::new(conf));
+            // older issue of the same one.
+            if c.as_ref().is_none_or(|old| {
+                (old.conf.version, old.issued_unix) < (conf.version, conf.issued_unix)
+            }) {
+                *c = Some(Held {
+                    issued_unix: conf.issued_unix,
+                    expires_unix: conf.expires_unix,
+                    conf: Arc::new(conf),
+                });
             }
+        }
+    }
+
+    /// Take a new issue of the document held (same version): only its times change, so
+    /// the document and its index are kept rather than read again.
+    fn renew(&self, version: i64, issued_unix: i64, expires_unix: i64) {
+        if let Ok(mut c) = self.current.write()
+            && let Some(held) = c.as_mut()
+            && held.conf.version == version
+            && held.issued_unix < issued_unix
+        {
+            held.issued_unix = issued_unix;
+            held.expires_unix = expires_unix;
         }
     }
 
     /// The configuration, if there is one that has not expired.
     pub fn get(&self) -> Result<Arc<GlobalConf>, Error> {
-        let conf = self
+        let held = self
             .current
             .read()
             .ok()
@@ -431,47 +491,105 @@ impl GlobalConfHolder {
                     "no global configuration has been downloaded yet",
                 )
             })?;
-        if conf.is_expired(unix_now()) {
+        if unix_now() >= held.expires_unix {
             return Err(Error::new(
                 ErrorCode::ExchGlobalConfExpired,
                 format!(
                     "the global configuration version {} expired at {} and could not be refreshed",
-                    conf.version, conf.expires_unix
+                    held.conf.version, held.expires_unix
                 ),
             ));
         }
-        Ok(conf)
+        Ok(held.conf)
     }
 
     /// The configuration even when expired (for status pages).
     pub fn latest(&self) -> Option<Arc<GlobalConf>> {
-        self.current.read().ok().and_then(|c| c.clone())
+        self.current
+            .read()
+            .ok()
+            .and_then(|c| c.as_ref().map(|h| h.conf.clone()))
+    }
+
+    /// The version held and the times of its latest issue.
+    pub fn validity(&self) -> Option<Validity> {
+        self.current.read().ok().and_then(|c| {
+            c.as_ref().map(|h| Validity {
+                version: h.conf.version,
+                issued_unix: h.issued_unix,
+                expires_unix: h.expires_unix,
+            })
+        })
+    }
+
+    /// Poll the central server once and keep what it brought.
+    pub async fn refresh(
+        &self,
+        http: &reqwest::Client,
+        central_url: &str,
+        anchor: &Anchor,
+    ) -> Result<(), Error> {
+        let held = self.current.read().ok().and_then(|c| c.clone());
+        let held = held.as_ref().map(|h| (&*h.conf, h.issued_unix));
+        match download(http, central_url, anchor, held).await? {
+            Poll::NotModified => {}
+            Poll::Renewed(v) => self.renew(v.version, v.issued_unix, v.expires_unix),
+            Poll::New(conf) => self.set(*conf),
+        }
+        Ok(())
     }
 }
 
-/// Download and verify the configuration from the central server; `None` when the
-/// central server answers that `current` is still the document it issues.
+/// What a poll of the central server brought.
+#[derive(Debug)]
+pub enum Poll {
+    /// The document held is the one the central server issues.
+    NotModified,
+    /// The document held, issued anew: the same version with later times.
+    Renewed(Validity),
+    /// Another version.
+    New(Box<GlobalConf>),
+}
+
+/// Download and verify the configuration from the central server. `held` is the document
+/// a gateway holds with the time of its latest issue: the central server is asked whether
+/// that is still the one it issues, and a new issue of the same version is read no
+/// further than its times.
 pub async fn download(
     http: &reqwest::Client,
     central_url: &str,
     anchor: &Anchor,
-    current: Option<&GlobalConf>,
-) -> Result<Option<GlobalConf>, Error> {
+    held: Option<(&GlobalConf, i64)>,
+) -> Result<Poll, Error> {
     let url = format!("{}/globalconf", central_url.trim_end_matches('/'));
     let upstream = |e: String| Error::new(ErrorCode::ExchUpstream, format!("{url}: {e}"));
     let mut request = http.get(&url);
-    if let Some(c) = current {
-        request = request.header(reqwest::header::IF_NONE_MATCH, c.etag());
+    if let Some((c, issued_unix)) = held {
+        request = request.header(reqwest::header::IF_NONE_MATCH, etag(c.version, issued_unix));
     }
     let r = request.send().await.map_err(|e| upstream(e.to_string()))?;
-    if r.status() == reqwest::StatusCode::NOT_MODIFIED && current.is_some() {
-        return Ok(None);
+    if r.status() == reqwest::StatusCode::NOT_MODIFIED && held.is_some() {
+        return Ok(Poll::NotModified);
     }
     if !r.status().is_success() {
         return Err(upstream(format!("status {}", r.status())));
     }
     let signed: SignedGlobalConf = r.json().await.map_err(|e| upstream(e.to_string()))?;
-    verify(&signed, anchor).map(Some)
+    verify_signature(&signed, anchor)?;
+    if let Some((c, _)) = held {
+        let issue: Issue = serde_json::from_str(&signed.document)
+            .map_err(|e| Error::new(ErrorCode::ExchGlobalConfInvalid, format!("document: {e}")))?;
+        if issue.version == c.version && issue.instance == c.instance {
+            return Ok(Poll::Renewed(Validity {
+                version: issue.version,
+                issued_unix: issue.issued_unix,
+                expires_unix: issue.expires_unix,
+            }));
+        }
+    }
+    let conf = serde_json::from_str(&signed.document)
+        .map_err(|e| Error::new(ErrorCode::ExchGlobalConfInvalid, format!("document: {e}")))?;
+    Ok(Poll::New(Box::new(conf)))
 }
 
 /// Poll the central server every `interval`, keeping the last good configuration.
@@ -485,11 +603,8 @@ pub fn spawn_poller(
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(interval).await;
-            let current = holder.latest();
-            match download(&http, &central_url, &anchor, current.as_deref()).await {
-                Ok(Some(conf)) => holder.set(conf),
-                Ok(None) => {}
-                Err(e) => tracing::warn!(error = %e, "global configuration refresh failed"),
+            if let Err(e) = holder.refresh(&http, &central_url, &anchor).await {
+                tracing::warn!(error = %e, "global configuration refresh failed");
             }
         }
     })

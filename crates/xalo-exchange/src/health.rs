@@ -205,7 +205,12 @@ pub fn report(gw: &GatewayState) -> HealthReport {
                 json!({"error": "no global configuration has been downloaded", "last_error": seen.conf_error}),
             ),
             Some(c) => {
-                let state = if c.is_expired(now) {
+                let validity = gw.conf.validity().unwrap_or(crate::global_conf::Validity {
+                    version: c.version,
+                    issued_unix: c.issued_unix,
+                    expires_unix: c.expires_unix,
+                });
+                let state = if validity.is_expired(now) {
                     HealthState::Unhealthy
                 } else if seen.conf_error.is_some() {
                     HealthState::Degraded
@@ -216,8 +221,8 @@ pub fn report(gw: &GatewayState) -> HealthReport {
                     state,
                     json!({
                         "version": c.version,
-                        "age_secs": now - c.issued_unix,
-                        "expires_in_secs": c.expires_unix - now,
+                        "age_secs": now - validity.issued_unix,
+                        "expires_in_secs": validity.expires_unix - now,
                         "last_refresh_unix": seen.conf_refreshed_unix,
                         "last_error": seen.conf_error,
                     }),

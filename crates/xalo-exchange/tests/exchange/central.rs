@@ -1,6 +1,8 @@
 //! The central server: management API by certificate, signed and expiring configuration.
 
-use xalo_exchange::global_conf::{self, Anchor, SignedGlobalConf};
+use std::sync::Arc;
+
+use xalo_exchange::global_conf::{self, Anchor, GlobalConfHolder, Poll, SignedGlobalConf};
 
 use super::support;
 
@@ -147,13 +149,13 @@ async fn a_poll_for_the_document_a_gateway_holds_is_answered_not_modified() {
         .await
         .unwrap();
     assert_eq!(other.status(), 200);
-    assert_eq!(
-        global_conf::download(&http, &nation.central_url, &anchor, Some(&conf))
+    let held = Some((&conf, conf.issued_unix));
+    assert!(matches!(
+        global_conf::download(&http, &nation.central_url, &anchor, held)
             .await
-            .unwrap()
-            .map(|c| c.version),
-        None
-    );
+            .unwrap(),
+        Poll::NotModified
+    ));
 
     // A change of the registry is served at the next poll, to a gateway holding the old.
     nation
@@ -161,12 +163,27 @@ async fn a_poll_for_the_document_a_gateway_holds_is_answered_not_modified() {
         .add_group("agencies", "Agencies")
         .await
         .unwrap();
-    let newer = global_conf::download(&http, &nation.central_url, &anchor, Some(&conf))
+    let Poll::New(newer) = global_conf::download(&http, &nation.central_url, &anchor, held)
         .await
         .unwrap()
-        .expect("a newer document");
+    else {
+        panic!("a newer document was expected");
+    };
     assert!(newer.version > conf.version);
     assert!(newer.global_groups.iter().any(|g| g.code == "agencies"));
+    // A holder takes it, and is then told it holds the latest.
+    let holder = GlobalConfHolder::default();
+    holder.set(conf.clone());
+    holder
+        .refresh(&http, &nation.central_url, &anchor)
+        .await
+        .unwrap();
+    assert_eq!(holder.get().unwrap().version, newer.version);
+    holder
+        .refresh(&http, &nation.central_url, &anchor)
+        .await
+        .unwrap();
+    assert_eq!(holder.validity().unwrap().version, newer.version);
     // The gateways went on with their exchange throughout.
     let ok = env
         .call(
@@ -189,16 +206,50 @@ async fn an_issued_document_is_issued_anew_before_much_of_its_validity_is_gone()
     let nation = &env.nation;
     let anchor = Anchor::parse(&nation.anchor).unwrap();
     let http = reqwest::Client::new();
-    let first = global_conf::download(&http, &nation.central_url, &anchor, None)
+    let holder = GlobalConfHolder::default();
+    holder
+        .refresh(&http, &nation.central_url, &anchor)
         .await
-        .unwrap()
         .unwrap();
-    // A quarter of the validity later, the same registry is issued anew, expiring later.
+    let first = holder.get().unwrap();
+    assert_eq!(holder.validity().unwrap().expires_unix, first.expires_unix);
+    // A quarter of the validity later, the same registry is issued anew, expiring later;
+    // a holder takes the new times and keeps the document it has.
     tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
-    let later = global_conf::download(&http, &nation.central_url, &anchor, Some(&first))
-        .await
-        .unwrap()
-        .expect("issued anew");
+    let Poll::Renewed(later) = global_conf::download(
+        &http,
+        &nation.central_url,
+        &anchor,
+        Some((&first, first.issued_unix)),
+    )
+    .await
+    .unwrap() else {
+        panic!("a new issue of the same version was expected");
+    };
     assert_eq!(later.version, first.version);
     assert!(later.expires_unix > first.expires_unix);
+    holder
+        .refresh(&http, &nation.central_url, &anchor)
+        .await
+        .unwrap();
+    let validity = holder.validity().unwrap();
+    assert_eq!(validity.version, first.version);
+    assert!(validity.expires_unix > first.expires_unix);
+    assert!(Arc::ptr_eq(&holder.get().unwrap(), &first));
+    // Past the first issue's expiry, the renewed times keep it in use.
+    tokio::time::sleep(std::time::Duration::from_secs(
+        (first.expires_unix + 1).saturating_sub(now_unix()).max(0) as u64,
+    ))
+    .await;
+    holder
+        .refresh(&http, &nation.central_url, &anchor)
+        .await
+        .unwrap();
+    assert!(holder.get().is_ok());
+}
+
+fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
