@@ -87,6 +87,13 @@ struct Issued {
     etag: String,
     /// The JSON of the [`SignedGlobalConf`].
     body: Bytes,
+    /// The JSON of its [`global_conf::SignedRenewal`], for gateways holding the version.
+    renewal: Bytes,
+}
+
+fn to_json(v: &impl Serialize) -> Result<Vec<u8>, Error> {
+    serde_json::to_vec(v)
+        .map_err(|e| Error::new(ErrorCode::Internal, format!("global configuration: {e}")))
 }
 
 /// How long an issued document is served before it is issued anew (with a new expiry):
@@ -119,13 +126,13 @@ impl Published {
         }
         let at = std::time::Instant::now();
         let (conf, signed) = signed_conf(s).await?;
-        let body = serde_json::to_vec(&signed)
-            .map_err(|e| Error::new(ErrorCode::Internal, format!("global configuration: {e}")))?;
+        let renewal = global_conf::sign_renewal(&conf, &s.registry.signing_key().await?)?;
         let issued = Arc::new(Issued {
             version: conf.version,
             at,
             etag: conf.etag(),
-            body: Bytes::from(body),
+            body: Bytes::from(to_json(&signed)?),
+            renewal: Bytes::from(to_json(&renewal)?),
         });
         if let Ok(mut c) = self.current.lock() {
             *c = Some(issued.clone());
@@ -320,6 +327,16 @@ async fn globalconf(State(s): State<AppState>, headers: HeaderMap) -> Result<Res
     if global_conf::matches_etag(&headers, &issued.etag) {
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag), no_cache]).into_response());
     }
+    // A gateway holding the version issued gets its renewal, not the document again.
+    let held = headers
+        .get(global_conf::HELD_VERSION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<i64>().ok());
+    let body = if held == Some(issued.version) {
+        issued.renewal.clone()
+    } else {
+        issued.body.clone()
+    };
     Ok((
         [
             (
@@ -329,7 +346,7 @@ async fn globalconf(State(s): State<AppState>, headers: HeaderMap) -> Result<Res
             (header::ETAG, etag),
             no_cache,
         ],
-        issued.body.clone(),
+        body,
     )
         .into_response())
 }

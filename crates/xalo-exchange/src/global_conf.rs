@@ -386,27 +386,66 @@ pub fn sign(conf: &GlobalConf, key: &SigningKey) -> Result<SignedGlobalConf, Err
     })
 }
 
+/// The header with which a gateway names the version of the document it holds: when the
+/// central server issues that version still, it answers with a [`SignedRenewal`] of a few
+/// hundred bytes instead of the document (megabytes for a nation's registry).
+pub const HELD_VERSION: &str = "x-xalo-held-version";
+
+/// A signed statement that the document of a version is issued anew with new times.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SignedRenewal {
+    /// The JSON text of the renewal (`kind` `renewal`, `instance`, `version`,
+    /// `issued_unix`, `expires_unix`), exactly as signed.
+    pub renewal: String,
+    /// Base64 signature over `renewal`, by the key that signs the documents.
+    pub signature: String,
+}
+
+/// What a [`SignedRenewal`] says. `kind` keeps it from being read as anything else.
+#[derive(Debug, Serialize, Deserialize)]
+struct Renewal {
+    kind: String,
+    instance: String,
+    version: i64,
+    issued_unix: i64,
+    expires_unix: i64,
+}
+
+const RENEWAL: &str = "renewal";
+
+/// Sign the renewal of `conf` (its version, with its issued and expiry times).
+pub fn sign_renewal(conf: &GlobalConf, key: &SigningKey) -> Result<SignedRenewal, Error> {
+    let renewal = serde_json::to_string(&Renewal {
+        kind: RENEWAL.into(),
+        instance: conf.instance.clone(),
+        version: conf.version,
+        issued_unix: conf.issued_unix,
+        expires_unix: conf.expires_unix,
+    })
+    .map_err(|e| Error::new(ErrorCode::Internal, format!("renewal: {e}")))?;
+    let signature = key.sign(renewal.as_bytes())?;
+    Ok(SignedRenewal {
+        renewal,
+        signature: b64().encode(signature),
+    })
+}
+
 /// Check the signature with the anchor and read the document; expiry is the caller's check.
 pub fn verify(signed: &SignedGlobalConf, anchor: &Anchor) -> Result<GlobalConf, Error> {
-    verify_signature(signed, anchor)?;
+    verify_signature(signed.document.as_bytes(), &signed.signature, anchor)?;
     serde_json::from_str(&signed.document)
         .map_err(|e| Error::new(ErrorCode::ExchGlobalConfInvalid, format!("document: {e}")))
 }
 
-/// Check the signature with the anchor, without reading the document.
-fn verify_signature(signed: &SignedGlobalConf, anchor: &Anchor) -> Result<(), Error> {
+/// Check a signature over `signed` (a document or a renewal) with the anchor.
+fn verify_signature(signed: &[u8], signature: &str, anchor: &Anchor) -> Result<(), Error> {
     let invalid = |m: String| Error::new(ErrorCode::ExchGlobalConfInvalid, m);
     let signature = b64()
-        .decode(&signed.signature)
+        .decode(signature)
         .map_err(|e| invalid(format!("signature encoding: {e}")))?;
     let algorithm = crate::signature::algorithm_of(&anchor.spki)?;
-    xalo_trust::key::verify_signature(
-        &anchor.spki,
-        &algorithm,
-        signed.document.as_bytes(),
-        &signature,
-    )
-    .map_err(|_| invalid("the global configuration is not signed by the central server".into()))
+    xalo_trust::key::verify_signature(&anchor.spki, &algorithm, signed, &signature)
+        .map_err(|_| invalid("the global configuration is not signed by the central server".into()))
 }
 
 /// Which issue of which registry a document is: read without the registry itself (its
@@ -540,6 +579,18 @@ impl GlobalConfHolder {
     }
 }
 
+/// What the central server answers a poll with: a [`SignedGlobalConf`] or a
+/// [`SignedRenewal`]. One struct rather than an untagged enum, which would buffer the
+/// document once more before choosing.
+#[derive(Deserialize)]
+struct Answer {
+    #[serde(default)]
+    document: Option<String>,
+    #[serde(default)]
+    renewal: Option<String>,
+    signature: String,
+}
+
 /// What a poll of the central server brought.
 #[derive(Debug)]
 pub enum Poll {
@@ -565,7 +616,9 @@ pub async fn download(
     let upstream = |e: String| Error::new(ErrorCode::ExchUpstream, format!("{url}: {e}"));
     let mut request = http.get(&url);
     if let Some((c, issued_unix)) = held {
-        request = request.header(reqwest::header::IF_NONE_MATCH, etag(c.version, issued_unix));
+        request = request
+            .header(reqwest::header::IF_NONE_MATCH, etag(c.version, issued_unix))
+            .header(HELD_VERSION, c.version.to_string());
     }
     let r = request.send().await.map_err(|e| upstream(e.to_string()))?;
     if r.status() == reqwest::StatusCode::NOT_MODIFIED && held.is_some() {
@@ -574,8 +627,39 @@ pub async fn download(
     if !r.status().is_success() {
         return Err(upstream(format!("status {}", r.status())));
     }
-    let signed: SignedGlobalConf = r.json().await.map_err(|e| upstream(e.to_string()))?;
-    verify_signature(&signed, anchor)?;
+    let answer: Answer = r.json().await.map_err(|e| upstream(e.to_string()))?;
+    let invalid = |m: String| Error::new(ErrorCode::ExchGlobalConfInvalid, m);
+    let document = match (answer.document, answer.renewal) {
+        (Some(document), None) => document,
+        (None, Some(renewal)) => {
+            let Some((c, _)) = held else {
+                return Err(invalid("a renewal where the document was asked for".into()));
+            };
+            verify_signature(renewal.as_bytes(), &answer.signature, anchor)?;
+            let renewal: Renewal =
+                serde_json::from_str(&renewal).map_err(|e| invalid(format!("renewal: {e}")))?;
+            if renewal.kind != RENEWAL
+                || renewal.instance != c.instance
+                || renewal.version != c.version
+            {
+                return Err(invalid(format!(
+                    "a renewal of {} version {} for a gateway holding {} version {}",
+                    renewal.instance, renewal.version, c.instance, c.version
+                )));
+            }
+            return Ok(Poll::Renewed(Validity {
+                version: renewal.version,
+                issued_unix: renewal.issued_unix,
+                expires_unix: renewal.expires_unix,
+            }));
+        }
+        _ => return Err(invalid("neither a document nor a renewal".into())),
+    };
+    let signed = SignedGlobalConf {
+        document,
+        signature: answer.signature,
+    };
+    verify_signature(signed.document.as_bytes(), &signed.signature, anchor)?;
     if let Some((c, _)) = held {
         let issue: Issue = serde_json::from_str(&signed.document)
             .map_err(|e| Error::new(ErrorCode::ExchGlobalConfInvalid, format!("document: {e}")))?;

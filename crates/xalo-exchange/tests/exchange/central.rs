@@ -149,6 +149,22 @@ async fn a_poll_for_the_document_a_gateway_holds_is_answered_not_modified() {
         .await
         .unwrap();
     assert_eq!(other.status(), 200);
+    // A gateway holding the version from an older issue gets a renewal of a few hundred
+    // bytes, signed, rather than the document again.
+    let renewed = http
+        .get(&url)
+        .header("if-none-match", "\"0-0\"")
+        .header(global_conf::HELD_VERSION, conf.version.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(renewed.status(), 200);
+    let renewal: global_conf::SignedRenewal = renewed.json().await.unwrap();
+    assert!(renewal.renewal.len() < 300, "{}", renewal.renewal);
+    let said: serde_json::Value = serde_json::from_str(&renewal.renewal).unwrap();
+    assert_eq!(said["kind"], "renewal");
+    assert_eq!(said["version"], conf.version);
+    assert_eq!(said["expires_unix"], conf.expires_unix);
     let held = Some((&conf, conf.issued_unix));
     assert!(matches!(
         global_conf::download(&http, &nation.central_url, &anchor, held)
