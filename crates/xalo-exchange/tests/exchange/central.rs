@@ -269,3 +269,55 @@ fn now_unix() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
 }
+
+#[tokio::test]
+async fn a_forged_or_misplaced_renewal_is_refused() {
+    let env = support::env().await;
+    let nation = &env.nation;
+    let anchor = Anchor::parse(&nation.anchor).unwrap();
+    let http = reqwest::Client::new();
+    let conf = match global_conf::download(&http, &nation.central_url, &anchor, None)
+        .await
+        .unwrap()
+    {
+        Poll::New(c) => c,
+        other => panic!("a document was expected, got {other:?}"),
+    };
+    // The central server's genuine renewal of the version held.
+    let genuine: global_conf::SignedRenewal = http
+        .get(format!("{}/globalconf", nation.central_url))
+        .header(global_conf::HELD_VERSION, conf.version.to_string())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut later = genuine.clone();
+    later.renewal = later.renewal.replace(
+        &format!("\"expires_unix\":{}", conf.expires_unix),
+        &format!("\"expires_unix\":{}", conf.expires_unix + 86_400),
+    );
+    assert_ne!(later.renewal, genuine.renewal);
+    let mut other_version = (*conf).clone();
+    other_version.version += 1;
+    // Served by a stand-in for the central server.
+    for (answer, held) in [(later, &*conf), (genuine.clone(), &other_version)] {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let body = serde_json::to_string(&answer).unwrap();
+        let app = axum::Router::new().route(
+            "/globalconf",
+            axum::routing::get(move || {
+                let body = body.clone();
+                async move { ([("content-type", "application/json")], body) }
+            }),
+        );
+        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+        let e = global_conf::download(&http, &url, &anchor, Some((held, held.issued_unix)))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code, xalo_core::ErrorCode::ExchGlobalConfInvalid, "{e}");
+        server.abort();
+    }
+}
