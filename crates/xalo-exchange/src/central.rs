@@ -125,8 +125,7 @@ impl Published {
             return Ok(i);
         }
         let at = std::time::Instant::now();
-        let (conf, signed) = signed_conf(s).await?;
-        let renewal = global_conf::sign_renewal(&conf, &s.registry.signing_key().await?)?;
+        let (conf, signed, renewal) = signed_conf(s).await?;
         let issued = Arc::new(Issued {
             version: conf.version,
             at,
@@ -309,13 +308,18 @@ async fn registry_view(State(s): State<AppState>) -> Result<Response, Error> {
     Ok(axum::Json(s.registry.snapshot(&s.settings.instance).await?).into_response())
 }
 
-async fn signed_conf(s: &AppState) -> Result<(GlobalConf, SignedGlobalConf), Error> {
+/// The registry as it is now, issued now: the document and its renewal, signed.
+async fn signed_conf(
+    s: &AppState,
+) -> Result<(GlobalConf, SignedGlobalConf, global_conf::SignedRenewal), Error> {
     let mut conf = s.registry.snapshot(&s.settings.instance).await?;
     let now = crate::unix_now();
     conf.issued_unix = now;
     conf.expires_unix = now.saturating_add(s.settings.validity_secs as i64);
-    let signed = global_conf::sign(&conf, &s.registry.signing_key().await?)?;
-    Ok((conf, signed))
+    let key = s.registry.signing_key().await?;
+    let signed = global_conf::sign(&conf, &key)?;
+    let renewal = global_conf::sign_renewal(&conf, &key)?;
+    Ok((conf, signed, renewal))
 }
 
 async fn globalconf(State(s): State<AppState>, headers: HeaderMap) -> Result<Response, Error> {

@@ -313,10 +313,6 @@ impl GlobalConf {
         (roots, intermediates)
     }
 
-    pub fn is_expired(&self, now_unix: i64) -> bool {
-        now_unix >= self.expires_unix
-    }
-
     /// The entity tag of this document as issued (`"VERSION-ISSUED"`): the central server
     /// sends it, and a gateway asks with it whether a newer document is there.
     pub fn etag(&self) -> String {

@@ -196,20 +196,15 @@ pub fn report(gw: &GatewayState) -> HealthReport {
         checks.insert(name.to_owned(), detail);
     };
 
-    let conf = gw.conf.latest();
+    // The times of the latest issue, which a renewal moves on past the document's own.
     add(
         "global_conf",
-        match &conf {
+        match gw.conf.validity() {
             None => check(
                 HealthState::Unhealthy,
                 json!({"error": "no global configuration has been downloaded", "last_error": seen.conf_error}),
             ),
-            Some(c) => {
-                let validity = gw.conf.validity().unwrap_or(crate::global_conf::Validity {
-                    version: c.version,
-                    issued_unix: c.issued_unix,
-                    expires_unix: c.expires_unix,
-                });
+            Some(validity) => {
                 let state = if validity.is_expired(now) {
                     HealthState::Unhealthy
                 } else if seen.conf_error.is_some() {
@@ -220,7 +215,7 @@ pub fn report(gw: &GatewayState) -> HealthReport {
                 check(
                     state,
                     json!({
-                        "version": c.version,
+                        "version": validity.version,
                         "age_secs": now - validity.issued_unix,
                         "expires_in_secs": validity.expires_unix - now,
                         "last_refresh_unix": seen.conf_refreshed_unix,
@@ -245,7 +240,7 @@ pub fn report(gw: &GatewayState) -> HealthReport {
         ocsp_check(&seen.signing_ocsp, reuse, max_age),
     );
 
-    let tsa = conf.as_ref().and_then(|c| tsa_url(c));
+    let tsa = gw.conf.latest().and_then(|c| tsa_url(&c));
     let oldest_age = seen.stamp.oldest_unstamped_unix.map(|t| now - t);
     let stamp_state = if oldest_age.is_some_and(|a| a > settings.timestamp_failure_secs as i64) {
         HealthState::Unhealthy
