@@ -3,8 +3,6 @@
 //! and a path template where `{name}` or `*` matches one segment and a final `**` any
 //! rest) and a subject: a client (member or subsystem) or a global group.
 
-use std::collections::HashMap;
-
 use serde::{Deserialize, Serialize};
 use xalo_core::{ClientId, Error, ErrorCode};
 
@@ -140,43 +138,70 @@ impl AccessRight {
 /// The rights on one service, indexed by subject: a widely used service is granted to
 /// thousands of subsystems, and a message checks only the rights of its own client and
 /// of the client's groups.
+///
+/// The index is a sorted table of (hash of the subject, position) pairs: a binary search
+/// finds the candidates and each right's own subject confirms them, so the subjects are
+/// not copied into the index (with tens of thousands of rights, a map keyed by subject
+/// would hold each one twice).
 #[derive(Debug, Clone, Default)]
 pub struct Rights {
     rights: Vec<AccessRight>,
-    /// Positions in `rights`, by subject.
-    of_client: HashMap<ClientId, Vec<usize>>,
-    of_group: HashMap<String, Vec<usize>>,
+    hasher: std::hash::RandomState,
+    /// Positions in `rights`, by the hash of their subject, in the order granted.
+    by_subject: Vec<(u64, u32)>,
+}
+
+/// What the index hashes: a client and a group of the same name are different subjects.
+#[derive(Hash)]
+enum Key<'a> {
+    Client(&'a ClientId),
+    Group(&'a str),
 }
 
 impl Rights {
     pub fn new(rights: Vec<AccessRight>) -> Rights {
-        let mut of_client: HashMap<ClientId, Vec<usize>> = HashMap::new();
-        let mut of_group: HashMap<String, Vec<usize>> = HashMap::new();
-        for (i, r) in rights.iter().enumerate() {
-            match &r.subject {
-                Subject::Client(c) => of_client.entry(c.clone()).or_default().push(i),
-                Subject::Group(g) => of_group.entry(g.clone()).or_default().push(i),
-            }
-        }
+        let hasher = std::hash::RandomState::new();
+        // Positions fit in u32: a service is not granted four billion times.
+        let mut by_subject: Vec<(u64, u32)> = rights
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (hash(&hasher, &key(&r.subject)), i as u32))
+            .collect();
+        by_subject.sort_unstable();
         Rights {
             rights,
-            of_client,
-            of_group,
+            hasher,
+            by_subject,
         }
+    }
+
+    /// Positions of the rights granted to exactly `subject`.
+    fn granted<'a>(&'a self, subject: Key<'a>) -> impl Iterator<Item = usize> + 'a {
+        let h = hash(&self.hasher, &subject);
+        let from = self.by_subject.partition_point(|(k, _)| *k < h);
+        self.by_subject[from..]
+            .iter()
+            .take_while(move |(k, _)| *k == h)
+            .map(|(_, at)| *at as usize)
+            .filter(move |&i| {
+                self.rights
+                    .get(i)
+                    .is_some_and(|r| match (&r.subject, &subject) {
+                        (Subject::Client(c), Key::Client(k)) => c == *k,
+                        (Subject::Group(g), Key::Group(k)) => g == k,
+                        _ => false,
+                    })
+            })
     }
 
     /// Positions of the rights granted to `client` itself or to one of its `groups`.
     fn positions<'a>(
         &'a self,
-        client: &ClientId,
+        client: &'a ClientId,
         groups: &'a [&str],
     ) -> impl Iterator<Item = usize> + 'a {
-        let own = self.of_client.get(client).into_iter().flatten();
-        let of_groups = groups
-            .iter()
-            .filter_map(|g| self.of_group.get(*g))
-            .flatten();
-        own.chain(of_groups).copied()
+        self.granted(Key::Client(client))
+            .chain(groups.iter().flat_map(move |g| self.granted(Key::Group(g))))
     }
 
     /// Whether a right lets `client` (in `groups`) call `method path`.
@@ -198,6 +223,17 @@ impl Rights {
     pub fn as_slice(&self) -> &[AccessRight] {
         &self.rights
     }
+}
+
+fn key(subject: &Subject) -> Key<'_> {
+    match subject {
+        Subject::Client(c) => Key::Client(c),
+        Subject::Group(g) => Key::Group(g),
+    }
+}
+
+fn hash(hasher: &std::hash::RandomState, key: &Key<'_>) -> u64 {
+    std::hash::BuildHasher::hash_one(hasher, key)
 }
 
 impl std::ops::Deref for Rights {
@@ -258,10 +294,13 @@ mod tests {
             .collect();
         all.push(right("group:ministries", "POST", "/persons"));
         all.push(right("VN/GOV/000001/portal", "*", "**"));
+        // A second right of one subject: both are found, in the order granted.
+        all.push(right("VN/COM/904998/system", "DELETE", "/persons/{code}"));
         let rights = Rights::new(all.clone());
         assert_eq!(rights.len(), all.len());
         let cases: &[(&str, &[&str], &str, &str)] = &[
             ("VN/COM/904999/system", &[], "GET", "/persons/VN1"),
+            ("VN/COM/904998/system", &[], "DELETE", "/persons/VN1"),
             ("VN/COM/904999/system", &[], "POST", "/persons"),
             ("VN/COM/904999/system", &["ministries"], "POST", "/persons"),
             ("VN/COM/905000/system", &[], "GET", "/persons/VN1"),

@@ -401,11 +401,12 @@ fn verify_response(
             .ok_or_else(|| invalid(format!("the provider's answer has no valid {name} header")))
     };
     let tls_ocsp = repeated(message::TLS_OCSP)?;
-    let provider_cert = conf
-        .certificate_of(provider_gateway)
+    let provider_cert = provider_gateway
+        .tls_certificate
+        .der()
         .map_err(|e| ProtocolError::new(Kind::ClientInternalError, e.message))?;
     gw.status
-        .verify_answer(&provider_cert, &tls_ocsp, conf)
+        .verify_answer(provider_cert, &tls_ocsp, conf)
         .map_err(|e| {
             ProtocolError::new(
                 Kind::ClientSslAuthenticationFailed,

@@ -28,7 +28,7 @@ use xalo_store::Database;
 use crate::central::json;
 use crate::certificate_status::StatusCache;
 use crate::evidence::Evidence;
-use crate::global_conf::{Anchor, GatewayEntry, GlobalConf, GlobalConfHolder};
+use crate::global_conf::{Anchor, GatewayCertificate, GatewayEntry, GlobalConf, GlobalConfHolder};
 use crate::message_log::MessageLog;
 use crate::service_registry::{NewAccessRight, NewService, ServiceRegistry};
 use crate::signature::{BatchSigner, MessageSigner, VerifiedSignatures};
@@ -164,7 +164,7 @@ pub struct GatewayState {
     /// The bound address of the client TLS listener, when there is one.
     pub client_tls_addr: Option<SocketAddr>,
     /// By address: the certificate the client pins, and the client.
-    peers: Mutex<HashMap<String, (String, reqwest::Client)>>,
+    peers: Mutex<HashMap<String, (GatewayCertificate, reqwest::Client)>>,
     /// Reloadable settings and the configuration they came from.
     live: RwLock<(Arc<GatewaySettings>, Arc<Config>)>,
     pub(crate) reloading: Mutex<()>,

@@ -8,7 +8,6 @@
 //! the signed envelope, so no canonical JSON is needed. Gateways trust the central
 //! server's public key (the *anchor*), configured out of band.
 
-use std::borrow::Cow;
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
@@ -28,31 +27,101 @@ pub struct MemberEntry {
 }
 
 /// One gateway: where it listens for other gateways, and the certificate it authenticates
-/// with (base64 DER).
+/// with.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GatewayEntry {
     pub owner: MemberId,
     pub code: String,
     /// `host:port` of its TLS listener.
     pub address: String,
-    pub tls_certificate: String,
+    pub tls_certificate: GatewayCertificate,
 }
 
 impl GatewayEntry {
     pub fn certificate_der(&self) -> Result<Vec<u8>, Error> {
-        b64().decode(&self.tls_certificate).map_err(|e| {
-            Error::new(
-                ErrorCode::ExchCertificate,
-                format!("gateway certificate: {e}"),
-            )
+        self.tls_certificate.der().map(<[u8]>::to_vec)
+    }
+}
+
+/// A gateway's TLS certificate: base64 DER in the document, DER in memory. A nation's
+/// registry lists thousands of gateways, and every gateway holds the whole list: kept as
+/// text and decoded again for the lookups, each certificate would be held twice.
+///
+/// An entry that is not base64 is kept as it came, so that one broken entry costs only
+/// its own gateway, never the whole document (which the central server signed as it is).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayCertificate(Certificate);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Certificate {
+    Der(Box<[u8]>),
+    NotBase64(Box<str>),
+}
+
+impl GatewayCertificate {
+    pub fn from_der(der: &[u8]) -> GatewayCertificate {
+        GatewayCertificate(Certificate::Der(der.into()))
+    }
+
+    /// Read as the document carries it: base64 of the DER.
+    pub fn from_base64(text: &str) -> GatewayCertificate {
+        GatewayCertificate(match b64().decode(text) {
+            Ok(der) => Certificate::Der(der.into_boxed_slice()),
+            Err(_) => Certificate::NotBase64(text.into()),
         })
     }
+
+    /// The DER, or why the document's entry has none.
+    pub fn der(&self) -> Result<&[u8], Error> {
+        match &self.0 {
+            Certificate::Der(der) => Ok(der),
+            Certificate::NotBase64(_) => Err(Error::new(
+                ErrorCode::ExchCertificate,
+                "gateway certificate: not base64",
+            )),
+        }
+    }
+}
+
+impl Serialize for GatewayCertificate {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match &self.0 {
+            Certificate::Der(der) => s.serialize_str(&b64().encode(der)),
+            Certificate::NotBase64(text) => s.serialize_str(text),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for GatewayCertificate {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Text;
+        impl serde::de::Visitor<'_> for Text {
+            type Value = GatewayCertificate;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a base64 DER certificate")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(GatewayCertificate::from_base64(v))
+            }
+        }
+        d.deserialize_str(Text)
+    }
+}
+
+/// A list of the document, kept at its length (see [`crate::exact`]).
+fn exact_list<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Vec::<T>::deserialize(d).map(crate::exact)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GroupEntry {
     pub code: String,
     pub description: String,
+    #[serde(deserialize_with = "exact_list")]
     pub members: Vec<ClientId>,
 }
 
@@ -74,7 +143,9 @@ pub struct GlobalConf {
     pub version: i64,
     pub issued_unix: i64,
     pub expires_unix: i64,
+    #[serde(deserialize_with = "exact_list")]
     pub members: Vec<MemberEntry>,
+    #[serde(deserialize_with = "exact_list")]
     pub gateways: Vec<GatewayEntry>,
     pub global_groups: Vec<GroupEntry>,
     pub authorities: Vec<AuthorityEntry>,
@@ -98,8 +169,6 @@ struct Index {
     members: Vec<(u64, u32)>,
     /// Positions in `gateways`, by owner, in the document's order.
     gateways_of: Vec<(u64, u32)>,
-    /// DER of each gateway's TLS certificate (`None` where it is not base64).
-    certificates: Vec<Option<Vec<u8>>>,
     /// Positions in `gateways`, by the DER of their certificate.
     by_certificate: Vec<(u64, u32)>,
     /// (group, member) positions in `global_groups`, by the member, in group order.
@@ -186,17 +255,11 @@ impl GlobalConf {
                     .map(|(i, g)| (index.hash(&g.owner), at(i)))
                     .collect(),
             );
-            index.certificates = self
-                .gateways
-                .iter()
-                .map(|g| g.certificate_der().ok())
-                .collect();
             index.by_certificate = sorted(
-                index
-                    .certificates
+                self.gateways
                     .iter()
                     .enumerate()
-                    .filter_map(|(i, der)| Some((index.hash(der.as_deref()?), at(i))))
+                    .filter_map(|(i, g)| Some((index.hash(g.tls_certificate.der().ok()?), at(i))))
                     .collect(),
             );
             index.groups_of = sorted(
@@ -251,27 +314,8 @@ impl GlobalConf {
     pub fn gateway_by_certificate(&self, der: &[u8]) -> Option<&GatewayEntry> {
         let index = self.index();
         candidates(&index.by_certificate, index.hash(der))
-            .find(|&i| {
-                index
-                    .certificates
-                    .get(i as usize)
-                    .and_then(Option::as_deref)
-                    == Some(der)
-            })
-            .and_then(|i| self.gateways.get(i as usize))
-    }
-
-    /// The DER of `gateway`'s TLS certificate, decoded once per document when `gateway`
-    /// is one of its entries.
-    pub fn certificate_of(&self, gateway: &GatewayEntry) -> Result<Cow<'_, [u8]>, Error> {
-        let index = self.index();
-        let known = candidates(&index.gateways_of, index.hash(&gateway.owner))
-            .find(|&i| self.gateways.get(i as usize) == Some(gateway))
-            .and_then(|i| index.certificates.get(i as usize)?.as_deref());
-        match known {
-            Some(der) => Ok(Cow::Borrowed(der)),
-            None => gateway.certificate_der().map(Cow::Owned),
-        }
+            .filter_map(|i| self.gateways.get(i as usize))
+            .find(|g| g.tls_certificate.der().ok() == Some(der))
     }
 
     /// The global groups `client` belongs to.
@@ -708,7 +752,7 @@ mod tests {
             owner: owner.parse().unwrap(),
             code: code.into(),
             address: format!("{code}.{owner}:5500"),
-            tls_certificate: b64().encode(der),
+            tls_certificate: GatewayCertificate::from_der(der),
         }
     }
 
@@ -782,21 +826,7 @@ mod tests {
         assert!(conf.gateway_by_certificate(b"der-").is_none());
 
         let gw2 = conf.gateways_of(&id)[1];
-        assert_eq!(&*conf.certificate_of(gw2).unwrap(), b"der-b");
-        // An entry that is not the document's own is decoded as it is.
-        let moved = GatewayEntry {
-            address: "elsewhere:5500".into(),
-            ..gw2.clone()
-        };
-        assert_eq!(&*conf.certificate_of(&moved).unwrap(), b"der-b");
-        let broken = GatewayEntry {
-            tls_certificate: "not base64!".into(),
-            ..gw2.clone()
-        };
-        assert_eq!(
-            conf.certificate_of(&broken).unwrap_err().code,
-            ErrorCode::ExchCertificate
-        );
+        assert_eq!(gw2.tls_certificate.der().unwrap(), b"der-b");
 
         assert_eq!(
             conf.groups_of(&"VN/GOV/000001/population".parse().unwrap()),
@@ -810,6 +840,39 @@ mod tests {
             conf.groups_of(&"VN/COM/900008/system".parse().unwrap())
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn a_certificate_travels_as_base64_and_a_broken_one_costs_only_its_gateway() {
+        let mut c = conf();
+        c.gateways.push(GatewayEntry {
+            tls_certificate: GatewayCertificate::from_base64("not base64!"),
+            ..gateway("VN/GOV/000001", "gw9", b"")
+        });
+        let text = serde_json::to_string(&c).unwrap();
+        assert!(
+            text.contains(&format!("\"{}\"", b64().encode(b"der-b"))),
+            "{text}"
+        );
+        assert!(text.contains("\"not base64!\""), "{text}");
+
+        let read: GlobalConf = serde_json::from_str(&text).unwrap();
+        assert_eq!(read, c);
+        assert_eq!(serde_json::to_string(&read).unwrap(), text);
+        let broken = read.gateways.last().unwrap();
+        assert_eq!(
+            broken.tls_certificate.der().unwrap_err().code,
+            ErrorCode::ExchCertificate
+        );
+        assert_eq!(
+            read.gateway_by_certificate(b"der-b")
+                .map(|g| g.code.as_str()),
+            Some("gw2")
+        );
+        assert!(read.gateway_by_certificate(b"not base64!").is_none());
+        // A certificate that is not a string is no document.
+        let bad = text.replacen(&format!("\"{}\"", b64().encode(b"der-b")), "42", 1);
+        assert!(serde_json::from_str::<GlobalConf>(&bad).is_err());
     }
 
     #[test]

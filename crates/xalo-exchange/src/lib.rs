@@ -48,6 +48,19 @@ pub(crate) fn unix_now() -> i64 {
         .unwrap_or(0)
 }
 
+/// `list` in an allocation of its length. A list read to its end grows by doubling, and
+/// with a nation's tens of thousands of entries the unused room is up to half of it;
+/// `shrink_to_fit` may leave it there, as an allocator keeps a block shrunk by less than
+/// half where it is.
+pub(crate) fn exact<T>(list: Vec<T>) -> Vec<T> {
+    if list.capacity() == list.len() {
+        return list;
+    }
+    let mut exact = Vec::with_capacity(list.len());
+    exact.extend(list);
+    exact
+}
+
 pub(crate) fn b64() -> base64::engine::GeneralPurpose {
     base64::engine::general_purpose::STANDARD
 }

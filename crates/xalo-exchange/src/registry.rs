@@ -10,7 +10,9 @@ use xalo_store::{Database, DbResultExt, Migration, Row};
 use xalo_trust::SigningKey;
 
 use crate::b64;
-use crate::global_conf::{AuthorityEntry, GatewayEntry, GlobalConf, GroupEntry, MemberEntry};
+use crate::global_conf::{
+    AuthorityEntry, GatewayCertificate, GatewayEntry, GlobalConf, GroupEntry, MemberEntry,
+};
 
 const MIGRATIONS: &[Migration] = &[Migration::portable(
     1,
@@ -423,7 +425,9 @@ impl Registry {
                 owner: parse_member(&row.try_get::<String, _>(0).db(what)?)?,
                 code: row.try_get(1).db(what)?,
                 address: row.try_get(2).db(what)?,
-                tls_certificate: row.try_get(3).db(what)?,
+                tls_certificate: GatewayCertificate::from_base64(
+                    &row.try_get::<String, _>(3).db(what)?,
+                ),
             });
         }
         let mut global_groups = Vec::new();

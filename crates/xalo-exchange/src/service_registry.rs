@@ -650,25 +650,27 @@ impl ServiceRegistry {
     }
 
     async fn load_rights(&self, service: &ServiceId) -> Result<Vec<AccessRight>, Error> {
+        use futures_util::TryStreamExt;
         let what = "reading access rights";
-        xalo_store::sqlx::query(
+        let service = service.to_string();
+        // Row by row: a service granted to a nation's thousands of subsystems would
+        // otherwise sit in memory twice, as rows and as rights, while it is read.
+        let mut rows = xalo_store::sqlx::query(
             "SELECT method, path, subject FROM gateway_access_right WHERE service = $1",
         )
-        .bind(service.to_string())
-        .fetch_all(self.db.pool())
-        .await
-        .db(what)?
-        .into_iter()
-        .map(|r| {
-            Ok(AccessRight {
+        .bind(&service)
+        .fetch(self.db.pool());
+        let mut rights = Vec::new();
+        while let Some(r) = rows.try_next().await.db(what)? {
+            rights.push(AccessRight {
                 endpoint: Endpoint {
                     method: r.try_get(0).db(what)?,
                     path: r.try_get(1).db(what)?,
                 },
                 subject: r.try_get::<String, _>(2).db(what)?.parse()?,
-            })
-        })
-        .collect()
+            });
+        }
+        Ok(crate::exact(rights))
     }
 
     /// Issue a key with which an information system calls out as `subsystem`; only its
