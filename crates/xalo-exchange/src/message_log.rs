@@ -270,10 +270,8 @@ impl MessageLog {
         )
         .bind(first_id)
         .bind(last_id)
-        .fetch_all(self.db.pool())
-        .await
-        .db("reading the message log")?;
-        Ok(digest_rows(&rows)?.0)
+        .fetch(self.db.pool());
+        Ok(digest_rows(rows).await?.0)
     }
 
     /// When the log was last time-stamped.
@@ -334,13 +332,11 @@ impl MessageLog {
         )
         .bind(last)
         .bind(STAMP_BATCH)
-        .fetch_all(self.db.pool())
-        .await
-        .db(what)?;
-        if rows.is_empty() {
+        .fetch(self.db.pool());
+        let (digest, first_id, last_id, oldest) = digest_rows(rows).await?;
+        if first_id > last_id {
             return Ok(StampRun::default());
         }
-        let (digest, first_id, last_id, oldest) = digest_rows(&rows)?;
         let token = match xalo_trust::timestamp::request_token(http, tsa_url, &digest).await {
             Ok(t) => t,
             Err(e) => {
@@ -373,12 +369,19 @@ impl MessageLog {
 }
 
 /// The batch digest of rows `(id, logged_unix, request_hash, request_signature,
-/// response_hash, response_signature)`, with the first and last id and the oldest time.
-fn digest_rows(rows: &[xalo_store::sqlx::any::AnyRow]) -> Result<([u8; 32], i64, i64, i64), Error> {
+/// response_hash, response_signature)`, with the first and last id and the oldest time
+/// (`first > last` when there were none). Row by row: a batch is thousands of messages
+/// with their signatures, several megabytes read whole.
+async fn digest_rows(
+    mut rows: impl futures_util::Stream<
+        Item = Result<xalo_store::sqlx::any::AnyRow, xalo_store::sqlx::Error>,
+    > + Unpin,
+) -> Result<([u8; 32], i64, i64, i64), Error> {
+    use futures_util::TryStreamExt;
     let what = "reading the message log";
     let mut h = sha2::Sha256::new();
     let (mut first, mut last, mut oldest) = (i64::MAX, 0, i64::MAX);
-    for r in rows {
+    while let Some(r) = rows.try_next().await.db(what)? {
         let id: i64 = r.try_get(0).db(what)?;
         let logged: i64 = r.try_get(1).db(what)?;
         first = first.min(id);
@@ -386,7 +389,7 @@ fn digest_rows(rows: &[xalo_store::sqlx::any::AnyRow]) -> Result<([u8; 32], i64,
         oldest = oldest.min(logged);
         h.update(id.to_string().as_bytes());
         for col in 2..6 {
-            let text: String = r.try_get(col).db(what)?;
+            let text: &str = r.try_get(col).db(what)?;
             h.update(b"\t");
             h.update(text.as_bytes());
         }
