@@ -86,6 +86,8 @@ pub struct Database {
     url: Arc<str>,
     /// Whether SQLite connections sync every commit (see [`PoolOptions`]).
     power_loss_durable: bool,
+    /// Each SQLite connection's page cache (see [`PoolOptions`]).
+    sqlite_cache_kib: u32,
     /// Connections kept out of the pool (see [`Database::connect_held`]).
     held: Option<Arc<Held>>,
 }
@@ -192,6 +194,11 @@ pub struct PoolOptions {
     /// On SQLite, sync every commit to disk (`synchronous = FULL`), so commits survive power
     /// loss and not only a process crash. PostgreSQL always does.
     pub power_loss_durable: bool,
+    /// On SQLite, each connection's page cache, in KiB (SQLite's own default, 2,000 KiB,
+    /// unless a role sets less). Each connection keeps its own copies of the pages it
+    /// read, so a full pool may hold this many times `max_connections`; the operating
+    /// system's file cache is behind it either way.
+    pub sqlite_cache_kib: u32,
 }
 
 impl Default for PoolOptions {
@@ -200,6 +207,7 @@ impl Default for PoolOptions {
             max_connections: 16,
             acquire_timeout: Duration::from_secs(10),
             power_loss_durable: false,
+            sqlite_cache_kib: 2_000,
         }
     }
 }
@@ -250,7 +258,7 @@ impl Database {
         }
         let connect = AnyConnectOptions::from_str(&full)
             .map_err(|e| Error::new(ErrorCode::StoreUrl, format!("{}: {e}", redact(url))))?;
-        let pragmas = sqlite_pragmas(options.power_loss_durable);
+        let pragmas = sqlite_pragmas(options.power_loss_durable, options.sqlite_cache_kib);
         let pool = AnyPoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout)
@@ -281,6 +289,7 @@ impl Database {
             backend,
             url: url.into(),
             power_loss_durable: options.power_loss_durable,
+            sqlite_cache_kib: options.sqlite_cache_kib,
             held: None,
         })
     }
@@ -324,7 +333,7 @@ impl Database {
         {
             return Ok(None);
         }
-        sqlite_connection(&self.url, self.power_loss_durable)
+        sqlite_connection(&self.url, self.power_loss_durable, self.sqlite_cache_kib)
             .await
             .map(Some)
     }
@@ -557,6 +566,7 @@ fn sqlite_create_url(url: &str) -> String {
 async fn sqlite_connection(
     url: &str,
     power_loss_durable: bool,
+    cache_kib: u32,
 ) -> Result<sqlx::AnyConnection, Error> {
     use sqlx::ConnectOptions;
     let connect = AnyConnectOptions::from_str(&sqlite_create_url(url))
@@ -565,18 +575,23 @@ async fn sqlite_connection(
         .connect()
         .await
         .map_err(|e| Error::new(ErrorCode::StoreUnavailable, format!("{}: {e}", redact(url))))?;
-    conn.execute(sqlx::AssertSqlSafe(sqlite_pragmas(power_loss_durable)))
-        .await
-        .map_err(|e| db_error(e, "configuring a connection"))?;
+    conn.execute(sqlx::AssertSqlSafe(sqlite_pragmas(
+        power_loss_durable,
+        cache_kib,
+    )))
+    .await
+    .map_err(|e| db_error(e, "configuring a connection"))?;
     Ok(conn)
 }
 
 /// What every SQLite connection is set to.
-fn sqlite_pragmas(power_loss_durable: bool) -> String {
+fn sqlite_pragmas(power_loss_durable: bool, cache_kib: u32) -> String {
     let synchronous = if power_loss_durable { "FULL" } else { "NORMAL" };
+    // A negative cache size is in KiB.
     format!(
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; \
-         PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 30000;"
+         PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 30000; \
+         PRAGMA cache_size = -{cache_kib};"
     )
 }
 

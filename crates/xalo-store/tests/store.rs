@@ -251,6 +251,35 @@ async fn power_loss_durable_pools_sync_every_commit() {
     assert_eq!(level, 1, "NORMAL");
 }
 
+#[tokio::test]
+async fn a_role_may_keep_smaller_page_caches_on_every_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("c.db").display());
+    let cache = |db: Database| async move {
+        let pooled: i64 = sqlx::query("PRAGMA cache_size")
+            .fetch_one(db.pool())
+            .await
+            .unwrap()
+            .get(0);
+        let mut own = db.own_connection().await.unwrap().unwrap();
+        let held: i64 = sqlx::query("PRAGMA cache_size")
+            .fetch_one(&mut own)
+            .await
+            .unwrap()
+            .get(0);
+        db.close().await;
+        (pooled, held)
+    };
+    let small = xalo_store::PoolOptions {
+        sqlite_cache_kib: 512,
+        ..Default::default()
+    };
+    let db = Database::connect_with(&url, small).await.unwrap();
+    assert_eq!(cache(db).await, (-512, -512), "KiB");
+    let db = Database::connect(&url).await.unwrap();
+    assert_eq!(cache(db).await, (-2000, -2000), "SQLite's own default");
+}
+
 /// Two notes in one transaction, sent whole; answers how many rows the second insert made.
 const TWO_NOTES: &str = "BEGIN IMMEDIATE; \
      INSERT INTO note (title, body, pinned, at) VALUES ($1, x'01', 0, 1); \
