@@ -16,5 +16,14 @@ pub use error::{Error, ErrorCode, ResultExt};
 pub use personal_code::{Country, Gender, PersonalCode, PersonalCodeError};
 pub use xroad::{ClientId, IdentifierError, MemberId, ServiceId, SubsystemId};
 
+/// Seconds since the Unix epoch, the time every stored row and signed document carries
+/// (0 on a clock set before 1970).
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
 /// The version of this build of Xalo.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

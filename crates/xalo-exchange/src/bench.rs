@@ -572,10 +572,7 @@ pub async fn run(options: &BenchOptions) -> Result<BenchReport, Error> {
 /// gateway holding it; `None` if a poll fails.
 async fn measure_polls(http: &reqwest::Client, central_url: &str, count: usize) -> Option<Polls> {
     let url = format!("{}/globalconf", central_url.trim_end_matches('/'));
-    let p50 = |mut ms: Vec<f64>| {
-        ms.sort_by(|a, b| a.total_cmp(b));
-        ms.get(ms.len() / 2).copied().unwrap_or(0.0)
-    };
+    let p50 = |ms: Vec<f64>| summarise(ms, 0, 1.0).p50_ms;
     let (mut full, mut not_modified, mut bytes, mut etag) = (Vec::new(), Vec::new(), 0, None);
     for _ in 0..count {
         let started = Instant::now();

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use xalo_core::Error;
+use xalo_core::{Error, unix_now};
 use xalo_ledger::client::{LedgerClient, Recorder};
 use xalo_ledger::entry::{Entry, EntryKind};
 
@@ -108,13 +108,6 @@ pub fn start_catch_up(
 /// it back when it ends; one cut short by a crash holds the others off until it runs out.
 fn lease_for(every: Duration) -> Duration {
     (every * 4).max(Duration::from_secs(120))
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 /// Take the catch-up lease for `holder` for at most `lease`: the cursor (how far missed

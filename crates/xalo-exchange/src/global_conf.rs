@@ -473,7 +473,12 @@ pub fn sign_renewal(conf: &GlobalConf, key: &SigningKey) -> Result<SignedRenewal
 /// Check the signature with the anchor and read the document; expiry is the caller's check.
 pub fn verify(signed: &SignedGlobalConf, anchor: &Anchor) -> Result<GlobalConf, Error> {
     verify_signature(signed.document.as_bytes(), &signed.signature, anchor)?;
-    serde_json::from_str(&signed.document)
+    read_document(&signed.document)
+}
+
+/// Read a document (or, as `T`, a part of it) whose signature has been checked.
+fn read_document<'a, T: Deserialize<'a>>(document: &'a str) -> Result<T, Error> {
+    serde_json::from_str(document)
         .map_err(|e| Error::new(ErrorCode::ExchGlobalConfInvalid, format!("document: {e}")))
 }
 
@@ -695,14 +700,9 @@ pub async fn download(
         }
         _ => return Err(invalid("neither a document nor a renewal".into())),
     };
-    let signed = SignedGlobalConf {
-        document,
-        signature: answer.signature,
-    };
-    verify_signature(signed.document.as_bytes(), &signed.signature, anchor)?;
+    verify_signature(document.as_bytes(), &answer.signature, anchor)?;
     if let Some((c, _)) = held {
-        let issue: Issue = serde_json::from_str(&signed.document)
-            .map_err(|e| Error::new(ErrorCode::ExchGlobalConfInvalid, format!("document: {e}")))?;
+        let issue: Issue = read_document(&document)?;
         if issue.version == c.version && issue.instance == c.instance {
             return Ok(Poll::Renewed(Validity {
                 version: issue.version,
@@ -711,9 +711,7 @@ pub async fn download(
             }));
         }
     }
-    let conf = serde_json::from_str(&signed.document)
-        .map_err(|e| Error::new(ErrorCode::ExchGlobalConfInvalid, format!("document: {e}")))?;
-    Ok(Poll::New(Box::new(conf)))
+    Ok(Poll::New(Box::new(read_document(&document)?)))
 }
 
 /// Poll the central server every `interval`, keeping the last good configuration.

@@ -41,12 +41,7 @@ pub mod topic;
 pub use central::{CentralSettings, ROLE as CENTRAL_ROLE};
 pub use gateway::{GatewaySettings, ROLE as GATEWAY_ROLE};
 
-pub(crate) fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
+pub(crate) use xalo_core::unix_now;
 
 /// `list` in an allocation of its length. A list read to its end grows by doubling, and
 /// with a nation's tens of thousands of entries the unused room is up to half of it;

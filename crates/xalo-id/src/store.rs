@@ -90,12 +90,7 @@ pub async fn migrate(db: &Database) -> Result<(), Error> {
     db.migrate("id", MIGRATIONS).await
 }
 
-pub fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
+pub use xalo_core::unix_now;
 
 /// SHA-256, hex: how codes, tokens and client secrets are stored.
 pub fn sha256_hex(value: &str) -> String {

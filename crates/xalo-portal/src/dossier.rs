@@ -343,12 +343,7 @@ pub struct NewDossier {
     pub form: serde_json::Value,
 }
 
-pub fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
+pub use xalo_core::unix_now;
 
 fn not_found(code: &str) -> Error {
     Error::new(

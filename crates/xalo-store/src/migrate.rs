@@ -6,7 +6,7 @@
 
 use sha2::{Digest, Sha256};
 use sqlx::Row;
-use xalo_core::{Error, ErrorCode};
+use xalo_core::{Error, ErrorCode, unix_now};
 
 use crate::{Backend, Database, DbResultExt};
 
@@ -158,11 +158,4 @@ pub(crate) async fn run(
         );
     }
     tx.commit().await.db("committing migrations")
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }

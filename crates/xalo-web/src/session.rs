@@ -9,7 +9,8 @@
 //! callers otherwise) before the handler runs, so a handler cannot forget to.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+use xalo_core::unix_now;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -108,13 +109,6 @@ impl Session {
     pub fn remove(&mut self, key: &str) {
         self.data.remove(key);
     }
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 /// A fresh random token, URL-safe base64 of 32 bytes.

@@ -254,7 +254,9 @@ async fn an_issued_document_is_issued_anew_before_much_of_its_validity_is_gone()
     assert!(Arc::ptr_eq(&holder.get().unwrap(), &first));
     // Past the first issue's expiry, the renewed times keep it in use.
     tokio::time::sleep(std::time::Duration::from_secs(
-        (first.expires_unix + 1).saturating_sub(now_unix()).max(0) as u64,
+        (first.expires_unix + 1)
+            .saturating_sub(xalo_core::unix_now())
+            .max(0) as u64,
     ))
     .await;
     holder
@@ -262,12 +264,6 @@ async fn an_issued_document_is_issued_anew_before_much_of_its_validity_is_gone()
         .await
         .unwrap();
     assert!(holder.get().is_ok());
-}
-
-fn now_unix() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }
 
 #[tokio::test]
