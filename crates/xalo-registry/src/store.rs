@@ -299,7 +299,8 @@ async fn rows_where<T>(
     for b in binds {
         q = q.bind(b.clone());
     }
-    let rows = db.fetch_all(q).await.db("searching the register")?;
+    // A condition may scan the register: on the pool's threads, not a held connection.
+    let rows = q.fetch_all(db.pool()).await.db("searching the register")?;
     rows.iter().map(from_row).collect()
 }
 

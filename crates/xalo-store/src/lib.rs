@@ -12,6 +12,7 @@
 //! own component name, so crates never collide on migration versions and a member's
 //! database holds only the components it runs.
 
+mod held;
 mod migrate;
 pub mod testing;
 
@@ -89,45 +90,7 @@ pub struct Database {
     /// Each SQLite connection's page cache (see [`PoolOptions`]).
     sqlite_cache_kib: u32,
     /// Connections kept out of the pool (see [`Database::connect_held`]).
-    held: Option<Arc<Held>>,
-}
-
-/// SQLite connections this handle keeps for itself and uses in turn. The pool tests a
-/// connection on every release with a ping, a second round trip to the connection's
-/// worker thread for each statement (and the next statement waits for it); a connection
-/// held here pays only for its statements.
-struct Held {
-    connections: Vec<Arc<tokio::sync::Mutex<sqlx::AnyConnection>>>,
-    next: std::sync::atomic::AtomicUsize,
-}
-
-impl std::fmt::Debug for Held {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Held")
-            .field("connections", &self.connections.len())
-            .finish()
-    }
-}
-
-impl Held {
-    async fn lock(&self) -> Option<tokio::sync::MutexGuard<'_, sqlx::AnyConnection>> {
-        for c in &self.connections {
-            if let Ok(g) = c.try_lock() {
-                return Some(g);
-            }
-        }
-        let n = self.connections.len().max(1);
-        let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % n;
-        Some(self.connections.get(i)?.lock().await)
-    }
-
-    /// A single writer's one connection, locked for as long as the guard lives.
-    async fn gate(&self) -> Option<tokio::sync::OwnedMutexGuard<sqlx::AnyConnection>> {
-        match self.connections.as_slice() {
-            [writer] => Some(writer.clone().lock_owned().await),
-            _ => None,
-        }
-    }
+    held: Option<Arc<held::Held>>,
 }
 
 /// A write transaction from [`Database::begin_write`], used as the connection it runs on
@@ -137,7 +100,7 @@ impl Held {
 /// rather than on SQLite's busy timeout, which polls.
 pub struct WriteTx {
     tx: sqlx::Transaction<'static, sqlx::Any>,
-    _gate: Option<tokio::sync::OwnedMutexGuard<sqlx::AnyConnection>>,
+    _gate: Option<held::Gate>,
 }
 
 impl std::fmt::Debug for WriteTx {
@@ -169,20 +132,6 @@ impl WriteTx {
     pub async fn rollback(self) -> Result<(), sqlx::Error> {
         self.tx.rollback().await
     }
-}
-
-/// `$query.$method(…)` on one of the handle's held connections if it has them, else on
-/// the pool: the one routing of [`Database::execute`] and the `fetch_*` methods.
-macro_rules! held_or_pool {
-    ($db:expr, $query:ident . $method:ident) => {{
-        if let Some(held) = &$db.held
-            && let Some(mut conn) = held.lock().await
-        {
-            $query.$method(&mut *conn).await
-        } else {
-            $query.$method(&$db.pool).await
-        }
-    }};
 }
 
 /// How a pool behaves: its size, and how long to wait for a connection before reporting
@@ -238,12 +187,7 @@ impl Database {
         let backend = Backend::of_url(url)?;
         let mut full = url.to_owned();
         if backend == Backend::Sqlite {
-            let path = url
-                .trim_start_matches("sqlite:")
-                .trim_start_matches("//")
-                .split('?')
-                .next()
-                .unwrap_or("");
+            let path = sqlite_path(url);
             if let Some(parent) = std::path::Path::new(path).parent()
                 && !parent.as_os_str().is_empty()
             {
@@ -305,21 +249,29 @@ impl Database {
         options: PoolOptions,
     ) -> Result<Database, Error> {
         let mut db = Database::connect_with(url, options).await?;
-        let mut held = Vec::with_capacity(connections);
-        for _ in 0..connections {
-            match db.own_connection().await? {
-                Some(conn) => held.push(Arc::new(tokio::sync::Mutex::new(conn))),
-                None => return Ok(db),
-            }
-        }
-        if held.is_empty() {
+        if connections == 0 || !db.is_sqlite_file() {
             return Ok(db);
         }
-        db.held = Some(Arc::new(Held {
-            connections: held,
-            next: std::sync::atomic::AtomicUsize::new(0),
-        }));
+        let pragmas = sqlite_pragmas(options.power_loss_durable, options.sqlite_cache_kib);
+        let path = sqlite_path(url).to_owned();
+        // Opening a file and reading its schema is blocking work, done once.
+        let held =
+            tokio::task::spawn_blocking(move || held::Held::open(&path, connections, &pragmas))
+                .await
+                .map_err(|e| {
+                    Error::new(ErrorCode::Internal, format!("opening connections: {e}"))
+                })??;
+        let held = Arc::new(held);
+        held.checkpoints(db.pool.clone());
+        db.held = Some(held);
         Ok(db)
+    }
+
+    /// Whether this handle is on a SQLite file (not PostgreSQL, not in-memory SQLite).
+    fn is_sqlite_file(&self) -> bool {
+        self.backend == Backend::Sqlite
+            && !self.url.contains(":memory:")
+            && !self.url.contains("mode=memory")
     }
 
     /// A connection of the caller's own to this SQLite file, outside the pool, set up as
@@ -327,10 +279,7 @@ impl Database {
     /// that writes in a loop: a statement on it is one hand-off to the connection's worker
     /// thread, where the pool adds a ping when the connection goes back.
     pub async fn own_connection(&self) -> Result<Option<sqlx::AnyConnection>, Error> {
-        if self.backend != Backend::Sqlite
-            || self.url.contains(":memory:")
-            || self.url.contains("mode=memory")
-        {
+        if !self.is_sqlite_file() {
             return Ok(None);
         }
         sqlite_connection(&self.url, self.power_loss_durable, self.sqlite_cache_kib)
@@ -343,7 +292,10 @@ impl Database {
         &self,
         query: sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments>,
     ) -> Result<sqlx::any::AnyQueryResult, sqlx::Error> {
-        held_or_pool!(self, query.execute)
+        match &self.held {
+            Some(held) => held.execute(query).await,
+            None => query.execute(&self.pool).await,
+        }
     }
 
     /// The row of a statement, if any (held connection or pool, as [`Database::execute`]).
@@ -351,7 +303,10 @@ impl Database {
         &self,
         query: sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments>,
     ) -> Result<Option<sqlx::any::AnyRow>, sqlx::Error> {
-        held_or_pool!(self, query.fetch_optional)
+        match &self.held {
+            Some(held) => Ok(held.fetch(query, Some(1)).await?.into_iter().next()),
+            None => query.fetch_optional(&self.pool).await,
+        }
     }
 
     /// The one row of a statement (held connection or pool, as [`Database::execute`]).
@@ -359,7 +314,15 @@ impl Database {
         &self,
         query: sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments>,
     ) -> Result<sqlx::any::AnyRow, sqlx::Error> {
-        held_or_pool!(self, query.fetch_one)
+        match &self.held {
+            Some(held) => held
+                .fetch(query, Some(1))
+                .await?
+                .into_iter()
+                .next()
+                .ok_or(sqlx::Error::RowNotFound),
+            None => query.fetch_one(&self.pool).await,
+        }
     }
 
     /// The rows of a statement (held connection or pool, as [`Database::execute`]).
@@ -367,7 +330,10 @@ impl Database {
         &self,
         query: sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments>,
     ) -> Result<Vec<sqlx::any::AnyRow>, sqlx::Error> {
-        held_or_pool!(self, query.fetch_all)
+        match &self.held {
+            Some(held) => held.fetch(query, None).await,
+            None => query.fetch_all(&self.pool).await,
+        }
     }
 
     /// SQLite only: run `script`, several statements that open a write transaction
@@ -391,18 +357,11 @@ impl Database {
                 format!("{context}: a write script runs on SQLite only"),
             ));
         }
-        if let Some(held) = &self.held
-            && let Some(mut conn) = held.lock().await
-        {
-            let answer = script.fetch_all(&mut *conn).await;
-            if answer.is_err() {
-                // A held connection cannot be set aside: a failure to roll back is
-                // reported, and the next `BEGIN` on it fails rather than nesting.
-                if let Some(r) = roll_back(&mut conn).await {
-                    tracing::error!(error = %r, "rolling back a failed write script");
-                }
-            }
-            return answer.map_err(|e| db_error(e, context));
+        if let Some(held) = &self.held {
+            return held
+                .fetch(script, None)
+                .await
+                .map_err(|e| db_error(e, context));
         }
         let mut conn = self
             .pool
@@ -420,6 +379,13 @@ impl Database {
                 Err(db_error(e, context))
             }
         }
+    }
+
+    /// How often a statement on one of the handle's held connections found the file
+    /// locked by another connection and ran again (see [`Database::connect_held`]); 0
+    /// without held connections. A single writer's statements should never have to.
+    pub fn busy_retries(&self) -> u64 {
+        self.held.as_ref().map_or(0, |h| h.busy_retries())
     }
 
     pub fn backend(&self) -> Backend {
@@ -548,6 +514,15 @@ async fn roll_back(conn: &mut sqlx::AnyConnection) -> Option<sqlx::Error> {
         Err(e) if e.to_string().contains("no transaction is active") => None,
         Err(e) => Some(e),
     }
+}
+
+/// The file a `sqlite:` URL names.
+fn sqlite_path(url: &str) -> &str {
+    url.trim_start_matches("sqlite:")
+        .trim_start_matches("//")
+        .split('?')
+        .next()
+        .unwrap_or("")
 }
 
 /// `url` opening its SQLite file read-write and creating it when missing, unless the URL

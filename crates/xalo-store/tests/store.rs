@@ -280,6 +280,162 @@ async fn a_role_may_keep_smaller_page_caches_on_every_connection() {
     assert_eq!(cache(db).await, (-2000, -2000), "SQLite's own default");
 }
 
+/// A held connection runs statements itself (not through sqlx's driver); what it answers
+/// must be what the pool answers, value for value, error for error.
+#[tokio::test]
+async fn held_connections_answer_as_the_pool_does() {
+    let t = fresh().await;
+    t.db.migrate("notes", &[NOTES_V1, NOTES_V2]).await.unwrap();
+    let held = Database::connect_held(t.url(), 2, xalo_store::PoolOptions::default())
+        .await
+        .unwrap();
+    let body: Vec<u8> = (0..=255).collect();
+    for (name, db) in [("pool", &t.db), ("held", &held)] {
+        let done = db
+            .execute(
+                sqlx::query(
+                    "INSERT INTO note (title, body, pinned, at, tag) VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(format!("{name} Đăng ký"))
+                .bind(body.clone())
+                .bind(true)
+                .bind(i64::MIN)
+                .bind(None::<String>),
+            )
+            .await
+            .unwrap();
+        assert_eq!(done.rows_affected(), 1, "{name}");
+        // Bare `?` placeholders take the arguments in order; a missing one is NULL.
+        let sql = format!(
+            "INSERT INTO note (title, body, pinned, at, tag) VALUES {}",
+            db.backend().value_rows(2, 5)
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for i in 0..2i64 {
+            q = q
+                .bind(format!("{name} {i}"))
+                .bind(vec![i as u8])
+                .bind(i)
+                .bind(i * 10);
+            if i == 0 {
+                q = q.bind("first");
+            }
+        }
+        let e = db.execute(q).await;
+        if db.backend() == Backend::Sqlite {
+            assert_eq!(e.unwrap().rows_affected(), 2, "{name}");
+        }
+    }
+    if t.db.backend() != Backend::Sqlite {
+        return;
+    }
+    let read = "SELECT title, body, pinned, at, tag, 1.5 AS half, id FROM note \
+                WHERE title LIKE $1 ORDER BY id";
+    let mut answers = Vec::new();
+    for (name, db) in [("pool", &t.db), ("held", &held)] {
+        let rows = db
+            .fetch_all(sqlx::query(read).bind(format!("{name}%")))
+            .await
+            .unwrap();
+        let seen: Vec<_> = rows
+            .iter()
+            .map(|r| {
+                (
+                    r.get::<String, _>("title")
+                        .trim_start_matches(name)
+                        .to_owned(),
+                    r.get::<Vec<u8>, _>(1),
+                    r.get::<i64, _>("pinned"),
+                    r.get::<i64, _>(3),
+                    r.get::<Option<String>, _>("tag"),
+                    r.get::<f64, _>("half"),
+                    r.try_get::<i64, _>("no such column").is_err(),
+                )
+            })
+            .collect();
+        answers.push(seen);
+        let one = db
+            .fetch_optional(sqlx::query(read).bind(format!("{name}%")))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(one.get::<Vec<u8>, _>(1), body, "{name}");
+        assert!(
+            db.fetch_optional(sqlx::query(read).bind("nobody"))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let missing = db
+            .fetch_one(sqlx::query(read).bind("nobody"))
+            .await
+            .db("reading a note");
+        assert_eq!(
+            missing.err().unwrap().code,
+            ErrorCode::StoreNotFound,
+            "{name}"
+        );
+        let dup = db
+            .execute(
+                sqlx::query("INSERT INTO note (title, body, pinned, at) VALUES ($1, x'00', 0, 0)")
+                    .bind(format!("{name} 0")),
+            )
+            .await
+            .db("adding a note");
+        assert_eq!(dup.unwrap_err().code, ErrorCode::StoreConflict, "{name}");
+        let bad = db
+            .execute(sqlx::query("INSERT INTO nowhere VALUES (1)"))
+            .await
+            .db("writing nowhere")
+            .unwrap_err();
+        assert_eq!(bad.code, ErrorCode::StoreQuery, "{name}");
+        assert!(
+            bad.message.contains("no such table: nowhere"),
+            "{name}: {bad}"
+        );
+    }
+    assert_eq!(answers[0], answers[1]);
+    assert_eq!(answers[1].len(), 3);
+    assert_eq!(answers[1][1].4.as_deref(), Some("first"));
+    assert_eq!(answers[1][2].4, None);
+}
+
+/// A held connection that finds the file locked by a pool transaction waits on the
+/// runtime's timer, not in SQLite on the runtime's only thread (where the transaction
+/// could never commit), and writes once the lock is free.
+#[tokio::test]
+async fn a_held_write_waits_for_a_pool_transaction_without_blocking_the_runtime() {
+    let t = fresh().await;
+    if t.db.backend() != Backend::Sqlite {
+        return;
+    }
+    t.db.migrate("notes", &[NOTES_V1]).await.unwrap();
+    let held = Database::connect_held(t.url(), 2, xalo_store::PoolOptions::default())
+        .await
+        .unwrap();
+    let mut tx = t.db.begin_write().await.unwrap();
+    sqlx::query("INSERT INTO note (title, body, pinned, at) VALUES ('in tx', x'01', 0, 1)")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let writer = held.clone();
+    let waiting = tokio::spawn(async move {
+        writer
+            .execute(sqlx::query(
+                "INSERT INTO note (title, body, pinned, at) VALUES ('held', x'02', 0, 2)",
+            ))
+            .await
+            .map(|r| r.rows_affected())
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert!(!waiting.is_finished());
+    tx.commit().await.unwrap();
+    assert_eq!(waiting.await.unwrap().unwrap(), 1);
+    assert!(held.busy_retries() > 0);
+    assert_eq!(notes_titled(&held, "held").await, 1);
+    assert_eq!(notes_titled(&held, "in tx").await, 1);
+}
+
 /// Two notes in one transaction, sent whole; answers how many rows the second insert made.
 const TWO_NOTES: &str = "BEGIN IMMEDIATE; \
      INSERT INTO note (title, body, pinned, at) VALUES ($1, x'01', 0, 1); \
@@ -397,6 +553,7 @@ async fn a_single_writer_queues_scripts_and_transactions_in_turn() {
     }
     assert_eq!(notes_titled(&held, "s").await, 3 * 50 * 2);
     assert_eq!(notes_titled(&held, "t").await, 3 * 50);
+    assert_eq!(held.busy_retries(), 0, "the writes queued in the process");
 }
 
 /// Many rows in one statement land in order on either backend, and a writer's own

@@ -1,0 +1,596 @@
+//! SQLite connections a handle keeps out of its pool and runs statements on in the calling
+//! task (see [`crate::Database::connect_held`]).
+//!
+//! sqlx gives each SQLite connection a worker thread and hands it every statement over a
+//! channel, and every row back: two thread wake-ups per statement, which on a busy
+//! two-core machine cost more than the statement (a sign-in's seven short statements spent
+//! more time in those hand-offs than in SQLite). A held connection is a `rusqlite`
+//! connection to the same file, used under an async lock: the statement runs where the
+//! task is, in microseconds, and the lock queues the next task without blocking a thread.
+//!
+//! The statements stay sqlx queries, so that a crate writes each query once for SQLite and
+//! PostgreSQL: their SQL and `$N` arguments are taken out of the query and the rows are
+//! given back as sqlx's `AnyRow`, built as sqlx's own SQLite driver builds them (a value's
+//! kind is its SQLite storage class). sqlx marks those fields as exempt from semver:
+//! `sqlx-core` is the one `sqlx` pins itself to, and the store's tests compare the two
+//! paths on every storage class.
+//!
+//! Architecture invariant: only short statements belong on a held connection (a lookup by
+//! key, a write of a few rows, a write script); a scan of a table goes to the pool, as the
+//! calling task's thread is busy for as long as the statement runs.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use rusqlite::types::ValueRef;
+use sqlx::Execute;
+use sqlx_core::any::{
+    AnyArguments, AnyColumn, AnyQueryResult, AnyRow, AnyTypeInfo, AnyTypeInfoKind, AnyValue,
+    AnyValueKind,
+};
+use sqlx_core::ext::ustr::UStr;
+use xalo_core::{Error, ErrorCode};
+
+type Query<'q> = sqlx::query::Query<'q, sqlx::Any, AnyArguments>;
+
+/// The held connections of one handle, used in turn.
+pub(crate) struct Held {
+    connections: Vec<Arc<tokio::sync::Mutex<rusqlite::Connection>>>,
+    next: AtomicUsize,
+    /// Statements that wrote since the log was last checkpointed.
+    writes: AtomicUsize,
+    checkpoint: Arc<tokio::sync::Notify>,
+    busy_retries: AtomicU64,
+}
+
+/// How long a statement waits for another connection's write lock, as the pool's
+/// connections do (`busy_timeout`).
+const BUSY_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Writes between two checkpoints of the write-ahead log: a few hundred pages of log, as
+/// SQLite's own automatic checkpoint (1,000 pages) keeps it.
+const WRITES_PER_CHECKPOINT: usize = 64;
+
+impl std::fmt::Debug for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Held")
+            .field("connections", &self.connections.len())
+            .finish()
+    }
+}
+
+impl Drop for Held {
+    /// The checkpointing task ends with its connections.
+    fn drop(&mut self) {
+        self.checkpoint.notify_one();
+    }
+}
+
+/// A gate for a pool transaction: holds the single writer's connection lock.
+pub(crate) type Gate = tokio::sync::OwnedMutexGuard<rusqlite::Connection>;
+
+impl Held {
+    /// `count` connections to the SQLite file at `path`, each set up with `pragmas`.
+    pub(crate) fn open(path: &str, count: usize, pragmas: &str) -> Result<Held, Error> {
+        let mut connections = Vec::with_capacity(count);
+        for _ in 0..count {
+            let conn = rusqlite::Connection::open(path).map_err(|e| {
+                Error::new(ErrorCode::StoreUnavailable, format!("opening {path}: {e}"))
+            })?;
+            // A commit that fills the log past SQLite's threshold would checkpoint it there
+            // and then, syncing the file on the calling task's thread; the pool checkpoints
+            // instead, on its own thread (see `checkpoints`).
+            conn.execute_batch(&format!(
+                "{pragmas} PRAGMA wal_autocheckpoint = 0; PRAGMA busy_timeout = 0;"
+            ))
+            .map_err(|e| failure(e, "configuring a connection"))?;
+            // sqlx keeps up to 100 statements of a connection prepared; a role's hot set
+            // is a few dozen.
+            conn.set_prepared_statement_cache_capacity(100);
+            connections.push(Arc::new(tokio::sync::Mutex::new(conn)));
+        }
+        Ok(Held {
+            connections,
+            next: AtomicUsize::new(0),
+            writes: AtomicUsize::new(0),
+            checkpoint: Arc::new(tokio::sync::Notify::new()),
+            busy_retries: AtomicU64::new(0),
+        })
+    }
+
+    /// Checkpoint the write-ahead log on `pool`'s connections (which run statements on
+    /// threads of their own) after every few writes on the held connections, for as long
+    /// as they and the pool are open.
+    pub(crate) fn checkpoints(self: &Arc<Self>, pool: sqlx::AnyPool) {
+        let held = Arc::downgrade(self);
+        let wake = self.checkpoint.clone();
+        tokio::spawn(async move {
+            loop {
+                wake.notified().await;
+                if held.strong_count() == 0 || pool.is_closed() {
+                    return;
+                }
+                if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                    .execute(&pool)
+                    .await
+                {
+                    tracing::warn!(error = %e, "checkpointing the write-ahead log");
+                }
+            }
+        });
+    }
+
+    fn wrote(&self, statements: usize) {
+        if statements > 0
+            && self.writes.fetch_add(statements, Ordering::Relaxed) + statements
+                >= WRITES_PER_CHECKPOINT
+        {
+            self.writes.store(0, Ordering::Relaxed);
+            self.checkpoint.notify_one();
+        }
+    }
+
+    async fn lock(&self) -> Option<tokio::sync::MutexGuard<'_, rusqlite::Connection>> {
+        for c in &self.connections {
+            if let Ok(g) = c.try_lock() {
+                return Some(g);
+            }
+        }
+        let n = self.connections.len().max(1);
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % n;
+        Some(self.connections.get(i)?.lock().await)
+    }
+
+    /// A single writer's one connection, locked for as long as the guard lives.
+    pub(crate) async fn gate(&self) -> Option<Gate> {
+        match self.connections.as_slice() {
+            [writer] => Some(writer.clone().lock_owned().await),
+            _ => None,
+        }
+    }
+
+    pub(crate) async fn execute(&self, query: Query<'_>) -> Result<AnyQueryResult, sqlx::Error> {
+        let (outcome, last_insert_id) = self.run(query, Outcome::count()).await?;
+        Ok(AnyQueryResult {
+            rows_affected: outcome.changes,
+            last_insert_id: Some(last_insert_id),
+        })
+    }
+
+    /// The rows of a query (of each statement of a script), at most `limit` of them.
+    pub(crate) async fn fetch(
+        &self,
+        query: Query<'_>,
+        limit: Option<usize>,
+    ) -> Result<Vec<AnyRow>, sqlx::Error> {
+        Ok(self.run(query, Outcome::rows(limit)).await?.0.rows)
+    }
+
+    /// Run the query's statements on one of the connections: what they answered and the
+    /// last row id inserted. A transaction a failed statement left open is rolled back.
+    ///
+    /// When another connection holds the file's write lock, SQLite's busy handler would
+    /// sleep on the calling task's thread, and a pool transaction holding the lock may need
+    /// that very thread to finish; so held connections do not wait in SQLite
+    /// (`busy_timeout = 0`) but here, asleep on the runtime's timer, then run again —
+    /// unless a statement committed before the refusal — for as long as SQLite would have
+    /// waited.
+    async fn run(&self, query: Query<'_>, empty: Outcome) -> Result<(Outcome, i64), sqlx::Error> {
+        let (sql, args) = taken(query)?;
+        let deadline = Instant::now() + BUSY_PATIENCE;
+        let mut pause = Duration::from_millis(1);
+        loop {
+            {
+                let conn = self.lock().await.ok_or(sqlx::Error::PoolClosed)?;
+                let mut outcome = empty.again();
+                let ran = run(&conn, &sql, &args, &mut outcome);
+                self.wrote(outcome.writes);
+                let error = match ran {
+                    Ok(()) => return Ok((outcome, conn.last_insert_rowid())),
+                    Err(e) => e,
+                };
+                let in_transaction = !conn.is_autocommit();
+                if in_transaction && let Err(r) = conn.execute_batch("ROLLBACK") {
+                    // The next `BEGIN` on this connection fails rather than nesting.
+                    tracing::error!(error = %r, "rolling back after a failed statement");
+                }
+                let nothing_kept = in_transaction || outcome.writes == 0;
+                if !(busy(&error) && nothing_kept && Instant::now() < deadline) {
+                    return Err(error);
+                }
+                self.busy_retries.fetch_add(1, Ordering::Relaxed);
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(20));
+        }
+    }
+
+    /// How often a statement found the file locked by another connection and ran again.
+    pub(crate) fn busy_retries(&self) -> u64 {
+        self.busy_retries.load(Ordering::Relaxed)
+    }
+}
+
+/// What a run collects: rows (up to a limit), the count of changed rows and of the
+/// statements that wrote.
+struct Outcome {
+    rows: Vec<AnyRow>,
+    limit: Option<usize>,
+    keep_rows: bool,
+    changes: u64,
+    writes: usize,
+}
+
+impl Outcome {
+    fn count() -> Outcome {
+        Outcome {
+            rows: Vec::new(),
+            limit: None,
+            keep_rows: false,
+            changes: 0,
+            writes: 0,
+        }
+    }
+
+    fn rows(limit: Option<usize>) -> Outcome {
+        Outcome {
+            rows: Vec::new(),
+            limit,
+            keep_rows: true,
+            changes: 0,
+            writes: 0,
+        }
+    }
+
+    /// A fresh outcome of the same kind, for a run again.
+    fn again(&self) -> Outcome {
+        Outcome {
+            rows: Vec::new(),
+            limit: self.limit,
+            keep_rows: self.keep_rows,
+            changes: 0,
+            writes: 0,
+        }
+    }
+
+    fn full(&self) -> bool {
+        self.limit.is_some_and(|l| self.rows.len() >= l)
+    }
+}
+
+/// Whether SQLite refused for a lock another connection holds.
+fn busy(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d)
+        if d.code().is_some_and(|c| c.parse::<i32>().is_ok_and(|c| c & 0xff == rusqlite::ffi::SQLITE_BUSY)))
+}
+
+/// The query's SQL and its arguments.
+fn taken(mut query: Query<'_>) -> Result<(sqlx::SqlStr, Vec<AnyValueKind>), sqlx::Error> {
+    let args = query
+        .take_arguments()
+        .map_err(sqlx::Error::Encode)?
+        .map(|a| a.values.0)
+        .unwrap_or_default();
+    Ok((query.sql(), args))
+}
+
+/// Run each statement of `sql` in turn, binding its `$N` parameters from `args`.
+fn run(
+    conn: &rusqlite::Connection,
+    sql: &sqlx::SqlStr,
+    args: &[AnyValueKind],
+    outcome: &mut Outcome,
+) -> Result<(), sqlx::Error> {
+    let mut anonymous = 0;
+    for statement in statements(sql.as_str()) {
+        let mut stmt = conn
+            .prepare_cached(statement)
+            .map_err(|e| failure_sqlx(e, statement))?;
+        for i in 1..=stmt.parameter_count() {
+            let value = parameter(stmt.parameter_name(i), &mut anonymous, args)?;
+            stmt.raw_bind_parameter(i, value)
+                .map_err(|e| failure_sqlx(e, statement))?;
+        }
+        let writes = !stmt.readonly();
+        let names = column_names(&stmt);
+        let mut rows = stmt.raw_query();
+        while let Some(row) = rows.next().map_err(|e| failure_sqlx(e, statement))? {
+            if outcome.keep_rows && !outcome.full() {
+                outcome.rows.push(any_row(row, &names)?);
+            }
+        }
+        if writes {
+            outcome.changes += conn.changes();
+            outcome.writes += 1;
+        }
+    }
+    Ok(())
+}
+
+/// The statements of a script, split at the semicolons outside quotes and comments.
+///
+/// rusqlite prepares one statement and does not say where it ended, and its `Batch`, which
+/// does, prepares every statement anew at each run; split here, each statement stays in the
+/// connection's cache of prepared statements. A statement cut wrongly (a trigger's body)
+/// fails to prepare with SQLite's own error, never runs in part.
+fn statements(sql: &str) -> Vec<&str> {
+    let bytes = sql.as_bytes();
+    let mut pieces = Vec::new();
+    // Where the current statement starts, and whether it holds more than comments.
+    let (mut start, mut i, mut words) = (0, 0, false);
+    while let Some(&b) = bytes.get(i) {
+        match b {
+            b'-' if bytes.get(i + 1) == Some(&b'-') => {
+                i = bytes[i..]
+                    .iter()
+                    .position(|&c| c == b'\n')
+                    .map_or(bytes.len(), |p| i + p + 1);
+            }
+            b'/' if bytes.get(i + 1) == Some(&b'*') => {
+                i = bytes[i + 2..]
+                    .windows(2)
+                    .position(|w| w == b"*/")
+                    .map_or(bytes.len(), |p| i + 2 + p + 2);
+            }
+            b';' => {
+                if words {
+                    pieces.push(&sql[start..i]);
+                }
+                i += 1;
+                (start, words) = (i, false);
+            }
+            _ => {
+                words |= !b.is_ascii_whitespace();
+                i = match b {
+                    b'\'' | b'"' | b'`' => closing(bytes, i + 1, b),
+                    b'[' => closing(bytes, i + 1, b']'),
+                    _ => i + 1,
+                };
+            }
+        }
+    }
+    if words {
+        pieces.push(&sql[start..]);
+    }
+    pieces
+}
+
+/// The index after the quote `close` that ends a quoted run starting at `from` (a doubled
+/// quote is part of the run).
+fn closing(bytes: &[u8], from: usize, close: u8) -> usize {
+    let mut i = from;
+    while let Some(&b) = bytes.get(i) {
+        if b == close {
+            if close != b']' && bytes.get(i + 1) == Some(&close) {
+                i += 2;
+                continue;
+            }
+            return i + 1;
+        }
+        i += 1;
+    }
+    bytes.len()
+}
+
+/// The argument for a parameter, bound as sqlx's SQLite driver binds it: `$N` and `?N`
+/// name the N-th argument (from 1), each bare `?` takes the next one after those the
+/// script's earlier bare `?`s took (`anonymous`), and a parameter without an argument is
+/// NULL.
+fn parameter<'a>(
+    name: Option<&str>,
+    anonymous: &mut usize,
+    args: &'a [AnyValueKind],
+) -> Result<rusqlite::types::ToSqlOutput<'a>, sqlx::Error> {
+    use rusqlite::types::{ToSqlOutput, Value};
+    let number = match name {
+        None => {
+            *anonymous += 1;
+            *anonymous
+        }
+        Some(n) => n
+            .strip_prefix('$')
+            .or_else(|| n.strip_prefix('?'))
+            .and_then(|n| n.parse::<usize>().ok())
+            .ok_or_else(|| {
+                sqlx::Error::InvalidArgument(format!(
+                    "parameter {n}: only $N, ?N and ? placeholders are bound"
+                ))
+            })?,
+    };
+    let Some(value) = number.checked_sub(1).and_then(|i| args.get(i)) else {
+        return Ok(ToSqlOutput::Owned(Value::Null));
+    };
+    Ok(match value {
+        AnyValueKind::Null(_) => ToSqlOutput::Owned(Value::Null),
+        AnyValueKind::Bool(b) => ToSqlOutput::Owned(Value::Integer(i64::from(*b))),
+        AnyValueKind::SmallInt(v) => ToSqlOutput::Owned(Value::Integer(i64::from(*v))),
+        AnyValueKind::Integer(v) => ToSqlOutput::Owned(Value::Integer(i64::from(*v))),
+        AnyValueKind::BigInt(v) => ToSqlOutput::Owned(Value::Integer(*v)),
+        AnyValueKind::Real(v) => ToSqlOutput::Owned(Value::Real(f64::from(*v))),
+        AnyValueKind::Double(v) => ToSqlOutput::Owned(Value::Real(*v)),
+        AnyValueKind::Text(s) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
+        AnyValueKind::TextSlice(s) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
+        AnyValueKind::Blob(b) => ToSqlOutput::Borrowed(ValueRef::Blob(b)),
+        other => {
+            return Err(sqlx::Error::InvalidArgument(format!(
+                "parameter {number}: a value of a kind SQLite does not store ({other:?})"
+            )));
+        }
+    })
+}
+
+/// A statement's column names, as an `AnyRow` looks them up.
+fn column_names(stmt: &rusqlite::Statement<'_>) -> Arc<sqlx_core::HashMap<UStr, usize>> {
+    let mut names = sqlx_core::HashMap::default();
+    for (i, name) in stmt.column_names().into_iter().enumerate() {
+        // As sqlx's own driver does, a repeated name finds its first column.
+        names.entry(UStr::new(name)).or_insert(i);
+    }
+    Arc::new(names)
+}
+
+/// The row as sqlx's SQLite driver gives it through `Any`: each value of the kind of its
+/// storage class.
+fn any_row(
+    row: &rusqlite::Row<'_>,
+    names: &Arc<sqlx_core::HashMap<UStr, usize>>,
+) -> Result<AnyRow, sqlx::Error> {
+    let count = row.as_ref().column_count();
+    let mut columns = Vec::with_capacity(count);
+    let mut values = Vec::with_capacity(count);
+    for i in 0..count {
+        let value = row
+            .get_ref(i)
+            .map_err(|e| sqlx::Error::AnyDriverError(Box::new(e)))?;
+        let (kind, value) = match value {
+            ValueRef::Null => (
+                AnyTypeInfoKind::Null,
+                AnyValueKind::Null(AnyTypeInfoKind::Null),
+            ),
+            ValueRef::Integer(v) => (AnyTypeInfoKind::BigInt, AnyValueKind::BigInt(v)),
+            ValueRef::Real(v) => (AnyTypeInfoKind::Double, AnyValueKind::Double(v)),
+            ValueRef::Text(t) => (
+                AnyTypeInfoKind::Text,
+                AnyValueKind::Text(Arc::new(String::from_utf8_lossy(t).into_owned())),
+            ),
+            ValueRef::Blob(b) => (
+                AnyTypeInfoKind::Blob,
+                AnyValueKind::Blob(Arc::new(b.to_vec())),
+            ),
+        };
+        let name = row
+            .as_ref()
+            .column_name(i)
+            .map(UStr::new)
+            .unwrap_or(UStr::Static(""));
+        columns.push(AnyColumn {
+            ordinal: i,
+            name,
+            type_info: AnyTypeInfo { kind },
+        });
+        values.push(AnyValue { kind: value });
+    }
+    Ok(AnyRow {
+        column_names: names.clone(),
+        columns,
+        values,
+    })
+}
+
+/// A SQLite error as sqlx reports one, so that callers (and [`crate::db_error`]) see the
+/// same error whichever path ran the statement.
+#[derive(Debug)]
+struct SqliteFailure {
+    message: String,
+    extended_code: i32,
+}
+
+impl std::fmt::Display for SqliteFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "(code: {}) {}", self.extended_code, self.message)
+    }
+}
+
+impl std::error::Error for SqliteFailure {}
+
+impl sqlx::error::DatabaseError for SqliteFailure {
+    fn message(&self) -> &str {
+        &self.message
+    }
+
+    fn code(&self) -> Option<Cow<'_, str>> {
+        Some(Cow::Owned(self.extended_code.to_string()))
+    }
+
+    fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        self
+    }
+
+    fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+        self
+    }
+
+    fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+        self
+    }
+
+    fn kind(&self) -> sqlx::error::ErrorKind {
+        use rusqlite::ffi;
+        use sqlx::error::ErrorKind;
+        match self.extended_code {
+            ffi::SQLITE_CONSTRAINT_UNIQUE | ffi::SQLITE_CONSTRAINT_PRIMARYKEY => {
+                ErrorKind::UniqueViolation
+            }
+            ffi::SQLITE_CONSTRAINT_FOREIGNKEY => ErrorKind::ForeignKeyViolation,
+            ffi::SQLITE_CONSTRAINT_NOTNULL => ErrorKind::NotNullViolation,
+            ffi::SQLITE_CONSTRAINT_CHECK => ErrorKind::CheckViolation,
+            _ => ErrorKind::Other,
+        }
+    }
+}
+
+fn failure_sqlx(e: rusqlite::Error, statement: &str) -> sqlx::Error {
+    match e {
+        rusqlite::Error::SqliteFailure(code, message) => {
+            sqlx::Error::Database(Box::new(SqliteFailure {
+                message: message.unwrap_or_else(|| code.to_string()),
+                extended_code: code.extended_code,
+            }))
+        }
+        other => sqlx::Error::AnyDriverError(Box::new(DriverFailure {
+            statement: statement.chars().take(80).collect(),
+            source: other,
+        })),
+    }
+}
+
+/// An error of the connection itself (not of a statement's SQL).
+fn failure(e: rusqlite::Error, context: &str) -> Error {
+    crate::db_error(failure_sqlx(e, ""), context)
+}
+
+#[derive(Debug)]
+struct DriverFailure {
+    statement: String,
+    source: rusqlite::Error,
+}
+
+impl std::fmt::Display for DriverFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (in {:?})", self.source, self.statement)
+    }
+}
+
+impl std::error::Error for DriverFailure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::statements;
+
+    #[test]
+    fn a_script_splits_at_semicolons_outside_quotes_and_comments() {
+        let script = "BEGIN IMMEDIATE; INSERT INTO t (a, b) VALUES ('x;y', \"c;d\"); \
+                      -- a comment; still a comment\n\
+                      /* and; this */ UPDATE t SET a = 'it''s;' WHERE [b;c] = 1;COMMIT;  ";
+        let pieces: Vec<&str> = statements(script).into_iter().map(str::trim).collect();
+        assert_eq!(
+            pieces,
+            vec![
+                "BEGIN IMMEDIATE",
+                "INSERT INTO t (a, b) VALUES ('x;y', \"c;d\")",
+                "-- a comment; still a comment\n/* and; this */ UPDATE t SET a = 'it''s;' WHERE [b;c] = 1",
+                "COMMIT",
+            ]
+        );
+        assert_eq!(statements("SELECT 1"), vec!["SELECT 1"]);
+        assert!(statements("  ;; -- nothing; here\n /* at all */").is_empty());
+        // An unterminated quote keeps the rest in one statement, for SQLite to refuse.
+        assert_eq!(statements("SELECT 'a;b"), vec!["SELECT 'a;b"]);
+    }
+}
