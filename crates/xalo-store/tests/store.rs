@@ -285,6 +285,10 @@ async fn a_role_may_keep_smaller_page_caches_on_every_connection() {
 #[tokio::test]
 async fn held_connections_answer_as_the_pool_does() {
     let t = fresh().await;
+    // Elsewhere (PostgreSQL) a handle holds no connections: the pool serves all.
+    if t.db.backend() != Backend::Sqlite {
+        return;
+    }
     t.db.migrate("notes", &[NOTES_V1, NOTES_V2]).await.unwrap();
     let held = Database::connect_held(t.url(), 2, xalo_store::PoolOptions::default())
         .await
@@ -321,13 +325,7 @@ async fn held_connections_answer_as_the_pool_does() {
                 q = q.bind("first");
             }
         }
-        let e = db.execute(q).await;
-        if db.backend() == Backend::Sqlite {
-            assert_eq!(e.unwrap().rows_affected(), 2, "{name}");
-        }
-    }
-    if t.db.backend() != Backend::Sqlite {
-        return;
+        assert_eq!(db.execute(q).await.unwrap().rows_affected(), 2, "{name}");
     }
     let read = "SELECT title, body, pinned, at, tag, 1.5 AS half, id FROM note \
                 WHERE title LIKE $1 ORDER BY id";
