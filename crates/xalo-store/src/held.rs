@@ -46,8 +46,8 @@ pub(crate) struct Held {
 }
 
 /// How long a statement waits for another connection's write lock, as the pool's
-/// connections do (`busy_timeout`).
-const BUSY_PATIENCE: Duration = Duration::from_secs(30);
+/// connections do (their `busy_timeout`).
+const BUSY_PATIENCE: Duration = Duration::from_millis(crate::SQLITE_BUSY_TIMEOUT_MS);
 
 /// Writes between two checkpoints of the write-ahead log: about the thousand pages of log
 /// at which SQLite's own automatic checkpoint runs. A checkpoint writes each changed page
@@ -154,7 +154,7 @@ impl Held {
     }
 
     pub(crate) async fn execute(&self, query: Query<'_>) -> Result<AnyQueryResult, sqlx::Error> {
-        let (outcome, last_insert_id) = self.run(query, Outcome::count()).await?;
+        let (outcome, last_insert_id) = self.run(query, Some(0)).await?;
         Ok(AnyQueryResult {
             rows_affected: outcome.changes,
             last_insert_id: Some(last_insert_id),
@@ -167,11 +167,11 @@ impl Held {
         query: Query<'_>,
         limit: Option<usize>,
     ) -> Result<Vec<AnyRow>, sqlx::Error> {
-        Ok(self.run(query, Outcome::rows(limit)).await?.0.rows)
+        Ok(self.run(query, limit).await?.0.rows)
     }
 
-    /// Run the query's statements on one of the connections: what they answered and the
-    /// last row id inserted. A transaction a failed statement left open is rolled back.
+    /// Run the query's statements on one of the connections: what they answered (at most
+    /// `limit` rows) and the last row id inserted. A transaction a failed statement left open is rolled back.
     ///
     /// When another connection holds the file's write lock, SQLite's busy handler would
     /// sleep on the calling task's thread, and a pool transaction holding the lock may need
@@ -179,14 +179,18 @@ impl Held {
     /// (`busy_timeout = 0`) but here, asleep on the runtime's timer, then run again —
     /// unless a statement committed before the refusal — for as long as SQLite would have
     /// waited.
-    async fn run(&self, query: Query<'_>, empty: Outcome) -> Result<(Outcome, i64), sqlx::Error> {
+    async fn run(
+        &self,
+        query: Query<'_>,
+        limit: Option<usize>,
+    ) -> Result<(Outcome, i64), sqlx::Error> {
         let (sql, args) = taken(query)?;
         let deadline = Instant::now() + BUSY_PATIENCE;
         let mut pause = Duration::from_millis(1);
         loop {
             {
                 let conn = self.lock().await.ok_or(sqlx::Error::PoolClosed)?;
-                let mut outcome = empty.again();
+                let mut outcome = Outcome::new(limit);
                 let ran = run(&conn, &sql, &args, &mut outcome);
                 self.wrote(outcome.writes);
                 let error = match ran {
@@ -215,43 +219,20 @@ impl Held {
     }
 }
 
-/// What a run collects: rows (up to a limit), the count of changed rows and of the
+/// What a run collects: rows (up to `limit`), the count of changed rows and of the
 /// statements that wrote.
 struct Outcome {
     rows: Vec<AnyRow>,
     limit: Option<usize>,
-    keep_rows: bool,
     changes: u64,
     writes: usize,
 }
 
 impl Outcome {
-    fn count() -> Outcome {
-        Outcome {
-            rows: Vec::new(),
-            limit: None,
-            keep_rows: false,
-            changes: 0,
-            writes: 0,
-        }
-    }
-
-    fn rows(limit: Option<usize>) -> Outcome {
+    fn new(limit: Option<usize>) -> Outcome {
         Outcome {
             rows: Vec::new(),
             limit,
-            keep_rows: true,
-            changes: 0,
-            writes: 0,
-        }
-    }
-
-    /// A fresh outcome of the same kind, for a run again.
-    fn again(&self) -> Outcome {
-        Outcome {
-            rows: Vec::new(),
-            limit: self.limit,
-            keep_rows: self.keep_rows,
             changes: 0,
             writes: 0,
         }
@@ -296,11 +277,15 @@ fn run(
                 .map_err(|e| failure_sqlx(e, statement))?;
         }
         let writes = !stmt.readonly();
-        let names = column_names(&stmt);
+        // Named once per statement, and only for one that answers rows the caller keeps.
+        let columns = (!outcome.full() && stmt.column_count() > 0).then(|| Columns::of(&stmt));
         let mut rows = stmt.raw_query();
         while let Some(row) = rows.next().map_err(|e| failure_sqlx(e, statement))? {
-            if outcome.keep_rows && !outcome.full() {
-                outcome.rows.push(any_row(row, &names)?);
+            match &columns {
+                Some(columns) if !outcome.full() => outcome.rows.push(any_row(row, columns)?),
+                // A read has nothing more to give; a write still runs to its end.
+                _ if !writes => break,
+                _ => {}
             }
         }
         if writes {
@@ -423,26 +408,33 @@ fn parameter<'a>(
     })
 }
 
-/// A statement's column names, as an `AnyRow` looks them up.
-fn column_names(stmt: &rusqlite::Statement<'_>) -> Arc<sqlx_core::HashMap<UStr, usize>> {
-    let mut names = sqlx_core::HashMap::default();
-    for (i, name) in stmt.column_names().into_iter().enumerate() {
-        // As sqlx's own driver does, a repeated name finds its first column.
-        names.entry(UStr::new(name)).or_insert(i);
+/// A statement's column names, in order and as an `AnyRow` looks them up.
+struct Columns {
+    names: Vec<UStr>,
+    index: Arc<sqlx_core::HashMap<UStr, usize>>,
+}
+
+impl Columns {
+    fn of(stmt: &rusqlite::Statement<'_>) -> Columns {
+        let names: Vec<UStr> = stmt.column_names().into_iter().map(UStr::new).collect();
+        let mut index = sqlx_core::HashMap::default();
+        for (i, name) in names.iter().enumerate() {
+            // As sqlx's own driver does, a repeated name finds its first column.
+            index.entry(name.clone()).or_insert(i);
+        }
+        Columns {
+            names,
+            index: Arc::new(index),
+        }
     }
-    Arc::new(names)
 }
 
 /// The row as sqlx's SQLite driver gives it through `Any`: each value of the kind of its
 /// storage class.
-fn any_row(
-    row: &rusqlite::Row<'_>,
-    names: &Arc<sqlx_core::HashMap<UStr, usize>>,
-) -> Result<AnyRow, sqlx::Error> {
-    let count = row.as_ref().column_count();
-    let mut columns = Vec::with_capacity(count);
-    let mut values = Vec::with_capacity(count);
-    for i in 0..count {
+fn any_row(row: &rusqlite::Row<'_>, columns: &Columns) -> Result<AnyRow, sqlx::Error> {
+    let mut any_columns = Vec::with_capacity(columns.names.len());
+    let mut values = Vec::with_capacity(columns.names.len());
+    for (i, name) in columns.names.iter().enumerate() {
         let value = row
             .get_ref(i)
             .map_err(|e| sqlx::Error::AnyDriverError(Box::new(e)))?;
@@ -462,21 +454,16 @@ fn any_row(
                 AnyValueKind::Blob(Arc::new(b.to_vec())),
             ),
         };
-        let name = row
-            .as_ref()
-            .column_name(i)
-            .map(UStr::new)
-            .unwrap_or(UStr::Static(""));
-        columns.push(AnyColumn {
+        any_columns.push(AnyColumn {
             ordinal: i,
-            name,
+            name: name.clone(),
             type_info: AnyTypeInfo { kind },
         });
         values.push(AnyValue { kind: value });
     }
     Ok(AnyRow {
-        column_names: names.clone(),
-        columns,
+        column_names: columns.index.clone(),
+        columns: any_columns,
         values,
     })
 }

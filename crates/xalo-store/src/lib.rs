@@ -559,13 +559,16 @@ async fn sqlite_connection(
     Ok(conn)
 }
 
+/// How long a SQLite statement waits for another connection's write lock.
+const SQLITE_BUSY_TIMEOUT_MS: u64 = 30_000;
+
 /// What every SQLite connection is set to.
 fn sqlite_pragmas(power_loss_durable: bool, cache_kib: u32) -> String {
     let synchronous = if power_loss_durable { "FULL" } else { "NORMAL" };
     // A negative cache size is in KiB.
     format!(
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; \
-         PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 30000; \
+         PRAGMA foreign_keys = ON; PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}; \
          PRAGMA cache_size = -{cache_kib};"
     )
 }
