@@ -311,9 +311,12 @@ impl World {
         let _ = tls.read_to_end(&mut answer).await;
         let text = String::from_utf8_lossy(&answer);
         if !text.starts_with("HTTP/1.1 303") {
+            // The body says why (an error's JSON, or the page's alert).
+            let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
             return Err(failed(format!(
-                "ID-card login answered {}",
-                text.lines().next().unwrap_or("nothing")
+                "ID-card login answered {}: {}",
+                text.lines().next().unwrap_or("nothing"),
+                body.chars().take(400).collect::<String>()
             )));
         }
         text.lines()

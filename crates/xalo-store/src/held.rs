@@ -267,7 +267,17 @@ fn run(
     outcome: &mut Outcome,
 ) -> Result<(), sqlx::Error> {
     let mut anonymous = 0;
-    for statement in statements(sql.as_str()) {
+    let pieces = statements(sql.as_str());
+    // A script of several data statements runs as one transaction, as the caller means it
+    // (a login with its code, say): otherwise each statement commits on its own, a later
+    // one may find the write lock taken after an earlier one committed, and the script can
+    // then neither be run again nor undone. `BEGIN IMMEDIATE` takes the lock first, so a
+    // refusal comes before anything is written and the whole script runs again.
+    let wrap = pieces.len() > 1 && conn.is_autocommit() && pieces.iter().all(|s| data_statement(s));
+    if wrap {
+        execute_control(conn, "BEGIN IMMEDIATE")?;
+    }
+    for statement in pieces {
         let mut stmt = conn
             .prepare_cached(statement)
             .map_err(|e| failure_sqlx(e, statement))?;
@@ -293,7 +303,33 @@ fn run(
             outcome.writes += 1;
         }
     }
+    if wrap {
+        execute_control(conn, "COMMIT")?;
+    }
     Ok(())
+}
+
+/// Run a transaction's `BEGIN` or `COMMIT` (prepared once per connection).
+fn execute_control(conn: &rusqlite::Connection, sql: &str) -> Result<(), sqlx::Error> {
+    conn.prepare_cached(sql)
+        .and_then(|mut s| s.raw_execute())
+        .map(|_| ())
+        .map_err(|e| failure_sqlx(e, sql))
+}
+
+/// Whether a statement only reads or changes rows, and so may run inside a transaction
+/// the store opens (not `BEGIN` or `COMMIT` themselves, a `PRAGMA`, `VACUUM`, `ATTACH`…).
+fn data_statement(statement: &str) -> bool {
+    let word: String = statement
+        .trim_start()
+        .chars()
+        .take_while(char::is_ascii_alphabetic)
+        .collect();
+    [
+        "SELECT", "INSERT", "UPDATE", "DELETE", "REPLACE", "WITH", "VALUES",
+    ]
+    .iter()
+    .any(|w| word.eq_ignore_ascii_case(w))
 }
 
 /// The statements of a script, split at the semicolons outside quotes and comments.

@@ -500,6 +500,90 @@ async fn a_write_script_lands_whole_or_not_at_all() {
     }
 }
 
+/// Two notes as two plain statements, without `BEGIN` and `COMMIT` of their own.
+const TWO_PLAIN_NOTES: &str = "INSERT INTO note (title, body, pinned, at) VALUES ($1, x'01', 0, 1); \
+     INSERT INTO note (title, body, pinned, at) VALUES ($2, x'02', 0, 2)";
+
+/// A held connection runs a script of several statements as one transaction: none of it
+/// is kept when a later statement fails.
+#[tokio::test]
+async fn a_held_script_of_plain_statements_is_one_transaction() {
+    let t = fresh().await;
+    if t.db.backend() != Backend::Sqlite {
+        return;
+    }
+    t.db.migrate("notes", &[NOTES_V1]).await.unwrap();
+    let held = Database::connect_held(t.url(), 1, xalo_store::PoolOptions::default())
+        .await
+        .unwrap();
+    let plain = |a: &str, b: &str| {
+        sqlx::query(TWO_PLAIN_NOTES)
+            .bind(a.to_owned())
+            .bind(b.to_owned())
+    };
+    assert_eq!(
+        held.execute(plain("p-a", "p-b"))
+            .await
+            .unwrap()
+            .rows_affected(),
+        2
+    );
+    let e = held
+        .execute(plain("p-c", "p-a"))
+        .await
+        .db("two plain notes")
+        .err()
+        .unwrap();
+    assert_eq!(e.code, ErrorCode::StoreConflict, "{e}");
+    assert_eq!(
+        notes_titled(&held, "p-c").await,
+        0,
+        "the first insert was undone"
+    );
+    // Statements that cannot run inside a transaction still run as they are.
+    held.execute(sqlx::query("PRAGMA user_version = 7; PRAGMA user_version"))
+        .await
+        .unwrap();
+    held.execute(plain("p-d", "p-e")).await.unwrap();
+    assert_eq!(notes_titled(&held, "p-").await, 4);
+}
+
+/// Scripts of plain statements on two handles with held connections to one file (as the
+/// sign-in role reads on one and writes on the other) all land: a script that finds the
+/// file locked runs again whole, never stopping after a statement that committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_scripts_on_two_handles_to_one_file_all_land() {
+    let t = fresh().await;
+    if t.db.backend() != Backend::Sqlite {
+        return;
+    }
+    t.db.migrate("notes", &[NOTES_V1]).await.unwrap();
+    let options = || xalo_store::PoolOptions::default();
+    let handles = [
+        Database::connect_held(t.url(), 2, options()).await.unwrap(),
+        Database::connect_held(t.url(), 1, options()).await.unwrap(),
+    ];
+    let mut tasks = Vec::new();
+    for w in 0..8 {
+        let db = handles[w % 2].clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..100 {
+                db.execute(
+                    sqlx::query(TWO_PLAIN_NOTES)
+                        .bind(format!("h{w}-{i}-a"))
+                        .bind(format!("h{w}-{i}-b")),
+                )
+                .await
+                .unwrap();
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(notes_titled(&t.db, "h").await, 8 * 100 * 2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_single_writer_queues_scripts_and_transactions_in_turn() {
     let t = fresh().await;
