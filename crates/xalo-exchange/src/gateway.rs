@@ -366,7 +366,7 @@ pub async fn serve_with(
         Some(l) => Some(l.local_addr()?),
         None => None,
     };
-    let (batch, batch_task) = BatchSigner::start(signer.clone());
+    let batch = BatchSigner::new(signer.clone());
     let state = Arc::new(GatewayState {
         client_tls_addr,
         batch,
@@ -433,7 +433,6 @@ pub async fn serve_with(
     }
     handle.attach(tls_task);
     handle.attach(log_task);
-    handle.attach(batch_task);
     handle.attach(crate::pubsub::start_delivery(state.clone()));
     if let Some(evidence) = &state.evidence {
         handle.attach(crate::evidence::start_catch_up(

@@ -400,7 +400,7 @@ async fn digest_rows(
 
 async fn run(db: Database, mut rx: mpsc::Receiver<Job>, retention_days: Arc<AtomicU64>) {
     let mut last_sweep = tokio::time::Instant::now();
-    let mut own = None;
+    let mut writer = None;
     while let Some(first) = rx.recv().await {
         // Group commit without a fixed wait: take what has queued up meanwhile. An idle
         // writer commits a lone message at once; a busy one carries all that came in
@@ -429,7 +429,7 @@ async fn run(db: Database, mut rx: mpsc::Receiver<Job>, retention_days: Arc<Atom
         let result = if messages.is_empty() && indexes.is_empty() {
             Ok(())
         } else {
-            write(&db, &mut own, messages, &indexes).await
+            write(&db, &mut writer, messages, &indexes).await
         };
         if let Err(e) = &result {
             tracing::error!(error = %e, count, "writing the message log failed");
@@ -562,17 +562,15 @@ fn chunks(batch: Vec<LoggedMessage>) -> Vec<Vec<LoggedMessage>> {
 }
 
 /// Write a batch at once (group commit), many rows per statement, and the ledger indexes
-/// that became known. On SQLite the writer keeps a connection of its own (`own`, opened
-/// when missing and dropped after a failure): a batch that is one statement needs no
-/// transaction around it (SQLite commits a statement by itself), so it costs one hand-off
-/// to the connection's worker thread where `BEGIN`, the statement and `COMMIT` on a pooled
-/// connection cost four, each waiting for the scheduler on a busy machine. (Sending a batch
-/// to SQLite as one script, as `Database::write_script` does, with the rows as one JSON
-/// parameter so that the script's text stays fixed, measured no faster: 2891–3433 against
-/// 3182–3928 round trips/s.)
+/// that became known, committed together. On SQLite the writer keeps a single held
+/// connection of its own (`writer`, see `Database::single_writer`, opened when missing):
+/// the statements run in this task, where a connection of the pool would take each to its
+/// worker thread and back, two thread wake-ups a statement on a busy machine. (Sending a
+/// batch as one script with the rows as one JSON parameter, so that the script's text
+/// stays fixed, measured no faster: 2891–3433 against 3182–3928 round trips/s.)
 async fn write(
     db: &Database,
-    own: &mut Option<xalo_store::sqlx::AnyConnection>,
+    writer: &mut Option<Database>,
     batch: Vec<LoggedMessage>,
     indexes: &[LedgerIndex],
 ) -> Result<(), Error> {
@@ -590,43 +588,17 @@ async fn write(
         })
         .chain(index_statements(indexes, backend))
         .collect();
-    // PostgreSQL has no connection thread to save hand-offs to: the pool serves it.
-    if own.is_none() && backend == xalo_store::Backend::Sqlite {
-        *own = db.own_connection().await.unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "the message log writes through the pool");
-            None
-        });
+    if writer.is_none() {
+        *writer = db
+            .single_writer()
+            .await
+            .inspect_err(|e| tracing::warn!(error = %e, "the message log writes through the pool"))
+            .ok();
     }
-    let Some(conn) = own else {
-        let mut tx = db.begin_write().await?;
-        for statement in statements {
-            statement.execute(&mut *tx).await.db(what)?;
-        }
-        return tx.commit().await.db(what);
-    };
-    let written = if statements.len() == 1 {
-        match statements.into_iter().next() {
-            Some(statement) => statement.execute(&mut *conn).await.map(drop),
-            None => Ok(()),
-        }
-    } else {
-        write_in_transaction(conn, statements).await
-    };
-    if written.is_err() {
-        *own = None;
-    }
-    written.db(what)
-}
-
-/// Several statements on the writer's own SQLite connection, committed together.
-async fn write_in_transaction(
-    conn: &mut xalo_store::sqlx::AnyConnection,
-    statements: Vec<AnyQuery<'static>>,
-) -> Result<(), xalo_store::sqlx::Error> {
-    use xalo_store::sqlx::Connection;
-    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-    for statement in statements {
-        statement.execute(&mut *tx).await?;
-    }
-    tx.commit().await
+    writer
+        .as_ref()
+        .unwrap_or(db)
+        .execute_together(statements, what)
+        .await
+        .map(drop)
 }

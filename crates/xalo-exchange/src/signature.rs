@@ -212,9 +212,22 @@ type Pending = (Vec<u8>, tokio::sync::oneshot::Sender<Result<Signed, Error>>);
 /// Signs the hashes of all messages waiting while the previous batch was signed with one
 /// signature over their hash tree, so that under load one signature (and, at the
 /// receiving gateway, one verification) serves many messages.
+///
+/// No task of its own: the caller that finds no batch being signed signs the waiting
+/// hashes itself, its own among them, and the others are answered as they wait for their
+/// turn. An idle gateway thus signs a lone message where it is, with no hand-off to
+/// another thread and back (two thread wake-ups, on a request's critical path).
 #[derive(Clone, Debug)]
 pub struct BatchSigner {
-    queue: tokio::sync::mpsc::Sender<Pending>,
+    inner: Arc<SignerInner>,
+}
+
+#[derive(Debug)]
+struct SignerInner {
+    signer: MessageSigner,
+    waiting: std::sync::Mutex<Vec<Pending>>,
+    /// Held by the caller that is signing a batch.
+    turn: tokio::sync::Mutex<()>,
 }
 
 /// Most messages in one batch (the proof grows with its logarithm).
@@ -225,66 +238,87 @@ const MAX_BATCH: usize = 256;
 const MAX_YIELDS: usize = 4;
 
 impl BatchSigner {
-    pub fn start(signer: MessageSigner) -> (BatchSigner, tokio::task::AbortHandle) {
-        let (queue, mut rx) = tokio::sync::mpsc::channel::<Pending>(MAX_BATCH * 4);
-        let task = tokio::spawn(async move {
-            while let Some(first) = rx.recv().await {
-                let mut batch = vec![first];
-                // One signature takes far less time than messages take to arrive, so
-                // the queue alone rarely holds more than one: before cutting the batch,
-                // let the tasks ready to run now reach the signer too. Under load one
-                // signature (and one verification at the peer) then serves many
-                // messages; when idle the yield comes straight back.
-                for round in 0..MAX_YIELDS {
-                    let before = batch.len();
-                    while batch.len() < MAX_BATCH {
-                        match rx.try_recv() {
-                            Ok(p) => batch.push(p),
-                            Err(_) => break,
-                        }
-                    }
-                    if batch.len() >= MAX_BATCH || (round > 0 && batch.len() == before) {
-                        break;
-                    }
-                    tokio::task::yield_now().await;
-                }
-                while batch.len() < MAX_BATCH {
-                    match rx.try_recv() {
-                        Ok(p) => batch.push(p),
-                        Err(_) => break,
-                    }
-                }
-                let hashes: Vec<Vec<u8>> = batch.iter().map(|(h, _)| h.clone()).collect();
-                match sign_batch(&signer, &hashes) {
-                    Ok((signature, proofs)) => {
-                        for ((_, reply), proof) in batch.into_iter().zip(proofs) {
-                            let _ = reply.send(Ok(Signed {
-                                signature: signature.clone(),
-                                proof,
-                            }));
-                        }
-                    }
-                    Err(e) => {
-                        for (_, reply) in batch {
-                            let _ = reply.send(Err(e.clone()));
-                        }
-                    }
-                }
-            }
-        })
-        .abort_handle();
-        (BatchSigner { queue }, task)
+    pub fn new(signer: MessageSigner) -> BatchSigner {
+        BatchSigner {
+            inner: Arc::new(SignerInner {
+                signer,
+                waiting: std::sync::Mutex::new(Vec::new()),
+                turn: tokio::sync::Mutex::new(()),
+            }),
+        }
     }
 
     pub async fn sign(&self, hash: &[u8]) -> Result<Signed, Error> {
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        let stopped = || Error::new(ErrorCode::Internal, "the message signer has stopped");
-        self.queue
-            .send((hash.to_vec(), reply))
-            .await
-            .map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())?
+        let (reply, mut answer) = tokio::sync::oneshot::channel();
+        self.waiting()?.push((hash.to_vec(), reply));
+        loop {
+            // Answered by a caller that signed a batch with ours in it, or our turn.
+            let turn = tokio::select! {
+                biased;
+                signed = &mut answer => return signed.map_err(|_| stopped())?,
+                turn = self.inner.turn.lock() => turn,
+            };
+            if let Ok(signed) = answer.try_recv() {
+                return signed;
+            }
+            self.sign_waiting().await?;
+            drop(turn);
+        }
     }
+
+    fn waiting(&self) -> Result<std::sync::MutexGuard<'_, Vec<Pending>>, Error> {
+        self.inner
+            .waiting
+            .lock()
+            .map_err(|_| Error::new(ErrorCode::Internal, "the message signer failed"))
+    }
+
+    /// Sign the hashes waiting now, after letting the tasks ready to run add theirs:
+    /// one signature takes far less time than messages take to arrive, so without the
+    /// yields a batch would rarely hold more than one. When idle they come straight back.
+    async fn sign_waiting(&self) -> Result<(), Error> {
+        let mut seen = self.waiting()?.len();
+        for _ in 0..MAX_YIELDS {
+            if seen >= MAX_BATCH {
+                break;
+            }
+            tokio::task::yield_now().await;
+            let now = self.waiting()?.len();
+            if now == seen {
+                break;
+            }
+            seen = now;
+        }
+        let batch: Vec<Pending> = {
+            let mut waiting = self.waiting()?;
+            let n = waiting.len().min(MAX_BATCH);
+            waiting.drain(..n).collect()
+        };
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let hashes: Vec<Vec<u8>> = batch.iter().map(|(h, _)| h.clone()).collect();
+        match sign_batch(&self.inner.signer, &hashes) {
+            Ok((signature, proofs)) => {
+                for ((_, reply), proof) in batch.into_iter().zip(proofs) {
+                    let _ = reply.send(Ok(Signed {
+                        signature: signature.clone(),
+                        proof,
+                    }));
+                }
+            }
+            Err(e) => {
+                for (_, reply) in batch {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn stopped() -> Error {
+    Error::new(ErrorCode::Internal, "the message signer has stopped")
 }
 
 /// Batch signatures verified already, so a batch's signature is checked once however
@@ -359,6 +393,7 @@ impl VerifiedSignatures {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::future::Future;
 
     fn signer() -> (MessageSigner, MemberId) {
         let member: MemberId = "VN/GOV/000001".parse().unwrap();
@@ -433,10 +468,39 @@ mod tests {
             .unwrap();
     }
 
+    /// A caller that gives up while it signs (its client hung up) leaves the turn to the
+    /// others: their messages are still signed.
+    #[tokio::test]
+    async fn a_signer_that_gives_up_leaves_the_others_answered() {
+        let (signer, member) = signer();
+        let batch = BatchSigner::new(signer.clone());
+        let mut first = Box::pin(batch.sign(&[1; 64]));
+        // It takes the turn and lets other tasks add their messages.
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        assert!(first.as_mut().poll(&mut cx).is_pending());
+        let second = tokio::spawn({
+            let batch = batch.clone();
+            async move { batch.sign(&[2; 64]).await }
+        });
+        tokio::task::yield_now().await;
+        drop(first);
+        let signed = second.await.unwrap().unwrap();
+        VerifiedSignatures::default()
+            .verify(
+                signer.certificate(),
+                &member,
+                &[2; 64],
+                &signed.signature,
+                &signed.proof,
+            )
+            .unwrap();
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_messages_share_a_batch_signature() {
         let (signer, member) = signer();
-        let (batch, task) = BatchSigner::start(signer.clone());
+        let batch = BatchSigner::new(signer.clone());
         let calls: Vec<_> = (0..32u8)
             .map(|i| {
                 let batch = batch.clone();
@@ -458,7 +522,6 @@ mod tests {
                 .unwrap();
             signatures.insert(signed.signature.as_ref().clone());
         }
-        task.abort();
         // Messages that were ready together were signed together.
         assert!(signatures.len() < 32, "{} signatures", signatures.len());
     }

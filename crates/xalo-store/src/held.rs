@@ -184,14 +184,41 @@ impl Held {
         query: Query<'_>,
         limit: Option<usize>,
     ) -> Result<(Outcome, i64), sqlx::Error> {
-        let (sql, args) = taken(query)?;
+        self.run_parts(vec![taken(query)?], limit).await
+    }
+
+    /// Run several queries as one transaction (each may be a script).
+    pub(crate) async fn execute_together(
+        &self,
+        queries: Vec<Query<'_>>,
+    ) -> Result<AnyQueryResult, sqlx::Error> {
+        let parts = queries
+            .into_iter()
+            .map(taken)
+            .collect::<Result<Vec<_>, _>>()?;
+        let (outcome, last_insert_id) = self.run_parts(parts, Some(0)).await?;
+        Ok(AnyQueryResult {
+            rows_affected: outcome.changes,
+            last_insert_id: Some(last_insert_id),
+        })
+    }
+
+    /// [`Held::run`] of one or more queries; several run as one transaction.
+    async fn run_parts(
+        &self,
+        parts: Vec<(sqlx::SqlStr, Vec<AnyValueKind>)>,
+        limit: Option<usize>,
+    ) -> Result<(Outcome, i64), sqlx::Error> {
         let deadline = Instant::now() + BUSY_PATIENCE;
         let mut pause = Duration::from_millis(1);
         loop {
             {
                 let conn = self.lock().await.ok_or(sqlx::Error::PoolClosed)?;
                 let mut outcome = Outcome::new(limit);
-                let ran = run(&conn, &sql, &args, &mut outcome);
+                let ran = match parts.as_slice() {
+                    [(sql, args)] => run(&conn, sql, args, &mut outcome),
+                    _ => run_together(&conn, &parts, &mut outcome),
+                };
                 self.wrote(outcome.writes);
                 let error = match ran {
                     Ok(()) => return Ok((outcome, conn.last_insert_rowid())),
@@ -307,6 +334,19 @@ fn run(
         execute_control(conn, "COMMIT")?;
     }
     Ok(())
+}
+
+/// Queries run one after the other in one transaction.
+fn run_together(
+    conn: &rusqlite::Connection,
+    parts: &[(sqlx::SqlStr, Vec<AnyValueKind>)],
+    outcome: &mut Outcome,
+) -> Result<(), sqlx::Error> {
+    execute_control(conn, "BEGIN IMMEDIATE")?;
+    for (sql, args) in parts {
+        run(conn, sql, args, outcome)?;
+    }
+    execute_control(conn, "COMMIT")
 }
 
 /// Run a transaction's `BEGIN` or `COMMIT` (prepared once per connection).

@@ -287,6 +287,52 @@ impl Database {
             .map(Some)
     }
 
+    /// This database again as a single writer: one held connection (see
+    /// [`Database::connect_held`]) set up as this handle's connections are, for a task that
+    /// writes in a loop and should not hand each statement to a connection's thread; this
+    /// same handle elsewhere (PostgreSQL, in-memory SQLite).
+    pub async fn single_writer(&self) -> Result<Database, Error> {
+        if !self.is_sqlite_file() {
+            return Ok(self.clone());
+        }
+        let options = PoolOptions {
+            // The writer's pool only checkpoints the log.
+            max_connections: 1,
+            power_loss_durable: self.power_loss_durable,
+            sqlite_cache_kib: self.sqlite_cache_kib,
+            ..PoolOptions::default()
+        };
+        Database::connect_held(&self.url, 1, options).await
+    }
+
+    /// Run several statements as one transaction: on a held connection if the handle has
+    /// them (in the calling task, the lock taken once), else on a pool connection.
+    /// Returns the rows they changed together.
+    pub async fn execute_together(
+        &self,
+        queries: Vec<sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments>>,
+        context: &str,
+    ) -> Result<u64, Error> {
+        if let Some(held) = &self.held {
+            return held
+                .execute_together(queries)
+                .await
+                .map(|r| r.rows_affected())
+                .map_err(|e| db_error(e, context));
+        }
+        let mut tx = self.begin_write().await?;
+        let mut changed = 0;
+        for query in queries {
+            changed += query
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| db_error(e, context))?
+                .rows_affected();
+        }
+        tx.commit().await.map_err(|e| db_error(e, context))?;
+        Ok(changed)
+    }
+
     /// Run one statement (on a held connection if the handle has them, else the pool).
     pub async fn execute(
         &self,

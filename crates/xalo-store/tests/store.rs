@@ -548,6 +548,30 @@ async fn a_held_script_of_plain_statements_is_one_transaction() {
     assert_eq!(notes_titled(&held, "p-").await, 4);
 }
 
+/// Statements executed together land together or not at all, on the pool and on a
+/// single writer's held connection (which on PostgreSQL is the pool again).
+#[tokio::test]
+async fn statements_executed_together_land_together() {
+    let t = fresh().await;
+    t.db.migrate("notes", &[NOTES_V1]).await.unwrap();
+    let writer = t.db.single_writer().await.unwrap();
+    let note = |title: String| {
+        sqlx::query("INSERT INTO note (title, body, pinned, at) VALUES ($1, $2, 0, 1)")
+            .bind(title)
+            .bind(vec![1u8])
+    };
+    for (name, db) in [("pool", &t.db), ("writer", &writer)] {
+        let two = vec![note(format!("{name}-a")), note(format!("{name}-b"))];
+        assert_eq!(db.execute_together(two, "two notes").await.unwrap(), 2);
+        let clash = vec![note(format!("{name}-c")), note(format!("{name}-a"))];
+        let e = db.execute_together(clash, "two notes").await.err().unwrap();
+        assert_eq!(e.code, ErrorCode::StoreConflict, "{e}");
+        assert!(e.message.contains("two notes"), "{e}");
+        assert_eq!(notes_titled(db, &format!("{name}-c")).await, 0);
+        assert_eq!(notes_titled(db, name).await, 2);
+    }
+}
+
 /// Scripts of plain statements on two handles with held connections to one file (as the
 /// sign-in role reads on one and writes on the other) all land: a script that finds the
 /// file locked runs again whole, never stopping after a statement that committed.
