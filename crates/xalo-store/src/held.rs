@@ -300,7 +300,11 @@ fn run(
     // one may find the write lock taken after an earlier one committed, and the script can
     // then neither be run again nor undone. `BEGIN IMMEDIATE` takes the lock first, so a
     // refusal comes before anything is written and the whole script runs again.
-    let wrap = pieces.len() > 1 && conn.is_autocommit() && pieces.iter().all(|s| data_statement(s));
+    // A script that only reads takes no lock.
+    let wrap = pieces.len() > 1
+        && conn.is_autocommit()
+        && pieces.iter().all(|s| data_statement(s))
+        && pieces.iter().any(|s| writes(conn, s));
     if wrap {
         execute_control(conn, "BEGIN IMMEDIATE")?;
     }
@@ -355,6 +359,13 @@ fn execute_control(conn: &rusqlite::Connection, sql: &str) -> Result<(), sqlx::E
         .and_then(|mut s| s.raw_execute())
         .map(|_| ())
         .map_err(|e| failure_sqlx(e, sql))
+}
+
+/// Whether a statement writes (one that does not prepare is taken to: running it will
+/// say why it failed).
+fn writes(conn: &rusqlite::Connection, statement: &str) -> bool {
+    conn.prepare_cached(statement)
+        .map_or(true, |s| !s.readonly())
 }
 
 /// Whether a statement only reads or changes rows, and so may run inside a transaction

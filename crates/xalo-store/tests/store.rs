@@ -546,6 +546,16 @@ async fn a_held_script_of_plain_statements_is_one_transaction() {
         .unwrap();
     held.execute(plain("p-d", "p-e")).await.unwrap();
     assert_eq!(notes_titled(&held, "p-").await, 4);
+    // A script that only reads takes no write lock: it answers while a pool transaction
+    // holds one.
+    let tx = t.db.begin_write().await.unwrap();
+    let reads = held.fetch_all(sqlx::query("SELECT COUNT(*) FROM note; SELECT 1"));
+    let rows = tokio::time::timeout(std::time::Duration::from_secs(5), reads)
+        .await
+        .expect("a read-only script waited for the write lock")
+        .unwrap();
+    assert_eq!(rows.len(), 2);
+    tx.commit().await.unwrap();
 }
 
 /// Statements executed together land together or not at all, on the pool and on a
