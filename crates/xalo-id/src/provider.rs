@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use xalo_core::server::{Server, ServerHandle};
 use xalo_core::{Config, Error, ErrorCode, PersonalCode};
-use xalo_store::{Backend, Database, PoolOptions};
+use xalo_store::{Database, PoolOptions};
 use xalo_web::{Field, FieldKind, Lang, Page, Session, SessionSettings, Sessions};
 
 use crate::attempt;
@@ -122,10 +122,8 @@ pub struct Provider {
 
 pub(crate) struct Inner {
     pub db: Database,
-    /// Where the role writes: on SQLite one connection held outside the pool, so that
-    /// writers queue on its lock instead of colliding on the database lock and sleeping
-    /// in SQLite's busy handler, and no statement pays for the pool's ping on release;
-    /// otherwise `db`.
+    /// Where the role writes: on a SQLite file the same single held connection as `db`
+    /// (see `serve`), elsewhere the same pool.
     pub writes: Database,
     /// The signing key, read again after [`KEY_REUSE`].
     pub key: std::sync::Mutex<Option<(std::time::Instant, signing_key::CurrentKey)>>,
@@ -165,24 +163,14 @@ pub async fn serve(config: Config, listener: TcpListener) -> Result<ServerHandle
         .trim_end_matches('/')
         .to_owned();
     let url = config.database_url(ROLE);
-    // Sessions, attempt counters and grants are read on held connections (no ping after
-    // each statement, see `Database::connect_held`); everything else uses the pool.
-    let db = Database::connect_held(&url, 2, PoolOptions::default()).await?;
+    // On a SQLite file, one held connection serves the role's reads and writes (see
+    // `Database::connect_held`): its statements take microseconds and queue on a lock in
+    // this process. A second connection reading beside it would throw its page cache away
+    // after each of the writer's commits (SQLite's rule in WAL mode) and read the pages
+    // again, and would meet the writer's lock in SQLite. Scans and migrations use the pool.
+    let db = Database::connect_held(&url, 1, PoolOptions::default()).await?;
     store::migrate(&db).await?;
-    let in_memory = url.contains(":memory:") || url.contains("mode=memory");
-    let writes = if db.backend() == Backend::Sqlite && !in_memory {
-        Database::connect_held(
-            &url,
-            1,
-            PoolOptions {
-                max_connections: 1,
-                ..PoolOptions::default()
-            },
-        )
-        .await?
-    } else {
-        db.clone()
-    };
+    let writes = db.clone();
     for c in &settings.clients {
         client::register(&db, c).await?;
     }
