@@ -72,6 +72,10 @@ impl AccessLog {
 }
 
 async fn run(db: Database, mut rx: mpsc::Receiver<Pending>) {
+    // On a SQLite file the writer keeps a single held connection of its own (see
+    // `Database::single_writer`): a group's statements run in this task, where a pooled
+    // connection takes `BEGIN`, each INSERT and `COMMIT` to its worker thread and back.
+    let mut writer = None;
     while let Some(first) = rx.recv().await {
         let mut group = vec![first];
         let mut n = group[0].records.len();
@@ -84,7 +88,16 @@ async fn run(db: Database, mut rx: mpsc::Receiver<Pending>) {
                 Err(_) => break,
             }
         }
-        let result = write(&db, &group).await;
+        if writer.is_none() {
+            writer = db
+                .single_writer()
+                .await
+                .inspect_err(
+                    |e| tracing::warn!(error = %e, "the access log writes through the pool"),
+                )
+                .ok();
+        }
+        let result = write(writer.as_ref().unwrap_or(&db), &group).await;
         for p in group {
             let _ = p.ack.send(result.clone());
         }
@@ -93,26 +106,30 @@ async fn run(db: Database, mut rx: mpsc::Receiver<Pending>) {
 
 async fn write(db: &Database, group: &[Pending]) -> Result<(), Error> {
     let rows: Vec<&AccessRecord> = group.iter().flat_map(|p| &p.records).collect();
-    let mut tx = db.begin_write().await?;
-    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-        let sql = format!(
-            "INSERT INTO registry_access (subject, client, user_id, purpose, service, message_id, at_ms) VALUES {}",
-            db.backend().value_rows(chunk.len(), 7)
-        );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for r in chunk {
-            q = q
-                .bind(r.subject.clone())
-                .bind(r.client.clone())
-                .bind(r.user_id.clone())
-                .bind(r.purpose.clone())
-                .bind(r.service.clone())
-                .bind(r.message_id.clone())
-                .bind(r.at_ms);
-        }
-        q.execute(&mut *tx).await.db("recording accesses")?;
-    }
-    tx.commit().await.db("committing access records")
+    let statements = rows
+        .chunks(ROWS_PER_STATEMENT)
+        .map(|chunk| {
+            let sql = format!(
+                "INSERT INTO registry_access (subject, client, user_id, purpose, service, message_id, at_ms) VALUES {}",
+                db.backend().value_rows(chunk.len(), 7)
+            );
+            chunk.iter().fold(
+                sqlx::query(sqlx::AssertSqlSafe(sql)),
+                |q, r| {
+                    q.bind(r.subject.clone())
+                        .bind(r.client.clone())
+                        .bind(r.user_id.clone())
+                        .bind(r.purpose.clone())
+                        .bind(r.service.clone())
+                        .bind(r.message_id.clone())
+                        .bind(r.at_ms)
+                },
+            )
+        })
+        .collect();
+    db.execute_together(statements, "recording accesses")
+        .await
+        .map(drop)
 }
 
 /// The ledger entry kind of an access record's commitment.
