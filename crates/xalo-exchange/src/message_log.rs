@@ -400,7 +400,10 @@ async fn digest_rows(
 
 async fn run(db: Database, mut rx: mpsc::Receiver<Job>, retention_days: Arc<AtomicU64>) {
     let mut last_sweep = tokio::time::Instant::now();
-    let mut writer = None;
+    let writer = db.single_writer().await.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "the message log writes through the pool");
+        db.clone()
+    });
     while let Some(first) = rx.recv().await {
         // Group commit without a fixed wait: take what has queued up meanwhile. An idle
         // writer commits a lone message at once; a busy one carries all that came in
@@ -429,7 +432,7 @@ async fn run(db: Database, mut rx: mpsc::Receiver<Job>, retention_days: Arc<Atom
         let result = if messages.is_empty() && indexes.is_empty() {
             Ok(())
         } else {
-            write(&db, &mut writer, messages, &indexes).await
+            write(&writer, messages, &indexes).await
         };
         if let Err(e) = &result {
             tracing::error!(error = %e, count, "writing the message log failed");
@@ -562,15 +565,13 @@ fn chunks(batch: Vec<LoggedMessage>) -> Vec<Vec<LoggedMessage>> {
 }
 
 /// Write a batch at once (group commit), many rows per statement, and the ledger indexes
-/// that became known, committed together. On SQLite the writer keeps a single held
-/// connection of its own (`writer`, see `Database::single_writer`, opened when missing):
-/// the statements run in this task, where a connection of the pool would take each to its
+/// that became known, committed together. On SQLite the writer is a single held
+/// connection of its own (see `Database::single_writer`): the statements run in this task, where a connection of the pool would take each to its
 /// worker thread and back, two thread wake-ups a statement on a busy machine. (Sending a
 /// batch as one script with the rows as one JSON parameter, so that the script's text
 /// stays fixed, measured no faster: 2891–3433 against 3182–3928 round trips/s.)
 async fn write(
     db: &Database,
-    writer: &mut Option<Database>,
     batch: Vec<LoggedMessage>,
     indexes: &[LedgerIndex],
 ) -> Result<(), Error> {
@@ -588,17 +589,5 @@ async fn write(
         })
         .chain(index_statements(indexes, backend))
         .collect();
-    if writer.is_none() {
-        *writer = db
-            .single_writer()
-            .await
-            .inspect_err(|e| tracing::warn!(error = %e, "the message log writes through the pool"))
-            .ok();
-    }
-    writer
-        .as_ref()
-        .unwrap_or(db)
-        .execute_together(statements, what)
-        .await
-        .map(drop)
+    db.execute_together(statements, what).await.map(drop)
 }

@@ -122,9 +122,6 @@ pub struct Provider {
 
 pub(crate) struct Inner {
     pub db: Database,
-    /// Where the role writes: on a SQLite file the same single held connection as `db`
-    /// (see `serve`), elsewhere the same pool.
-    pub writes: Database,
     /// The signing key, read again after [`KEY_REUSE`].
     pub key: std::sync::Mutex<Option<(std::time::Instant, signing_key::CurrentKey)>>,
     pub settings: ProviderSettings,
@@ -170,7 +167,6 @@ pub async fn serve(config: Config, listener: TcpListener) -> Result<ServerHandle
     // again, and would meet the writer's lock in SQLite. Scans and migrations use the pool.
     let db = Database::connect_held(&url, 1, PoolOptions::default()).await?;
     store::migrate(&db).await?;
-    let writes = db.clone();
     for c in &settings.clients {
         client::register(&db, c).await?;
     }
@@ -186,8 +182,7 @@ pub async fn serve(config: Config, listener: TcpListener) -> Result<ServerHandle
         },
         &["/oidc/token", "/oidc/userinfo", "/oidc/profile"],
     )
-    .await?
-    .with_writer(writes.clone());
+    .await?;
     let http = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(30))
         .build()
@@ -229,13 +224,12 @@ pub async fn serve(config: Config, listener: TcpListener) -> Result<ServerHandle
         }
         None => None,
     };
-    let evidence = Evidence::new(writes.clone(), settings.ledger_url.as_deref())?;
+    let evidence = Evidence::new(db.clone(), settings.ledger_url.as_deref())?;
     let clients =
         client::ClientCache::new(std::time::Duration::from_millis(settings.client_cache_ms));
     let provider = Provider {
         inner: Arc::new(Inner {
             db: db.clone(),
-            writes: writes.clone(),
             key: std::sync::Mutex::new(None),
             settings,
             issuer,
@@ -286,7 +280,7 @@ pub async fn serve(config: Config, listener: TcpListener) -> Result<ServerHandle
             if let Err(e) = evidence.retry().await {
                 tracing::warn!(error = %e, "anchoring logins failed; will retry");
             }
-            let _ = grant::purge(&writes).await;
+            let _ = grant::purge(&db).await;
             let _ = sessions.purge_expired().await;
         }
     });
@@ -777,7 +771,7 @@ async fn mid_start(
         (format!("addr:{}", peer.ip()), attempt::PER_ADDRESS),
     ];
     for (subject, limit) in &limits {
-        if let Err(e) = attempt::count(&p.inner.writes, subject, *limit).await {
+        if let Err(e) = attempt::count(&p.inner.db, subject, *limit).await {
             if e.code == ErrorCode::AuthTooManyAttempts {
                 return render_login(
                     &p,
@@ -1046,7 +1040,7 @@ async fn authenticate_client(
     let refuse = |m: &'static str| {
         let counter = counter.clone();
         async move {
-            let _ = attempt::count(&p.inner.writes, &counter, attempt::PER_CLIENT).await;
+            let _ = attempt::count(&p.inner.db, &counter, attempt::PER_CLIENT).await;
             invalid(m)
         }
     };
@@ -1099,7 +1093,7 @@ async fn authenticate_client(
             };
             if jti.is_empty()
                 || attempt::count(
-                    &p.inner.writes,
+                    &p.inner.db,
                     &format!("jti:{}:{jti}", client.client_id),
                     single,
                 )
@@ -1145,7 +1139,7 @@ async fn token(
         verifier: form.get("code_verifier").map(String::as_str),
         now: unix_now(),
     };
-    let redeemed = match grant::redeem_and_issue(&p.inner.writes, &redemption, ttl).await {
+    let redeemed = match grant::redeem_and_issue(&p.inner.db, &redemption, ttl).await {
         Ok(r) => r,
         Err(e) if e.code == ErrorCode::AuthInvalidGrant => {
             return oauth_error(e.code, "invalid_grant", &e.message);

@@ -75,7 +75,10 @@ async fn run(db: Database, mut rx: mpsc::Receiver<Pending>) {
     // On a SQLite file the writer keeps a single held connection of its own (see
     // `Database::single_writer`): a group's statements run in this task, where a pooled
     // connection takes `BEGIN`, each INSERT and `COMMIT` to its worker thread and back.
-    let mut writer = None;
+    let db = db.single_writer().await.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "the access log writes through the pool");
+        db
+    });
     while let Some(first) = rx.recv().await {
         let mut group = vec![first];
         let mut n = group[0].records.len();
@@ -88,16 +91,7 @@ async fn run(db: Database, mut rx: mpsc::Receiver<Pending>) {
                 Err(_) => break,
             }
         }
-        if writer.is_none() {
-            writer = db
-                .single_writer()
-                .await
-                .inspect_err(
-                    |e| tracing::warn!(error = %e, "the access log writes through the pool"),
-                )
-                .ok();
-        }
-        let result = write(writer.as_ref().unwrap_or(&db), &group).await;
+        let result = write(&db, &group).await;
         for p in group {
             let _ = p.ack.send(result.clone());
         }

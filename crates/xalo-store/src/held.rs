@@ -154,11 +154,7 @@ impl Held {
     }
 
     pub(crate) async fn execute(&self, query: Query<'_>) -> Result<AnyQueryResult, sqlx::Error> {
-        let (outcome, last_insert_id) = self.run(query, Some(0)).await?;
-        Ok(AnyQueryResult {
-            rows_affected: outcome.changes,
-            last_insert_id: Some(last_insert_id),
-        })
+        self.execute_together(vec![query]).await
     }
 
     /// The rows of a query (of each statement of a script), at most `limit` of them.
@@ -187,7 +183,7 @@ impl Held {
         self.run_parts(vec![taken(query)?], limit).await
     }
 
-    /// Run several queries as one transaction (each may be a script).
+    /// Run several queries as one transaction (one query runs as [`Held::run`] does).
     pub(crate) async fn execute_together(
         &self,
         queries: Vec<Query<'_>>,
@@ -298,15 +294,12 @@ fn run(
     // A script of several data statements runs as one transaction, as the caller means it
     // (a login with its code, say): otherwise each statement commits on its own, a later
     // one may find the write lock taken after an earlier one committed, and the script can
-    // then neither be run again nor undone. `BEGIN IMMEDIATE` takes the lock first, so a
-    // refusal comes before anything is written and the whole script runs again.
-    // A script that only reads takes no lock.
-    let wrap = pieces.len() > 1
-        && conn.is_autocommit()
-        && pieces.iter().all(|s| data_statement(s))
-        && pieces.iter().any(|s| writes(conn, s));
+    // then neither be run again nor undone. In a transaction a refusal leaves nothing
+    // behind and the whole script runs again. A deferred `BEGIN` takes the write lock only
+    // at the first write, so a script that only reads takes none.
+    let wrap = pieces.len() > 1 && conn.is_autocommit() && pieces.iter().all(|s| data_statement(s));
     if wrap {
-        execute_control(conn, "BEGIN IMMEDIATE")?;
+        execute_control(conn, "BEGIN")?;
     }
     for statement in pieces {
         let mut stmt = conn
@@ -359,13 +352,6 @@ fn execute_control(conn: &rusqlite::Connection, sql: &str) -> Result<(), sqlx::E
         .and_then(|mut s| s.raw_execute())
         .map(|_| ())
         .map_err(|e| failure_sqlx(e, sql))
-}
-
-/// Whether a statement writes (one that does not prepare is taken to: running it will
-/// say why it failed).
-fn writes(conn: &rusqlite::Connection, statement: &str) -> bool {
-    conn.prepare_cached(statement)
-        .map_or(true, |s| !s.readonly())
 }
 
 /// Whether a statement only reads or changes rows, and so may run inside a transaction

@@ -274,19 +274,6 @@ impl Database {
             && !self.url.contains("mode=memory")
     }
 
-    /// A connection of the caller's own to this SQLite file, outside the pool, set up as
-    /// the pool's are; `None` elsewhere (PostgreSQL, in-memory SQLite). For a single task
-    /// that writes in a loop: a statement on it is one hand-off to the connection's worker
-    /// thread, where the pool adds a ping when the connection goes back.
-    pub async fn own_connection(&self) -> Result<Option<sqlx::AnyConnection>, Error> {
-        if !self.is_sqlite_file() {
-            return Ok(None);
-        }
-        sqlite_connection(&self.url, self.power_loss_durable, self.sqlite_cache_kib)
-            .await
-            .map(Some)
-    }
-
     /// This database again as a single writer: one held connection (see
     /// [`Database::connect_held`]) set up as this handle's connections are, for a task that
     /// writes in a loop and should not hand each statement to a connection's thread; this
@@ -580,29 +567,6 @@ fn sqlite_create_url(url: &str) -> String {
         full.push_str("mode=rwc");
     }
     full
-}
-
-/// A connection to the SQLite file at `url` (created if missing), outside any pool, set
-/// up as the pool's connections are.
-async fn sqlite_connection(
-    url: &str,
-    power_loss_durable: bool,
-    cache_kib: u32,
-) -> Result<sqlx::AnyConnection, Error> {
-    use sqlx::ConnectOptions;
-    let connect = AnyConnectOptions::from_str(&sqlite_create_url(url))
-        .map_err(|e| Error::new(ErrorCode::StoreUrl, format!("{}: {e}", redact(url))))?;
-    let mut conn = connect
-        .connect()
-        .await
-        .map_err(|e| Error::new(ErrorCode::StoreUnavailable, format!("{}: {e}", redact(url))))?;
-    conn.execute(sqlx::AssertSqlSafe(sqlite_pragmas(
-        power_loss_durable,
-        cache_kib,
-    )))
-    .await
-    .map_err(|e| db_error(e, "configuring a connection"))?;
-    Ok(conn)
 }
 
 /// How long a SQLite statement waits for another connection's write lock.

@@ -261,9 +261,8 @@ async fn a_role_may_keep_smaller_page_caches_on_every_connection() {
             .await
             .unwrap()
             .get(0);
-        let mut own = db.own_connection().await.unwrap().unwrap();
-        let held: i64 = sqlx::query("PRAGMA cache_size")
-            .fetch_one(&mut own)
+        let held: i64 = db
+            .fetch_one(sqlx::query("PRAGMA cache_size"))
             .await
             .unwrap()
             .get(0);
@@ -274,9 +273,11 @@ async fn a_role_may_keep_smaller_page_caches_on_every_connection() {
         sqlite_cache_kib: 512,
         ..Default::default()
     };
-    let db = Database::connect_with(&url, small).await.unwrap();
+    let db = Database::connect_held(&url, 1, small).await.unwrap();
     assert_eq!(cache(db).await, (-512, -512), "KiB");
-    let db = Database::connect(&url).await.unwrap();
+    let db = Database::connect_held(&url, 1, Default::default())
+        .await
+        .unwrap();
     assert_eq!(cache(db).await, (-2000, -2000), "SQLite's own default");
 }
 
@@ -706,12 +707,11 @@ async fn value_rows_bind_many_rows_in_order() {
         assert_eq!(row.get::<i64, _>(2), i % 2);
         assert_eq!(row.get::<i64, _>(3), i * 1000);
     }
-    if let Some(mut own) = t.db.own_connection().await.unwrap() {
-        let n: i64 = sqlx::query("SELECT COUNT(*) FROM note")
-            .fetch_one(&mut own)
-            .await
-            .unwrap()
-            .get(0);
-        assert_eq!(n, rows as i64);
-    }
+    let writer = t.db.single_writer().await.unwrap();
+    let n: i64 = writer
+        .fetch_one(sqlx::query("SELECT COUNT(*) FROM note"))
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, rows as i64);
 }
