@@ -3,6 +3,7 @@
 //!
 //! Nothing here knows about any particular system of the platform.
 
+pub mod batch;
 pub mod config;
 pub mod cpu_time;
 pub mod error;

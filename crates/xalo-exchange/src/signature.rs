@@ -273,22 +273,10 @@ impl BatchSigner {
             .map_err(|_| Error::new(ErrorCode::Internal, "the message signer failed"))
     }
 
-    /// Sign the hashes waiting now, after letting the tasks ready to run add theirs:
-    /// one signature takes far less time than messages take to arrive, so without the
-    /// yields a batch would rarely hold more than one. When idle they come straight back.
+    /// Sign the hashes waiting now, after letting the tasks ready to run add theirs (see
+    /// `xalo_core::batch::gather`).
     async fn sign_waiting(&self) -> Result<(), Error> {
-        let mut seen = self.waiting()?.len();
-        for _ in 0..MAX_YIELDS {
-            if seen >= MAX_BATCH {
-                break;
-            }
-            tokio::task::yield_now().await;
-            let now = self.waiting()?.len();
-            if now == seen {
-                break;
-            }
-            seen = now;
-        }
+        xalo_core::batch::gather(MAX_YIELDS, MAX_BATCH, || self.waiting().map(|w| w.len())).await?;
         let batch: Vec<Pending> = {
             let mut waiting = self.waiting()?;
             let n = waiting.len().min(MAX_BATCH);

@@ -20,6 +20,7 @@
 //! calling task's thread is busy for as long as the statement runs.
 
 use std::borrow::Cow;
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -43,7 +44,30 @@ pub(crate) struct Held {
     writes: AtomicUsize,
     checkpoint: Arc<tokio::sync::Notify>,
     busy_retries: AtomicU64,
+    /// A single writer's scripts waiting to run together (see [`Held::run_grouped`]).
+    queue: std::sync::Mutex<VecDeque<Job>>,
+    /// Transactions that ran more than one script, and the scripts they ran.
+    groups: AtomicU64,
+    grouped: AtomicU64,
 }
+
+/// A script waiting for a single writer's connection, and where its answer goes.
+struct Job {
+    parts: Vec<(sqlx::SqlStr, Vec<AnyValueKind>)>,
+    limit: Option<usize>,
+    /// Until when a locked file is waited for, as [`BUSY_PATIENCE`] says.
+    deadline: Instant,
+    reply: tokio::sync::oneshot::Sender<Answer>,
+}
+
+type Answer = Result<(Outcome, i64), sqlx::Error>;
+
+/// Times a single writer lets ready tasks add their scripts before it runs those waiting
+/// (each costs at most one turn of the scheduler, microseconds).
+const MAX_YIELDS: usize = 4;
+
+/// Scripts run in one transaction at most.
+const MAX_GROUP: usize = 128;
 
 /// How long a statement waits for another connection's write lock, as the pool's
 /// connections do (their `busy_timeout`).
@@ -99,6 +123,9 @@ impl Held {
             writes: AtomicUsize::new(0),
             checkpoint: Arc::new(tokio::sync::Notify::new()),
             busy_retries: AtomicU64::new(0),
+            queue: std::sync::Mutex::new(VecDeque::new()),
+            groups: AtomicU64::new(0),
+            grouped: AtomicU64::new(0),
         })
     }
 
@@ -205,6 +232,13 @@ impl Held {
         parts: Vec<(sqlx::SqlStr, Vec<AnyValueKind>)>,
         limit: Option<usize>,
     ) -> Result<(Outcome, i64), sqlx::Error> {
+        if self.connections.len() == 1
+            && parts
+                .iter()
+                .all(|(sql, _)| group_body(sql.as_str()).is_some())
+        {
+            return self.run_grouped(parts, limit).await;
+        }
         let deadline = Instant::now() + BUSY_PATIENCE;
         let mut pause = Duration::from_millis(1);
         loop {
@@ -220,11 +254,7 @@ impl Held {
                     Ok(()) => return Ok((outcome, conn.last_insert_rowid())),
                     Err(e) => e,
                 };
-                let in_transaction = !conn.is_autocommit();
-                if in_transaction && let Err(r) = conn.execute_batch("ROLLBACK") {
-                    // The next `BEGIN` on this connection fails rather than nesting.
-                    tracing::error!(error = %r, "rolling back after a failed statement");
-                }
+                let in_transaction = roll_back(&conn);
                 let nothing_kept = in_transaction || outcome.writes == 0;
                 if !(busy(&error) && nothing_kept && Instant::now() < deadline) {
                     return Err(error);
@@ -234,6 +264,163 @@ impl Held {
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_millis(20));
         }
+    }
+
+    /// Run a single writer's script with those other tasks are waiting to run: one
+    /// transaction, each script in a savepoint of its own, commits them all. A commit
+    /// writes every page it changed to the log, with a lock taken and released around it;
+    /// scripts of concurrent requests share their pages and that work (a sign-in's three
+    /// commits were a fifth of its servers' CPU).
+    ///
+    /// The task that takes the connection runs every script waiting, its own included, and
+    /// answers each; a task whose script another ran takes its answer without the lock.
+    /// Whoever holds the lock finds its own script answered or waiting, never half-run:
+    /// scripts leave the queue only under the lock and are answered or put back before it
+    /// is let go, so a task dropped midway loses no one's script.
+    async fn run_grouped(
+        &self,
+        parts: Vec<(sqlx::SqlStr, Vec<AnyValueKind>)>,
+        limit: Option<usize>,
+    ) -> Answer {
+        let (reply, mut answer) = tokio::sync::oneshot::channel();
+        self.queued()?.push_back(Job {
+            parts,
+            limit,
+            deadline: Instant::now() + BUSY_PATIENCE,
+            reply,
+        });
+        let mut pause = Duration::from_millis(1);
+        loop {
+            let conn = tokio::select! {
+                biased;
+                a = &mut answer => return a.unwrap_or(Err(sqlx::Error::PoolClosed)),
+                c = self.lock() => c.ok_or(sqlx::Error::PoolClosed)?,
+            };
+            xalo_core::batch::gather(MAX_YIELDS, MAX_GROUP, || self.queued().map(|q| q.len()))
+                .await?;
+            let batch: Vec<Job> = {
+                let mut queue = self.queued()?;
+                let n = queue.len().min(MAX_GROUP);
+                queue.drain(..n).collect()
+            };
+            let again = self.run_batch(&conn, batch);
+            let waits = !again.is_empty();
+            if waits {
+                let mut queue = self.queued()?;
+                for job in again.into_iter().rev() {
+                    queue.push_front(job);
+                }
+            }
+            drop(conn);
+            if let Ok(a) = answer.try_recv() {
+                return a;
+            }
+            if waits {
+                self.busy_retries.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(20));
+            }
+        }
+    }
+
+    fn queued(&self) -> Result<std::sync::MutexGuard<'_, VecDeque<Job>>, sqlx::Error> {
+        self.queue.lock().map_err(|_| sqlx::Error::WorkerCrashed)
+    }
+
+    /// Run `batch` (one script as [`Held::run_parts`] runs it, several as one transaction)
+    /// and answer each script; returns those to run again after a pause, as the file was
+    /// locked by another connection.
+    fn run_batch(&self, conn: &rusqlite::Connection, mut batch: Vec<Job>) -> Vec<Job> {
+        if batch.len() <= 1 {
+            let Some(job) = batch.pop() else {
+                return Vec::new();
+            };
+            let mut outcome = Outcome::new(job.limit);
+            let ran = match job.parts.as_slice() {
+                [(sql, args)] => run(conn, sql, args, &mut outcome),
+                parts => run_together(conn, parts, &mut outcome),
+            };
+            self.wrote(outcome.writes);
+            let error = match ran {
+                Ok(()) => {
+                    let _ = job.reply.send(Ok((outcome, conn.last_insert_rowid())));
+                    return Vec::new();
+                }
+                Err(e) => e,
+            };
+            let in_transaction = roll_back(conn);
+            if busy(&error) && (in_transaction || outcome.writes == 0) {
+                return again_or_fail(vec![job], &error);
+            }
+            let _ = job.reply.send(Err(error));
+            return Vec::new();
+        }
+        if let Err(e) = execute_control(conn, "BEGIN") {
+            return again_or_fail(batch, &e);
+        }
+        let mut done: Vec<(Job, Answer)> = Vec::with_capacity(batch.len());
+        let mut writes = 0;
+        let mut rest = batch.into_iter();
+        while let Some(job) = rest.next() {
+            let mut outcome = Outcome::new(job.limit);
+            let ran = execute_control(conn, "SAVEPOINT held_script").and_then(|()| {
+                job.parts.iter().try_for_each(|(sql, args)| {
+                    let body = group_body(sql.as_str()).unwrap_or_default();
+                    run_statements(conn, &body, args, &mut outcome)
+                })
+            });
+            let error = match ran.and_then(|()| execute_control(conn, "RELEASE held_script")) {
+                Ok(()) => {
+                    writes += outcome.writes;
+                    done.push((job, Ok((outcome, conn.last_insert_rowid()))));
+                    continue;
+                }
+                Err(e) => e,
+            };
+            if busy(&error) || conn.is_autocommit() {
+                // The transaction cannot go on (another connection holds the file, or
+                // SQLite ended it): nothing of it stays, every script runs again but one
+                // that failed for a reason of its own.
+                roll_back(conn);
+                let mut again: Vec<Job> = done.into_iter().map(|(j, _)| j).collect();
+                if busy(&error) {
+                    again.push(job);
+                } else {
+                    let _ = job.reply.send(Err(error));
+                }
+                again.extend(rest);
+                return again_or_fail(again, &busy_error());
+            }
+            // The script's own failure (a constraint, say): only its statements are undone.
+            let undone = execute_control(conn, "ROLLBACK TO held_script")
+                .and_then(|()| execute_control(conn, "RELEASE held_script"));
+            if let Err(u) = undone {
+                roll_back(conn);
+                let _ = job.reply.send(Err(error));
+                let again: Vec<Job> = done.into_iter().map(|(j, _)| j).chain(rest).collect();
+                return again_or_fail(again, &u);
+            }
+            done.push((job, Err(error)));
+        }
+        if let Err(e) = execute_control(conn, "COMMIT") {
+            roll_back(conn);
+            return again_or_fail(done.into_iter().map(|(j, _)| j).collect(), &e);
+        }
+        self.wrote(writes);
+        self.groups.fetch_add(1, Ordering::Relaxed);
+        self.grouped.fetch_add(done.len() as u64, Ordering::Relaxed);
+        for (job, answer) in done {
+            let _ = job.reply.send(answer);
+        }
+        Vec::new()
+    }
+
+    /// Transactions that ran several scripts of a single writer, and the scripts in them.
+    pub(crate) fn groups(&self) -> (u64, u64) {
+        (
+            self.groups.load(Ordering::Relaxed),
+            self.grouped.load(Ordering::Relaxed),
+        )
     }
 
     /// How often a statement found the file locked by another connection and ran again.
@@ -266,6 +453,51 @@ impl Outcome {
     }
 }
 
+/// Roll back the transaction a failure left open, if any; whether there was one.
+fn roll_back(conn: &rusqlite::Connection) -> bool {
+    let in_transaction = !conn.is_autocommit();
+    if in_transaction && let Err(r) = conn.execute_batch("ROLLBACK") {
+        // The next `BEGIN` on this connection fails rather than nesting.
+        tracing::error!(error = %r, "rolling back after a failed statement");
+    }
+    in_transaction
+}
+
+/// The jobs to run again after `error`: those still within their patience if it is a
+/// locked file; the others are answered with it.
+fn again_or_fail(jobs: Vec<Job>, error: &sqlx::Error) -> Vec<Job> {
+    let now = Instant::now();
+    let mut again = Vec::new();
+    for job in jobs {
+        if busy(error) && now < job.deadline {
+            again.push(job);
+        } else {
+            let _ = job.reply.send(Err(copy_error(error)));
+        }
+    }
+    again
+}
+
+/// The same failure again, for each of the scripts a transaction held.
+fn copy_error(e: &sqlx::Error) -> sqlx::Error {
+    match e {
+        sqlx::Error::Database(d) => sqlx::Error::Database(Box::new(SqliteFailure {
+            message: d.message().to_owned(),
+            extended_code: d.code().and_then(|c| c.parse().ok()).unwrap_or(0),
+        })),
+        sqlx::Error::PoolClosed => sqlx::Error::PoolClosed,
+        other => sqlx::Error::Protocol(other.to_string()),
+    }
+}
+
+/// The refusal of a file another connection holds, as SQLite reports it.
+fn busy_error() -> sqlx::Error {
+    sqlx::Error::Database(Box::new(SqliteFailure {
+        message: "database is locked".into(),
+        extended_code: rusqlite::ffi::SQLITE_BUSY,
+    }))
+}
+
 /// Whether SQLite refused for a lock another connection holds.
 fn busy(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d)
@@ -289,7 +521,6 @@ fn run(
     args: &[AnyValueKind],
     outcome: &mut Outcome,
 ) -> Result<(), sqlx::Error> {
-    let mut anonymous = 0;
     let pieces = statements(sql.as_str());
     // A script of several data statements runs as one transaction, as the caller means it
     // (a login with its code, say): otherwise each statement commits on its own, a later
@@ -301,7 +532,23 @@ fn run(
     if wrap {
         execute_control(conn, "BEGIN")?;
     }
-    for statement in pieces {
+    run_statements(conn, &pieces, args, outcome)?;
+    if wrap {
+        execute_control(conn, "COMMIT")?;
+    }
+    Ok(())
+}
+
+/// Run `pieces`, the statements of one query, in turn, binding their parameters from
+/// `args`.
+fn run_statements(
+    conn: &rusqlite::Connection,
+    pieces: &[&str],
+    args: &[AnyValueKind],
+    outcome: &mut Outcome,
+) -> Result<(), sqlx::Error> {
+    let mut anonymous = 0;
+    for &statement in pieces {
         let mut stmt = conn
             .prepare_cached(statement)
             .map_err(|e| failure_sqlx(e, statement))?;
@@ -326,9 +573,6 @@ fn run(
             outcome.changes += conn.changes();
             outcome.writes += 1;
         }
-    }
-    if wrap {
-        execute_control(conn, "COMMIT")?;
     }
     Ok(())
 }
@@ -367,6 +611,38 @@ fn data_statement(statement: &str) -> bool {
     ]
     .iter()
     .any(|w| word.eq_ignore_ascii_case(w))
+}
+
+/// The statements of a script that may run in a transaction the store opens: data
+/// statements only, or data statements between the script's own `BEGIN` and `COMMIT`
+/// (which the store's transaction then stands for).
+fn group_body(sql: &str) -> Option<Vec<&str>> {
+    let mut pieces = statements(sql);
+    let words = |s: &str| -> Vec<String> {
+        s.split_whitespace()
+            .map(|w| w.to_ascii_uppercase())
+            .collect()
+    };
+    let begins = pieces.first().is_some_and(|s| {
+        let w = words(s);
+        w.first().is_some_and(|f| f == "BEGIN")
+            && w.iter().skip(1).all(|w| {
+                ["DEFERRED", "IMMEDIATE", "EXCLUSIVE", "TRANSACTION"].contains(&w.as_str())
+            })
+    });
+    if begins {
+        let commits = pieces.last().is_some_and(|s| {
+            let w = words(s);
+            w.first().is_some_and(|f| f == "COMMIT" || f == "END")
+                && w.iter().skip(1).all(|w| w == "TRANSACTION")
+        });
+        if !commits || pieces.len() < 2 {
+            return None;
+        }
+        pieces.pop();
+        pieces.remove(0);
+    }
+    (!pieces.is_empty() && pieces.iter().all(|s| data_statement(s))).then_some(pieces)
 }
 
 /// The statements of a script, split at the semicolons outside quotes and comments.
@@ -633,7 +909,36 @@ impl std::error::Error for DriverFailure {
 
 #[cfg(test)]
 mod tests {
-    use super::statements;
+    use super::{group_body, statements};
+
+    #[test]
+    fn only_data_statements_run_in_a_group() {
+        assert_eq!(
+            group_body("INSERT INTO t VALUES (1); SELECT changes()"),
+            Some(vec!["INSERT INTO t VALUES (1)", " SELECT changes()"])
+        );
+        // The script's own transaction is the group's.
+        assert_eq!(
+            group_body("begin immediate transaction; UPDATE t SET a = 1; end"),
+            Some(vec![" UPDATE t SET a = 1"])
+        );
+        assert_eq!(
+            group_body("BEGIN; UPDATE t SET a = 1; COMMIT;"),
+            Some(vec![" UPDATE t SET a = 1"])
+        );
+        for alone in [
+            "BEGIN IMMEDIATE; UPDATE t SET a = 1",
+            "BEGIN; COMMIT",
+            "BEGIN; UPDATE t SET a = 1; ROLLBACK",
+            "PRAGMA user_version = 2",
+            "UPDATE t SET a = 1; VACUUM",
+            "SAVEPOINT s; UPDATE t SET a = 1; RELEASE s",
+            "CREATE TABLE u (a)",
+            "",
+        ] {
+            assert_eq!(group_body(alone), None, "{alone}");
+        }
+    }
 
     #[test]
     fn a_script_splits_at_semicolons_outside_quotes_and_comments() {

@@ -242,7 +242,10 @@ impl Database {
     /// [`Database::execute`] and the `fetch_*` methods go to `connections` connections of
     /// the handle's own (see `Held`), one statement at a time each; `pool()` still gives
     /// the pool. One held connection makes a single writer whose statements queue on a
-    /// lock in this process. Elsewhere (PostgreSQL, in-memory SQLite) the pool serves all.
+    /// lock in this process, and whose scripts of data statements waiting at the same time
+    /// run as one transaction, each in a savepoint of its own (a constraint one violates
+    /// undoes only its own statements; each answer is given once all have committed).
+    /// Elsewhere (PostgreSQL, in-memory SQLite) the pool serves all.
     pub async fn connect_held(
         url: &str,
         connections: usize,
@@ -419,6 +422,12 @@ impl Database {
     /// without held connections. A single writer's statements should never have to.
     pub fn busy_retries(&self) -> u64 {
         self.held.as_ref().map_or(0, |h| h.busy_retries())
+    }
+
+    /// On a single writer with a held connection: the transactions that ran several
+    /// scripts together, and the scripts they ran (see [`Database::connect_held`]).
+    pub fn grouped_scripts(&self) -> (u64, u64) {
+        self.held.as_ref().map_or((0, 0), |h| h.groups())
     }
 
     pub fn backend(&self) -> Backend {

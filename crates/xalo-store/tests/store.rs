@@ -559,6 +559,70 @@ async fn a_held_script_of_plain_statements_is_one_transaction() {
     tx.commit().await.unwrap();
 }
 
+/// Scripts that wait for a single writer at the same time run as one transaction, each in
+/// a savepoint: each gets its own answer (its rows, its own failure), a failing one undoes
+/// only its statements, and a script reads what it wrote.
+#[tokio::test]
+async fn scripts_waiting_for_a_single_writer_commit_together_and_fail_alone() {
+    let t = fresh().await;
+    if t.db.backend() != Backend::Sqlite {
+        return;
+    }
+    t.db.migrate("notes", &[NOTES_V1]).await.unwrap();
+    let writer = t.db.single_writer().await.unwrap();
+    writer
+        .execute(sqlx::query(
+            "INSERT INTO note (title, body, pinned, at) VALUES ('n-3', x'00', 0, 0)",
+        ))
+        .await
+        .unwrap();
+    // Spawned on this one thread, all are ready when the first takes the connection.
+    let tasks: Vec<_> = (0..10)
+        .map(|i| {
+            let writer = writer.clone();
+            tokio::spawn(async move {
+                let script = if i % 2 == 0 {
+                    // A script with its own BEGIN and COMMIT, which the group stands for.
+                    "BEGIN IMMEDIATE; INSERT INTO note (title, body, pinned, at) VALUES ($1, x'01', 0, $2); \
+                     SELECT COUNT(*) FROM note WHERE title = $1; COMMIT"
+                } else {
+                    "INSERT INTO note (title, body, pinned, at) VALUES ($1, x'01', 0, $2); \
+                     SELECT COUNT(*) FROM note WHERE title = $1"
+                };
+                writer
+                    .fetch_all(sqlx::query(script).bind(format!("n-{i}")).bind(i))
+                    .await
+            })
+        })
+        .collect();
+    let mut failed = Vec::new();
+    for (i, task) in tasks.into_iter().enumerate() {
+        match task.await.unwrap() {
+            Ok(rows) => {
+                let seen: i64 = rows[0].get(0);
+                assert_eq!(seen, 1, "script {i} reads its own row");
+            }
+            Err(e) => {
+                assert!(
+                    matches!(&e, sqlx::Error::Database(d) if d.kind() == sqlx::error::ErrorKind::UniqueViolation),
+                    "{e}"
+                );
+                failed.push(i);
+            }
+        }
+    }
+    assert_eq!(failed, vec![3], "only the clashing script failed");
+    assert_eq!(notes_titled(&t.db, "n-").await, 10, "the others all landed");
+    let (groups, scripts) = writer.grouped_scripts();
+    assert!(
+        groups >= 1 && scripts >= 10,
+        "{groups} groups of {scripts} scripts"
+    );
+    // Each answer came after the commit: another connection sees every row.
+    let fresh_reader = Database::connect(t.url()).await.unwrap();
+    assert_eq!(notes_titled(&fresh_reader, "n-").await, 10);
+}
+
 /// Statements executed together land together or not at all, on the pool and on a
 /// single writer's held connection (which on PostgreSQL is the pool again).
 #[tokio::test]
