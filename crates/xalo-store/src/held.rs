@@ -601,11 +601,11 @@ fn execute_control(conn: &rusqlite::Connection, sql: &str) -> Result<(), sqlx::E
 /// Whether a statement only reads or changes rows, and so may run inside a transaction
 /// the store opens (not `BEGIN` or `COMMIT` themselves, a `PRAGMA`, `VACUUM`, `ATTACH`…).
 fn data_statement(statement: &str) -> bool {
-    let word: String = statement
-        .trim_start()
-        .chars()
-        .take_while(char::is_ascii_alphabetic)
-        .collect();
+    let statement = statement.trim_start();
+    let end = statement
+        .find(|c: char| !c.is_ascii_alphabetic())
+        .unwrap_or(statement.len());
+    let word = &statement[..end];
     [
         "SELECT", "INSERT", "UPDATE", "DELETE", "REPLACE", "WITH", "VALUES",
     ]
@@ -618,24 +618,25 @@ fn data_statement(statement: &str) -> bool {
 /// (which the store's transaction then stands for).
 fn group_body(sql: &str) -> Option<Vec<&str>> {
     let mut pieces = statements(sql);
-    let words = |s: &str| -> Vec<String> {
-        s.split_whitespace()
-            .map(|w| w.to_ascii_uppercase())
-            .collect()
+    // Whether the statement's words are `first` and then only words of `rest`.
+    let made_of = |s: &str, first: &[&str], rest: &[&str]| {
+        let mut words = s.split_whitespace();
+        words
+            .next()
+            .is_some_and(|w| first.iter().any(|f| w.eq_ignore_ascii_case(f)))
+            && words.all(|w| rest.iter().any(|r| w.eq_ignore_ascii_case(r)))
     };
     let begins = pieces.first().is_some_and(|s| {
-        let w = words(s);
-        w.first().is_some_and(|f| f == "BEGIN")
-            && w.iter().skip(1).all(|w| {
-                ["DEFERRED", "IMMEDIATE", "EXCLUSIVE", "TRANSACTION"].contains(&w.as_str())
-            })
+        made_of(
+            s,
+            &["BEGIN"],
+            &["DEFERRED", "IMMEDIATE", "EXCLUSIVE", "TRANSACTION"],
+        )
     });
     if begins {
-        let commits = pieces.last().is_some_and(|s| {
-            let w = words(s);
-            w.first().is_some_and(|f| f == "COMMIT" || f == "END")
-                && w.iter().skip(1).all(|w| w == "TRANSACTION")
-        });
+        let commits = pieces
+            .last()
+            .is_some_and(|s| made_of(s, &["COMMIT", "END"], &["TRANSACTION"]));
         if !commits || pieces.len() < 2 {
             return None;
         }
