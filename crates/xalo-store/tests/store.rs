@@ -623,6 +623,51 @@ async fn scripts_waiting_for_a_single_writer_commit_together_and_fail_alone() {
     assert_eq!(notes_titled(&fresh_reader, "n-").await, 10);
 }
 
+/// A task dropped while its script waits for a single writer (its request cancelled)
+/// strands no one: the scripts of the tasks still waiting are all answered, the leader's
+/// among them.
+#[tokio::test]
+async fn a_dropped_task_strands_no_script_of_a_single_writer() {
+    let t = fresh().await;
+    if t.db.backend() != Backend::Sqlite {
+        return;
+    }
+    t.db.migrate("notes", &[NOTES_V1]).await.unwrap();
+    let writer = t.db.single_writer().await.unwrap();
+    let tasks: Vec<_> = (0..10)
+        .map(|i| {
+            let writer = writer.clone();
+            tokio::spawn(async move {
+                writer
+                    .execute(
+                        sqlx::query(
+                            "INSERT INTO note (title, body, pinned, at) VALUES ($1, x'01', 0, 1)",
+                        )
+                        .bind(format!("d-{i}")),
+                    )
+                    .await
+            })
+        })
+        .collect();
+    // On this one thread the first task now holds the connection, gathering the others.
+    tokio::task::yield_now().await;
+    for (i, task) in tasks.iter().enumerate() {
+        if i == 0 || i >= 5 {
+            task.abort();
+        }
+    }
+    for task in tasks.into_iter().take(5).skip(1) {
+        tokio::time::timeout(std::time::Duration::from_secs(5), task)
+            .await
+            .expect("a script was stranded")
+            .unwrap()
+            .unwrap();
+    }
+    for i in 1..5 {
+        assert_eq!(notes_titled(&t.db, &format!("d-{i}")).await, 1);
+    }
+}
+
 /// Statements executed together land together or not at all, on the pool and on a
 /// single writer's held connection (which on PostgreSQL is the pool again).
 #[tokio::test]
