@@ -398,6 +398,9 @@ async fn digest_rows(
     Ok((h.finalize().into(), first, last, oldest))
 }
 
+/// Turns of the scheduler the writer lets requests take before it cuts a batch.
+const GATHER_TURNS: usize = 4;
+
 async fn run(db: Database, mut rx: mpsc::Receiver<Job>, retention_days: Arc<AtomicU64>) {
     let mut last_sweep = tokio::time::Instant::now();
     let writer = db.single_writer().await.unwrap_or_else(|e| {
@@ -405,9 +408,11 @@ async fn run(db: Database, mut rx: mpsc::Receiver<Job>, retention_days: Arc<Atom
         db.clone()
     });
     while let Some(first) = rx.recv().await {
-        // Group commit without a fixed wait: take what has queued up meanwhile. An idle
-        // writer commits a lone message at once; a busy one carries all that came in
-        // during the previous commit in the next.
+        // Group commit without a fixed wait: take what has queued up meanwhile, after
+        // letting the requests ready on this thread add theirs. An idle writer commits a
+        // lone message at once; a busy one carries all that came in during the previous
+        // commit in the next.
+        let _ = xalo_core::batch::gather::<()>(GATHER_TURNS, BATCH, || Ok(rx.len())).await;
         let mut jobs = vec![first];
         while jobs.len() < BATCH {
             match rx.try_recv() {
