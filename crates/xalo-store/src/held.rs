@@ -232,11 +232,7 @@ impl Held {
         parts: Vec<(sqlx::SqlStr, Vec<AnyValueKind>)>,
         limit: Option<usize>,
     ) -> Result<(Outcome, i64), sqlx::Error> {
-        if self.connections.len() == 1
-            && parts
-                .iter()
-                .all(|(sql, _)| group_body(sql.as_str()).is_some())
-        {
+        if self.connections.len() == 1 && groupable(&parts) {
             return self.run_grouped(parts, limit).await;
         }
         let deadline = Instant::now() + BUSY_PATIENCE;
@@ -276,7 +272,8 @@ impl Held {
     /// answers each; a task whose script another ran takes its answer without the lock.
     /// Whoever holds the lock finds its own script answered or waiting, never half-run:
     /// scripts leave the queue only under the lock and are answered or put back before it
-    /// is let go, so a task dropped midway loses no one's script.
+    /// is let go, so a task dropped midway loses no one's script (and its own is dropped
+    /// unrun by whoever takes it next).
     async fn run_grouped(
         &self,
         parts: Vec<(sqlx::SqlStr, Vec<AnyValueKind>)>,
@@ -330,7 +327,16 @@ impl Held {
     /// Run `batch` (one script as [`Held::run_parts`] runs it, several as one transaction)
     /// and answer each script; returns those to run again after a pause, as the file was
     /// locked by another connection.
-    fn run_batch(&self, conn: &rusqlite::Connection, mut batch: Vec<Job>) -> Vec<Job> {
+    fn run_batch(&self, conn: &rusqlite::Connection, batch: Vec<Job>) -> Vec<Job> {
+        // A script whose caller has gone (its request cancelled) is not run: as before
+        // grouping, a task dropped before its turn writes nothing.
+        let mut batch: Vec<Job> = batch.into_iter().filter(|j| !j.reply.is_closed()).collect();
+        if !conn.is_autocommit() {
+            // Left open by a script outside the groups (its own `BEGIN` without `COMMIT`):
+            // never carried into another caller's statements.
+            tracing::warn!("a held connection was left in a transaction; rolled back");
+            roll_back(conn);
+        }
         if batch.len() <= 1 {
             let Some(job) = batch.pop() else {
                 return Vec::new();
@@ -338,7 +344,11 @@ impl Held {
             let mut outcome = Outcome::new(job.limit);
             let ran = match job.parts.as_slice() {
                 [(sql, args)] => run(conn, sql, args, &mut outcome),
-                parts => run_together(conn, parts, &mut outcome),
+                // Parts run as they would in a group: their own `BEGIN`s and `COMMIT`s
+                // are the transaction's.
+                parts => execute_control(conn, "BEGIN IMMEDIATE")
+                    .and_then(|()| run_bodies(conn, parts, &mut outcome))
+                    .and_then(|()| execute_control(conn, "COMMIT")),
             };
             self.wrote(outcome.writes);
             let error = match ran {
@@ -355,7 +365,9 @@ impl Held {
             let _ = job.reply.send(Err(error));
             return Vec::new();
         }
-        if let Err(e) = execute_control(conn, "BEGIN") {
+        // Every script here writes: the write lock is taken first, so a file another
+        // connection holds costs nothing but the pause, and no snapshot goes stale.
+        if let Err(e) = execute_control(conn, "BEGIN IMMEDIATE") {
             return again_or_fail(batch, &e);
         }
         let mut done: Vec<(Job, Answer)> = Vec::with_capacity(batch.len());
@@ -363,13 +375,10 @@ impl Held {
         let mut rest = batch.into_iter();
         while let Some(job) = rest.next() {
             let mut outcome = Outcome::new(job.limit);
-            let ran = execute_control(conn, "SAVEPOINT held_script").and_then(|()| {
-                job.parts.iter().try_for_each(|(sql, args)| {
-                    let body = group_body(sql.as_str()).unwrap_or_default();
-                    run_statements(conn, &body, args, &mut outcome)
-                })
-            });
-            let error = match ran.and_then(|()| execute_control(conn, "RELEASE held_script")) {
+            let ran = execute_control(conn, "SAVEPOINT held_script")
+                .and_then(|()| run_bodies(conn, &job.parts, &mut outcome))
+                .and_then(|()| execute_control(conn, "RELEASE held_script"));
+            let error = match ran {
                 Ok(()) => {
                     writes += outcome.writes;
                     done.push((job, Ok((outcome, conn.last_insert_rowid()))));
@@ -377,30 +386,35 @@ impl Held {
                 }
                 Err(e) => e,
             };
-            if busy(&error) || conn.is_autocommit() {
-                // The transaction cannot go on (another connection holds the file, or
-                // SQLite ended it): nothing of it stays, every script runs again but one
-                // that failed for a reason of its own.
-                roll_back(conn);
-                let mut again: Vec<Job> = done.into_iter().map(|(j, _)| j).collect();
-                if busy(&error) {
-                    again.push(job);
-                } else {
-                    let _ = job.reply.send(Err(error));
+            if !ends_transaction(conn, &error) {
+                // The script's own failure (a constraint, say): only its statements are
+                // undone, and the others go on.
+                let undone = execute_control(conn, "ROLLBACK TO held_script")
+                    .and_then(|()| execute_control(conn, "RELEASE held_script"));
+                match undone {
+                    Ok(()) => {
+                        done.push((job, Err(error)));
+                        continue;
+                    }
+                    Err(u) => {
+                        roll_back(conn);
+                        let _ = job.reply.send(Err(error));
+                        return fail_all(done.into_iter().map(|(j, _)| j).chain(rest), &u);
+                    }
                 }
-                again.extend(rest);
-                return again_or_fail(again, &busy_error());
             }
-            // The script's own failure (a constraint, say): only its statements are undone.
-            let undone = execute_control(conn, "ROLLBACK TO held_script")
-                .and_then(|()| execute_control(conn, "RELEASE held_script"));
-            if let Err(u) = undone {
-                roll_back(conn);
-                let _ = job.reply.send(Err(error));
-                let again: Vec<Job> = done.into_iter().map(|(j, _)| j).chain(rest).collect();
-                return again_or_fail(again, &u);
+            // The transaction cannot go on: nothing of it stays. After a refusal of the
+            // file every script runs again; after a failure of the file or the disk, each
+            // is answered with it.
+            roll_back(conn);
+            let others = done.into_iter().map(|(j, _)| j);
+            if busy(&error) {
+                let again: Vec<Job> = others.chain(std::iter::once(job)).chain(rest).collect();
+                return again_or_fail(again, &error);
             }
-            done.push((job, Err(error)));
+            let failed = fail_all(others.chain(rest), &error);
+            let _ = job.reply.send(Err(error));
+            return failed;
         }
         if let Err(e) = execute_control(conn, "COMMIT") {
             roll_back(conn);
@@ -463,6 +477,56 @@ fn roll_back(conn: &rusqlite::Connection) -> bool {
     in_transaction
 }
 
+/// Run each part's statements (without the part's own `BEGIN` and `COMMIT`, see
+/// [`group_body`]) in the transaction already open.
+fn run_bodies(
+    conn: &rusqlite::Connection,
+    parts: &[(sqlx::SqlStr, Vec<AnyValueKind>)],
+    outcome: &mut Outcome,
+) -> Result<(), sqlx::Error> {
+    parts.iter().try_for_each(|(sql, args)| {
+        let body = group_body(sql.as_str()).unwrap_or_default();
+        run_statements(conn, &body, args, outcome)
+    })
+}
+
+/// Whether after `error` the open transaction cannot go on: SQLite ended it, or the file
+/// refused or failed (SQLite's advice after a full disk, an I/O error or no memory is to
+/// roll back), as opposed to a failure of the statement alone (a constraint, bad SQL).
+fn ends_transaction(conn: &rusqlite::Connection, error: &sqlx::Error) -> bool {
+    use rusqlite::ffi;
+    let primary = match error {
+        sqlx::Error::Database(d) => d
+            .code()
+            .and_then(|c| c.parse::<i32>().ok())
+            .map_or(ffi::SQLITE_ERROR, |c| c & 0xff),
+        _ => ffi::SQLITE_ERROR,
+    };
+    conn.is_autocommit()
+        || [
+            ffi::SQLITE_BUSY,
+            ffi::SQLITE_LOCKED,
+            ffi::SQLITE_FULL,
+            ffi::SQLITE_IOERR,
+            ffi::SQLITE_NOMEM,
+            ffi::SQLITE_INTERRUPT,
+            ffi::SQLITE_CORRUPT,
+            ffi::SQLITE_NOTADB,
+            ffi::SQLITE_READONLY,
+            ffi::SQLITE_CANTOPEN,
+            ffi::SQLITE_PROTOCOL,
+        ]
+        .contains(&primary)
+}
+
+/// Answer every job with `error` (a copy each); nothing to run again.
+fn fail_all(jobs: impl Iterator<Item = Job>, error: &sqlx::Error) -> Vec<Job> {
+    for job in jobs {
+        let _ = job.reply.send(Err(copy_error(error)));
+    }
+    Vec::new()
+}
+
 /// The jobs to run again after `error`: those still within their patience if it is a
 /// locked file; the others are answered with it.
 fn again_or_fail(jobs: Vec<Job>, error: &sqlx::Error) -> Vec<Job> {
@@ -488,14 +552,6 @@ fn copy_error(e: &sqlx::Error) -> sqlx::Error {
         sqlx::Error::PoolClosed => sqlx::Error::PoolClosed,
         other => sqlx::Error::Protocol(other.to_string()),
     }
-}
-
-/// The refusal of a file another connection holds, as SQLite reports it.
-fn busy_error() -> sqlx::Error {
-    sqlx::Error::Database(Box::new(SqliteFailure {
-        message: "database is locked".into(),
-        extended_code: rusqlite::ffi::SQLITE_BUSY,
-    }))
 }
 
 /// Whether SQLite refused for a lock another connection holds.
@@ -598,19 +654,42 @@ fn execute_control(conn: &rusqlite::Connection, sql: &str) -> Result<(), sqlx::E
         .map_err(|e| failure_sqlx(e, sql))
 }
 
-/// Whether a statement only reads or changes rows, and so may run inside a transaction
-/// the store opens (not `BEGIN` or `COMMIT` themselves, a `PRAGMA`, `VACUUM`, `ATTACH`…).
-fn data_statement(statement: &str) -> bool {
+/// The statement's first word (its letters up to the first other character).
+fn first_word(statement: &str) -> &str {
     let statement = statement.trim_start();
     let end = statement
         .find(|c: char| !c.is_ascii_alphabetic())
         .unwrap_or(statement.len());
-    let word = &statement[..end];
+    &statement[..end]
+}
+
+/// Whether a statement only reads or changes rows, and so may run inside a transaction
+/// the store opens (not `BEGIN` or `COMMIT` themselves, a `PRAGMA`, `VACUUM`, `ATTACH`…).
+fn data_statement(statement: &str) -> bool {
+    let word = first_word(statement);
     [
         "SELECT", "INSERT", "UPDATE", "DELETE", "REPLACE", "WITH", "VALUES",
     ]
     .iter()
     .any(|w| word.eq_ignore_ascii_case(w))
+}
+
+/// Whether a single writer runs these parts in a group: each of data statements only (see
+/// [`group_body`]) and one at least changing rows. A script that only reads commits
+/// nothing, and in a group it would wait for a write lock it does not need.
+fn groupable(parts: &[(sqlx::SqlStr, Vec<AnyValueKind>)]) -> bool {
+    let mut writes = false;
+    for (sql, _) in parts {
+        let Some(body) = group_body(sql.as_str()) else {
+            return false;
+        };
+        writes |= body.iter().map(|s| first_word(s)).any(|w| {
+            ["INSERT", "UPDATE", "DELETE", "REPLACE"]
+                .iter()
+                .any(|k| w.eq_ignore_ascii_case(k))
+        });
+    }
+    writes
 }
 
 /// The statements of a script that may run in a transaction the store opens: data

@@ -242,7 +242,7 @@ impl Database {
     /// [`Database::execute`] and the `fetch_*` methods go to `connections` connections of
     /// the handle's own (see `Held`), one statement at a time each; `pool()` still gives
     /// the pool. One held connection makes a single writer whose statements queue on a
-    /// lock in this process, and whose scripts of data statements waiting at the same time
+    /// lock in this process, and whose scripts that change rows waiting at the same time
     /// run as one transaction, each in a savepoint of its own (a constraint one violates
     /// undoes only its own statements; each answer is given once all have committed).
     /// Elsewhere (PostgreSQL, in-memory SQLite) the pool serves all.

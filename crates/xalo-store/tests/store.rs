@@ -624,8 +624,8 @@ async fn scripts_waiting_for_a_single_writer_commit_together_and_fail_alone() {
 }
 
 /// A task dropped while its script waits for a single writer (its request cancelled)
-/// strands no one: the scripts of the tasks still waiting are all answered, the leader's
-/// among them.
+/// strands no one: the scripts of the tasks still waiting are all answered, though the
+/// task that held the connection was dropped, and the dropped tasks' scripts do not run.
 #[tokio::test]
 async fn a_dropped_task_strands_no_script_of_a_single_writer() {
     let t = fresh().await;
@@ -663,8 +663,75 @@ async fn a_dropped_task_strands_no_script_of_a_single_writer() {
             .unwrap()
             .unwrap();
     }
-    for i in 1..5 {
-        assert_eq!(notes_titled(&t.db, &format!("d-{i}")).await, 1);
+    for i in 0..10 {
+        // A cancelled caller's script is not run, as before grouping.
+        let landed = i64::from((1..5).contains(&i));
+        assert_eq!(
+            notes_titled(&t.db, &format!("d-{i}")).await,
+            landed,
+            "d-{i}"
+        );
+    }
+}
+
+/// When the disk fills in the middle of a group, every script of it is answered (none
+/// waits for ever, none runs again and again), and exactly those answered Ok landed.
+#[tokio::test]
+async fn a_full_disk_in_a_group_answers_every_script_truly() {
+    let t = fresh().await;
+    if t.db.backend() != Backend::Sqlite {
+        return;
+    }
+    t.db.migrate("notes", &[NOTES_V1]).await.unwrap();
+    let writer = t.db.single_writer().await.unwrap();
+    let pages: i64 = writer
+        .fetch_one(sqlx::query("PRAGMA page_count"))
+        .await
+        .unwrap()
+        .get(0);
+    // Room for a few of the notes below, not for all: the disk "fills" midway.
+    writer
+        .execute(sqlx::query(sqlx::AssertSqlSafe(format!(
+            "PRAGMA max_page_count = {}",
+            pages + 12
+        ))))
+        .await
+        .unwrap();
+    let tasks: Vec<_> = (0..12)
+        .map(|i| {
+            let writer = writer.clone();
+            tokio::spawn(async move {
+                writer
+                    .execute(
+                        sqlx::query(
+                            "INSERT INTO note (title, body, pinned, at) VALUES ($1, $2, 0, 1)",
+                        )
+                        .bind(format!("f-{i}"))
+                        .bind(vec![7u8; 6000]),
+                    )
+                    .await
+            })
+        })
+        .collect();
+    let mut answered_ok = Vec::new();
+    let mut full = 0;
+    for (i, task) in tasks.into_iter().enumerate() {
+        match tokio::time::timeout(std::time::Duration::from_secs(5), task)
+            .await
+            .expect("a script was never answered")
+            .unwrap()
+        {
+            Ok(_) => answered_ok.push(i),
+            Err(e) => {
+                assert!(e.to_string().contains("full"), "{e}");
+                full += 1;
+            }
+        }
+    }
+    assert!(full > 0, "the disk never filled");
+    for i in 0..12 {
+        let landed = notes_titled(&t.db, &format!("f-{i}")).await;
+        assert_eq!(landed, i64::from(answered_ok.contains(&i)), "f-{i}");
     }
 }
 
