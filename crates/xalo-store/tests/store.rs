@@ -559,17 +559,52 @@ async fn a_held_script_of_plain_statements_is_one_transaction() {
     tx.commit().await.unwrap();
 }
 
+/// On SQLite (`None` elsewhere): a fresh database with the notes table, and a single
+/// writer on it.
+async fn notes_and_single_writer() -> Option<(TestDatabase, Database)> {
+    let t = fresh().await;
+    if t.db.backend() != Backend::Sqlite {
+        return None;
+    }
+    t.db.migrate("notes", &[NOTES_V1]).await.unwrap();
+    let writer = t.db.single_writer().await.unwrap();
+    Some((t, writer))
+}
+
+/// `count` tasks on this thread, each inserting the note `PREFIX-i` through `writer`.
+fn spawn_notes(
+    writer: &Database,
+    prefix: &str,
+    count: usize,
+    body: Vec<u8>,
+) -> Vec<tokio::task::JoinHandle<Result<sqlx::any::AnyQueryResult, sqlx::Error>>> {
+    (0..count)
+        .map(|i| {
+            let (writer, body) = (writer.clone(), body.clone());
+            let title = format!("{prefix}-{i}");
+            tokio::spawn(async move {
+                writer
+                    .execute(
+                        sqlx::query(
+                            "INSERT INTO note (title, body, pinned, at) VALUES ($1, $2, 0, 1)",
+                        )
+                        .bind(title)
+                        .bind(body),
+                    )
+                    .await
+            })
+        })
+        .collect()
+}
+
 /// Scripts that wait for a single writer at the same time run as one transaction, each in
 /// a savepoint: each gets its own answer (its rows, its own failure), a failing one undoes
 /// only its statements, and a script reads what it wrote.
 #[tokio::test]
 async fn scripts_waiting_for_a_single_writer_commit_together_and_fail_alone() {
-    let t = fresh().await;
-    if t.db.backend() != Backend::Sqlite {
+    let Some((t, writer)) = notes_and_single_writer().await else {
         return;
-    }
-    t.db.migrate("notes", &[NOTES_V1]).await.unwrap();
-    let writer = t.db.single_writer().await.unwrap();
+    };
     writer
         .execute(sqlx::query(
             "INSERT INTO note (title, body, pinned, at) VALUES ('n-3', x'00', 0, 0)",
@@ -628,27 +663,10 @@ async fn scripts_waiting_for_a_single_writer_commit_together_and_fail_alone() {
 /// task that held the connection was dropped, and the dropped tasks' scripts do not run.
 #[tokio::test]
 async fn a_dropped_task_strands_no_script_of_a_single_writer() {
-    let t = fresh().await;
-    if t.db.backend() != Backend::Sqlite {
+    let Some((t, writer)) = notes_and_single_writer().await else {
         return;
-    }
-    t.db.migrate("notes", &[NOTES_V1]).await.unwrap();
-    let writer = t.db.single_writer().await.unwrap();
-    let tasks: Vec<_> = (0..10)
-        .map(|i| {
-            let writer = writer.clone();
-            tokio::spawn(async move {
-                writer
-                    .execute(
-                        sqlx::query(
-                            "INSERT INTO note (title, body, pinned, at) VALUES ($1, x'01', 0, 1)",
-                        )
-                        .bind(format!("d-{i}")),
-                    )
-                    .await
-            })
-        })
-        .collect();
+    };
+    let tasks = spawn_notes(&writer, "d", 10, vec![1]);
     // On this one thread the first task now holds the connection, gathering the others.
     tokio::task::yield_now().await;
     for (i, task) in tasks.iter().enumerate() {
@@ -678,12 +696,9 @@ async fn a_dropped_task_strands_no_script_of_a_single_writer() {
 /// waits for ever, none runs again and again), and exactly those answered Ok landed.
 #[tokio::test]
 async fn a_full_disk_in_a_group_answers_every_script_truly() {
-    let t = fresh().await;
-    if t.db.backend() != Backend::Sqlite {
+    let Some((t, writer)) = notes_and_single_writer().await else {
         return;
-    }
-    t.db.migrate("notes", &[NOTES_V1]).await.unwrap();
-    let writer = t.db.single_writer().await.unwrap();
+    };
     let pages: i64 = writer
         .fetch_one(sqlx::query("PRAGMA page_count"))
         .await
@@ -697,22 +712,7 @@ async fn a_full_disk_in_a_group_answers_every_script_truly() {
         ))))
         .await
         .unwrap();
-    let tasks: Vec<_> = (0..12)
-        .map(|i| {
-            let writer = writer.clone();
-            tokio::spawn(async move {
-                writer
-                    .execute(
-                        sqlx::query(
-                            "INSERT INTO note (title, body, pinned, at) VALUES ($1, $2, 0, 1)",
-                        )
-                        .bind(format!("f-{i}"))
-                        .bind(vec![7u8; 6000]),
-                    )
-                    .await
-            })
-        })
-        .collect();
+    let tasks = spawn_notes(&writer, "f", 12, vec![7u8; 6000]);
     let mut answered_ok = Vec::new();
     let mut full = 0;
     for (i, task) in tasks.into_iter().enumerate() {
