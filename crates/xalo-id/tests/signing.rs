@@ -343,22 +343,32 @@ async fn unknown_clients_and_people_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_benchmark_runs_complete_flows_without_failures() {
-    let report = xalo_id::bench::run(&xalo_id::bench::BenchOptions {
-        clients: 4,
-        seconds: 1,
-    })
-    .await
-    .unwrap();
-    assert_eq!(report.failures, 0, "{:?}", report.first_failure);
-    assert!(report.logins > 0 && report.token_requests > 0, "{report:?}");
-    assert!(report.lines().last().unwrap().starts_with("id: "));
-    // Both the servers and the load generator used CPU while the logins ran, and the
-    // report tells them apart.
-    let cpu = report
-        .cpu_per_login
-        .expect("CPU time is read from /proc on Linux");
-    assert!(
-        cpu.servers > std::time::Duration::ZERO && cpu.clients > std::time::Duration::ZERO,
-        "{cpu:?}"
-    );
+    // With a nonce at every login (the default) and without (RFC 5019's profile).
+    for ocsp_nonce in [true, false] {
+        let report = xalo_id::bench::run(&xalo_id::bench::BenchOptions {
+            clients: 4,
+            seconds: 1,
+            ocsp_nonce,
+        })
+        .await
+        .unwrap();
+        assert_eq!(report.failures, 0, "{:?}", report.first_failure);
+        assert!(report.logins > 0 && report.token_requests > 0, "{report:?}");
+        let headline = report.lines().last().unwrap().clone();
+        assert!(headline.starts_with("id: "), "{headline}");
+        assert_eq!(
+            headline.contains("without a nonce"),
+            !ocsp_nonce,
+            "{headline}"
+        );
+        // Both the servers and the load generator used CPU while the logins ran, and the
+        // report tells them apart.
+        let cpu = report
+            .cpu_per_login
+            .expect("CPU time is read from /proc on Linux");
+        assert!(
+            cpu.servers > std::time::Duration::ZERO && cpu.clients > std::time::Duration::ZERO,
+            "{cpu:?}"
+        );
+    }
 }

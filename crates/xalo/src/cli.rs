@@ -513,6 +513,11 @@ enum BenchCommand {
         clients: usize,
         #[arg(long, default_value_t = 10)]
         seconds: u64,
+        /// Ask OCSP without a nonce (RFC 5019's profile for high volume: the responder
+        /// may answer from its cache), instead of the provider's default, a nonce at every
+        /// login.
+        #[arg(long)]
+        ocsp_without_nonce: bool,
     },
     /// Citizen portal: dossier submissions/s and p50/p99 per page with C concurrent
     /// simulated citizens over HTTP (each signed in once with Mobile-ID through OpenID
@@ -642,10 +647,19 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
             Ok(())
         }
         Command::Bench {
-            command: BenchCommand::Id { clients, seconds },
+            command:
+                BenchCommand::Id {
+                    clients,
+                    seconds,
+                    ocsp_without_nonce,
+                },
         } => {
-            let report =
-                xalo_id::bench::run(&xalo_id::bench::BenchOptions { clients, seconds }).await?;
+            let report = xalo_id::bench::run(&xalo_id::bench::BenchOptions {
+                clients,
+                seconds,
+                ocsp_nonce: !ocsp_without_nonce,
+            })
+            .await?;
             for line in report.lines() {
                 println!("{line}");
             }
