@@ -403,10 +403,7 @@ const GATHER_TURNS: usize = 4;
 
 async fn run(db: Database, mut rx: mpsc::Receiver<Job>, retention_days: Arc<AtomicU64>) {
     let mut last_sweep = tokio::time::Instant::now();
-    let writer = db.single_writer().await.unwrap_or_else(|e| {
-        tracing::warn!(error = %e, "the message log writes through the pool");
-        db.clone()
-    });
+    let writer = db.single_writer_or_pool("the message log").await;
     while let Some(first) = rx.recv().await {
         // Group commit without a fixed wait: take what has queued up meanwhile, after
         // letting the requests ready on this thread add theirs. An idle writer commits a

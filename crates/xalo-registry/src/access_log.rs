@@ -75,10 +75,7 @@ async fn run(db: Database, mut rx: mpsc::Receiver<Pending>) {
     // On a SQLite file the writer keeps a single held connection of its own (see
     // `Database::single_writer`): a group's statements run in this task, where a pooled
     // connection takes `BEGIN`, each INSERT and `COMMIT` to its worker thread and back.
-    let db = db.single_writer().await.unwrap_or_else(|e| {
-        tracing::warn!(error = %e, "the access log writes through the pool");
-        db
-    });
+    let db = db.single_writer_or_pool("the access log").await;
     while let Some(first) = rx.recv().await {
         let mut group = vec![first];
         let mut n = group[0].records.len();

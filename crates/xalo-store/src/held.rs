@@ -54,6 +54,9 @@ pub(crate) struct Held {
 /// A script waiting for a single writer's connection, and where its answer goes.
 struct Job {
     parts: Vec<(sqlx::SqlStr, Vec<AnyValueKind>)>,
+    /// Each part's statements to run (see [`group_body`]), as byte ranges of its SQL:
+    /// split once, when the script is queued.
+    bodies: Vec<Vec<std::ops::Range<usize>>>,
     limit: Option<usize>,
     /// Until when a locked file is waited for, as [`BUSY_PATIENCE`] says.
     deadline: Instant,
@@ -232,8 +235,10 @@ impl Held {
         parts: Vec<(sqlx::SqlStr, Vec<AnyValueKind>)>,
         limit: Option<usize>,
     ) -> Result<(Outcome, i64), sqlx::Error> {
-        if self.connections.len() == 1 && groupable(&parts) {
-            return self.run_grouped(parts, limit).await;
+        if self.connections.len() == 1
+            && let Some(bodies) = groupable(&parts)
+        {
+            return self.run_grouped(parts, bodies, limit).await;
         }
         let deadline = Instant::now() + BUSY_PATIENCE;
         let mut pause = Duration::from_millis(1);
@@ -277,11 +282,13 @@ impl Held {
     async fn run_grouped(
         &self,
         parts: Vec<(sqlx::SqlStr, Vec<AnyValueKind>)>,
+        bodies: Vec<Vec<std::ops::Range<usize>>>,
         limit: Option<usize>,
     ) -> Answer {
         let (reply, mut answer) = tokio::sync::oneshot::channel();
         self.queued()?.push_back(Job {
             parts,
+            bodies,
             limit,
             deadline: Instant::now() + BUSY_PATIENCE,
             reply,
@@ -342,13 +349,14 @@ impl Held {
                 return Vec::new();
             };
             let mut outcome = Outcome::new(job.limit);
-            let ran = match job.parts.as_slice() {
-                [(sql, args)] => run(conn, sql, args, &mut outcome),
-                // Parts run as they would in a group: their own `BEGIN`s and `COMMIT`s
-                // are the transaction's.
-                parts => execute_control(conn, "BEGIN IMMEDIATE")
-                    .and_then(|()| run_bodies(conn, parts, &mut outcome))
-                    .and_then(|()| execute_control(conn, "COMMIT")),
+            // Alone, a script runs as in a group without the savepoint; one statement
+            // commits by itself.
+            let ran = if job.bodies.iter().map(Vec::len).sum::<usize>() == 1 {
+                run_bodies(conn, &job, &mut outcome)
+            } else {
+                execute_control(conn, "BEGIN IMMEDIATE")
+                    .and_then(|()| run_bodies(conn, &job, &mut outcome))
+                    .and_then(|()| execute_control(conn, "COMMIT"))
             };
             self.wrote(outcome.writes);
             let error = match ran {
@@ -376,7 +384,7 @@ impl Held {
         while let Some(job) = rest.next() {
             let mut outcome = Outcome::new(job.limit);
             let ran = execute_control(conn, "SAVEPOINT held_script")
-                .and_then(|()| run_bodies(conn, &job.parts, &mut outcome))
+                .and_then(|()| run_bodies(conn, &job, &mut outcome))
                 .and_then(|()| execute_control(conn, "RELEASE held_script"));
             let error = match ran {
                 Ok(()) => {
@@ -477,17 +485,21 @@ fn roll_back(conn: &rusqlite::Connection) -> bool {
     in_transaction
 }
 
-/// Run each part's statements (without the part's own `BEGIN` and `COMMIT`, see
-/// [`group_body`]) in the transaction already open.
+/// Run each part's statements of `job` (without the part's own `BEGIN` and `COMMIT`, see
+/// [`group_body`]).
 fn run_bodies(
     conn: &rusqlite::Connection,
-    parts: &[(sqlx::SqlStr, Vec<AnyValueKind>)],
+    job: &Job,
     outcome: &mut Outcome,
 ) -> Result<(), sqlx::Error> {
-    parts.iter().try_for_each(|(sql, args)| {
-        let body = group_body(sql.as_str()).unwrap_or_default();
-        run_statements(conn, &body, args, outcome)
-    })
+    job.parts
+        .iter()
+        .zip(&job.bodies)
+        .try_for_each(|((sql, args), ranges)| {
+            let sql = sql.as_str();
+            let body: Vec<&str> = ranges.iter().filter_map(|r| sql.get(r.clone())).collect();
+            run_statements(conn, &body, args, outcome)
+        })
 }
 
 /// Whether after `error` the open transaction cannot go on: SQLite ended it, or the file
@@ -674,22 +686,28 @@ fn data_statement(statement: &str) -> bool {
     .any(|w| word.eq_ignore_ascii_case(w))
 }
 
-/// Whether a single writer runs these parts in a group: each of data statements only (see
-/// [`group_body`]) and one at least changing rows. A script that only reads commits
-/// nothing, and in a group it would wait for a write lock it does not need.
-fn groupable(parts: &[(sqlx::SqlStr, Vec<AnyValueKind>)]) -> bool {
+/// Each part's statements (as byte ranges of its SQL) if a single writer runs these parts
+/// in a group: each of data statements only (see [`group_body`]) and one at least
+/// changing rows. A script that only reads commits nothing, and in a group it would wait
+/// for a write lock it does not need.
+fn groupable(
+    parts: &[(sqlx::SqlStr, Vec<AnyValueKind>)],
+) -> Option<Vec<Vec<std::ops::Range<usize>>>> {
     let mut writes = false;
+    let mut bodies = Vec::with_capacity(parts.len());
     for (sql, _) in parts {
-        let Some(body) = group_body(sql.as_str()) else {
-            return false;
-        };
+        let sql = sql.as_str();
+        let body = group_body(sql)?;
         writes |= body.iter().map(|s| first_word(s)).any(|w| {
             ["INSERT", "UPDATE", "DELETE", "REPLACE"]
                 .iter()
                 .any(|k| w.eq_ignore_ascii_case(k))
         });
+        // Each statement is a slice of `sql`: where it starts, and its length.
+        let start = |s: &str| (s.as_ptr() as usize).saturating_sub(sql.as_ptr() as usize);
+        bodies.push(body.iter().map(|s| start(s)..start(s) + s.len()).collect());
     }
-    writes
+    writes.then_some(bodies)
 }
 
 /// The statements of a script that may run in a transaction the store opens: data

@@ -295,6 +295,15 @@ impl Database {
         Database::connect_held(&self.url, 1, options).await
     }
 
+    /// [`Database::single_writer`] for `who`, or this same handle (logged) if the writer
+    /// cannot be opened: a task's writes go on through the pool rather than stop.
+    pub async fn single_writer_or_pool(&self, who: &str) -> Database {
+        self.single_writer().await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "{who} writes through the pool");
+            self.clone()
+        })
+    }
+
     /// Run several statements as one transaction: on a held connection if the handle has
     /// them (in the calling task, the lock taken once), else on a pool connection.
     /// Returns the rows they changed together.
