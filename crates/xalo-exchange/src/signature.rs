@@ -102,24 +102,49 @@ pub fn verify(
     hash: &[u8],
     signature: &[u8],
 ) -> Result<(), Error> {
-    let cert = xalo_trust::authority::parse_certificate(certificate_der)
-        .map_err(|e| Error::new(ErrorCode::ExchCertificate, e.message))?;
-    let expected = member_identifier(member);
-    if organisation_identifier(&cert).as_deref() != Some(expected.as_str()) {
-        return Err(Error::new(
-            ErrorCode::ExchMessageSignature,
-            format!(
-                "the signing certificate is not {member}'s (expected organisation identifier {expected})"
-            ),
-        ));
+    SigningCertificate::parse(certificate_der)?.verify(member, hash, signature)
+}
+
+/// What checking a message signature needs of a signing certificate, parsed from it once.
+#[derive(Debug)]
+struct SigningCertificate {
+    organisation: Option<String>,
+    spki: x509_cert::spki::SubjectPublicKeyInfoOwned,
+    algorithm: x509_cert::spki::AlgorithmIdentifierOwned,
+}
+
+impl SigningCertificate {
+    fn parse(der: &[u8]) -> Result<SigningCertificate, Error> {
+        let cert = xalo_trust::authority::parse_certificate(der)
+            .map_err(|e| Error::new(ErrorCode::ExchCertificate, e.message))?;
+        let organisation = organisation_identifier(&cert);
+        let spki = cert.tbs_certificate.subject_public_key_info;
+        Ok(SigningCertificate {
+            organisation,
+            algorithm: algorithm_of(&spki)?,
+            spki,
+        })
     }
-    let spki = &cert.tbs_certificate.subject_public_key_info;
-    xalo_trust::key::verify_signature(spki, &algorithm_of(spki)?, hash, signature).map_err(|_| {
-        Error::new(
-            ErrorCode::ExchMessageSignature,
-            format!("the message signature of {member} does not verify"),
+
+    fn verify(&self, member: &MemberId, hash: &[u8], signature: &[u8]) -> Result<(), Error> {
+        let expected = member_identifier(member);
+        if self.organisation.as_deref() != Some(expected.as_str()) {
+            return Err(Error::new(
+                ErrorCode::ExchMessageSignature,
+                format!(
+                    "the signing certificate is not {member}'s (expected organisation identifier {expected})"
+                ),
+            ));
+        }
+        xalo_trust::key::verify_signature(&self.spki, &self.algorithm, hash, signature).map_err(
+            |_| {
+                Error::new(
+                    ErrorCode::ExchMessageSignature,
+                    format!("the message signature of {member} does not verify"),
+                )
+            },
         )
-    })
+    }
 }
 
 /// Where a message's hash sits in the batch whose root was signed: leaf `index` of a tree
@@ -314,7 +339,13 @@ fn stopped() -> Error {
 #[derive(Debug, Default)]
 pub struct VerifiedSignatures {
     seen: std::sync::Mutex<std::collections::HashMap<[u8; 32], std::time::Instant>>,
+    /// Signing certificates parsed already, by their DER: a member signs every batch with
+    /// the same one.
+    certificates: std::sync::Mutex<std::collections::HashMap<Vec<u8>, Arc<SigningCertificate>>>,
 }
+
+/// Bound [`VerifiedSignatures`]' certificates (a nation's members, each with a few).
+const CERTIFICATES_KEPT: usize = 10_000;
 
 impl VerifiedSignatures {
     fn key(
@@ -367,7 +398,8 @@ impl VerifiedSignatures {
         {
             return Ok(());
         }
-        verify(certificate_der, member, &batch_statement(&root), signature)?;
+        self.certificate(certificate_der)?
+            .verify(member, &batch_statement(&root), signature)?;
         if let Ok(mut seen) = self.seen.lock() {
             if seen.len() >= 100_000 {
                 seen.clear();
@@ -375,6 +407,22 @@ impl VerifiedSignatures {
             seen.insert(key, std::time::Instant::now());
         }
         Ok(())
+    }
+
+    fn certificate(&self, der: &[u8]) -> Result<Arc<SigningCertificate>, Error> {
+        if let Ok(known) = self.certificates.lock()
+            && let Some(c) = known.get(der)
+        {
+            return Ok(c.clone());
+        }
+        let parsed = Arc::new(SigningCertificate::parse(der)?);
+        if let Ok(mut known) = self.certificates.lock() {
+            if known.len() >= CERTIFICATES_KEPT {
+                known.clear();
+            }
+            known.insert(der.to_vec(), parsed.clone());
+        }
+        Ok(parsed)
     }
 }
 

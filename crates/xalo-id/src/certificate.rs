@@ -14,7 +14,7 @@ use tokio::sync::OnceCell;
 use x509_cert::Certificate;
 use xalo_core::{Error, ErrorCode, PersonalCode};
 use xalo_trust::chain::{TrustAnchors, verify_path_cached};
-use xalo_trust::ocsp::{Asking, CertificateStatus, VerifiedAnswers};
+use xalo_trust::ocsp::{Asking, CertificateStatus, Parsed, VerifiedAnswers};
 
 use crate::identity::person_of_certificate;
 
@@ -22,13 +22,20 @@ use crate::identity::person_of_certificate;
 pub struct CertificateCheck {
     trust_url: String,
     http: reqwest::Client,
-    cas: OnceCell<(TrustAnchors, Vec<u8>)>,
+    cas: OnceCell<Authorities>,
     reuse: Duration,
     asking: Asking,
     /// OCSP answers whose signatures were verified (the responder repeats cached answers).
     verified: VerifiedAnswers,
     /// Certificates found good, by the SHA-256 of their DER, until when.
     good: Mutex<HashMap<[u8; 32], (Instant, CertifiedPerson)>>,
+}
+
+/// The national root (as anchor) and the persons CA, as bytes and parsed once.
+pub struct Authorities {
+    pub anchors: TrustAnchors,
+    pub persons: Vec<u8>,
+    persons_parsed: Certificate,
 }
 
 /// Bound the cache so a flood of distinct certificates cannot grow memory without end.
@@ -100,12 +107,18 @@ impl CertificateCheck {
     }
 
     /// The national root (as anchor) and the persons CA.
-    pub async fn authorities(&self) -> Result<&(TrustAnchors, Vec<u8>), Error> {
+    pub async fn authorities(&self) -> Result<&Authorities, Error> {
         self.cas
             .get_or_try_init(|| async {
                 let root = self.fetch("root").await?;
                 let persons = self.fetch("persons").await?;
-                Ok((TrustAnchors::new(vec![root]), persons))
+                let persons_parsed = Certificate::from_der(&persons)
+                    .map_err(|e| bad(format!("the persons CA's certificate: {e}")))?;
+                Ok(Authorities {
+                    anchors: TrustAnchors::new(vec![root]),
+                    persons,
+                    persons_parsed,
+                })
             })
             .await
     }
@@ -139,7 +152,11 @@ impl CertificateCheck {
     /// Check `der` with the responder; returns the person and until when the answer may
     /// be reused, if at all.
     async fn check_now(&self, der: &[u8]) -> Result<(CertifiedPerson, Option<Instant>), Error> {
-        let (anchors, persons) = self.authorities().await?;
+        let Authorities {
+            anchors,
+            persons,
+            persons_parsed,
+        } = self.authorities().await?;
         let certificate =
             Certificate::from_der(der).map_err(|e| bad(format!("certificate: {e}")))?;
         // A card's path is the same at every login: verified once for a while, for exactly
@@ -159,11 +176,22 @@ impl CertificateCheck {
         let issuer = path
             .issuer()
             .ok_or_else(|| bad("the certificate has no issuer in the path"))?;
+        // The path ends in the persons CA, parsed once; another issuer is parsed here.
+        let other;
+        let issuer = if issuer == persons.as_slice() {
+            persons_parsed
+        } else {
+            other = Certificate::from_der(issuer).map_err(|e| bad(format!("issuer: {e}")))?;
+            &other
+        };
         let asked = (Instant::now(), SystemTime::now());
-        let (_, answer) = xalo_trust::ocsp::query_with(
+        let (_, answer) = xalo_trust::ocsp::query_parsed(
             &self.http,
             None,
-            der,
+            Parsed {
+                der,
+                certificate: &certificate,
+            },
             issuer,
             anchors,
             self.asking,

@@ -121,9 +121,9 @@ async fn start(
             "the operator's certificate names another person",
         ));
     }
-    let (anchors, persons_ca) = checker.authorities().await?;
-    let mut chain = vec![persons_ca.clone()];
-    chain.extend(anchors.roots().iter().cloned());
+    let authorities = checker.authorities().await?;
+    let mut chain = vec![authorities.persons.clone()];
+    chain.extend(authorities.anchors.roots().iter().cloned());
     let pending =
         xalo_trust::container::prepare(existing.as_deref(), files, &cert, &chain, &inner.http)
             .await?;

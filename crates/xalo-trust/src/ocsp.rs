@@ -4,8 +4,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
+use der::Decode;
 use der::asn1::{BitString, GeneralizedTime, Null, ObjectIdentifier as Oid, OctetString};
-use der::{Decode, Encode};
 use serde::{Deserialize, Serialize};
 use x509_cert::Certificate;
 use x509_cert::ext::Extension;
@@ -100,6 +100,101 @@ pub struct OcspResponder {
     pki: Pki,
     settings: OcspSettings,
     cache: Mutex<HashMap<Vec<u8>, CachedAnswer>>,
+    /// Per authority, in [`AuthorityName::ALL`]'s order.
+    issuers: Vec<Issuer>,
+}
+
+/// What the responder compares and sends for one authority, worked out once rather than
+/// at every question: a request names its issuer by digests of the issuer's name and key,
+/// and every answer of the authority carries the same responder ID and certificates.
+struct Issuer {
+    name: AuthorityName,
+    name_der: Vec<u8>,
+    key: Vec<u8>,
+    /// The SHA-1 digests of the name and key, as openssl and browsers ask.
+    sha1: (Vec<u8>, Vec<u8>),
+    /// The responder's key ID (SHA-1 of its public key).
+    responder_key_hash: Vec<u8>,
+    /// Serials of the authority's own service certificates, good without the register.
+    own_serials: Vec<String>,
+    /// `[0] EXPLICIT SEQUENCE OF Certificate`: the responder's certificate, then the
+    /// issuing CA's (below the root), as encoded once.
+    certs: Vec<u8>,
+}
+
+impl Issuer {
+    fn new(pki: &Pki, name: AuthorityName) -> Result<Issuer, Error> {
+        let ca = pki.authority(name);
+        let name_der = to_der(&ca.certificate.tbs_certificate.subject)?;
+        let key = ca
+            .certificate
+            .tbs_certificate
+            .subject_public_key_info
+            .subject_public_key
+            .raw_bytes()
+            .to_vec();
+        let signer = pki.ocsp_signer(name);
+        // The authorities' own service certificates are not in the issued table.
+        let own: Vec<&crate::Signer> = match name {
+            AuthorityName::Root => vec![
+                pki.authority(AuthorityName::Organisations),
+                pki.authority(AuthorityName::Persons),
+                pki.ocsp_signer(AuthorityName::Root),
+            ],
+            AuthorityName::Organisations => vec![
+                pki.ocsp_signer(AuthorityName::Organisations),
+                pki.tsa_signer(),
+            ],
+            AuthorityName::Persons => vec![pki.ocsp_signer(AuthorityName::Persons)],
+        };
+        let mut chain = signer.certificate_der.clone();
+        if name != AuthorityName::Root {
+            chain.extend_from_slice(&ca.certificate_der);
+        }
+        let certs = tlv(
+            der::Tag::ContextSpecific {
+                constructed: true,
+                number: der::TagNumber::N0,
+            },
+            &tlv(der::Tag::Sequence, &chain)?,
+        )?;
+        Ok(Issuer {
+            name,
+            sha1: (sha1(&name_der), sha1(&key)),
+            name_der,
+            key,
+            responder_key_hash: sha1(
+                signer
+                    .certificate
+                    .tbs_certificate
+                    .subject_public_key_info
+                    .subject_public_key
+                    .raw_bytes(),
+            ),
+            own_serials: own.iter().map(|s| serial_hex(&s.certificate)).collect(),
+            certs,
+        })
+    }
+
+    /// Whether `id` names this issuer.
+    fn named_by(&self, id: &CertId) -> bool {
+        let (name_hash, key_hash) = (
+            id.issuer_name_hash.as_bytes(),
+            id.issuer_key_hash.as_bytes(),
+        );
+        if id.hash_algorithm.oid == oid::SHA1 {
+            return self.sha1.0 == name_hash && self.sha1.1 == key_hash;
+        }
+        hash_for(&id.hash_algorithm.oid, &self.name_der).as_deref() == Some(name_hash)
+            && hash_for(&id.hash_algorithm.oid, &self.key).as_deref() == Some(key_hash)
+    }
+}
+
+/// One DER element: `tag`, its length, `content`.
+fn tlv(tag: der::Tag, content: &[u8]) -> Result<Vec<u8>, Error> {
+    let any = der::asn1::AnyRef::new(tag, content)
+        .map_err(|e| Error::new(ErrorCode::Internal, format!("DER element: {e}")))?;
+    to_der(&any)
 }
 
 const CACHE_LIMIT: usize = 100_000;
@@ -108,50 +203,29 @@ const CACHE_LIMIT: usize = 100_000;
 type CachedAnswer = (Instant, Vec<CertStatus>, std::sync::Arc<Vec<u8>>);
 
 impl OcspResponder {
-    pub fn new(pki: Pki, settings: OcspSettings) -> Self {
-        OcspResponder {
+    pub fn new(pki: Pki, settings: OcspSettings) -> Result<Self, Error> {
+        let issuers = AuthorityName::ALL
+            .into_iter()
+            .map(|a| Issuer::new(&pki, a))
+            .collect::<Result<_, _>>()?;
+        Ok(OcspResponder {
             pki,
             settings,
             cache: Mutex::new(HashMap::new()),
-        }
-    }
-
-    fn authority_for(&self, id: &CertId) -> Option<AuthorityName> {
-        AuthorityName::ALL.into_iter().find(|a| {
-            let ca = &self.pki.authority(*a).certificate;
-            let Ok(name) = ca.tbs_certificate.subject.to_der() else {
-                return false;
-            };
-            let key = ca
-                .tbs_certificate
-                .subject_public_key_info
-                .subject_public_key
-                .raw_bytes();
-            hash_for(&id.hash_algorithm.oid, &name).as_deref()
-                == Some(id.issuer_name_hash.as_bytes())
-                && hash_for(&id.hash_algorithm.oid, key).as_deref()
-                    == Some(id.issuer_key_hash.as_bytes())
+            issuers,
         })
     }
 
-    async fn status(&self, authority: AuthorityName, id: &CertId) -> Result<CertStatus, Error> {
+    fn issuer_of(&self, id: &CertId) -> Option<&Issuer> {
+        self.issuers.iter().find(|i| i.named_by(id))
+    }
+
+    async fn status(&self, issuer: &Issuer, id: &CertId) -> Result<CertStatus, Error> {
         let serial = hex::encode(id.serial_number.as_bytes());
-        // The authorities' own service certificates are not in the issued table.
-        let own: Vec<&crate::Signer> = match authority {
-            AuthorityName::Root => vec![
-                self.pki.authority(AuthorityName::Organisations),
-                self.pki.authority(AuthorityName::Persons),
-                self.pki.ocsp_signer(AuthorityName::Root),
-            ],
-            AuthorityName::Organisations => vec![
-                self.pki.ocsp_signer(AuthorityName::Organisations),
-                self.pki.tsa_signer(),
-            ],
-            AuthorityName::Persons => vec![self.pki.ocsp_signer(AuthorityName::Persons)],
-        };
-        if own.iter().any(|s| serial_hex(&s.certificate) == serial) {
+        if issuer.own_serials.contains(&serial) {
             return Ok(CertStatus::good());
         }
+        let authority = issuer.name;
         match store::find_optional(self.pki.database(), &serial).await? {
             Some(r) if r.authority == authority => match (r.revoked_unix, r.revocation_reason) {
                 (Some(at), reason) => Ok(CertStatus::revoked(RevokedInfo {
@@ -190,15 +264,28 @@ impl OcspResponder {
         } else {
             None
         };
-        let first_authority = tbs
+        let named: Vec<Option<&Issuer>> = tbs
             .request_list
             .iter()
-            .find_map(|r| self.authority_for(&r.req_cert));
-        let authority = first_authority.unwrap_or(AuthorityName::Root);
+            .map(|r| self.issuer_of(&r.req_cert))
+            .collect();
+        let Some(issuer) = named
+            .iter()
+            .flatten()
+            .next()
+            .copied()
+            .or_else(|| self.issuers.first())
+        else {
+            return Err(Error::new(
+                ErrorCode::Internal,
+                "the responder has no authority",
+            ));
+        };
+        let authority = issuer.name;
         let mut statuses = Vec::with_capacity(tbs.request_list.len());
-        for Request { req_cert, .. } in &tbs.request_list {
-            statuses.push(match self.authority_for(req_cert) {
-                Some(a) if a == authority => self.status(a, req_cert).await?,
+        for (Request { req_cert, .. }, named) in tbs.request_list.iter().zip(&named) {
+            statuses.push(match named {
+                Some(i) if i.name == authority => self.status(i, req_cert).await?,
                 _ => CertStatus::unknown(),
             });
         }
@@ -226,41 +313,32 @@ impl OcspResponder {
             });
         }
         let signer = self.pki.ocsp_signer(authority);
-        let key_hash = sha1(
-            signer
-                .certificate
-                .tbs_certificate
-                .subject_public_key_info
-                .subject_public_key
-                .raw_bytes(),
-        );
         let data = ResponseData {
             version: Version::V1,
             responder_id: ResponderId::ByKey(
-                OctetString::new(key_hash)
+                OctetString::new(issuer.responder_key_hash.clone())
                     .map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?,
             ),
             produced_at: ocsp_time(now)?,
             responses,
             response_extensions: nonce.map(|n| vec![n]),
         };
-        let signature = signer.key.sign(&to_der(&data)?)?;
-        let mut certs = vec![signer.certificate.clone()];
-        if authority != AuthorityName::Root {
-            certs.push(self.pki.authority(authority).certificate.clone());
-        }
-        let basic = BasicOcspResponse {
-            tbs_response_data: data,
-            signature_algorithm: signer.key.signature_algorithm(),
-            signature: BitString::from_bytes(&signature)
+        let tbs_der = to_der(&data)?;
+        let signature = signer.key.sign(&tbs_der)?;
+        // BasicOCSPResponse, put together from its encoded parts: the certificates are
+        // the same in every answer and were encoded once.
+        let mut basic = tbs_der;
+        basic.extend_from_slice(&to_der(&signer.key.signature_algorithm())?);
+        basic.extend_from_slice(&to_der(
+            &BitString::from_bytes(&signature)
                 .map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?,
-            certs: Some(certs),
-        };
+        )?);
+        basic.extend_from_slice(&issuer.certs);
         let der = to_der(&OcspResponse {
             response_status: OcspResponseStatus::Successful,
             response_bytes: Some(ResponseBytes {
                 response_type: ID_PKIX_OCSP_BASIC,
-                response: OctetString::new(to_der(&basic)?)
+                response: OctetString::new(tlv(der::Tag::Sequence, &basic)?)
                     .map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?,
             }),
         })?;
@@ -372,6 +450,40 @@ pub fn verify_basic(
     issuer: &Certificate,
     anchors: &TrustAnchors,
 ) -> Result<StatusAnswer, Error> {
+    let (status, this_update, next_update) = check_basic(basic, cert, issuer, anchors)?;
+    Ok(StatusAnswer {
+        status,
+        produced_at: basic.tbs_response_data.produced_at.0.to_system_time(),
+        this_update,
+        next_update,
+        basic: basic.clone(),
+    })
+}
+
+/// [`verify_basic`] of a response the caller gives up, which becomes the answer's.
+fn verify_basic_owned(
+    basic: BasicOcspResponse,
+    cert: &Certificate,
+    issuer: &Certificate,
+    anchors: &TrustAnchors,
+) -> Result<StatusAnswer, Error> {
+    let (status, this_update, next_update) = check_basic(&basic, cert, issuer, anchors)?;
+    Ok(StatusAnswer {
+        status,
+        produced_at: basic.tbs_response_data.produced_at.0.to_system_time(),
+        this_update,
+        next_update,
+        basic,
+    })
+}
+
+/// What [`verify_basic`] checks; the status and the single response's validity.
+fn check_basic(
+    basic: &BasicOcspResponse,
+    cert: &Certificate,
+    issuer: &Certificate,
+    anchors: &TrustAnchors,
+) -> Result<(CertificateStatus, SystemTime, Option<SystemTime>), Error> {
     let bad = |m: String| Error::new(ErrorCode::TrustNoRevocationData, m);
     let tbs = to_der(&basic.tbs_response_data)?;
     let signature = basic.signature.raw_bytes();
@@ -442,18 +554,15 @@ pub fn verify_basic(
             return Err(not_authorised());
         }
     }
-    let wanted = cert_id(cert, issuer)?;
+    let serial = &cert.tbs_certificate.serial_number;
+    let issuer_name = to_der(&issuer.tbs_certificate.subject)?;
     let single = basic
         .tbs_response_data
         .responses
         .iter()
         .find(|r| {
-            r.cert_id.serial_number == wanted.serial_number
-                && hash_for(
-                    &r.cert_id.hash_algorithm.oid,
-                    &to_der(&issuer.tbs_certificate.subject).unwrap_or_default(),
-                )
-                .as_deref()
+            r.cert_id.serial_number == *serial
+                && hash_for(&r.cert_id.hash_algorithm.oid, &issuer_name).as_deref()
                     == Some(r.cert_id.issuer_name_hash.as_bytes())
         })
         .ok_or_else(|| bad("the OCSP response is about another certificate".into()))?;
@@ -465,13 +574,11 @@ pub fn verify_basic(
         },
         CertStatus::Unknown(_) => CertificateStatus::Unknown,
     };
-    Ok(StatusAnswer {
+    Ok((
         status,
-        produced_at: basic.tbs_response_data.produced_at.0.to_system_time(),
-        this_update: single.this_update.0.to_system_time(),
-        next_update: single.next_update.map(|t| t.0.to_system_time()),
-        basic: basic.clone(),
-    })
+        single.this_update.0.to_system_time(),
+        single.next_update.map(|t| t.0.to_system_time()),
+    ))
 }
 
 /// How a relying party asks a responder and which answers it takes.
@@ -558,9 +665,43 @@ pub async fn query_with(
 ) -> Result<(Vec<u8>, StatusAnswer), Error> {
     let cert = parse_certificate(cert_der)?;
     let issuer = parse_certificate(issuer_der)?;
+    query_parsed(
+        http,
+        url,
+        Parsed {
+            der: cert_der,
+            certificate: &cert,
+        },
+        &issuer,
+        anchors,
+        asking,
+        verified,
+    )
+    .await
+}
+
+/// A certificate's DER and its parsed form, for a caller that holds both.
+#[derive(Debug, Clone, Copy)]
+pub struct Parsed<'a> {
+    pub der: &'a [u8],
+    pub certificate: &'a Certificate,
+}
+
+/// [`query_with`] for a certificate and issuer the caller has parsed already (a relying
+/// party asks about many certificates of the same few issuers).
+pub async fn query_parsed(
+    http: &reqwest::Client,
+    url: Option<&str>,
+    cert: Parsed<'_>,
+    issuer: &Certificate,
+    anchors: &TrustAnchors,
+    asking: Asking,
+    verified: Option<&VerifiedAnswers>,
+) -> Result<(Vec<u8>, StatusAnswer), Error> {
+    let (cert_der, cert) = (cert.der, cert.certificate);
     let url = match url {
         Some(u) => u.to_owned(),
-        None => crate::chain::ocsp_url(&cert).ok_or_else(|| {
+        None => crate::chain::ocsp_url(cert).ok_or_else(|| {
             Error::new(
                 ErrorCode::TrustNoRevocationData,
                 "the certificate names no OCSP responder",
@@ -572,7 +713,7 @@ pub async fn query_with(
     } else {
         None
     };
-    let body = request_for(&cert, &issuer, nonce.clone())?;
+    let body = request_for(cert, issuer, nonce.clone())?;
     let response = http
         .post(&url)
         .header("content-type", "application/ocsp-request")
@@ -594,7 +735,7 @@ pub async fn query_with(
         Some(answer) => answer,
         None => {
             let basic = basic_response(&bytes)?;
-            verify_basic(&basic, &cert, &issuer, anchors)?
+            verify_basic_owned(basic, cert, issuer, anchors)?
         }
     };
     check_fresh(&answer, nonce.as_ref(), asking.max_age, SystemTime::now())?;

@@ -104,7 +104,7 @@ pub async fn serve_with(
         crate::registration::TrustRoleSettings::load(&config)?.registration_authorities;
     let health = pki.database().health_check();
     let state = AppState {
-        ocsp: Arc::new(OcspResponder::new(pki.clone(), settings.ocsp.clone())),
+        ocsp: Arc::new(OcspResponder::new(pki.clone(), settings.ocsp.clone())?),
         tsa: Arc::new(TimeStampAuthority::new(pki.clone(), &settings.tsa)?),
         pki,
     };

@@ -32,24 +32,24 @@ async fn openssl_ocsp_sees_good_then_revoked() {
     let trust_dir = server.dir.path().join("trust");
     std::fs::write(trust_dir.join("seal.pem"), issued.certificate_pem()).unwrap();
     let url = format!("{}/ocsp", server.handle.url());
-    let ask = || {
-        ok(&openssl(
-            &trust_dir,
-            &[
-                "ocsp",
-                "-issuer",
-                "organisations.pem",
-                "-cert",
-                "seal.pem",
-                "-url",
-                &url,
-                "-CAfile",
-                "root.pem",
-                "-resp_text",
-            ],
-        ))
+    // Asked as openssl asks by default (CertID by SHA-1), or by the digest given.
+    let ask = |digest: Option<&str>| {
+        let mut args = vec!["ocsp"];
+        args.extend(digest);
+        args.extend([
+            "-issuer",
+            "organisations.pem",
+            "-cert",
+            "seal.pem",
+            "-url",
+            &url,
+            "-CAfile",
+            "root.pem",
+            "-resp_text",
+        ]);
+        ok(&openssl(&trust_dir, &args))
     };
-    let text = ask();
+    let text = ask(None);
     assert!(text.contains("seal.pem: good"), "{text}");
     assert!(text.contains("Response verify OK"), "{text}");
     assert!(text.contains("Next Update"), "{text}");
@@ -58,10 +58,15 @@ async fn openssl_ocsp_sees_good_then_revoked() {
     pki.revoke(&issued.record.serial, RevocationReason::KeyCompromise, None)
         .await
         .unwrap();
-    let text = ask();
+    let text = ask(None);
     assert!(text.contains("seal.pem: revoked"), "{text}");
     assert!(text.contains("Reason: keyCompromise"), "{text}");
     assert!(text.contains("Revocation Time"), "{text}");
+    // The issuer named by SHA-256 digests of its name and key, not openssl's SHA-1.
+    let text = ask(Some("-sha256"));
+    assert!(text.contains("Hash Algorithm: sha256"), "{text}");
+    assert!(text.contains("seal.pem: revoked"), "{text}");
+    assert!(text.contains("Response verify OK"), "{text}");
 
     // Unknown serial; and the issuing CA's own status, answered under the root.
     ok(&openssl(
