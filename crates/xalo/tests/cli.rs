@@ -208,7 +208,8 @@ mod cli {
 }
 
 /// The exchange benchmark as documented, briefly: each gateway in a process of this
-/// binary, their memory and their CPU time per round trip reported beside the headline.
+/// binary, their memory and their CPU time per round trip reported beside the headline,
+/// and both paths again at an offered rate.
 #[test]
 fn the_exchange_benchmark_reports_the_gateways_memory_and_cpu() {
     // With other members in the registry, which every message's lookups pass over.
@@ -221,7 +222,7 @@ fn the_exchange_benchmark_reports_the_gateways_memory_and_cpu() {
             "--concurrency",
             "4",
             "--rate",
-            "0",
+            "200",
             "--members",
             "100",
         ])
@@ -246,8 +247,14 @@ fn the_exchange_benchmark_reports_the_gateways_memory_and_cpu() {
         headline.ends_with(", 100 other members registered"),
         "{text}"
     );
+    assert!(headline.contains("; at 200/s offered p50 +"), "{text}");
+    // Saturation, then the offered rate: each the backend directly and through both.
     let measured: Vec<&str> = text.lines().filter(|l| l.ends_with(" errors)")).collect();
-    assert_eq!(measured.len(), 2, "{text}");
+    assert_eq!(measured.len(), 4, "{text}");
+    assert!(
+        measured.iter().all(|l| l.contains("(1000 requests, ")),
+        "every scheduled request is sent and counted: {text}"
+    );
     assert!(
         measured.iter().all(|l| l.ends_with(", 0 errors)")),
         "{text}"
