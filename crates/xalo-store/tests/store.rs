@@ -891,3 +891,48 @@ async fn value_rows_bind_many_rows_in_order() {
         .get(0);
     assert_eq!(n, rows as i64);
 }
+
+/// Under steady writing through a single writer, checkpoints keep up and SQLite starts the
+/// write-ahead log over: it stays the size of the writes between two checkpoints instead of
+/// growing by every commit for as long as the load lasts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_writer_under_steady_load_keeps_its_log_small() {
+    let Some((t, writer)) = notes_and_single_writer().await else {
+        return;
+    };
+    let (writers, each, body) = (12, 1000, vec![7u8; 2048]);
+    let tasks: Vec<_> = (0..writers)
+        .map(|w| {
+            let (writer, body) = (writer.clone(), body.clone());
+            tokio::spawn(async move {
+                for i in 0..each {
+                    writer
+                        .execute(
+                            sqlx::query(
+                                "INSERT INTO note (title, body, pinned, at) VALUES ($1, $2, 0, 1)",
+                            )
+                            .bind(format!("steady-{w}-{i}"))
+                            .bind(body.clone()),
+                        )
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let (count,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM note")
+        .fetch_one(t.db.pool())
+        .await
+        .unwrap();
+    assert_eq!(count, (writers * each) as i64);
+    let written = writers * each * body.len();
+    let file = t.url().trim_start_matches("sqlite://").to_owned();
+    let log = std::fs::metadata(format!("{file}-wal")).unwrap().len() as usize;
+    assert!(
+        log < written / 4,
+        "the log holds {log} bytes after {written} bytes of rows were written: it was not started over"
+    );
+}
