@@ -157,8 +157,7 @@ impl CertificateCheck {
             persons,
             persons_parsed,
         } = self.authorities().await?;
-        let certificate =
-            Certificate::from_der(der).map_err(|e| bad(format!("certificate: {e}")))?;
+        let certificate = Parsed::new(der).map_err(|e| bad(e.message))?;
         // A card's path is the same at every login: verified once for a while, for exactly
         // these bytes and only while every certificate in it is valid. OCSP is still asked.
         let path = verify_path_cached(
@@ -188,10 +187,7 @@ impl CertificateCheck {
         let (_, answer) = xalo_trust::ocsp::query_parsed(
             &self.http,
             None,
-            Parsed {
-                der,
-                certificate: &certificate,
-            },
+            &certificate,
             issuer,
             anchors,
             self.asking,
@@ -205,11 +201,12 @@ impl CertificateCheck {
             CertificateStatus::Revoked { .. } => return Err(bad("the certificate is revoked")),
             CertificateStatus::Unknown => return Err(bad("the certificate's status is unknown")),
         }
-        let (code, given_name, surname) = person_of_certificate(&certificate)?;
+        let (code, given_name, surname) = person_of_certificate(certificate.certificate())?;
         // Reuse ends at the earliest of: the configured reuse, the answer's nextUpdate
         // (of every response in it), the certificate's notAfter.
         let mut ends = vec![
             certificate
+                .certificate()
                 .tbs_certificate
                 .validity
                 .not_after
@@ -235,7 +232,7 @@ impl CertificateCheck {
             code,
             given_name,
             surname,
-            certificate,
+            certificate: certificate.into_certificate(),
         };
         Ok((person, until))
     }

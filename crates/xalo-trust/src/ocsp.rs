@@ -663,28 +663,38 @@ pub async fn query_with(
     asking: Asking,
     verified: Option<&VerifiedAnswers>,
 ) -> Result<(Vec<u8>, StatusAnswer), Error> {
-    let cert = parse_certificate(cert_der)?;
+    let cert = Parsed::new(cert_der)?;
     let issuer = parse_certificate(issuer_der)?;
-    query_parsed(
-        http,
-        url,
-        Parsed {
-            der: cert_der,
-            certificate: &cert,
-        },
-        &issuer,
-        anchors,
-        asking,
-        verified,
-    )
-    .await
+    query_parsed(http, url, &cert, &issuer, anchors, asking, verified).await
 }
 
-/// A certificate's DER and its parsed form, for a caller that holds both.
-#[derive(Debug, Clone, Copy)]
+/// A certificate's DER and its parsed form, made together so that they always agree
+/// (verified answers are remembered by the DER, checked against the parsed form).
+#[derive(Debug, Clone)]
 pub struct Parsed<'a> {
-    pub der: &'a [u8],
-    pub certificate: &'a Certificate,
+    der: &'a [u8],
+    certificate: Certificate,
+}
+
+impl<'a> Parsed<'a> {
+    pub fn new(der: &'a [u8]) -> Result<Parsed<'a>, Error> {
+        Ok(Parsed {
+            der,
+            certificate: parse_certificate(der)?,
+        })
+    }
+
+    pub fn der(&self) -> &'a [u8] {
+        self.der
+    }
+
+    pub fn certificate(&self) -> &Certificate {
+        &self.certificate
+    }
+
+    pub fn into_certificate(self) -> Certificate {
+        self.certificate
+    }
 }
 
 /// [`query_with`] for a certificate and issuer the caller has parsed already (a relying
@@ -692,13 +702,13 @@ pub struct Parsed<'a> {
 pub async fn query_parsed(
     http: &reqwest::Client,
     url: Option<&str>,
-    cert: Parsed<'_>,
+    cert: &Parsed<'_>,
     issuer: &Certificate,
     anchors: &TrustAnchors,
     asking: Asking,
     verified: Option<&VerifiedAnswers>,
 ) -> Result<(Vec<u8>, StatusAnswer), Error> {
-    let (cert_der, cert) = (cert.der, cert.certificate);
+    let (cert_der, cert) = (cert.der, &cert.certificate);
     let url = match url {
         Some(u) => u.to_owned(),
         None => crate::chain::ocsp_url(cert).ok_or_else(|| {
