@@ -394,3 +394,152 @@ async fn client_changes_are_in_force_after_the_cache_bound() {
         "the old redirect URI is no longer registered"
     );
 }
+
+/// A client registered for `private_key_jwt` (RFC 7523) authenticates at the token
+/// endpoint with an ES256 assertion signed by a key of its JWKS; an assertion signed by
+/// another key, for another audience, expired, without `jti`, or used a second time is
+/// refused with `invalid_client`, as is a secret from a client registered for assertions.
+#[tokio::test]
+async fn private_key_jwt_clients_authenticate_with_signed_assertions() {
+    use xalo_id::jws;
+    const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+    let n = Nation::start().await;
+    let key = jws::generate_key().unwrap();
+    xalo_id::client::register(
+        &n.id_db.db,
+        &xalo_id::client::Registration {
+            client_id: "tax-office".into(),
+            name: "Tổng cục Thuế".into(),
+            auth_method: xalo_id::client::AuthMethod::PrivateKeyJwt,
+            redirect_uris: vec![REDIRECT.into()],
+            post_logout_redirect_uris: vec![],
+            jwks: Some(
+                serde_json::json!({ "keys": [jws::jwk("k1", key.verifying_key())] }).to_string(),
+            ),
+            secret: None,
+        },
+    )
+    .await
+    .unwrap();
+    let token_url = format!("{}/oidc/token", n.id.url());
+    let now = xalo_core::unix_now();
+    let assertion = |key: &p256::ecdsa::SigningKey, aud: &str, exp: i64, jti: Option<&str>| {
+        let mut claims = serde_json::json!({
+            "iss": "tax-office", "sub": "tax-office", "aud": aud, "exp": exp, "iat": now,
+        });
+        if let Some(jti) = jti {
+            claims["jti"] = jti.into();
+        }
+        jws::sign("k1", key, &claims).unwrap()
+    };
+    let with = |code: &str, assertion: &str| -> Vec<(String, String)> {
+        [
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", VERIFIER),
+            ("client_assertion_type", JWT_BEARER),
+            ("client_assertion", assertion),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    };
+    let post = |form: Vec<(String, String)>| {
+        let url = token_url.clone();
+        async move {
+            let r = reqwest::Client::new()
+                .post(url)
+                .form(&form)
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap())
+        }
+    };
+
+    let pkce = format!("&code_challenge={CHALLENGE}&code_challenge_method=S256");
+    let code = code_for(&n, "tax-office", &pkce).await;
+    let good = assertion(&key, &token_url, now + 60, Some("jti-1"));
+    let (status, body) = post(with(&code, &good)).await;
+    assert_eq!(status, 200, "{body}");
+    let id_token = body["id_token"].as_str().unwrap();
+    let (_, claims) = jws::peek(id_token).unwrap();
+    assert_eq!(claims["aud"], "tax-office", "{claims}");
+
+    // Each refused before the code is looked at (a made-up code would be invalid_grant).
+    let refused = |what: &str, (status, body): (u16, Value)| {
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (401, Some("invalid_client")),
+            "{what}: {body}"
+        );
+    };
+    let other = jws::generate_key().unwrap();
+    refused(
+        "the same assertion again",
+        post(with("no-such-code", &good)).await,
+    );
+    refused(
+        "signed by a key not in the client's JWKS",
+        post(with(
+            "no-such-code",
+            &assertion(&other, &token_url, now + 60, Some("jti-2")),
+        ))
+        .await,
+    );
+    refused(
+        "for another audience",
+        post(with(
+            "no-such-code",
+            &assertion(
+                &key,
+                "https://elsewhere.example/token",
+                now + 60,
+                Some("jti-3"),
+            ),
+        ))
+        .await,
+    );
+    refused(
+        "expired",
+        post(with(
+            "no-such-code",
+            &assertion(&key, &token_url, now - 5, Some("jti-4")),
+        ))
+        .await,
+    );
+    refused(
+        "without jti",
+        post(with(
+            "no-such-code",
+            &assertion(&key, &token_url, now + 60, None),
+        ))
+        .await,
+    );
+    refused(
+        "a secret instead of an assertion",
+        token(
+            &n,
+            Some(("tax-office", "guess")),
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", "no-such-code"),
+                ("redirect_uri", REDIRECT),
+            ],
+        )
+        .await,
+    );
+    // A fresh assertion still authenticates: the client gets as far as the code.
+    let (status, body) = post(with(
+        "no-such-code",
+        &assertion(&key, &token_url, now + 60, Some("jti-5")),
+    ))
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{body}"
+    );
+}
