@@ -95,16 +95,6 @@ pub(crate) fn algorithm_of(
     })
 }
 
-/// Check that `certificate_der` is `member`'s signing certificate and that it signed `hash`.
-pub fn verify(
-    certificate_der: &[u8],
-    member: &MemberId,
-    hash: &[u8],
-    signature: &[u8],
-) -> Result<(), Error> {
-    SigningCertificate::parse(certificate_der)?.verify(member, hash, signature)
-}
-
 /// What checking a message signature needs of a signing certificate, parsed from it once.
 #[derive(Debug)]
 struct SigningCertificate {
@@ -126,6 +116,7 @@ impl SigningCertificate {
         })
     }
 
+    /// Check that this is `member`'s signing certificate and that it signed `hash`.
     fn verify(&self, member: &MemberId, hash: &[u8], signature: &[u8]) -> Result<(), Error> {
         let expected = member_identifier(member);
         if self.organisation.as_deref() != Some(expected.as_str()) {

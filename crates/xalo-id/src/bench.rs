@@ -627,10 +627,15 @@ async fn run_in(dir: &std::path::Path, options: &BenchOptions) -> Result<BenchRe
         .enable_all()
         .build()?;
     let login_world = Arc::new(world.with_http(http_client(clients)?));
-    let report = BenchReport {
-        ocsp_nonce: options.ocsp_nonce,
-        ..run_parts(&client_rt, login_world, world, clients, budget).await
-    };
+    let report = run_parts(
+        &client_rt,
+        login_world,
+        world,
+        clients,
+        budget,
+        options.ocsp_nonce,
+    )
+    .await;
     client_rt.shutdown_background();
     id.shutdown().await?;
     trust.shutdown().await?;
@@ -645,6 +650,7 @@ async fn run_parts(
     world: Arc<World>,
     clients: usize,
     budget: Duration,
+    ocsp_nonce: bool,
 ) -> BenchReport {
     // Part 1: complete logins, token request included.
     let (logins, login_secs) =
@@ -725,7 +731,7 @@ async fn run_parts(
     let n_tokens = tokens.count.load(Ordering::Relaxed);
     BenchReport {
         clients,
-        ocsp_nonce: true,
+        ocsp_nonce,
         logins: n_logins,
         logins_per_sec: n_logins as f64 / login_secs.max(1e-9),
         login_p50: percentile(&login_lat, 0.50),

@@ -450,14 +450,7 @@ pub fn verify_basic(
     issuer: &Certificate,
     anchors: &TrustAnchors,
 ) -> Result<StatusAnswer, Error> {
-    let (status, this_update, next_update) = check_basic(basic, cert, issuer, anchors)?;
-    Ok(StatusAnswer {
-        status,
-        produced_at: basic.tbs_response_data.produced_at.0.to_system_time(),
-        this_update,
-        next_update,
-        basic: basic.clone(),
-    })
+    verify_basic_owned(basic.clone(), cert, issuer, anchors)
 }
 
 /// [`verify_basic`] of a response the caller gives up, which becomes the answer's.
@@ -467,23 +460,6 @@ fn verify_basic_owned(
     issuer: &Certificate,
     anchors: &TrustAnchors,
 ) -> Result<StatusAnswer, Error> {
-    let (status, this_update, next_update) = check_basic(&basic, cert, issuer, anchors)?;
-    Ok(StatusAnswer {
-        status,
-        produced_at: basic.tbs_response_data.produced_at.0.to_system_time(),
-        this_update,
-        next_update,
-        basic,
-    })
-}
-
-/// What [`verify_basic`] checks; the status and the single response's validity.
-fn check_basic(
-    basic: &BasicOcspResponse,
-    cert: &Certificate,
-    issuer: &Certificate,
-    anchors: &TrustAnchors,
-) -> Result<(CertificateStatus, SystemTime, Option<SystemTime>), Error> {
     let bad = |m: String| Error::new(ErrorCode::TrustNoRevocationData, m);
     let tbs = to_der(&basic.tbs_response_data)?;
     let signature = basic.signature.raw_bytes();
@@ -574,11 +550,17 @@ fn check_basic(
         },
         CertStatus::Unknown(_) => CertificateStatus::Unknown,
     };
-    Ok((
-        status,
+    let (this_update, next_update) = (
         single.this_update.0.to_system_time(),
         single.next_update.map(|t| t.0.to_system_time()),
-    ))
+    );
+    Ok(StatusAnswer {
+        status,
+        produced_at: basic.tbs_response_data.produced_at.0.to_system_time(),
+        this_update,
+        next_update,
+        basic,
+    })
 }
 
 /// How a relying party asks a responder and which answers it takes.
@@ -682,10 +664,6 @@ impl<'a> Parsed<'a> {
             der,
             certificate: parse_certificate(der)?,
         })
-    }
-
-    pub fn der(&self) -> &'a [u8] {
-        self.der
     }
 
     pub fn certificate(&self) -> &Certificate {
