@@ -23,6 +23,7 @@ use crate::signature::{BatchProof, Signed};
 use crate::spool::{SpoolError, Spooled, spool};
 
 pub async fn handle(State(gw): State<Arc<GatewayState>>, req: Request) -> Response {
+    let _underway = gw.in_flight.enter();
     let (metrics, conf) = (gw.metrics.clone(), gw.conf.clone());
     metrics
         .observe("client", &conf, req, |req| async move {

@@ -170,6 +170,9 @@ pub struct GatewayState {
     pub(crate) reloading: Mutex<()>,
     pub grace: ShutdownGrace,
     pub metrics: crate::metrics::ExchangeMetrics,
+    /// The messages and event deliveries being worked on: the signer and the log's writer
+    /// gather a batch only while others are under way.
+    pub in_flight: xalo_core::batch::InFlight,
     pub observed: crate::health::Observed,
 }
 
@@ -342,7 +345,12 @@ pub async fn serve_with(
     MessageLog::migrate(&db).await?;
     crate::data_tracker::migrate(&db).await?;
     let topics = crate::topic::TopicRegistry::open(db.clone()).await?;
-    let (log, log_task) = MessageLog::start(db.clone(), settings.message_log_retention_days);
+    let in_flight = xalo_core::batch::InFlight::default();
+    let (log, log_task) = MessageLog::start_with(
+        db.clone(),
+        settings.message_log_retention_days,
+        Some(in_flight.clone()),
+    );
     log.set_bodies(settings.message_log_bodies);
     if let Some(path) = &settings.message_log_encryption_key_file {
         log.set_encryption_key(Some(crate::log_encryption::LogKey::load_or_create(path)?));
@@ -366,7 +374,7 @@ pub async fn serve_with(
         Some(l) => Some(l.local_addr()?),
         None => None,
     };
-    let batch = BatchSigner::new(signer.clone());
+    let batch = BatchSigner::with_in_flight(signer.clone(), Some(in_flight.clone()));
     let state = Arc::new(GatewayState {
         client_tls_addr,
         batch,
@@ -398,6 +406,7 @@ pub async fn serve_with(
         reloading: Mutex::new(()),
         grace: ShutdownGrace::new(Duration::from_secs(config.http.shutdown_grace_secs)),
         metrics: crate::metrics::ExchangeMetrics::default(),
+        in_flight,
         observed: crate::health::Observed::default(),
         settings,
     });

@@ -135,9 +135,20 @@ const BATCH: usize = 256;
 impl MessageLog {
     /// Start the writer and the retention sweep; abort the returned task to stop both.
     pub fn start(db: Database, retention_days: u64) -> (MessageLog, tokio::task::AbortHandle) {
+        Self::start_with(db, retention_days, None)
+    }
+
+    /// [`MessageLog::start`] for a gateway whose messages under way are `in_flight`: the
+    /// writer gathers a batch only while more of them are under way than are queued.
+    pub fn start_with(
+        db: Database,
+        retention_days: u64,
+        in_flight: Option<xalo_core::batch::InFlight>,
+    ) -> (MessageLog, tokio::task::AbortHandle) {
         let (queue, rx) = mpsc::channel(BATCH * 16);
         let retention_days = Arc::new(AtomicU64::new(retention_days));
-        let task = tokio::spawn(run(db.clone(), rx, retention_days.clone())).abort_handle();
+        let task =
+            tokio::spawn(run(db.clone(), rx, retention_days.clone(), in_flight)).abort_handle();
         let bodies = Arc::new(AtomicBool::new(true));
         (
             MessageLog {
@@ -401,7 +412,12 @@ async fn digest_rows(
 /// Turns of the scheduler the writer lets requests take before it cuts a batch.
 const GATHER_TURNS: usize = 4;
 
-async fn run(db: Database, mut rx: mpsc::Receiver<Job>, retention_days: Arc<AtomicU64>) {
+async fn run(
+    db: Database,
+    mut rx: mpsc::Receiver<Job>,
+    retention_days: Arc<AtomicU64>,
+    in_flight: Option<xalo_core::batch::InFlight>,
+) {
     let mut last_sweep = tokio::time::Instant::now();
     let writer = db.single_writer_or_pool("the message log").await;
     while let Some(first) = rx.recv().await {
@@ -409,7 +425,11 @@ async fn run(db: Database, mut rx: mpsc::Receiver<Job>, retention_days: Arc<Atom
         // letting the requests ready on this thread add theirs. An idle writer commits a
         // lone message at once; a busy one carries all that came in during the previous
         // commit in the next.
-        let _ = xalo_core::batch::gather::<()>(GATHER_TURNS, BATCH, || Ok(rx.len())).await;
+        let turns = match &in_flight {
+            Some(in_flight) => in_flight.turns(rx.len() + 1, GATHER_TURNS),
+            None => GATHER_TURNS,
+        };
+        let _ = xalo_core::batch::gather::<()>(turns, BATCH, || Ok(rx.len())).await;
         let mut jobs = vec![first];
         while jobs.len() < BATCH {
             match rx.try_recv() {
@@ -591,5 +611,5 @@ async fn write(
         })
         .chain(index_statements(indexes, backend))
         .collect();
-    db.execute_together(statements, what).await.map(drop)
+    db.execute_gathered(statements, what).await.map(drop)
 }

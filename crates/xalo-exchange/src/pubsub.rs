@@ -281,6 +281,7 @@ async fn send_signed(
     request: PeerRequest,
     log: LogAs,
 ) -> Result<PeerAnswer, PeerError> {
+    let _underway = gw.in_flight.enter();
     let PeerRequest {
         method,
         target,
@@ -654,6 +655,7 @@ struct SubscriptionBody {
 /// At the provider's gateway: a subscriber's gateway subscribes (POST) or unsubscribes
 /// (DELETE) one of its subsystems, named in `X-Road-Client`.
 async fn peer_subscription(State(gw): State<Arc<GatewayState>>, req: Request) -> Response {
+    let _underway = gw.in_flight.enter();
     let handled = async {
         let m = inbound(&gw, req).await?;
         let client: ClientId = message::header_text(&m.headers, X_ROAD_CLIENT)
@@ -729,6 +731,7 @@ async fn peer_subscription(State(gw): State<Arc<GatewayState>>, req: Request) ->
 /// goes to the subscription's backend; the answer acknowledges it only once the backend
 /// took it (2xx).
 async fn peer_event(State(gw): State<Arc<GatewayState>>, req: Request) -> Response {
+    let _underway = gw.in_flight.enter();
     let handled = async {
         let m = inbound(&gw, req).await?;
         let topic: ServiceId = message::header_text(&m.headers, message::X_ROAD_SERVICE)

@@ -35,6 +35,7 @@ pub fn router(gw: Arc<GatewayState>) -> Router {
 }
 
 async fn handle(State(gw): State<Arc<GatewayState>>, req: Request) -> Response {
+    let _underway = gw.in_flight.enter();
     let (metrics, conf) = (gw.metrics.clone(), gw.conf.clone());
     metrics
         .observe("provider", &conf, req, |req| async move {

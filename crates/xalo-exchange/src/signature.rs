@@ -244,6 +244,8 @@ struct SignerInner {
     waiting: std::sync::Mutex<Vec<Pending>>,
     /// Held by the caller that is signing a batch.
     turn: tokio::sync::Mutex<()>,
+    /// The messages the gateway is working on, which may join a batch (unknown: gather).
+    in_flight: Option<xalo_core::batch::InFlight>,
 }
 
 /// Most messages in one batch (the proof grows with its logarithm).
@@ -255,11 +257,21 @@ const MAX_YIELDS: usize = 4;
 
 impl BatchSigner {
     pub fn new(signer: MessageSigner) -> BatchSigner {
+        Self::with_in_flight(signer, None)
+    }
+
+    /// A signer that gathers a batch only while more of `in_flight` are under way than
+    /// are waiting to be signed.
+    pub fn with_in_flight(
+        signer: MessageSigner,
+        in_flight: Option<xalo_core::batch::InFlight>,
+    ) -> BatchSigner {
         BatchSigner {
             inner: Arc::new(SignerInner {
                 signer,
                 waiting: std::sync::Mutex::new(Vec::new()),
                 turn: tokio::sync::Mutex::new(()),
+                in_flight,
             }),
         }
     }
@@ -292,7 +304,11 @@ impl BatchSigner {
     /// Sign the hashes waiting now, after letting the tasks ready to run add theirs (see
     /// `xalo_core::batch::gather`).
     async fn sign_waiting(&self) -> Result<(), Error> {
-        xalo_core::batch::gather(MAX_YIELDS, MAX_BATCH, || self.waiting().map(|w| w.len())).await?;
+        let turns = match &self.inner.in_flight {
+            Some(in_flight) => in_flight.turns(self.waiting()?.len(), MAX_YIELDS),
+            None => MAX_YIELDS,
+        };
+        xalo_core::batch::gather(turns, MAX_BATCH, || self.waiting().map(|w| w.len())).await?;
         let batch: Vec<Pending> = {
             let mut waiting = self.waiting()?;
             let n = waiting.len().min(MAX_BATCH);

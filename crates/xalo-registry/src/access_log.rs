@@ -118,7 +118,8 @@ async fn write(db: &Database, group: &[Pending]) -> Result<(), Error> {
             )
         })
         .collect();
-    db.execute_together(statements, "recording accesses")
+    // The group is cut already: nothing another task could add to it.
+    db.execute_gathered(statements, "recording accesses")
         .await
         .map(drop)
 }

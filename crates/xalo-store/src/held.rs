@@ -221,7 +221,7 @@ impl Held {
     }
 
     pub(crate) async fn execute(&self, query: Query<'_>) -> Result<AnyQueryResult, sqlx::Error> {
-        self.execute_together(vec![query]).await
+        self.execute_together(vec![query], true).await
     }
 
     /// The rows of a query (of each statement of a script), at most `limit` of them.
@@ -247,19 +247,21 @@ impl Held {
         query: Query<'_>,
         limit: Option<usize>,
     ) -> Result<(Outcome, i64), sqlx::Error> {
-        self.run_parts(vec![taken(query)?], limit).await
+        self.run_parts(vec![taken(query)?], limit, true).await
     }
 
-    /// Run several queries as one transaction (one query runs as [`Held::run`] does).
+    /// Run several queries as one transaction (one query runs as [`Held::run`] does); a
+    /// single writer first lets other tasks add theirs if `gather`.
     pub(crate) async fn execute_together(
         &self,
         queries: Vec<Query<'_>>,
+        gather: bool,
     ) -> Result<AnyQueryResult, sqlx::Error> {
         let parts = queries
             .into_iter()
             .map(taken)
             .collect::<Result<Vec<_>, _>>()?;
-        let (outcome, last_insert_id) = self.run_parts(parts, Some(0)).await?;
+        let (outcome, last_insert_id) = self.run_parts(parts, Some(0), gather).await?;
         Ok(AnyQueryResult {
             rows_affected: outcome.changes,
             last_insert_id: Some(last_insert_id),
@@ -271,11 +273,12 @@ impl Held {
         &self,
         parts: Vec<(sqlx::SqlStr, Vec<AnyValueKind>)>,
         limit: Option<usize>,
+        gather: bool,
     ) -> Result<(Outcome, i64), sqlx::Error> {
         if self.connections.len() == 1
             && let Some(bodies) = groupable(&parts)
         {
-            return self.run_grouped(parts, bodies, limit).await;
+            return self.run_grouped(parts, bodies, limit, gather).await;
         }
         let deadline = Instant::now() + BUSY_PATIENCE;
         let mut pause = Duration::from_millis(1);
@@ -321,6 +324,7 @@ impl Held {
         parts: Vec<(sqlx::SqlStr, Vec<AnyValueKind>)>,
         bodies: Vec<Vec<std::ops::Range<usize>>>,
         limit: Option<usize>,
+        gather: bool,
     ) -> Answer {
         let (reply, mut answer) = tokio::sync::oneshot::channel();
         self.queued()?.push_back(Job {
@@ -337,8 +341,8 @@ impl Held {
                 a = &mut answer => return a.unwrap_or(Err(sqlx::Error::PoolClosed)),
                 c = self.lock() => c.ok_or(sqlx::Error::PoolClosed)?,
             };
-            xalo_core::batch::gather(MAX_YIELDS, MAX_GROUP, || self.queued().map(|q| q.len()))
-                .await?;
+            let turns = if gather { MAX_YIELDS } else { 0 };
+            xalo_core::batch::gather(turns, MAX_GROUP, || self.queued().map(|q| q.len())).await?;
             let batch: Vec<Job> = {
                 let mut queue = self.queued()?;
                 let n = queue.len().min(MAX_GROUP);

@@ -312,9 +312,29 @@ impl Database {
         queries: Vec<sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments>>,
         context: &str,
     ) -> Result<u64, Error> {
+        self.execute_grouped(queries, context, true).await
+    }
+
+    /// [`Database::execute_together`] for a caller that gathered its batch itself (one task
+    /// writing for many): a single writer runs it at once, without first letting other
+    /// tasks add their scripts, which for a lone caller only costs thread wake-ups.
+    pub async fn execute_gathered(
+        &self,
+        queries: Vec<sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments>>,
+        context: &str,
+    ) -> Result<u64, Error> {
+        self.execute_grouped(queries, context, false).await
+    }
+
+    async fn execute_grouped(
+        &self,
+        queries: Vec<sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments>>,
+        context: &str,
+        gather: bool,
+    ) -> Result<u64, Error> {
         if let Some(held) = &self.held {
             return held
-                .execute_together(queries)
+                .execute_together(queries, gather)
                 .await
                 .map(|r| r.rows_affected())
                 .map_err(|e| db_error(e, context));
