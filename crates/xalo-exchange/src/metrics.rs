@@ -23,7 +23,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use xalo_core::{ClientId, ServiceId};
 
-use crate::global_conf::GlobalConfHolder;
+use crate::global_conf::{GlobalConf, GlobalConfHolder};
 use crate::message::{self, X_ROAD_CLIENT};
 use crate::protocol_error::X_ROAD_ERROR;
 
@@ -67,7 +67,15 @@ pub struct ExchangeMetrics {
     /// them, checking them against the global configuration, formatting the labels and
     /// finding each family's metric by them was 3% of a busy gateway's CPU, for the same
     /// few pairs again and again.
-    at_hand: Arc<Mutex<HashMap<Spelling, Arc<MessageMetrics>>>>,
+    at_hand: Arc<Mutex<AtHand>>,
+}
+
+/// Metrics kept at hand, for one version of the global configuration (a client or
+/// service it no longer names counts as `other` again).
+#[derive(Debug, Default)]
+struct AtHand {
+    version: Option<i64>,
+    by_spelling: HashMap<Spelling, Arc<MessageMetrics>>,
 }
 
 /// A message's side, and its client and service path as the caller wrote them, a line
@@ -151,11 +159,10 @@ impl ExchangeMetrics {
     fn labels(
         &self,
         side: &'static str,
-        conf: &GlobalConfHolder,
+        conf: &GlobalConf,
         path: &str,
         headers: &HeaderMap,
     ) -> Option<MessageLabels> {
-        let conf = conf.get().ok()?;
         let client = message::header_text(headers, X_ROAD_CLIENT)
             .and_then(|c| c.parse::<ClientId>().ok())
             .filter(|c| conf.has_client(c))?;
@@ -190,15 +197,21 @@ impl ExchangeMetrics {
         let service = message::split_service_path(path).map_or("", |(s, _)| s);
         // Neither a header value nor a path holds a line break.
         let spelling = [side, client, service].join("\n");
-        if let Some(m) = self
-            .at_hand
-            .lock()
-            .ok()
-            .and_then(|h| h.get(&spelling).cloned())
+        let conf = conf.get().ok();
+        if let Some(conf) = &conf
+            && let Ok(mut at_hand) = self.at_hand.lock()
         {
-            return m;
+            if at_hand.version != Some(conf.version) {
+                at_hand.by_spelling.clear();
+                at_hand.version = Some(conf.version);
+            }
+            if let Some(m) = at_hand.by_spelling.get(&spelling) {
+                return m.clone();
+            }
         }
-        let known = self.labels(side, conf, path, headers);
+        let known = conf
+            .as_ref()
+            .and_then(|conf| self.labels(side, conf, path, headers));
         let other = known.is_none();
         let labels = known.unwrap_or_else(|| MessageLabels {
             side,
@@ -212,12 +225,15 @@ impl ExchangeMetrics {
             response_bytes: self.response_bytes.get_or_create(&labels).clone(),
             labels,
         });
-        // What counts as `other` now may be registered later: looked up again each time.
+        // What counts as `other` now may be registered later: looked up again each time. An
+        // expired configuration names nobody (`other`, as before caching).
         if !other
+            && let Some(conf) = &conf
             && let Ok(mut at_hand) = self.at_hand.lock()
-            && at_hand.len() < SPELLINGS
+            && at_hand.version == Some(conf.version)
+            && at_hand.by_spelling.len() < SPELLINGS
         {
-            at_hand.insert(spelling, metrics.clone());
+            at_hand.by_spelling.insert(spelling, metrics.clone());
         }
         metrics
     }
