@@ -60,6 +60,11 @@ impl InFlight {
     }
 }
 
+/// [`InFlight::turns`] where the units under way may be unknown (then all `max_turns`).
+pub fn turns(in_flight: Option<&InFlight>, waiting: usize, max_turns: usize) -> usize {
+    in_flight.map_or(max_turns, |f| f.turns(waiting, max_turns))
+}
+
 impl Drop for Underway {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);

@@ -425,10 +425,7 @@ async fn run(
         // letting the requests ready on this thread add theirs. An idle writer commits a
         // lone message at once; a busy one carries all that came in during the previous
         // commit in the next.
-        let turns = match &in_flight {
-            Some(in_flight) => in_flight.turns(rx.len() + 1, GATHER_TURNS),
-            None => GATHER_TURNS,
-        };
+        let turns = xalo_core::batch::turns(in_flight.as_ref(), rx.len() + 1, GATHER_TURNS);
         let _ = xalo_core::batch::gather::<()>(turns, BATCH, || Ok(rx.len())).await;
         let mut jobs = vec![first];
         while jobs.len() < BATCH {

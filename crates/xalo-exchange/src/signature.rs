@@ -304,10 +304,8 @@ impl BatchSigner {
     /// Sign the hashes waiting now, after letting the tasks ready to run add theirs (see
     /// `xalo_core::batch::gather`).
     async fn sign_waiting(&self) -> Result<(), Error> {
-        let turns = match &self.inner.in_flight {
-            Some(in_flight) => in_flight.turns(self.waiting()?.len(), MAX_YIELDS),
-            None => MAX_YIELDS,
-        };
+        let waiting = self.waiting()?.len();
+        let turns = xalo_core::batch::turns(self.inner.in_flight.as_ref(), waiting, MAX_YIELDS);
         xalo_core::batch::gather(turns, MAX_BATCH, || self.waiting().map(|w| w.len())).await?;
         let batch: Vec<Pending> = {
             let mut waiting = self.waiting()?;
