@@ -298,6 +298,65 @@ mod tests {
 
     use super::*;
 
+    fn conf(version: i64, subsystems: &[&str], expires_unix: i64) -> GlobalConf {
+        let member = crate::global_conf::MemberEntry {
+            id: "VN/GOV/000001".parse().unwrap(),
+            name: "Ministry".into(),
+            subsystems: subsystems.iter().map(|s| s.to_string()).collect(),
+        };
+        let mut conf = GlobalConf::new(
+            "VN".into(),
+            version,
+            vec![member],
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+        );
+        conf.issued_unix = version;
+        conf.expires_unix = expires_unix;
+        conf
+    }
+
+    fn labels_of(metrics: &ExchangeMetrics, held: &GlobalConfHolder) -> (String, String) {
+        let mut headers = HeaderMap::new();
+        headers.insert(X_ROAD_CLIENT, "VN/GOV/000001/tax".parse().unwrap());
+        let m = metrics.metrics(
+            "client",
+            held,
+            "/r1/VN/GOV/000001/population/persons/1",
+            &headers,
+        );
+        (m.labels.client.clone(), m.labels.service.clone())
+    }
+
+    #[test]
+    fn metrics_kept_at_hand_follow_the_global_configuration() {
+        let metrics = ExchangeMetrics::default();
+        let held = GlobalConfHolder::default();
+        let later = crate::unix_now() + 3600;
+        let named = (
+            "VN/GOV/000001/tax".to_owned(),
+            "VN/GOV/000001/population/persons".to_owned(),
+        );
+        let other = ("other".to_owned(), "other".to_owned());
+        // No configuration yet: nobody is named.
+        assert_eq!(labels_of(&metrics, &held), other);
+        held.set(conf(1, &["population", "tax"], later));
+        assert_eq!(labels_of(&metrics, &held), named);
+        // Kept at hand: the same again.
+        assert_eq!(labels_of(&metrics, &held), named);
+        // A newer version drops the client: it counts as `other` again.
+        held.set(conf(2, &["population"], later));
+        assert_eq!(labels_of(&metrics, &held), other);
+        // Registered again, named again.
+        held.set(conf(3, &["population", "tax"], later));
+        assert_eq!(labels_of(&metrics, &held), named);
+        // An expired configuration names nobody, though the version held names the client.
+        held.set(conf(4, &["population", "tax"], crate::unix_now() - 1));
+        assert_eq!(labels_of(&metrics, &held), other);
+        assert_eq!(labels_of(&metrics, &held), other);
+    }
+
     #[tokio::test]
     async fn bodies_are_counted_whether_their_length_is_known_or_streamed() {
         let known = Counter::default();
