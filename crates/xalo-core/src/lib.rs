@@ -26,5 +26,13 @@ pub fn unix_now() -> i64 {
         .unwrap_or(0)
 }
 
+/// Milliseconds since the Unix epoch (0 on a clock set before 1970).
+pub fn unix_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
 /// The version of this build of Xalo.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

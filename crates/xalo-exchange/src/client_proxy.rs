@@ -211,11 +211,7 @@ async fn outbound(gw: &Arc<GatewayState>, req: Request) -> Result<Response, Prot
         &tls_ocsp,
     )
     .map_err(|e| ProtocolError::new(Kind::ClientInternalError, e.message))?;
-    let request_signature = signed
-        .get(message::SIGNATURE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
+    let request_signature = message::logged_signature_of(&signed).unwrap_or_default();
     let request_body = body.bytes().map(|b| b.to_vec());
     // A body in memory can be sent again to another gateway; a spooled one only once.
     let in_memory = body.bytes().cloned();
@@ -327,8 +323,7 @@ async fn outbound(gw: &Arc<GatewayState>, req: Request) -> Result<Response, Prot
         &response_hash,
         &request_hash,
     );
-    let response_signature =
-        message::header_text(&response_headers, message::SIGNATURE).map(str::to_owned);
+    let response_signature = message::logged_signature_of(&response_headers);
     let logged_body = response_body.bytes().map(|b| b.to_vec());
     verified?;
 

@@ -81,6 +81,10 @@ pub struct GatewaySettings {
     pub max_body_bytes: u64,
     /// Seconds to wait for a provider's gateway or backend.
     pub timeout_secs: u64,
+    /// A request signed longer ago than this (or this far ahead: clocks apart) is refused,
+    /// and one received within it is served once (the gateway remembers the window's
+    /// requests, and reads them back from its message log when it starts).
+    pub replay_window_secs: u64,
     /// Publish/subscribe: retries and limits of event delivery.
     pub pubsub: crate::pubsub::PubSubSettings,
     /// Whether the message log keeps bodies (else heads, hashes and signatures only).
@@ -126,6 +130,7 @@ impl Default for GatewaySettings {
             memory_body_bytes: 256 * 1024,
             max_body_bytes: 4 * 1024 * 1024 * 1024,
             timeout_secs: 60,
+            replay_window_secs: 60,
             pubsub: Default::default(),
             message_log_bodies: true,
             message_log_encryption_key_file: None,
@@ -154,6 +159,8 @@ pub struct GatewayState {
     pub signer: MessageSigner,
     pub batch: BatchSigner,
     pub verified: VerifiedSignatures,
+    /// The signed requests served within the replay window.
+    pub replays: crate::replay::ReplayGuard,
     /// Header values of the certificate and OCSP answers sent with every message.
     pub encoded: crate::message::EncodedHeaders,
     pub decoded: crate::message::DecodedHeaders,
@@ -359,6 +366,16 @@ pub async fn serve_with(
         Some(url) => Some(Evidence::new(url)?),
         None => None,
     };
+    let replays = crate::replay::ReplayGuard::new(Duration::from_secs(settings.replay_window_secs));
+    // The requests served within the window before a restart may not be replayed after it.
+    let window_start = crate::unix_now() - settings.replay_window_secs as i64 - 1;
+    let now_ms = xalo_core::unix_now_ms();
+    for text in log.served_signatures_since(window_start).await? {
+        if let Some((signature, proof)) = crate::message::parse_logged_signature(&text) {
+            // Refused: outside the window already, or a position logged twice.
+            let _ = replays.admit(&signature, &proof, now_ms);
+        }
+    }
     let backend = reqwest::Client::builder()
         .timeout(Duration::from_secs(settings.timeout_secs))
         .redirect(reqwest::redirect::Policy::none())
@@ -379,6 +396,7 @@ pub async fn serve_with(
         client_tls_addr,
         batch,
         verified: VerifiedSignatures::default(),
+        replays,
         encoded: Default::default(),
         decoded: Default::default(),
         name: format!("{owner}/{}", settings.code),

@@ -31,6 +31,7 @@ pub mod protocol_error;
 pub mod pubsub;
 pub mod registry;
 pub mod reload;
+pub mod replay;
 pub mod server_proxy;
 pub mod service_registry;
 pub mod signature;

@@ -106,6 +106,30 @@ pub fn message_hash(head: &[u8], body_len: u64, body_sha512: &[u8; 64]) -> [u8; 
     h.finalize().into()
 }
 
+/// A signature as the message log keeps it: the signature (base64) and, after a space, its
+/// batch proof (the `X-Xalo-Signature-Batch` header), so the log alone shows what the
+/// member signed and when.
+pub fn logged_signature(signature_base64: &str, proof_header: &str) -> String {
+    format!("{signature_base64} {proof_header}")
+}
+
+/// The logged form of the signature a message carries in its headers.
+pub fn logged_signature_of(headers: &HeaderMap) -> Option<String> {
+    Some(logged_signature(
+        header_text(headers, SIGNATURE)?,
+        header_text(headers, SIGNATURE_BATCH)?,
+    ))
+}
+
+/// A logged signature's signature (decoded) and batch proof.
+pub fn parse_logged_signature(text: &str) -> Option<(Vec<u8>, crate::signature::BatchProof)> {
+    let (signature, proof) = text.split_once(' ')?;
+    Some((
+        b64().decode(signature).ok()?,
+        crate::signature::BatchProof::parse(proof).ok()?,
+    ))
+}
+
 pub fn hash_text(hash: &[u8]) -> String {
     b64().encode(hash)
 }

@@ -285,6 +285,22 @@ impl MessageLog {
         Ok(digest_rows(rows).await?.0)
     }
 
+    /// The logged signatures of the requests this gateway served (as provider) since
+    /// `unix`: the replay guard reads back its window with them after a restart.
+    pub async fn served_signatures_since(&self, unix: i64) -> Result<Vec<String>, Error> {
+        let rows = xalo_store::sqlx::query(
+            "SELECT request_signature FROM gateway_message_log \
+             WHERE logged_unix >= $1 AND side = 'provider'",
+        )
+        .bind(unix)
+        .fetch_all(self.db.pool())
+        .await
+        .db("reading the message log")?;
+        rows.iter()
+            .map(|r| r.try_get::<String, _>(0).db("request_signature"))
+            .collect()
+    }
+
     /// When the log was last time-stamped.
     pub async fn last_timestamp_unix(&self) -> Result<Option<i64>, Error> {
         let row = xalo_store::sqlx::query(

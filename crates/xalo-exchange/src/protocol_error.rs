@@ -30,6 +30,9 @@ pub enum Kind {
     ServerOutdatedGlobalConf,
     ServerSslAuthenticationFailed,
     ServerInvalidSignatureValue,
+    /// A signed request received before, or signed outside the replay window (our own
+    /// type: X-Road relies on its TLS sessions alone).
+    ServerReplayedMessage,
     ServerCertValidation,
     ServerUnknownService,
     ServerAccessDenied,
@@ -55,6 +58,7 @@ impl Kind {
             Kind::ServerOutdatedGlobalConf => "Server.ServerProxy.OutdatedGlobalConf",
             Kind::ServerSslAuthenticationFailed => "Server.ServerProxy.SslAuthenticationFailed",
             Kind::ServerInvalidSignatureValue => "Server.ServerProxy.InvalidSignatureValue",
+            Kind::ServerReplayedMessage => "Server.ServerProxy.ReplayedMessage",
             Kind::ServerCertValidation => "Server.ServerProxy.CertValidation",
             Kind::ServerUnknownService => "Server.ServerProxy.UnknownService",
             Kind::ServerAccessDenied => "Server.ServerProxy.AccessDenied",

@@ -389,12 +389,14 @@ async fn send_signed(
             service: log.topic,
             request_hash: evidence.request_hash.clone(),
             request_head,
-            request_signature: b64().encode(signed.signature.as_slice()),
+            request_signature: message::logged_signature(
+                &b64().encode(signed.signature.as_slice()),
+                &signed.proof.header(),
+            ),
             request_body: Some(body.to_vec()),
             response_hash: evidence.response_hash.clone(),
             response_head: Some(response_head),
-            response_signature: message::header_text(&response_headers, message::SIGNATURE)
-                .map(str::to_owned),
+            response_signature: message::logged_signature_of(&response_headers),
             response_body: Some(answer.to_vec()),
             status: status.as_u16(),
             ..Default::default()
@@ -587,12 +589,13 @@ async fn signed_answer(
         .await
         .map_err(|e| internal(e.message))?;
     let signature = b64().encode(signed.signature.as_slice());
+    let proof = signed.proof.header();
     let mut set = |name: &'static str, value: &str| -> Result<(), ProtocolError> {
         headers.insert(name, header_value(value).map_err(|e| internal(e.message))?);
         Ok(())
     };
     set(message::SIGNATURE, &signature)?;
-    set(message::SIGNATURE_BATCH, &signed.proof.header())?;
+    set(message::SIGNATURE_BATCH, &proof)?;
     set(message::SIGNER, &b64().encode(gw.signer.certificate()))?;
     set(message::SIGNER_OCSP, &b64().encode(own_ocsp.as_slice()))?;
     set(message::TLS_OCSP, &b64().encode(m.own_tls.as_slice()))?;
@@ -618,13 +621,11 @@ async fn signed_answer(
         service: log.topic,
         request_hash: evidence.request_hash.clone(),
         request_head: m.request_head.clone(),
-        request_signature: message::header_text(&m.headers, message::SIGNATURE)
-            .unwrap_or_default()
-            .to_owned(),
+        request_signature: message::logged_signature_of(&m.headers).unwrap_or_default(),
         request_body: Some(m.body.to_vec()),
         response_hash: evidence.response_hash.clone(),
         response_head: Some(response_head),
-        response_signature: Some(signature),
+        response_signature: Some(message::logged_signature(&signature, &proof)),
         response_body: Some(body.to_vec()),
         status: status.as_u16(),
         ..Default::default()

@@ -207,6 +207,19 @@ async fn inbound(gw: &Arc<GatewayState>, req: Request) -> Result<Response, Proto
     gw.verified
         .verify(&signer, client.member(), &request_hash, &signature, &proof)
         .map_err(|e| ProtocolError::new(Kind::ServerInvalidSignatureValue, e.message))?;
+    // Only an authentic message is remembered, so nobody else can block one in advance.
+    gw.replays
+        .admit(&signature, &proof, xalo_core::unix_now_ms())
+        .map_err(|r| {
+            let kind = match r {
+                crate::replay::Refusal::Full => Kind::ServerInternalError,
+                _ => Kind::ServerReplayedMessage,
+            };
+            ProtocolError::new(
+                kind,
+                format!("{r} (replay window {} s)", gw.replays.window_secs()),
+            )
+        })?;
 
     if service.provider().member() != &gw.owner {
         return Err(ProtocolError::new(
@@ -269,12 +282,9 @@ async fn inbound(gw: &Arc<GatewayState>, req: Request) -> Result<Response, Proto
         .await
         .map_err(|e| ProtocolError::new(Kind::ServerInternalError, e.message))?;
     let signature_text = b64().encode(signed.signature.as_slice());
+    let proof_text = signed.proof.header();
     set(&mut headers, message::SIGNATURE, &signature_text);
-    set(
-        &mut headers,
-        message::SIGNATURE_BATCH,
-        &signed.proof.header(),
-    );
+    set(&mut headers, message::SIGNATURE_BATCH, &proof_text);
     let internal = |e: xalo_core::Error| ProtocolError::new(Kind::ServerInternalError, e.message);
     for (name, bytes) in [
         (message::SIGNER, gw.signer.certificate()),
@@ -305,13 +315,11 @@ async fn inbound(gw: &Arc<GatewayState>, req: Request) -> Result<Response, Proto
         service: service.to_string(),
         request_hash: evidence.request_hash.clone(),
         request_head,
-        request_signature: message::header_text(&parts.headers, message::SIGNATURE)
-            .unwrap_or_default()
-            .to_owned(),
+        request_signature: message::logged_signature_of(&parts.headers).unwrap_or_default(),
         request_body,
         response_hash: evidence.response_hash.clone(),
         response_head: Some(response_head),
-        response_signature: Some(signature_text),
+        response_signature: Some(message::logged_signature(&signature_text, &proof_text)),
         response_body: response_body.bytes().map(|b| b.to_vec()),
         status: status.as_u16(),
         ledger_index: None,
@@ -321,6 +329,27 @@ async fn inbound(gw: &Arc<GatewayState>, req: Request) -> Result<Response, Proto
     *r.status_mut() = status;
     *r.headers_mut() = headers;
     Ok(r)
+}
+
+/// A backend that cannot be reached is a network error (PR-REST 4.6, its second example);
+/// one that fails or is too slow to answer, a failure of the service.
+fn backend_failure(gw: &GatewayState, service: &ServiceId, e: &reqwest::Error) -> ProtocolError {
+    if e.is_connect() {
+        ProtocolError::new(
+            Kind::ServerNetworkError,
+            format!("{service}: the backend cannot be reached: {e:#}"),
+        )
+    } else if e.is_timeout() {
+        ProtocolError::new(
+            Kind::ServerServiceFailed,
+            format!(
+                "{service}: the backend did not answer within {} s",
+                gw.current().timeout_secs
+            ),
+        )
+    } else {
+        ProtocolError::new(Kind::ServerServiceFailed, format!("{service}: {e:#}"))
+    }
 }
 
 async fn call_backend(
@@ -374,7 +403,7 @@ async fn call_backend(
         .body(body.into_reqwest_body())
         .send()
         .await
-        .map_err(|e| ProtocolError::new(Kind::ServerServiceFailed, format!("{service}: {e}")))?;
+        .map_err(|e| backend_failure(gw, service, &e))?;
     let status = response.status();
     let headers = response.headers().clone();
     let body = spool(response.bytes_stream(), &gw.spool())

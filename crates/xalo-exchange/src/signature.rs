@@ -139,19 +139,30 @@ impl SigningCertificate {
 }
 
 /// Where a message's hash sits in the batch whose root was signed: leaf `index` of a tree
-/// of `size` leaves (RFC 9162 hashing), with the inclusion path.
+/// of `size` leaves (RFC 9162 hashing), with the inclusion path, and when the batch was
+/// signed (the signature covers the time, so a receiver can refuse an old message and
+/// need remember the messages it accepted only for a while).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BatchProof {
     pub index: u64,
     pub size: u64,
+    /// Unix time in milliseconds.
+    pub signed_ms: i64,
     pub path: Vec<xalo_ledger::Hash>,
 }
 
 impl BatchProof {
-    /// `index/size/hash,hash,…` (hashes base64), the `X-Xalo-Signature-Batch` header.
+    /// `index/size/signed_ms/hash,hash,…` (hashes base64), the `X-Xalo-Signature-Batch`
+    /// header.
     pub fn header(&self) -> String {
         let path: Vec<String> = self.path.iter().map(|h| h.to_base64()).collect();
-        format!("{}/{}/{}", self.index, self.size, path.join(","))
+        format!(
+            "{}/{}/{}/{}",
+            self.index,
+            self.size,
+            self.signed_ms,
+            path.join(",")
+        )
     }
 
     pub fn parse(text: &str) -> Result<BatchProof, Error> {
@@ -161,9 +172,10 @@ impl BatchProof {
                 "malformed signature batch proof",
             )
         };
-        let mut parts = text.splitn(3, '/');
+        let mut parts = text.splitn(4, '/');
         let index = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
         let size = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
+        let signed_ms = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
         let path = match parts.next() {
             Some("") | None => Vec::new(),
             Some(p) => p
@@ -174,7 +186,12 @@ impl BatchProof {
         if path.len() > 64 {
             return Err(bad());
         }
-        Ok(BatchProof { index, size, path })
+        Ok(BatchProof {
+            index,
+            size,
+            signed_ms,
+            path,
+        })
     }
 }
 
@@ -185,25 +202,31 @@ pub struct Signed {
     pub proof: BatchProof,
 }
 
-/// What is signed for a batch: a label, then the root.
-fn batch_statement(root: &xalo_ledger::Hash) -> Vec<u8> {
-    let mut out = b"xalo-exchange-batch/1\n".to_vec();
+/// What is signed for a batch: a label, the time of signing (milliseconds, big-endian),
+/// then the root.
+fn batch_statement(root: &xalo_ledger::Hash, signed_ms: i64) -> Vec<u8> {
+    let mut out = b"xalo-exchange-batch/2\n".to_vec();
+    out.extend_from_slice(&signed_ms.to_be_bytes());
     out.extend_from_slice(root.as_bytes());
     out
 }
 
+use xalo_core::unix_now_ms as now_ms;
+
 fn sign_batch(
     signer: &MessageSigner,
     hashes: &[Vec<u8>],
+    signed_ms: i64,
 ) -> Result<(Arc<Vec<u8>>, Vec<BatchProof>), Error> {
     let tree = xalo_ledger::MemoryTree::from_entries(hashes);
     let size = tree.size();
-    let signature = Arc::new(signer.sign(&batch_statement(&tree.root()))?);
+    let signature = Arc::new(signer.sign(&batch_statement(&tree.root(), signed_ms))?);
     let proofs = (0..size)
         .map(|index| {
             Ok(BatchProof {
                 index,
                 size,
+                signed_ms,
                 path: xalo_ledger::proof::inclusion_proof(&tree, index, size)
                     .map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?,
             })
@@ -215,7 +238,12 @@ fn sign_batch(
 impl MessageSigner {
     /// Sign one message on its own (a batch of one).
     pub fn sign_single(&self, hash: &[u8]) -> Result<Signed, Error> {
-        let (signature, mut proofs) = sign_batch(self, &[hash.to_vec()])?;
+        self.sign_single_at(hash, now_ms())
+    }
+
+    /// Sign one message on its own, saying it was signed at `signed_ms`.
+    pub fn sign_single_at(&self, hash: &[u8], signed_ms: i64) -> Result<Signed, Error> {
+        let (signature, mut proofs) = sign_batch(self, &[hash.to_vec()], signed_ms)?;
         let proof = proofs
             .pop()
             .ok_or_else(|| Error::new(ErrorCode::Internal, "empty batch"))?;
@@ -316,7 +344,7 @@ impl BatchSigner {
             return Ok(());
         }
         let hashes: Vec<Vec<u8>> = batch.iter().map(|(h, _)| h.clone()).collect();
-        match sign_batch(&self.inner.signer, &hashes) {
+        match sign_batch(&self.inner.signer, &hashes, now_ms()) {
             Ok((signature, proofs)) => {
                 for ((_, reply), proof) in batch.into_iter().zip(proofs) {
                     let _ = reply.send(Ok(Signed {
@@ -357,6 +385,7 @@ impl VerifiedSignatures {
         certificate: &[u8],
         member: &MemberId,
         root: &xalo_ledger::Hash,
+        signed_ms: i64,
         signature: &[u8],
     ) -> [u8; 32] {
         use sha2::Digest;
@@ -365,6 +394,7 @@ impl VerifiedSignatures {
             certificate,
             member.to_string().as_bytes(),
             root.as_bytes(),
+            &signed_ms.to_be_bytes(),
             signature,
         ] {
             h.update((part.len() as u64).to_be_bytes());
@@ -395,7 +425,7 @@ impl VerifiedSignatures {
                 format!("the message of {member} is not in the signed batch"),
             )
         })?;
-        let key = Self::key(certificate_der, member, &root, signature);
+        let key = Self::key(certificate_der, member, &root, proof.signed_ms, signature);
         if let Ok(seen) = self.seen.lock()
             && seen
                 .get(&key)
@@ -403,8 +433,11 @@ impl VerifiedSignatures {
         {
             return Ok(());
         }
-        self.certificate(certificate_der)?
-            .verify(member, &batch_statement(&root), signature)?;
+        self.certificate(certificate_der)?.verify(
+            member,
+            &batch_statement(&root, proof.signed_ms),
+            signature,
+        )?;
         if let Ok(mut seen) = self.seen.lock() {
             if seen.len() >= 100_000 {
                 seen.clear();
@@ -455,7 +488,7 @@ mod tests {
     fn every_message_of_a_batch_verifies_and_nothing_else() {
         let (signer, member) = signer();
         let hashes: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 64]).collect();
-        let (signature, proofs) = sign_batch(&signer, &hashes).unwrap();
+        let (signature, proofs) = sign_batch(&signer, &hashes, now_ms()).unwrap();
         let verified = VerifiedSignatures::default();
         for (h, p) in hashes.iter().zip(&proofs) {
             let p = BatchProof::parse(&p.header()).unwrap();

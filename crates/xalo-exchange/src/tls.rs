@@ -317,14 +317,27 @@ pub struct PeerCertificate(pub Arc<Vec<u8>>);
 #[derive(Debug, Clone, Copy)]
 pub struct PeerAddr(pub SocketAddr);
 
-/// Serve `router` over TLS on `listener` until the returned task is aborted.
+/// Tells the open connections to stop when the accepting task ends (it is aborted).
+struct StopOnDrop(tokio::sync::watch::Sender<bool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.send(true);
+    }
+}
+
+/// Serve `router` over TLS on `listener` until the returned task is aborted; then each
+/// open connection finishes the request it is serving and closes, so that no connection
+/// outlives the gateway and serves with what it has shut down.
 pub fn serve(
     listener: TcpListener,
     config: rustls::ServerConfig,
     router: Router,
 ) -> tokio::task::AbortHandle {
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let (stop, stopping) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
+        let _stop = StopOnDrop(stop);
         loop {
             let (stream, addr) = match listener.accept().await {
                 Ok(s) => s,
@@ -337,6 +350,7 @@ pub fn serve(
             let _ = stream.set_nodelay(true);
             let acceptor = acceptor.clone();
             let router = router.clone();
+            let mut stopping = stopping.clone();
             tokio::spawn(async move {
                 let tls =
                     match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
@@ -366,7 +380,16 @@ pub fn serve(
                 );
                 let conn = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(tls), service);
-                if let Err(e) = conn.await {
+                tokio::pin!(conn);
+                let ended = tokio::select! {
+                    ended = conn.as_mut() => ended,
+                    // Stopping (or the sender gone, which is the same).
+                    () = async { drop(stopping.wait_for(|s| *s).await) } => {
+                        conn.as_mut().graceful_shutdown();
+                        conn.await
+                    }
+                };
+                if let Err(e) = ended {
                     tracing::debug!(%addr, error = %e, "TLS connection ended with an error");
                 }
             });

@@ -213,12 +213,7 @@ pub struct TopicRegistry {
     wake: std::sync::Arc<tokio::sync::Notify>,
 }
 
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+pub(crate) use xalo_core::unix_now_ms as now_ms;
 
 impl TopicRegistry {
     pub async fn open(db: Database) -> Result<TopicRegistry, Error> {

@@ -9,6 +9,7 @@ mod exchange {
     mod demo;
     mod message_log;
     mod operations;
+    mod protocol;
     mod pubsub;
     mod refusals;
     mod round_trip;

@@ -16,7 +16,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::sync::watch;
 use xalo_core::{Error, ErrorCode};
@@ -32,12 +32,7 @@ use crate::sequencer::Sequencer;
 use crate::tile::{EntryBundle, TileHashSource, TileId};
 use crate::{Hash, LedgerError, proof};
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+use xalo_core::unix_now_ms as now_ms;
 
 fn ledger(e: LedgerError) -> Error {
     e.into()

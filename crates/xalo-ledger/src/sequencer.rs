@@ -16,7 +16,6 @@ use std::ops::Range;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{mpsc, oneshot, watch};
 use xalo_core::{Error, ErrorCode};
@@ -166,12 +165,7 @@ impl Sequencer {
     }
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+use xalo_core::unix_now_ms as now_ms;
 
 struct Writer {
     db: Database,

@@ -4,8 +4,6 @@
 //! The ledger receives only a hash of the change (never personal data): enough to prove
 //! later that the register's history was not rewritten.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -25,12 +23,7 @@ fn invalid(why: impl Into<String>) -> Error {
     Error::new(ErrorCode::RegistryInvalid, why.into())
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+use xalo_core::unix_now_ms as now_ms;
 
 fn today() -> NaiveDate {
     chrono::Utc::now().date_naive()

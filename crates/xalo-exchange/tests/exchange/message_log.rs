@@ -9,7 +9,6 @@ use reqwest::Method;
 use sha2::Digest;
 use xalo_core::ErrorCode;
 use xalo_exchange::archive;
-use xalo_exchange::nation::RunningGateway;
 use xalo_store::Row;
 use xalo_trust::chain::TrustAnchors;
 use xalo_trust::container::{self, Container};
@@ -35,40 +34,15 @@ where
 
 /// Restart the client's gateway on its database and addresses with changed settings.
 async fn restart_client_gateway(env: &mut Env, key: (&str, serde_json::Value)) {
-    let old = env.nation.gateways.remove(0);
-    let addr = old.handle.local_addr();
-    let mut config = old.config.clone();
-    config
-        .roles
-        .get_mut("gateway")
-        .unwrap()
-        .settings
-        .insert(key.0.into(), key.1);
-    old.handle.shutdown().await.unwrap();
-    let bind = |a| async move {
-        eventually("the old gateway's port is free again", || async move {
-            tokio::net::TcpListener::bind(a).await.ok()
-        })
-        .await
-    };
-    let listener = bind(addr).await;
-    let tls_listener = bind(old.tls_addr).await;
-    let handle = xalo_exchange::gateway::serve_with(config.clone(), listener, tls_listener)
-        .await
-        .unwrap();
-    env.nation.gateways.insert(
-        0,
-        RunningGateway {
-            url: handle.url(),
-            handle,
-            config,
-            member: old.member,
-            tls_addr: old.tls_addr,
-            admin: old.admin,
-            certificates: old.certificates,
-            files: old.files,
-        },
-    );
+    super::support::restart_gateway(env, 0, |config| {
+        config
+            .roles
+            .get_mut("gateway")
+            .unwrap()
+            .settings
+            .insert(key.0.into(), key.1);
+    })
+    .await;
 }
 
 async fn call(env: &Env, id: &str) -> String {

@@ -10,7 +10,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{Notify, mpsc};
 use xalo_core::{Config, ServiceId, SubsystemId};
 use xalo_exchange::message_log::MessageLog;
-use xalo_exchange::nation::{RunningGateway, client_subject};
+use xalo_exchange::nation::client_subject;
 use xalo_exchange::service_registry::NewService;
 
 use super::support::{CLIENT, Env, Options, SERVICE, env, env_with};
@@ -87,39 +87,14 @@ async fn raw_get(stream: &mut TcpStream, path: &str, headers: &[(&str, &str)]) -
 /// Restart the client's gateway from a configuration file, on the same database and
 /// addresses, so that it can reload; returns the file.
 async fn restart_from_file(env: &mut Env, edit: impl Fn(&mut Config)) -> std::path::PathBuf {
-    let old = env.nation.gateways.remove(0);
-    let addr = old.handle.local_addr();
     let file = env.nation_dir().join("client-gateway.toml");
-    let mut config = old.config.clone();
-    edit(&mut config);
-    std::fs::write(&file, config.to_toml().unwrap()).unwrap();
-    old.handle.shutdown().await.unwrap();
-    let config = Config::load(Some(&file)).unwrap();
-    assert_eq!(config.file.as_deref(), Some(file.as_path()));
-    let bind = |a| async move {
-        eventually("the old gateway's port is free again", || async move {
-            tokio::net::TcpListener::bind(a).await.ok()
-        })
-        .await
-    };
-    let listener = bind(addr).await;
-    let tls_listener = bind(old.tls_addr).await;
-    let handle = xalo_exchange::gateway::serve_with(config.clone(), listener, tls_listener)
-        .await
-        .unwrap();
-    env.nation.gateways.insert(
-        0,
-        RunningGateway {
-            url: handle.url(),
-            handle,
-            config,
-            member: old.member,
-            tls_addr: old.tls_addr,
-            admin: old.admin,
-            certificates: old.certificates,
-            files: old.files,
-        },
-    );
+    super::support::restart_gateway(env, 0, |config| {
+        edit(config);
+        std::fs::write(&file, config.to_toml().unwrap()).unwrap();
+        *config = Config::load(Some(&file)).unwrap();
+        assert_eq!(config.file.as_deref(), Some(file.as_path()));
+    })
+    .await;
     file
 }
 

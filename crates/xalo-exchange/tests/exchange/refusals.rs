@@ -348,3 +348,128 @@ async fn a_revoked_access_right_is_refused_at_once_here_and_within_the_cache_bou
         (500, "Server.ServerProxy.AccessDenied".into())
     );
 }
+
+#[tokio::test]
+async fn a_replayed_message_is_refused_also_after_a_restart() {
+    let mut env = support::env().await;
+    let tls = support::ocsp_der(&env.nation, &env.client_gateway().files.tls_certificate).await;
+    let captured = support::direct_request(&env, b"hello", false, Some(tls.clone()), None).await;
+    assert_eq!(captured.send(&env).await.status(), 200);
+    let replayed = "Server.ServerProxy.ReplayedMessage";
+    support::assert_refused(captured.send(&env).await, 500, replayed, "received before").await;
+    // The provider's gateway reads the window's messages back from its log.
+    support::restart_gateway(&mut env, 1, |_| {}).await;
+    support::assert_refused(captured.send(&env).await, 500, replayed, "received before").await;
+    // The same request signed anew is another message.
+    let r = support::direct_call(&env, b"hello", false, Some(tls.clone())).await;
+    assert_eq!(r.status(), 200);
+    // Signed before the window (or as far ahead: clocks apart), it is refused unseen.
+    let now = xalo_core::unix_now_ms();
+    for signed_ms in [now - 61_000, now + 61_000] {
+        let old =
+            support::direct_request(&env, b"hello", false, Some(tls.clone()), Some(signed_ms))
+                .await;
+        let r = old.send(&env).await;
+        support::assert_refused(r, 500, replayed, "outside the replay window").await;
+    }
+    // Through the gateways, each call is signed anew: nothing the client does is a replay.
+    for _ in 0..3 {
+        let r = env
+            .call(Method::GET, &format!("{SERVICE}/persons/1"))
+            .header("X-Road-Id", "the-same-id")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+}
+
+/// Restart gateway `index` with some of its settings changed.
+async fn restart_with(
+    env: &mut support::Env,
+    index: usize,
+    settings: &[(&str, serde_json::Value)],
+) {
+    support::restart_gateway(env, index, |config| {
+        let s = &mut config.roles.get_mut("gateway").unwrap().settings;
+        for (k, v) in settings {
+            s.insert((*k).into(), v.clone());
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_oversized_body_is_refused_on_either_side() {
+    let mut env = support::env().await;
+    let limit = [
+        ("max_body_bytes", serde_json::json!(4096)),
+        ("memory_body_bytes", serde_json::json!(1024)),
+    ];
+    restart_with(&mut env, 0, &limit).await;
+    let post = |n: usize| {
+        env.call(Method::POST, &format!("{SERVICE}/digest"))
+            .body(vec![7u8; n])
+            .send()
+    };
+    assert_eq!(
+        post(4096).await.unwrap().status(),
+        200,
+        "at the limit it passes"
+    );
+    support::assert_refused(post(4097).await.unwrap(), 400, "Client.BadRequest", "4096").await;
+    // The provider's backend answers more than the provider's gateway takes.
+    restart_with(&mut env, 1, &limit).await;
+    let r = env
+        .call(Method::GET, &format!("{SERVICE}/large/131072"))
+        .send()
+        .await
+        .unwrap();
+    support::assert_refused(r, 500, "Server.ServerProxy.ServiceFailed", "4096").await;
+}
+
+#[tokio::test]
+async fn a_slow_or_missing_backend_fails_with_its_own_error_and_is_counted() {
+    let mut env = support::env().await;
+    restart_with(&mut env, 1, &[("timeout_secs", serde_json::json!(1))]).await;
+    // A port nobody listens on: bound, then let go.
+    let gone = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let backend = format!("http://{}", env.backend);
+    support::add_granted_service(&env, "VN/GOV/000001/population/slow", &backend).await;
+    support::add_granted_service(
+        &env,
+        "VN/GOV/000001/population/down",
+        &format!("http://{gone}"),
+    )
+    .await;
+    let get = |path: &str| {
+        env.call(Method::GET, &format!("VN/GOV/000001/population/{path}"))
+            .send()
+    };
+    let r = get("slow/slow/3000").await.unwrap();
+    let failed = "Server.ServerProxy.ServiceFailed";
+    support::assert_refused(r, 500, failed, "did not answer within 1 s").await;
+    let r = get("slow/slow/10").await.unwrap();
+    assert_eq!(r.text().await.unwrap(), "late", "a backend in time answers");
+    let r = get("down/x").await.unwrap();
+    let network = "Server.ServerProxy.NetworkError";
+    support::assert_refused(r, 500, network, "cannot be reached").await;
+    // Both sides count each failure by its type.
+    for url in [&env.client_gateway().url, &env.provider_gateway().url] {
+        let metrics = reqwest::get(format!("{url}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        for (service, error) in [("slow", failed), ("down", network)] {
+            let line =
+                format!("service=\"VN/GOV/000001/population/{service}\",error=\"{error}\"}} 1");
+            assert!(metrics.contains(&line), "{url}: {line} in {metrics}");
+        }
+    }
+}

@@ -7,7 +7,8 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::Path;
 use axum::http::HeaderMap;
-use axum::routing::{get, post};
+use axum::response::IntoResponse;
+use axum::routing::{any, get, post};
 use futures_util::StreamExt;
 use sha2::Digest;
 use xalo_core::{ServiceId, SubsystemId};
@@ -23,6 +24,8 @@ pub struct Env {
     pub key: String,
     pub http: reqwest::Client,
     pub databases: Vec<(String, TestDatabase)>,
+    /// The provider's backend.
+    pub backend: std::net::SocketAddr,
     _dir: tempfile::TempDir,
 }
 
@@ -63,6 +66,63 @@ async fn person(Path(code): Path<String>, headers: HeaderMap) -> axum::Json<serd
         "user": h("x-road-userid"),
         "issue": h("x-road-issue"),
     }))
+}
+
+/// What the backend received: method, path, query, headers and body; it answers with
+/// headers of its own, X-Road's among them (which the provider's gateway replaces).
+async fn echo(req: axum::extract::Request) -> axum::response::Response {
+    let (parts, body) = req.into_parts();
+    let headers: serde_json::Map<String, serde_json::Value> = parts
+        .headers
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_str().unwrap_or("").into()))
+        .collect();
+    let body = axum::body::to_bytes(body, 1 << 20).await.unwrap();
+    let mut r = axum::Json(serde_json::json!({
+        "method": parts.method.as_str(),
+        "path": parts.uri.path(),
+        "query": parts.uri.query(),
+        "headers": headers,
+        "body": String::from_utf8_lossy(&body),
+    }))
+    .into_response();
+    for (n, v) in [
+        ("x-powered-by", "PHP/5.2.17"),
+        ("cache-control", "no-cache, no-store, must-revalidate"),
+        ("x-road-client", "VN/GOV/999999/forged"),
+        ("x-road-request-hash", "forged"),
+    ] {
+        r.headers_mut().insert(n, v.parse().unwrap());
+    }
+    r
+}
+
+/// The backend's own error, which passes back as it is.
+async fn refuse(method: axum::http::Method) -> axum::response::Response {
+    (
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        axum::Json(serde_json::json!({
+            "status": 405,
+            "error": "Method Not Allowed",
+            "message": format!("Request method '{method}' not supported"),
+        })),
+    )
+        .into_response()
+}
+
+/// A redirect, which the gateways pass back rather than follow.
+async fn moved() -> axum::response::Response {
+    (
+        axum::http::StatusCode::FOUND,
+        [("location", "https://elsewhere.example/persons")],
+    )
+        .into_response()
+}
+
+/// An answer after `ms` milliseconds.
+async fn slow(Path(ms): Path<u64>) -> &'static str {
+    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    "late"
 }
 
 /// SHA-256 and length of a streamed body.
@@ -136,7 +196,11 @@ pub async fn env_with(o: Options) -> Env {
     let app = Router::new()
         .route("/persons/{code}", get(person).post(person))
         .route("/digest", post(digest))
-        .route("/large/{n}", get(large));
+        .route("/large/{n}", get(large))
+        .route("/echo/{*rest}", any(echo))
+        .route("/refuse", any(refuse))
+        .route("/moved", get(moved))
+        .route("/slow/{ms}", get(slow));
     tokio::spawn(async move { axum::serve(backend_listener, app).await.unwrap() });
 
     let members = vec![
@@ -199,12 +263,46 @@ pub async fn env_with(o: Options) -> Env {
 
         http: reqwest::Client::builder().build().unwrap(),
         databases,
+        backend,
         _dir: dir,
     }
 }
 
 /// The X-Road error type of an answer, and its status.
 pub async fn error_type(r: reqwest::Response) -> (u16, String) {
+    let (status, kind, _) = error(r).await;
+    (status, kind)
+}
+
+/// Assert that an answer is the X-Road error `kind` with `status`, its message saying `says`.
+pub async fn assert_refused(r: reqwest::Response, status: u16, kind: &str, says: &str) {
+    let (got_status, got_kind, message) = error(r).await;
+    assert_eq!((got_status, got_kind.as_str()), (status, kind), "{message}");
+    assert!(message.contains(says), "{says:?} not in {message:?}");
+}
+
+/// Register `service` at the provider's gateway with `backend_url`, granted whole to the
+/// client.
+pub async fn add_granted_service(env: &Env, service: &str, backend_url: &str) {
+    let provider = &env.provider_gateway().admin;
+    let service: ServiceId = service.parse().unwrap();
+    provider
+        .add_service(&NewService {
+            service: service.clone(),
+            backend_url: backend_url.to_owned(),
+            openapi: None,
+        })
+        .await
+        .unwrap();
+    let client: SubsystemId = CLIENT.parse().unwrap();
+    provider
+        .grant(&service, client_subject(&client), None)
+        .await
+        .unwrap();
+}
+
+/// The status, X-Road error type and message of an answer.
+pub async fn error(r: reqwest::Response) -> (u16, String, String) {
     let status = r.status().as_u16();
     let header = r
         .headers()
@@ -218,7 +316,11 @@ pub async fn error_type(r: reqwest::Response) -> (u16, String) {
         "X-Road-Error header and body type agree"
     );
     assert!(body["detail"].as_str().is_some_and(|d| !d.is_empty()));
-    (status, kind)
+    (
+        status,
+        kind,
+        body["message"].as_str().unwrap_or("").to_owned(),
+    )
 }
 
 /// A DER OCSP answer about a certificate, whatever it says.
@@ -257,14 +359,36 @@ pub fn direct_client(env: &Env) -> reqwest::Client {
     xalo_exchange::tls::http_client(config, std::time::Duration::from_secs(30)).unwrap()
 }
 
-/// A signed request straight to the provider's gateway; `tamper` changes the body after
-/// signing; `tls_ocsp` is passed on when given.
-pub async fn direct_call(
+/// A signed request straight to the provider's gateway, as a gateway sends it.
+pub struct DirectRequest {
+    url: String,
+    headers: reqwest::header::HeaderMap,
+    body: Vec<u8>,
+}
+
+impl DirectRequest {
+    /// Send it (again), on a new connection.
+    pub async fn send(&self, env: &Env) -> reqwest::Response {
+        direct_client(env)
+            .post(&self.url)
+            .headers(self.headers.clone())
+            .body(self.body.clone())
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+/// Sign a request to the provider's gateway with the client member's key, saying it was
+/// signed at `signed_ms` (now when `None`); `tamper` changes the body after signing;
+/// `tls_ocsp` is passed on when given.
+pub async fn direct_request(
     env: &Env,
     body: &[u8],
     tamper: bool,
     tls_ocsp: Option<Vec<u8>>,
-) -> reqwest::Response {
+    signed_ms: Option<i64>,
+) -> DirectRequest {
     use xalo_exchange::message;
     let files = &env.client_gateway().files;
     let signer = xalo_exchange::signature::MessageSigner::from_pem(
@@ -281,8 +405,9 @@ pub async fn direct_call(
     let body_hash: [u8; 64] = sha2::Sha512::digest(body).into();
     let hash = message::message_hash(&head, body.len() as u64, &body_hash);
     let signer_ocsp = ocsp_der(&env.nation, &files.signing_certificate).await;
-    let signature = signer.sign_single(&hash).unwrap();
-    let mut signed = xalo_exchange::client_proxy::signature_headers(
+    let signed_ms = signed_ms.unwrap_or_else(xalo_core::unix_now_ms);
+    let signature = signer.sign_single_at(&hash, signed_ms).unwrap();
+    let signed = xalo_exchange::client_proxy::signature_headers(
         &Default::default(),
         signer.certificate(),
         &signature,
@@ -290,22 +415,75 @@ pub async fn direct_call(
         &tls_ocsp.clone().unwrap_or_default(),
     )
     .unwrap();
+    headers.extend(signed);
     if tls_ocsp.is_none() {
-        signed.remove(message::TLS_OCSP);
+        headers.remove(message::TLS_OCSP);
     }
     let mut sent = body.to_vec();
     if tamper {
         sent[0] ^= 1;
     }
-    direct_client(env)
-        .post(format!(
-            "https://{}{target}",
-            env.provider_gateway().tls_addr
-        ))
-        .headers(headers)
-        .headers(signed)
-        .body(sent)
-        .send()
+    DirectRequest {
+        url: format!("https://{}{target}", env.provider_gateway().tls_addr),
+        headers,
+        body: sent,
+    }
+}
+
+/// A signed request straight to the provider's gateway, signed now (see [`direct_request`]).
+pub async fn direct_call(
+    env: &Env,
+    body: &[u8],
+    tamper: bool,
+    tls_ocsp: Option<Vec<u8>>,
+) -> reqwest::Response {
+    direct_request(env, body, tamper, tls_ocsp, None)
         .await
-        .unwrap()
+        .send(env)
+        .await
+}
+
+/// Restart gateway `index` of the nation on its database and addresses, its configuration
+/// changed by `edit`.
+pub async fn restart_gateway(
+    env: &mut Env,
+    index: usize,
+    edit: impl FnOnce(&mut xalo_core::Config),
+) {
+    let old = env.nation.gateways.remove(index);
+    let addr = old.handle.local_addr();
+    let mut config = old.config.clone();
+    edit(&mut config);
+    old.handle.shutdown().await.unwrap();
+    let bind = |a| async move {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            if let Ok(l) = tokio::net::TcpListener::bind(a).await {
+                return l;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the old gateway's port stays taken"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    };
+    let listener = bind(addr).await;
+    let tls_listener = bind(old.tls_addr).await;
+    let handle = xalo_exchange::gateway::serve_with(config.clone(), listener, tls_listener)
+        .await
+        .unwrap();
+    env.nation.gateways.insert(
+        index,
+        xalo_exchange::nation::RunningGateway {
+            url: handle.url(),
+            handle,
+            config,
+            member: old.member,
+            tls_addr: old.tls_addr,
+            admin: old.admin,
+            certificates: old.certificates,
+            files: old.files,
+        },
+    );
 }

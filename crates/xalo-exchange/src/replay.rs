@@ -1,0 +1,184 @@
+//! Replayed messages: the provider's gateway serves each signed request once. A request
+//! is signed with the time of its batch; one signed longer ago than the replay window (or
+//! that far in the future: clocks apart) is refused, and one seen within the window is
+//! refused again, so the gateway need remember only the window's messages.
+//!
+//! A message is known by its batch signature and its position in the batch: a replay
+//! must carry the signature it captured, while a client that sends the same request again
+//! has it signed anew. Under load one entry holds the positions of a whole batch.
+//!
+//! After a restart the window's messages are read back from the message log, where each
+//! accepted request's signature and batch proof are kept.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use sha2::Digest;
+
+use crate::signature::BatchProof;
+
+/// Batches remembered at most (about 60 MB); past this a gateway refuses messages rather
+/// than forget one it accepted. A window holds at most twice its length of batches: a
+/// minute's window, with every message signed alone, holds this at 8,000 messages a second.
+const MOST_BATCHES: usize = 1_000_000;
+
+/// Why a message was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// Signed outside the window around now.
+    OutsideWindow { signed_ms: i64, now_ms: i64 },
+    /// Accepted before.
+    Replayed,
+    /// Too many messages within the window to remember another.
+    Full,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::OutsideWindow { signed_ms, now_ms } => write!(
+                f,
+                "the message was signed {:.1} s {} now, outside the replay window (are the clocks apart?)",
+                (now_ms - signed_ms).abs() as f64 / 1000.0,
+                if signed_ms <= now_ms {
+                    "before"
+                } else {
+                    "after"
+                }
+            ),
+            Refusal::Replayed => write!(f, "the message was received before (a replay)"),
+            Refusal::Full => write!(
+                f,
+                "too many messages within the replay window to remember another"
+            ),
+        }
+    }
+}
+
+/// The batches whose messages arrived within the window, by their signature.
+#[derive(Debug)]
+pub struct ReplayGuard {
+    window_ms: i64,
+    seen: Mutex<Seen>,
+}
+
+#[derive(Debug, Default)]
+struct Seen {
+    batches: HashMap<[u8; 16], Batch>,
+    /// When expired batches were last dropped.
+    swept_ms: i64,
+}
+
+#[derive(Debug)]
+struct Batch {
+    /// Past this, the window refuses the batch's messages anyway.
+    forget_after_ms: i64,
+    /// The first position received, and any others (few: a batch holds messages to many
+    /// providers, and an empty `Vec` takes no memory of its own).
+    first: u64,
+    more: Vec<u64>,
+}
+
+impl ReplayGuard {
+    pub fn new(window: std::time::Duration) -> ReplayGuard {
+        ReplayGuard {
+            window_ms: window.as_millis().min(i64::MAX as u128) as i64,
+            seen: Mutex::default(),
+        }
+    }
+
+    /// Admit the message at `proof`'s position of the batch signed with `signature`, once.
+    pub fn admit(&self, signature: &[u8], proof: &BatchProof, now_ms: i64) -> Result<(), Refusal> {
+        if (now_ms - proof.signed_ms).abs() > self.window_ms {
+            return Err(Refusal::OutsideWindow {
+                signed_ms: proof.signed_ms,
+                now_ms,
+            });
+        }
+        let key: [u8; 16] = {
+            let digest = sha2::Sha256::digest(signature);
+            let mut k = [0u8; 16];
+            k.copy_from_slice(&digest[..16]);
+            k
+        };
+        // A poisoned lock means a panic mid-update: refuse rather than admit blindly.
+        let mut seen = self.seen.lock().map_err(|_| Refusal::Full)?;
+        if now_ms - seen.swept_ms > self.window_ms / 2 {
+            seen.batches.retain(|_, b| b.forget_after_ms >= now_ms);
+            seen.swept_ms = now_ms;
+        }
+        let full = seen.batches.len() >= MOST_BATCHES;
+        match seen.batches.get_mut(&key) {
+            Some(batch) if batch.first == proof.index || batch.more.contains(&proof.index) => {
+                Err(Refusal::Replayed)
+            }
+            Some(batch) => {
+                batch.more.push(proof.index);
+                Ok(())
+            }
+            None if full => Err(Refusal::Full),
+            None => {
+                seen.batches.insert(
+                    key,
+                    Batch {
+                        forget_after_ms: proof.signed_ms.saturating_add(self.window_ms),
+                        first: proof.index,
+                        more: Vec::new(),
+                    },
+                );
+                Ok(())
+            }
+        }
+    }
+
+    /// The window, in seconds.
+    pub fn window_secs(&self) -> i64 {
+        self.window_ms / 1000
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn proof(index: u64, signed_ms: i64) -> BatchProof {
+        BatchProof {
+            index,
+            size: 4,
+            signed_ms,
+            path: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn each_position_of_a_batch_is_admitted_once_within_the_window() {
+        let guard = ReplayGuard::new(std::time::Duration::from_secs(60));
+        let now = 1_000_000_000;
+        assert_eq!(guard.admit(b"sig-a", &proof(0, now - 5), now), Ok(()));
+        assert_eq!(guard.admit(b"sig-a", &proof(1, now - 5), now), Ok(()));
+        assert_eq!(
+            guard.admit(b"sig-a", &proof(0, now - 5), now + 1),
+            Err(Refusal::Replayed)
+        );
+        // Another batch, same position.
+        assert_eq!(guard.admit(b"sig-b", &proof(0, now - 5), now), Ok(()));
+        // Too old, or from too far ahead.
+        assert!(matches!(
+            guard.admit(b"sig-c", &proof(0, now - 60_001), now),
+            Err(Refusal::OutsideWindow { .. })
+        ));
+        assert!(matches!(
+            guard.admit(b"sig-c", &proof(0, now + 60_001), now),
+            Err(Refusal::OutsideWindow { .. })
+        ));
+        // Once the window has passed, the batch is forgotten and its replay is too old.
+        let later = now + 120_000;
+        assert!(matches!(
+            guard.admit(b"sig-a", &proof(0, now - 5), later),
+            Err(Refusal::OutsideWindow { .. })
+        ));
+        assert_eq!(guard.admit(b"sig-d", &proof(0, later), later), Ok(()));
+        let seen = guard.seen.lock().unwrap();
+        assert_eq!(seen.batches.len(), 1, "expired batches were dropped");
+    }
+}

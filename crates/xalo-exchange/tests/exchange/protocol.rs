@@ -1,0 +1,183 @@
+//! The examples of X-Road's message protocol for REST (PR-REST 4.1–4.6 and the pet store
+//! of its section 6), through both gateways to a backend that shows what it received.
+
+use reqwest::Method;
+use serde_json::Value;
+
+use super::support::{self, CLIENT};
+
+const PETSTORE: &str = "VN/GOV/000001/population/petstore";
+
+async fn env() -> support::Env {
+    let env = support::env().await;
+    let backend = format!("http://{}/echo", env.backend);
+    support::add_granted_service(&env, PETSTORE, &backend).await;
+    env
+}
+
+fn header<'a>(r: &'a reqwest::Response, name: &str) -> Option<&'a str> {
+    r.headers().get(name).map(|v| v.to_str().unwrap())
+}
+
+#[tokio::test]
+async fn the_service_path_headers_and_answers_are_as_the_rest_protocol_shows() {
+    let env = env().await;
+    // 4.1: the service id, then the path and query the backend receives unchanged.
+    let r = env
+        .call(
+            Method::GET,
+            &format!("{PETSTORE}/v1/bar/zyggy?quu=1&q=a%20b%2Fc"),
+        )
+        .header("X-Road-Id", "fa2e18a5-c2cb-4d09-b994-f57727f7c3fb")
+        .header("X-Road-UserId", "VN001203012345")
+        .header("X-Road-Issue", "MT324223MSD")
+        .header("Accept", "application/json")
+        .header("Authorization", "Bearer eyJhbGciOiJIUzI1NiJ9.e30.sig")
+        .header("Cache-Control", "no-cache")
+        .header("Pragma", "no-cache")
+        .header("X-Pingback", "https://example.com/xmlrpc.php")
+        .header("User-Agent", "an-information-system/1.0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // 4.3: the provider's gateway sets X-Road's answer headers, replacing the backend's.
+    assert_eq!(header(&r, "x-road-client"), Some(CLIENT));
+    assert_eq!(header(&r, "x-road-service"), Some(PETSTORE));
+    assert_eq!(
+        header(&r, "x-road-id"),
+        Some("fa2e18a5-c2cb-4d09-b994-f57727f7c3fb")
+    );
+    assert_eq!(header(&r, "x-road-request-id").map(str::len), Some(36));
+    let hash = header(&r, "x-road-request-hash").unwrap();
+    assert_eq!(hash.len(), 88, "base64 of SHA-512: {hash}");
+    // The backend's own headers pass.
+    assert_eq!(header(&r, "x-powered-by"), Some("PHP/5.2.17"));
+    assert_eq!(
+        header(&r, "cache-control"),
+        Some("no-cache, no-store, must-revalidate")
+    );
+    assert!(header(&r, "x-road-error").is_none());
+    let got: Value = r.json().await.unwrap();
+    assert_eq!(got["method"], "GET");
+    assert_eq!(got["path"], "/echo/v1/bar/zyggy");
+    assert_eq!(got["query"], "quu=1&q=a%20b%2Fc");
+    let h = &got["headers"];
+    assert_eq!(h["x-road-client"], CLIENT);
+    assert_eq!(h["x-road-id"], "fa2e18a5-c2cb-4d09-b994-f57727f7c3fb");
+    assert_eq!(h["x-road-userid"], "VN001203012345");
+    assert_eq!(h["x-road-issue"], "MT324223MSD");
+    for (name, value) in [
+        ("accept", "application/json"),
+        ("authorization", "Bearer eyJhbGciOiJIUzI1NiJ9.e30.sig"),
+        ("cache-control", "no-cache"),
+        ("pragma", "no-cache"),
+        ("x-pingback", "https://example.com/xmlrpc.php"),
+    ] {
+        assert_eq!(h[name], value, "{name} passes unchanged");
+    }
+    // Filtered (4.3): what would reveal the caller's host or software, and our own.
+    assert_ne!(h["user-agent"], "an-information-system/1.0");
+    assert_eq!(h["host"], env.backend.to_string());
+    let names: Vec<&String> = h.as_object().unwrap().keys().collect();
+    assert!(!names.iter().any(|n| n.starts_with("x-xalo-")), "{names:?}");
+
+    // 6.3–6.5: the other methods, with their bodies.
+    let pet = r#"{"id":0,"name":"doggie","photoUrls":[],"tags":[],"status":"available"}"#;
+    for (method, path) in [
+        (Method::PUT, "/v2/pets/5657082955040009"),
+        (Method::POST, "/v2/pets"),
+        (Method::DELETE, "/v2/pets/1124"),
+    ] {
+        let mut call = env.call(method.clone(), &format!("{PETSTORE}{path}"));
+        if method != Method::DELETE {
+            call = call.header("Content-Type", "application/json").body(pet);
+        }
+        let r = call.send().await.unwrap();
+        assert_eq!(r.status(), 200, "{method} {path}");
+        let got: Value = r.json().await.unwrap();
+        assert_eq!(got["method"], method.as_str());
+        assert_eq!(got["path"], format!("/echo{path}"));
+        if method != Method::DELETE {
+            assert_eq!(got["body"], pet);
+            assert_eq!(got["headers"]["content-type"], "application/json");
+        }
+    }
+}
+
+#[tokio::test]
+async fn errors_are_told_apart_as_the_rest_protocol_shows() {
+    let env = env().await;
+    // 4.6, the first example: the service's own error passes back as it is, with X-Road's
+    // answer headers and no X-Road-Error.
+    let backend = format!("http://{}", env.backend);
+    support::add_granted_service(&env, "VN/GOV/000001/population/backend-errors", &backend).await;
+    let r = env
+        .call(
+            Method::PUT,
+            "VN/GOV/000001/population/backend-errors/refuse",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+    assert!(header(&r, "x-road-error").is_none());
+    assert_eq!(
+        header(&r, "x-road-service"),
+        Some("VN/GOV/000001/population/backend-errors")
+    );
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["message"], "Request method 'PUT' not supported");
+    // A redirect is passed back, not followed (by the gateways: this client does not
+    // follow it either).
+    let r = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(format!(
+            "{}/r1/VN/GOV/000001/population/backend-errors/moved",
+            env.client_gateway().url
+        ))
+        .header("X-Road-Client", CLIENT)
+        .header("X-Xalo-Client-Key", &env.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    assert_eq!(
+        header(&r, "location"),
+        Some("https://elsewhere.example/persons")
+    );
+
+    // 4.6, the third example: a request that does not follow the protocol.
+    let url = &env.client_gateway().url;
+    for path in [
+        "/r1/VN/GOV".to_owned(),
+        // 4.2: the separators of the service id may not be encoded.
+        "/r1/VN%2FGOV%2F000001%2Fpopulation%2Fpersons".to_owned(),
+    ] {
+        let r = env
+            .http
+            .get(format!("{url}{path}"))
+            .header("X-Road-Client", CLIENT)
+            .header("X-Xalo-Client-Key", &env.key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            header(&r, "content-type"),
+            Some("application/json;charset=utf-8"),
+            "{path}"
+        );
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["type"], "Client.BadRequest", "{path}: {body}");
+        assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()));
+        let detail = body["detail"].as_str().unwrap();
+        assert_eq!(detail.len(), 36, "a UUID: {detail}");
+        assert_eq!(
+            body.as_object().unwrap().len(),
+            3,
+            "type, message and detail: {body}"
+        );
+    }
+}
