@@ -140,7 +140,6 @@ async fn outbound(gw: &Arc<GatewayState>, req: Request) -> Result<Response, Prot
     }
     let start = rand::random::<u32>() as usize % candidates.len();
     candidates.rotate_left(start);
-    let mut provider_gateway = candidates[0];
     let tls_ocsp = gw
         .status
         .good_answer(gw.tls.certificate(), &conf)
@@ -186,17 +185,12 @@ async fn outbound(gw: &Arc<GatewayState>, req: Request) -> Result<Response, Prot
     let body = spool(body.into_data_stream(), &gw.spool())
         .await
         .map_err(|e| spool_error(e, Kind::ClientInternalError))?;
+    // Sent as received: the head signed is the request line the provider's gateway reads.
     let target = parts
         .uri
         .path_and_query()
         .map_or(path.as_str(), |p| p.as_str());
-    let url = reqwest::Url::parse(&format!("https://{}{target}", provider_gateway.address))
-        .map_err(|e| bad(format!("request target: {e}")))?;
-    let sent_target = match url.query() {
-        Some(q) => format!("{}?{q}", url.path()),
-        None => url.path().to_owned(),
-    };
-    let request_head = message::request_head(parts.method.as_str(), &sent_target, &headers);
+    let request_head = message::request_head(parts.method.as_str(), target, &headers);
     let request_hash = message::message_hash(&request_head, body.len, &body.sha512);
     let signature = gw
         .batch
@@ -222,30 +216,21 @@ async fn outbound(gw: &Arc<GatewayState>, req: Request) -> Result<Response, Prot
         let http = gw
             .peer_client(peer)
             .map_err(|e| ProtocolError::new(Kind::ClientInternalError, e.message))?;
+        let uri: axum::http::Uri = format!("https://{}{target}", peer.address)
+            .parse()
+            .map_err(|e| bad(format!("request target: {e}")))?;
         let outgoing = match (&in_memory, spooled.take()) {
-            (Some(bytes), _) => reqwest::Body::from(bytes.clone()),
-            (None, Some(body)) => body.into_reqwest_body(),
+            (Some(bytes), _) => axum::body::Body::from(bytes.clone()),
+            (None, Some(body)) => body.into_axum_body(),
             (None, None) => break Err((peer, None)),
         };
-        let mut target_url = url.clone();
-        let (host, port) = peer
-            .address
-            .rsplit_once(':')
-            .unwrap_or((peer.address.as_str(), "443"));
-        let _ = target_url.set_host(Some(host));
-        let _ = target_url.set_port(port.parse().ok());
-        match http
-            .request(parts.method.clone(), target_url)
-            .headers(headers.clone())
-            .headers(signed.clone())
-            .body(outgoing)
-            .send()
-            .await
-        {
+        let mut sent = headers.clone();
+        sent.extend(signed.clone());
+        match http.send(parts.method.clone(), uri, sent, outgoing).await {
             Ok(r) => break Ok((peer, r)),
             Err(e)
                 if e.is_connect()
-                    && !crate::tls::is_tls_failure(&e)
+                    && !e.is_tls()
                     && attempt + 1 < candidates.len()
                     && in_memory.is_some() =>
             {
@@ -255,11 +240,8 @@ async fn outbound(gw: &Arc<GatewayState>, req: Request) -> Result<Response, Prot
             Err(e) => break Err((peer, Some(e))),
         }
     };
-    let response = match response {
-        Ok((peer, r)) => {
-            provider_gateway = peer;
-            r
-        }
+    let (provider_gateway, response) = match response {
+        Ok(answered) => answered,
         Err((peer, e)) => {
             let e = match e {
                 Some(e) => e,
@@ -270,7 +252,7 @@ async fn outbound(gw: &Arc<GatewayState>, req: Request) -> Result<Response, Prot
                     ));
                 }
             };
-            return Err(if crate::tls::is_tls_failure(&e) {
+            return Err(if e.is_tls() {
                 ProtocolError::new(
                     Kind::ClientSslAuthenticationFailed,
                     format!(
@@ -284,22 +266,22 @@ async fn outbound(gw: &Arc<GatewayState>, req: Request) -> Result<Response, Prot
             });
         }
     };
-    let status = response.status();
-    let response_headers = response.headers().clone();
+    let status = response.status;
+    let response_headers = response.headers.clone();
     // An error of the provider's gateway travels back as it is.
     if let Some(kind) = response_headers.get(X_ROAD_ERROR) {
         let kind = kind
             .to_str()
             .unwrap_or("Server.ServerProxy.InternalError")
             .to_owned();
-        let text = response.text().await.unwrap_or_default();
+        let text = response.text(64 * 1024).await;
         let message = serde_json::from_str::<crate::protocol_error::ProtocolErrorBody>(&text)
             .map(|b| b.message)
             .unwrap_or(text);
         return Ok(crate::protocol_error::response(&kind, status, &message));
     }
     // The provider's answer breaking off (or too large to keep) is no fault of the client.
-    let response_body = spool(response.bytes_stream(), &gw.spool())
+    let response_body = spool(response.into_stream(), &gw.spool())
         .await
         .map_err(|e| match e {
             SpoolError::Read(_) => ProtocolError::new(

@@ -19,6 +19,7 @@ use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
+use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use xalo_core::server::{Server, ServerHandle, ShutdownGrace};
@@ -165,13 +166,13 @@ pub struct GatewayState {
     pub encoded: crate::message::EncodedHeaders,
     pub decoded: crate::message::DecodedHeaders,
     spool: RwLock<SpoolLimits>,
-    pub backend: reqwest::Client,
+    pub backend: crate::hop::HopClient,
     pub log: MessageLog,
     pub evidence: Option<Evidence>,
     /// The bound address of the client TLS listener, when there is one.
     pub client_tls_addr: Option<SocketAddr>,
     /// By address: the certificate the client pins, and the client.
-    peers: Mutex<HashMap<String, (GatewayCertificate, reqwest::Client)>>,
+    peers: Mutex<HashMap<String, (GatewayCertificate, crate::hop::HopClient)>>,
     /// Reloadable settings and the configuration they came from.
     live: RwLock<(Arc<GatewaySettings>, Arc<Config>)>,
     pub(crate) reloading: Mutex<()>,
@@ -227,7 +228,10 @@ impl GatewayState {
     /// The HTTP client for another gateway: mutual TLS, pinned to its registered
     /// certificate, requiring a good stapled OCSP answer. One per peer, so connections
     /// are reused.
-    pub fn peer_client(self: &Arc<Self>, peer: &GatewayEntry) -> Result<reqwest::Client, Error> {
+    pub fn peer_client(
+        self: &Arc<Self>,
+        peer: &GatewayEntry,
+    ) -> Result<crate::hop::HopClient, Error> {
         if let Ok(p) = self.peers.lock()
             && let Some((pinned, c)) = p.get(&peer.address)
             && *pinned == peer.tls_certificate
@@ -244,7 +248,8 @@ impl GatewayState {
         });
         let verifier = PinnedServer::new(peer.certificate_der()?, Some(check));
         let config = tls::client_config(&self.tls, Arc::new(verifier))?;
-        let client = tls::http_client(config, Duration::from_secs(self.settings.timeout_secs))?;
+        let client =
+            crate::hop::HopClient::peer(config, Duration::from_secs(self.settings.timeout_secs));
         if let Ok(mut p) = self.peers.lock() {
             // A renewed certificate replaces the client of its address; past 1024 peers
             // the clients start afresh.
@@ -366,22 +371,24 @@ pub async fn serve_with(
         Some(url) => Some(Evidence::new(url)?),
         None => None,
     };
-    let replays = crate::replay::ReplayGuard::new(Duration::from_secs(settings.replay_window_secs));
-    // The requests served within the window before a restart may not be replayed after it.
-    let window_start = crate::unix_now() - settings.replay_window_secs as i64 - 1;
+    // At least a second; at most a day (the guard holds a window's messages).
+    let window_secs = settings.replay_window_secs.clamp(1, 86_400);
+    let replays = crate::replay::ReplayGuard::new(Duration::from_secs(window_secs));
+    // The requests served before a restart may not be replayed after it: one signed up to
+    // a window ahead of its arrival stays admissible for two windows after it was logged.
+    let logged_since = crate::unix_now() - 2 * window_secs as i64 - 1;
     let now_ms = xalo_core::unix_now_ms();
-    for text in log.served_signatures_since(window_start).await? {
-        if let Some((signature, proof)) = crate::message::parse_logged_signature(&text) {
-            // Refused: outside the window already, or a position logged twice.
-            let _ = replays.admit(&signature, &proof, now_ms);
+    log.served_signatures_since(logged_since, |text, request_hash| {
+        if let (Some((signature, proof)), Some(hash)) = (
+            crate::message::parse_logged_signature(text),
+            crate::b64().decode(request_hash).ok(),
+        ) {
+            // Refused: outside the window already, or logged twice.
+            let _ = replays.admit(&signature, &proof, &hash, now_ms);
         }
-    }
-    let backend = reqwest::Client::builder()
-        .timeout(Duration::from_secs(settings.timeout_secs))
-        .redirect(reqwest::redirect::Policy::none())
-        .pool_max_idle_per_host(256)
-        .build()
-        .map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?;
+    })
+    .await?;
+    let backend = crate::hop::HopClient::backend(Duration::from_secs(settings.timeout_secs))?;
     let stapled = StapledCertificate::new(tls_identity.clone())?;
     let client_tls_listener = match settings.client_tls_listen {
         Some(addr) => Some(xalo_core::server::bind(addr).await?),

@@ -18,6 +18,7 @@ pub mod evidence_export;
 pub mod gateway;
 pub mod global_conf;
 pub mod health;
+pub mod hop;
 pub mod inbox;
 pub mod log_encryption;
 pub mod management_client;

@@ -285,20 +285,27 @@ impl MessageLog {
         Ok(digest_rows(rows).await?.0)
     }
 
-    /// The logged signatures of the requests this gateway served (as provider) since
-    /// `unix`: the replay guard reads back its window with them after a restart.
-    pub async fn served_signatures_since(&self, unix: i64) -> Result<Vec<String>, Error> {
-        let rows = xalo_store::sqlx::query(
-            "SELECT request_signature FROM gateway_message_log \
+    /// The logged signature and request hash of each request this gateway served (as
+    /// provider) since `unix`, row by row: the replay guard reads back its window with
+    /// them after a restart.
+    pub async fn served_signatures_since(
+        &self,
+        unix: i64,
+        mut each: impl FnMut(&str, &str),
+    ) -> Result<(), Error> {
+        use futures_util::TryStreamExt;
+        let mut rows = xalo_store::sqlx::query(
+            "SELECT request_signature, request_hash FROM gateway_message_log \
              WHERE logged_unix >= $1 AND side = 'provider'",
         )
         .bind(unix)
-        .fetch_all(self.db.pool())
-        .await
-        .db("reading the message log")?;
-        rows.iter()
-            .map(|r| r.try_get::<String, _>(0).db("request_signature"))
-            .collect()
+        .fetch(self.db.pool());
+        while let Some(r) = rows.try_next().await.db("reading the message log")? {
+            let signature: String = r.try_get(0).db("request_signature")?;
+            let hash: String = r.try_get(1).db("request_hash")?;
+            each(&signature, &hash);
+        }
+        Ok(())
     }
 
     /// When the log was last time-stamped.

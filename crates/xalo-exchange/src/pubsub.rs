@@ -324,26 +324,32 @@ async fn send_signed(
     let mut last = String::new();
     for peer in &candidates {
         let http = gw.peer_client(peer).map_err(|e| failed(e.message))?;
+        let uri: axum::http::Uri = format!("https://{}{target}", peer.address)
+            .parse()
+            .map_err(|e| failed(format!("{}{target}: {e}", peer.address)))?;
+        let mut all = headers.clone();
+        all.extend(signature_headers.clone());
         let sent = http
-            .request(method.clone(), format!("https://{}{target}", peer.address))
-            .headers(headers.clone())
-            .headers(signature_headers.clone())
-            .body(body.clone())
-            .send()
+            .send(
+                method.clone(),
+                uri,
+                all,
+                axum::body::Body::from(body.clone()),
+            )
             .await;
         let response = match sent {
             Ok(r) => r,
-            Err(e) if e.is_connect() && !crate::tls::is_tls_failure(&e) => {
+            Err(e) if e.is_connect() && !e.is_tls() => {
                 last = format!("{}: {e}", peer.address);
                 continue;
             }
             Err(e) => return Err(failed(format!("{}: {e:#}", peer.address))),
         };
-        let status = response.status();
-        let response_headers = response.headers().clone();
+        let status = response.status;
+        let response_headers = response.headers.clone();
         if let Some(kind) = response_headers.get(X_ROAD_ERROR) {
             let kind = kind.to_str().unwrap_or("Server.ServerProxy.InternalError");
-            let text = response.text().await.unwrap_or_default();
+            let text = response.text(MAX_ANSWER_BYTES).await;
             let message = serde_json::from_str::<ProtocolErrorBody>(&text)
                 .map(|b| b.message)
                 .unwrap_or(text);
@@ -416,9 +422,12 @@ async fn send_signed(
     }))
 }
 
-async fn read_limited(mut r: reqwest::Response) -> Result<Bytes, String> {
+async fn read_limited(r: crate::hop::HopResponse) -> Result<Bytes, String> {
+    use futures_util::StreamExt;
     let mut out = Vec::new();
-    while let Some(chunk) = r.chunk().await.map_err(|e| e.to_string())? {
+    let mut body = r.into_stream();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| e.to_string())?;
         if out.len() + chunk.len() > MAX_ANSWER_BYTES {
             return Err(format!("answer larger than {MAX_ANSWER_BYTES} bytes"));
         }
@@ -489,6 +498,7 @@ fn bad(m: impl Into<String>) -> ProtocolError {
 /// Authenticate the sending gateway and check the message's signature, as the server
 /// proxy does for service calls.
 async fn inbound(gw: &Arc<GatewayState>, req: Request) -> Result<Inbound, ProtocolError> {
+    let arrived_ms = xalo_core::unix_now_ms();
     let (parts, body) = req.into_parts();
     let conf = gw.conf.get().map_err(|e| ProtocolError::server(&e))?;
     let own_tls = crate::server_proxy::own_tls_answer(gw, &conf).await?;
@@ -536,6 +546,8 @@ async fn inbound(gw: &Arc<GatewayState>, req: Request) -> Result<Inbound, Protoc
     gw.verified
         .verify(&signer, &sender, &request_hash, &signature, &proof)
         .map_err(|e| ProtocolError::new(Kind::ServerInvalidSignatureValue, e.message))?;
+    // Each delivery attempt and subscription is signed anew: a repeat is a replay.
+    crate::server_proxy::admit_once(gw, &signature, &proof, &request_hash, arrived_ms)?;
     Ok(Inbound {
         sender,
         conf,
@@ -773,18 +785,23 @@ async fn peer_event(State(gw): State<Arc<GatewayState>>, req: Request) -> Respon
             .unwrap_or_default()
             .to_owned();
         let failed = |m: String| ProtocolError::new(Kind::ServerServiceFailed, m);
+        let uri: axum::http::Uri = url
+            .parse()
+            .map_err(|e| failed(format!("the subscriber's backend {url}: {e}")))?;
         let r = gw
             .backend
-            .post(&url)
-            .headers(forward)
-            .body(m.body.clone())
-            .send()
+            .send(
+                axum::http::Method::POST,
+                uri,
+                forward,
+                axum::body::Body::from(m.body.clone()),
+            )
             .await
             .map_err(|e| failed(format!("the subscriber's backend {url}: {e}")))?;
-        if !r.status().is_success() {
+        if !r.status.is_success() {
             return Err(failed(format!(
                 "the subscriber's backend {url} answered {}",
-                r.status()
+                r.status
             )));
         }
         let log = LogAs {

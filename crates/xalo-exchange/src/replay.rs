@@ -3,9 +3,11 @@
 //! that far in the future: clocks apart) is refused, and one seen within the window is
 //! refused again, so the gateway need remember only the window's messages.
 //!
-//! A message is known by its batch signature and its position in the batch: a replay
-//! must carry the signature it captured, while a client that sends the same request again
-//! has it signed anew. Under load one entry holds the positions of a whole batch.
+//! A message is known by its batch signature and its own hash: a replay must carry the
+//! signature it captured, while a client that sends the same request again has it signed
+//! anew. (Not by its position in the batch: the proof's size is not signed, and a leaf
+//! can be shown at more than one position of trees of different sizes.) Under load one
+//! entry holds the messages of a whole batch.
 //!
 //! After a restart the window's messages are read back from the message log, where each
 //! accepted request's signature and batch proof are kept.
@@ -22,6 +24,10 @@ use crate::signature::BatchProof;
 /// minute's window, with every message signed alone, holds this at 8,000 messages a second.
 const MOST_BATCHES: usize = 1_000_000;
 
+/// Messages of one batch remembered at most: a gateway signs at most 256 in a batch
+/// (`signature::MAX_BATCH`), so a sender claiming more is not a gateway of ours.
+const MOST_PER_BATCH: usize = 256;
+
 /// Why a message was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
@@ -31,6 +37,8 @@ pub enum Refusal {
     Replayed,
     /// Too many messages within the window to remember another.
     Full,
+    /// More messages of one batch than a gateway signs together.
+    BatchTooLarge,
 }
 
 impl std::fmt::Display for Refusal {
@@ -39,7 +47,7 @@ impl std::fmt::Display for Refusal {
             Refusal::OutsideWindow { signed_ms, now_ms } => write!(
                 f,
                 "the message was signed {:.1} s {} now, outside the replay window (are the clocks apart?)",
-                (now_ms - signed_ms).abs() as f64 / 1000.0,
+                now_ms.abs_diff(*signed_ms) as f64 / 1000.0,
                 if signed_ms <= now_ms {
                     "before"
                 } else {
@@ -51,6 +59,9 @@ impl std::fmt::Display for Refusal {
                 f,
                 "too many messages within the replay window to remember another"
             ),
+            Refusal::BatchTooLarge => {
+                write!(f, "more than {MOST_PER_BATCH} messages of one signed batch")
+            }
         }
     }
 }
@@ -73,8 +84,8 @@ struct Seen {
 struct Batch {
     /// Past this, the window refuses the batch's messages anyway.
     forget_after_ms: i64,
-    /// The first position received, and any others (few: a batch holds messages to many
-    /// providers, and an empty `Vec` takes no memory of its own).
+    /// The first message received (its hash's first 8 bytes), and any others (few: a batch
+    /// holds messages to many providers, and an empty `Vec` takes no memory of its own).
     first: u64,
     more: Vec<u64>,
 }
@@ -87,9 +98,17 @@ impl ReplayGuard {
         }
     }
 
-    /// Admit the message at `proof`'s position of the batch signed with `signature`, once.
-    pub fn admit(&self, signature: &[u8], proof: &BatchProof, now_ms: i64) -> Result<(), Refusal> {
-        if (now_ms - proof.signed_ms).abs() > self.window_ms {
+    /// Admit the message whose hash is `message_hash`, in the batch signed with
+    /// `signature` at `proof.signed_ms`, once.
+    pub fn admit(
+        &self,
+        signature: &[u8],
+        proof: &BatchProof,
+        message_hash: &[u8],
+        now_ms: i64,
+    ) -> Result<(), Refusal> {
+        // abs_diff: a signed time is the sender's to choose, i64::MIN included.
+        if now_ms.abs_diff(proof.signed_ms) > self.window_ms.unsigned_abs() {
             return Err(Refusal::OutsideWindow {
                 signed_ms: proof.signed_ms,
                 now_ms,
@@ -101,6 +120,9 @@ impl ReplayGuard {
             k.copy_from_slice(&digest[..16]);
             k
         };
+        let message = message_hash
+            .first_chunk::<8>()
+            .map_or(0, |b| u64::from_be_bytes(*b));
         // A poisoned lock means a panic mid-update: refuse rather than admit blindly.
         let mut seen = self.seen.lock().map_err(|_| Refusal::Full)?;
         if now_ms - seen.swept_ms > self.window_ms / 2 {
@@ -109,11 +131,12 @@ impl ReplayGuard {
         }
         let full = seen.batches.len() >= MOST_BATCHES;
         match seen.batches.get_mut(&key) {
-            Some(batch) if batch.first == proof.index || batch.more.contains(&proof.index) => {
+            Some(batch) if batch.first == message || batch.more.contains(&message) => {
                 Err(Refusal::Replayed)
             }
+            Some(batch) if batch.more.len() + 1 >= MOST_PER_BATCH => Err(Refusal::BatchTooLarge),
             Some(batch) => {
-                batch.more.push(proof.index);
+                batch.more.push(message);
                 Ok(())
             }
             None if full => Err(Refusal::Full),
@@ -122,7 +145,7 @@ impl ReplayGuard {
                     key,
                     Batch {
                         forget_after_ms: proof.signed_ms.saturating_add(self.window_ms),
-                        first: proof.index,
+                        first: message,
                         more: Vec::new(),
                     },
                 );
@@ -150,35 +173,78 @@ mod tests {
         }
     }
 
+    /// The hash of message `n` of a batch.
+    fn hash(n: u8) -> [u8; 64] {
+        [n; 64]
+    }
+
     #[test]
     fn each_position_of_a_batch_is_admitted_once_within_the_window() {
         let guard = ReplayGuard::new(std::time::Duration::from_secs(60));
         let now = 1_000_000_000;
-        assert_eq!(guard.admit(b"sig-a", &proof(0, now - 5), now), Ok(()));
-        assert_eq!(guard.admit(b"sig-a", &proof(1, now - 5), now), Ok(()));
         assert_eq!(
-            guard.admit(b"sig-a", &proof(0, now - 5), now + 1),
+            guard.admit(b"sig-a", &proof(0, now - 5), &hash(0), now),
+            Ok(())
+        );
+        assert_eq!(
+            guard.admit(b"sig-a", &proof(1, now - 5), &hash(1), now),
+            Ok(())
+        );
+        assert_eq!(
+            guard.admit(b"sig-a", &proof(0, now - 5), &hash(0), now + 1),
             Err(Refusal::Replayed)
         );
         // Another batch, same position.
-        assert_eq!(guard.admit(b"sig-b", &proof(0, now - 5), now), Ok(()));
+        assert_eq!(
+            guard.admit(b"sig-b", &proof(0, now - 5), &hash(0), now),
+            Ok(())
+        );
         // Too old, or from too far ahead.
         assert!(matches!(
-            guard.admit(b"sig-c", &proof(0, now - 60_001), now),
+            guard.admit(b"sig-c", &proof(0, now - 60_001), &hash(0), now),
             Err(Refusal::OutsideWindow { .. })
         ));
         assert!(matches!(
-            guard.admit(b"sig-c", &proof(0, now + 60_001), now),
+            guard.admit(b"sig-c", &proof(0, now + 60_001), &hash(0), now),
             Err(Refusal::OutsideWindow { .. })
         ));
+        for extreme in [i64::MIN, i64::MAX] {
+            let refused = guard.admit(b"sig-e", &proof(0, extreme), &hash(0), now);
+            assert!(matches!(refused, Err(Refusal::OutsideWindow { .. })));
+            assert!(!refused.unwrap_err().to_string().is_empty());
+        }
         // Once the window has passed, the batch is forgotten and its replay is too old.
         let later = now + 120_000;
         assert!(matches!(
-            guard.admit(b"sig-a", &proof(0, now - 5), later),
+            guard.admit(b"sig-a", &proof(0, now - 5), &hash(0), later),
             Err(Refusal::OutsideWindow { .. })
         ));
-        assert_eq!(guard.admit(b"sig-d", &proof(0, later), later), Ok(()));
+        assert_eq!(
+            guard.admit(b"sig-d", &proof(0, later), &hash(0), later),
+            Ok(())
+        );
         let seen = guard.seen.lock().unwrap();
         assert_eq!(seen.batches.len(), 1, "expired batches were dropped");
+    }
+
+    #[test]
+    fn a_message_shown_at_another_position_is_still_a_replay() {
+        let guard = ReplayGuard::new(std::time::Duration::from_secs(60));
+        let now = 1_000_000_000;
+        assert_eq!(guard.admit(b"sig", &proof(2, now), &hash(2), now), Ok(()));
+        // Leaf 2 of 3 verifies as leaf 1 of 2 with the same path.
+        assert_eq!(
+            guard.admit(b"sig", &proof(1, now), &hash(2), now),
+            Err(Refusal::Replayed)
+        );
+        for n in 0..=255 {
+            let admitted = guard.admit(b"big", &proof(0, now), &[n; 64], now);
+            assert_eq!(admitted, Ok(()));
+        }
+        let another: Vec<u8> = (0..64).collect();
+        assert_eq!(
+            guard.admit(b"big", &proof(0, now), &another, now),
+            Err(Refusal::BatchTooLarge)
+        );
     }
 }

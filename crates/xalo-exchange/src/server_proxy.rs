@@ -93,6 +93,31 @@ pub(crate) async fn own_tls_answer(
         })
 }
 
+/// Serve a signed message once (see [`crate::replay`]); call only after its signature
+/// verified.
+pub(crate) fn admit_once(
+    gw: &GatewayState,
+    signature: &[u8],
+    proof: &crate::signature::BatchProof,
+    message_hash: &[u8],
+    arrived_ms: i64,
+) -> Result<(), ProtocolError> {
+    use crate::replay::Refusal;
+    gw.replays
+        .admit(signature, proof, message_hash, arrived_ms)
+        .map_err(|r| {
+            let kind = match r {
+                Refusal::Full => Kind::ServerInternalError,
+                Refusal::BatchTooLarge => Kind::ServerInvalidSignatureValue,
+                Refusal::OutsideWindow { .. } | Refusal::Replayed => Kind::ServerReplayedMessage,
+            };
+            ProtocolError::new(
+                kind,
+                format!("{r} (replay window {} s)", gw.replays.window_secs()),
+            )
+        })
+}
+
 /// Who is calling: the sending gateway's owner, checked by certificate and status.
 pub(crate) async fn authenticate(
     gw: &GatewayState,
@@ -123,6 +148,8 @@ pub(crate) async fn authenticate(
 }
 
 async fn inbound(gw: &Arc<GatewayState>, req: Request) -> Result<Response, ProtocolError> {
+    // The replay window counts from the request's arrival, not from the end of its body.
+    let arrived_ms = xalo_core::unix_now_ms();
     let (parts, body) = req.into_parts();
     let conf = gw.conf.get().map_err(|e| ProtocolError::server(&e))?;
     // A gateway whose own certificate is no longer good stops serving, and it shows every
@@ -208,18 +235,7 @@ async fn inbound(gw: &Arc<GatewayState>, req: Request) -> Result<Response, Proto
         .verify(&signer, client.member(), &request_hash, &signature, &proof)
         .map_err(|e| ProtocolError::new(Kind::ServerInvalidSignatureValue, e.message))?;
     // Only an authentic message is remembered, so nobody else can block one in advance.
-    gw.replays
-        .admit(&signature, &proof, xalo_core::unix_now_ms())
-        .map_err(|r| {
-            let kind = match r {
-                crate::replay::Refusal::Full => Kind::ServerInternalError,
-                _ => Kind::ServerReplayedMessage,
-            };
-            ProtocolError::new(
-                kind,
-                format!("{r} (replay window {} s)", gw.replays.window_secs()),
-            )
-        })?;
+    admit_once(gw, &signature, &proof, &request_hash, arrived_ms)?;
 
     if service.provider().member() != &gw.owner {
         return Err(ProtocolError::new(
@@ -333,11 +349,15 @@ async fn inbound(gw: &Arc<GatewayState>, req: Request) -> Result<Response, Proto
 
 /// A backend that cannot be reached is a network error (PR-REST 4.6, its second example);
 /// one that fails or is too slow to answer, a failure of the service.
-fn backend_failure(gw: &GatewayState, service: &ServiceId, e: &reqwest::Error) -> ProtocolError {
+fn backend_failure(
+    gw: &GatewayState,
+    service: &ServiceId,
+    e: &crate::hop::HopError,
+) -> ProtocolError {
     if e.is_connect() {
         ProtocolError::new(
             Kind::ServerNetworkError,
-            format!("{service}: the backend cannot be reached: {e:#}"),
+            format!("{service}: the backend cannot be reached: {e}"),
         )
     } else if e.is_timeout() {
         ProtocolError::new(
@@ -348,7 +368,7 @@ fn backend_failure(gw: &GatewayState, service: &ServiceId, e: &reqwest::Error) -
             ),
         )
     } else {
-        ProtocolError::new(Kind::ServerServiceFailed, format!("{service}: {e:#}"))
+        ProtocolError::new(Kind::ServerServiceFailed, format!("{service}: {e}"))
     }
 }
 
@@ -396,17 +416,19 @@ async fn call_backend(
             headers.append(name.clone(), value.clone());
         }
     }
+    let uri: axum::http::Uri = url.parse().map_err(|e| {
+        ProtocolError::new(
+            Kind::ServerServiceFailed,
+            format!("{service}: the backend's address {url}: {e}"),
+        )
+    })?;
     let response = gw
         .backend
-        .request(parts.method.clone(), &url)
-        .headers(headers)
-        .body(body.into_reqwest_body())
-        .send()
+        .send(parts.method.clone(), uri, headers, body.into_axum_body())
         .await
         .map_err(|e| backend_failure(gw, service, &e))?;
-    let status = response.status();
-    let headers = response.headers().clone();
-    let body = spool(response.bytes_stream(), &gw.spool())
+    let (status, headers) = (response.status, response.headers.clone());
+    let body = spool(response.into_stream(), &gw.spool())
         .await
         .map_err(|e| ProtocolError::new(Kind::ServerServiceFailed, format!("{service}: {e}")))?;
     Ok((status, headers, body))

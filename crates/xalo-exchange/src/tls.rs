@@ -291,6 +291,11 @@ pub fn http_client(
 
 /// Whether a request failed in the TLS handshake (as opposed to the network).
 pub fn is_tls_failure(e: &reqwest::Error) -> bool {
+    is_tls_error(e)
+}
+
+/// Whether an error is, or was caused by, a TLS failure.
+pub fn is_tls_error(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(s) = source {
         if s.downcast_ref::<rustls::Error>().is_some() {
@@ -386,7 +391,12 @@ pub fn serve(
                     // Stopping (or the sender gone, which is the same).
                     () = async { drop(stopping.wait_for(|s| *s).await) } => {
                         conn.as_mut().graceful_shutdown();
-                        conn.await
+                        // A request that will not end (a peer sending or reading slowly)
+                        // does not keep the connection past a minute.
+                        match tokio::time::timeout(Duration::from_secs(60), conn).await {
+                            Ok(ended) => ended,
+                            Err(_) => Ok(()),
+                        }
                     }
                 };
                 if let Err(e) = ended {
