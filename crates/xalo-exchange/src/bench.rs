@@ -242,10 +242,10 @@ fn registry_size(members: usize) -> String {
 }
 
 async fn measure(
-    http: &reqwest::Client,
+    http: &LoadClient,
     concurrency: usize,
     total: usize,
-    make: Arc<dyn Fn(&reqwest::Client) -> reqwest::RequestBuilder + Send + Sync>,
+    make: Arc<Maker>,
 ) -> Measurement {
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let started = Instant::now();
@@ -273,11 +273,11 @@ async fn measure(
 /// it was due, not from when it was sent, so a client held up by a slow answer does not
 /// hide the wait of the requests it sent late.
 async fn measure_paced(
-    http: &reqwest::Client,
+    http: &LoadClient,
     concurrency: usize,
     rate: f64,
     total: usize,
-    make: Arc<dyn Fn(&reqwest::Client) -> reqwest::RequestBuilder + Send + Sync>,
+    make: Arc<Maker>,
 ) -> Measurement {
     let clients = concurrency.max(1);
     let interval = Duration::from_secs_f64(clients as f64 / rate.max(1.0));
@@ -336,12 +336,40 @@ fn pace(
     }
 }
 
-type Maker = dyn Fn(&reqwest::Client) -> reqwest::RequestBuilder + Send + Sync;
+/// The load generator's HTTP client: hyper's pooled client as it is, so that the CPU it
+/// takes from the machine's cores, which the gateways share, is little (reqwest parses
+/// each request's URL three times).
+type LoadClient = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    axum::body::Body,
+>;
+
+fn load_client(idle_per_host: usize) -> LoadClient {
+    let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    connector.set_nodelay(true);
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .pool_max_idle_per_host(idle_per_host)
+        .build(connector)
+}
+
+/// Makes one request of a run.
+type Maker = dyn Fn() -> axum::http::Request<axum::body::Body> + Send + Sync;
+
+/// A GET of `uri` with `headers`, as a [`Maker`].
+fn get_with(uri: axum::http::Uri, headers: axum::http::HeaderMap) -> Arc<Maker> {
+    Arc::new(move || {
+        let mut r = axum::http::Request::new(axum::body::Body::empty());
+        *r.uri_mut() = uri.clone();
+        *r.headers_mut() = headers.clone();
+        r
+    })
+}
 
 /// One request, its answer read to the end; whether it succeeded.
-async fn round_trip(http: &reqwest::Client, make: &Maker) -> bool {
-    match make(http).send().await {
-        Ok(r) if r.status().is_success() => r.bytes().await.is_ok(),
+async fn round_trip(http: &LoadClient, make: &Maker) -> bool {
+    use http_body_util::BodyExt;
+    match http.request(make()).await {
+        Ok(r) if r.status().is_success() => r.into_body().collect().await.is_ok(),
         _ => false,
     }
 }
@@ -463,26 +491,34 @@ pub async fn run(options: &BenchOptions) -> Result<BenchReport, Error> {
             .await?;
     }
     let key = gateways[0].1.issue_client_key(&client).await?;
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(options.concurrency * 2)
-        .build()
-        .map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?;
-    let direct_url = format!("http://{backend}/persons/VN022095001234");
-    let via_url = format!(
-        "{}/r1/{}/persons/VN022095001234",
-        gateways[0].0,
-        service.to_path()
+    let http = load_client(options.concurrency * 2);
+    let uri = |text: String| {
+        text.parse::<axum::http::Uri>()
+            .map_err(|e| Error::new(ErrorCode::Internal, format!("{text}: {e}")))
+    };
+    let direct = get_with(
+        uri(format!("http://{backend}/persons/VN022095001234"))?,
+        axum::http::HeaderMap::new(),
     );
-    let direct: Arc<dyn Fn(&reqwest::Client) -> reqwest::RequestBuilder + Send + Sync> =
-        Arc::new(move |h: &reqwest::Client| h.get(&direct_url));
-    let via: Arc<dyn Fn(&reqwest::Client) -> reqwest::RequestBuilder + Send + Sync> =
-        Arc::new(move |h: &reqwest::Client| {
-            h.get(&via_url)
-                .header("X-Road-Client", "VN/GOV/000007/portal")
-                .header(crate::message::CLIENT_KEY, &key)
-                .header("X-Road-UserId", "VN001203012345")
-                .header("X-Road-Issue", "bench")
-        });
+    let mut headers = axum::http::HeaderMap::new();
+    for (name, value) in [
+        ("x-road-client", "VN/GOV/000007/portal"),
+        (crate::message::CLIENT_KEY, key.as_str()),
+        ("x-road-userid", "VN001203012345"),
+        ("x-road-issue", "bench"),
+    ] {
+        let value = axum::http::HeaderValue::from_str(value)
+            .map_err(|e| Error::new(ErrorCode::Internal, format!("{name}: {e}")))?;
+        headers.insert(name, value);
+    }
+    let via = get_with(
+        uri(format!(
+            "{}/r1/{}/persons/VN022095001234",
+            gateways[0].0,
+            service.to_path()
+        ))?,
+        headers,
+    );
     let warm = (options.requests / 10).max(options.concurrency);
     measure(&http, options.concurrency, warm, direct.clone()).await;
     let direct_measured =
@@ -556,7 +592,7 @@ pub async fn run(options: &BenchOptions) -> Result<BenchReport, Error> {
         }
         None => None,
     };
-    let polls = measure_polls(&http, &nation.central_url, 20).await;
+    let polls = measure_polls(&reqwest::Client::new(), &nation.central_url, 20).await;
     // Let the message log and evidence catch up before stopping; with a ledger, wait
     // (bounded) until it holds both gateways' entries of every message.
     tokio::time::sleep(Duration::from_millis(500)).await;
