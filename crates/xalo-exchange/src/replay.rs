@@ -5,9 +5,9 @@
 //!
 //! A message is known by its batch signature and its own hash: a replay must carry the
 //! signature it captured, while a client that sends the same request again has it signed
-//! anew. (Not by its position in the batch: the proof's size is not signed, and a leaf
-//! can be shown at more than one position of trees of different sizes.) Under load one
-//! entry holds the messages of a whole batch.
+//! anew. (Its hash rather than its position in the batch: the guard then holds whatever a
+//! proof claims; the batch's size is signed too, so a leaf has one position anyway.) Under
+//! load one entry holds the messages of a whole batch.
 //!
 //! After a restart the window's messages are read back from the message log, where each
 //! accepted request's signature and batch proof are kept.

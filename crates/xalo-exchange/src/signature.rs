@@ -202,11 +202,13 @@ pub struct Signed {
     pub proof: BatchProof,
 }
 
-/// What is signed for a batch: a label, the time of signing (milliseconds, big-endian),
-/// then the root.
-fn batch_statement(root: &xalo_ledger::Hash, signed_ms: i64) -> Vec<u8> {
+/// What is signed for a batch: a label, the time of signing (milliseconds), the number of
+/// messages (so each message has one position: a leaf can otherwise be shown at two, in
+/// trees of different sizes), both big-endian, then the root.
+fn batch_statement(root: &xalo_ledger::Hash, signed_ms: i64, size: u64) -> Vec<u8> {
     let mut out = b"xalo-exchange-batch/2\n".to_vec();
     out.extend_from_slice(&signed_ms.to_be_bytes());
+    out.extend_from_slice(&size.to_be_bytes());
     out.extend_from_slice(root.as_bytes());
     out
 }
@@ -220,7 +222,7 @@ fn sign_batch(
 ) -> Result<(Arc<Vec<u8>>, Vec<BatchProof>), Error> {
     let tree = xalo_ledger::MemoryTree::from_entries(hashes);
     let size = tree.size();
-    let signature = Arc::new(signer.sign(&batch_statement(&tree.root(), signed_ms))?);
+    let signature = Arc::new(signer.sign(&batch_statement(&tree.root(), signed_ms, size))?);
     let proofs = (0..size)
         .map(|index| {
             Ok(BatchProof {
@@ -386,6 +388,7 @@ impl VerifiedSignatures {
         member: &MemberId,
         root: &xalo_ledger::Hash,
         signed_ms: i64,
+        size: u64,
         signature: &[u8],
     ) -> [u8; 32] {
         use sha2::Digest;
@@ -395,6 +398,7 @@ impl VerifiedSignatures {
             member.to_string().as_bytes(),
             root.as_bytes(),
             &signed_ms.to_be_bytes(),
+            &size.to_be_bytes(),
             signature,
         ] {
             h.update((part.len() as u64).to_be_bytes());
@@ -425,7 +429,14 @@ impl VerifiedSignatures {
                 format!("the message of {member} is not in the signed batch"),
             )
         })?;
-        let key = Self::key(certificate_der, member, &root, proof.signed_ms, signature);
+        let key = Self::key(
+            certificate_der,
+            member,
+            &root,
+            proof.signed_ms,
+            proof.size,
+            signature,
+        );
         if let Ok(seen) = self.seen.lock()
             && seen
                 .get(&key)
@@ -435,7 +446,7 @@ impl VerifiedSignatures {
         }
         self.certificate(certificate_der)?.verify(
             member,
-            &batch_statement(&root, proof.signed_ms),
+            &batch_statement(&root, proof.signed_ms, proof.size),
             signature,
         )?;
         if let Ok(mut seen) = self.seen.lock() {
@@ -516,6 +527,34 @@ mod tests {
                     &hashes[0],
                     &signature,
                     &proofs[1]
+                )
+                .is_err()
+        );
+        // The last leaf of three, shown as the second of two (same path): the size is signed.
+        let three: Vec<Vec<u8>> = (0..3u8).map(|i| vec![i; 64]).collect();
+        let (signature3, proofs3) = sign_batch(&signer, &three, now_ms()).unwrap();
+        verified
+            .verify(
+                signer.certificate(),
+                &member,
+                &three[2],
+                &signature3,
+                &proofs3[2],
+            )
+            .unwrap();
+        let moved = BatchProof {
+            index: 1,
+            size: 2,
+            ..proofs3[2].clone()
+        };
+        assert!(
+            verified
+                .verify(
+                    signer.certificate(),
+                    &member,
+                    &three[2],
+                    &signature3,
+                    &moved
                 )
                 .is_err()
         );
