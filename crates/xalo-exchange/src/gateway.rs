@@ -372,11 +372,10 @@ pub async fn serve_with(
         None => None,
     };
     // At least a second; at most a day (the guard holds a window's messages).
-    let window_secs = settings.replay_window_secs.clamp(1, 86_400);
-    let replays = crate::replay::ReplayGuard::new(Duration::from_secs(window_secs));
+    let replays = crate::replay::ReplayGuard::new(Duration::from_secs(settings.replay_window_secs));
     // The requests served before a restart may not be replayed after it: one signed up to
     // a window ahead of its arrival stays admissible for two windows after it was logged.
-    let logged_since = crate::unix_now() - 2 * window_secs as i64 - 1;
+    let logged_since = crate::unix_now() - 2 * replays.window_secs() - 1;
     let now_ms = xalo_core::unix_now_ms();
     log.served_signatures_since(logged_since, |text, request_hash| {
         if let (Some((signature, proof)), Some(hash)) = (

@@ -91,9 +91,15 @@ struct Batch {
 }
 
 impl ReplayGuard {
+    /// A guard of `window` each way, at least a second and at most a day (it holds up to
+    /// two windows of messages).
     pub fn new(window: std::time::Duration) -> ReplayGuard {
+        let window = window.clamp(
+            std::time::Duration::from_secs(1),
+            std::time::Duration::from_secs(86_400),
+        );
         ReplayGuard {
-            window_ms: window.as_millis().min(i64::MAX as u128) as i64,
+            window_ms: window.as_millis() as i64,
             seen: Mutex::default(),
         }
     }

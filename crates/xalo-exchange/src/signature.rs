@@ -533,31 +533,16 @@ mod tests {
         // The last leaf of three, shown as the second of two (same path): the size is signed.
         let three: Vec<Vec<u8>> = (0..3u8).map(|i| vec![i; 64]).collect();
         let (signature3, proofs3) = sign_batch(&signer, &three, now_ms()).unwrap();
-        verified
-            .verify(
-                signer.certificate(),
-                &member,
-                &three[2],
-                &signature3,
-                &proofs3[2],
-            )
-            .unwrap();
+        let last_of_three = |proof: &BatchProof| {
+            verified.verify(signer.certificate(), &member, &three[2], &signature3, proof)
+        };
+        last_of_three(&proofs3[2]).unwrap();
         let moved = BatchProof {
             index: 1,
             size: 2,
             ..proofs3[2].clone()
         };
-        assert!(
-            verified
-                .verify(
-                    signer.certificate(),
-                    &member,
-                    &three[2],
-                    &signature3,
-                    &moved
-                )
-                .is_err()
-        );
+        assert!(last_of_three(&moved).is_err());
         let other: MemberId = "VN/GOV/000002".parse().unwrap();
         let e = verified
             .verify(

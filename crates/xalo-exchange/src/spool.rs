@@ -182,11 +182,4 @@ impl Spooled {
             Storage::File(_) => axum::body::Body::from_stream(self.into_stream()),
         }
     }
-
-    pub fn into_reqwest_body(self) -> reqwest::Body {
-        match self.storage {
-            Storage::Memory(b) => reqwest::Body::from(b),
-            Storage::File(_) => reqwest::Body::wrap_stream(self.into_stream()),
-        }
-    }
 }

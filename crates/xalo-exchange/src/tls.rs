@@ -289,11 +289,6 @@ pub fn http_client(
         .map_err(tls_error)
 }
 
-/// Whether a request failed in the TLS handshake (as opposed to the network).
-pub fn is_tls_failure(e: &reqwest::Error) -> bool {
-    is_tls_error(e)
-}
-
 /// Whether an error is, or was caused by, a TLS failure.
 pub fn is_tls_error(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);

@@ -8,10 +8,8 @@ use axum::routing::get;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, mpsc};
-use xalo_core::{Config, ServiceId, SubsystemId};
+use xalo_core::{Config, ServiceId};
 use xalo_exchange::message_log::MessageLog;
-use xalo_exchange::nation::client_subject;
-use xalo_exchange::service_registry::NewService;
 
 use super::support::{CLIENT, Env, Options, SERVICE, env, env_with};
 
@@ -303,20 +301,8 @@ async fn reload_applies_new_settings_without_dropping_connections_or_requests() 
     let backend_addr = backend.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(backend, app).await.unwrap() });
     let slow: ServiceId = "VN/GOV/000001/population/slow".parse().unwrap();
-    let provider = &env.provider_gateway().admin;
-    provider
-        .add_service(&NewService {
-            service: slow.clone(),
-            backend_url: format!("http://{backend_addr}"),
-            openapi: None,
-        })
-        .await
-        .unwrap();
-    let client: SubsystemId = CLIENT.parse().unwrap();
-    provider
-        .grant(&slow, client_subject(&client), None)
-        .await
-        .unwrap();
+    let backend = format!("http://{backend_addr}");
+    super::support::add_granted_service(&env, &slow.to_string(), &backend).await;
 
     let file = restart_from_file(&mut env, |_| {}).await;
     let token = admin_token(&env);
