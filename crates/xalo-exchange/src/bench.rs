@@ -110,6 +110,21 @@ pub struct Paced {
     pub rate: f64,
     pub direct: Measurement,
     pub exchange: Measurement,
+    /// Where the machine's CPU went at this rate, when the gateways run as processes.
+    pub cpu: Option<PacedCpu>,
+}
+
+/// CPU time per request at a paced rate, in µs: what keeps the cores busy, and so how
+/// long a request waits for one.
+#[derive(Debug, Clone, Serialize)]
+pub struct PacedCpu {
+    /// Both gateways together, per round trip.
+    pub gateways_us: f64,
+    /// This process (load generator, echo backend, central server) per round trip
+    /// through the gateways.
+    pub harness_us: f64,
+    /// This process per request when the backend was called directly.
+    pub direct_us: f64,
 }
 
 /// Memory of the gateways, in MiB.
@@ -214,8 +229,30 @@ impl std::fmt::Display for BenchReport {
             )?;
             line(f, "backend directly", &p.direct)?;
             line(f, "through both gateways", &p.exchange)?;
+            // CPU time per request times the requests per second served: cores kept busy.
+            let cores = |us: f64, m: &Measurement| us * m.per_second / 1e6;
+            let mut busy = String::new();
+            if let Some(c) = &p.cpu {
+                writeln!(
+                    f,
+                    "  CPU at this rate: the gateways {:.0} µs per round trip ({:.2} of {} cores), the load generator and echo backend {:.0} µs ({:.2} cores); called directly, {:.0} µs per request ({:.2} cores)",
+                    c.gateways_us,
+                    cores(c.gateways_us, &p.exchange),
+                    self.cores,
+                    c.harness_us,
+                    cores(c.harness_us, &p.exchange),
+                    c.direct_us,
+                    cores(c.direct_us, &p.direct)
+                )?;
+                busy = format!(
+                    ", cores busy {:.2}+{:.2} of {}",
+                    cores(c.gateways_us, &p.exchange),
+                    cores(c.harness_us, &p.exchange),
+                    self.cores
+                );
+            }
             paced = format!(
-                "; at {:.0}/s offered p50 +{:.2} ms, p99 +{:.2} ms",
+                "; at {:.0}/s offered p50 +{:.2} ms, p99 +{:.2} ms{busy}",
                 p.rate,
                 p.exchange.p50_ms - p.direct.p50_ms,
                 p.exchange.p99_ms - p.direct.p99_ms
@@ -581,13 +618,35 @@ pub async fn run(options: &BenchOptions) -> Result<BenchReport, Error> {
         Some(rate) => {
             // Long enough at this rate for steady state: at least five seconds' worth.
             let total = options.requests.max((rate * 5.0) as usize);
+            let own = || xalo_core::cpu_time::of_process(std::process::id());
+            let at_start = own();
             let direct =
                 measure_paced(&http, options.concurrency, rate, total, direct.clone()).await;
+            let (own_between, gateways_before) = (own(), gateway_ticks());
             let exchange = measure_paced(&http, options.concurrency, rate, total, via).await;
+            let per_request = |ticks: u64, m: &Measurement| {
+                ticks as f64 / xalo_core::cpu_time::TICKS_PER_SECOND * 1e6
+                    / m.requests.max(1) as f64
+            };
+            let cpu = match (
+                at_start,
+                own_between,
+                own(),
+                gateways_before,
+                gateway_ticks(),
+            ) {
+                (Some(a), Some(b), Some(c), Some(g0), Some(g1)) => Some(PacedCpu {
+                    gateways_us: per_request(g1.saturating_sub(g0), &exchange),
+                    harness_us: per_request(c.saturating_sub(b), &exchange),
+                    direct_us: per_request(b.saturating_sub(a), &direct),
+                }),
+                _ => None,
+            };
             Some(Paced {
                 rate,
                 direct,
                 exchange,
+                cpu,
             })
         }
         None => None,

@@ -35,6 +35,28 @@ pub async fn handle(State(gw): State<Arc<GatewayState>>, req: Request) -> Respon
         .await
 }
 
+/// A request under `/{first}/…` that no route took: under another protocol version
+/// (`/r2/…`) it is a bad request in the protocol's terms, so the caller learns which version
+/// this gateway speaks; anything else is not here.
+pub async fn other_path(req: Request) -> Response {
+    let path = req.uri().path();
+    let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
+    let version = first
+        .strip_prefix('r')
+        .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()));
+    match version {
+        Some(_) => bad(format!(
+            "protocol version {first} is not supported: this gateway speaks r1 (/r1/INSTANCE/CLASS/MEMBER/SUBSYSTEM/SERVICE[/path])"
+        ))
+        .into_response(),
+        None => xalo_core::Error::new(
+            xalo_core::ErrorCode::HttpNotFound,
+            format!("no resource at {path}"),
+        )
+        .into_response(),
+    }
+}
+
 fn bad(m: impl Into<String>) -> ProtocolError {
     ProtocolError::new(Kind::BadRequest, m)
 }

@@ -449,6 +449,7 @@ pub async fn serve_with(
     );
     let plain = Router::new()
         .route("/r1/{*rest}", any(crate::client_proxy::handle))
+        .route("/{first}/{*rest}", any(crate::client_proxy::other_path))
         .route("/publish/{*topic}", post(crate::pubsub::publish))
         .merge(admin_router(state.clone()))
         .with_state(state.clone());
@@ -478,6 +479,7 @@ pub async fn serve_with(
     if let Some(listener) = client_tls_listener {
         let router = Router::new()
             .route("/r1/{*rest}", any(crate::client_proxy::handle))
+            .route("/{first}/{*rest}", any(crate::client_proxy::other_path))
             .route("/publish/{*topic}", post(crate::pubsub::publish))
             .with_state(state.clone());
         handle.attach(tls::serve(listener, tls::server_config(stapled)?, router));

@@ -180,4 +180,37 @@ async fn errors_are_told_apart_as_the_rest_protocol_shows() {
             "type, message and detail: {body}"
         );
     }
+    // A version this gateway does not speak is named in the answer; another path is not
+    // found, and the admin API's routes still answer.
+    let r = env
+        .http
+        .get(format!("{url}/r2/VN/GOV/000001/population/persons"))
+        .header("X-Road-Client", CLIENT)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["type"], "Client.BadRequest", "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("r2 is not supported"),
+        "{body}"
+    );
+    let r = env
+        .http
+        .get(format!("{url}/rest/of/it"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let r = env
+        .http
+        .get(format!("{url}/api/v1/status"))
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(r.status(), 404);
 }
