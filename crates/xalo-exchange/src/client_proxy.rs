@@ -27,9 +27,10 @@ pub async fn handle(State(gw): State<Arc<GatewayState>>, req: Request) -> Respon
     let (metrics, conf) = (gw.metrics.clone(), gw.conf.clone());
     metrics
         .observe("client", &conf, req, |req| async move {
+            let seen = crate::refusal::RequestSeen::of(&req);
             match outbound(&gw, req).await {
                 Ok(r) => r,
-                Err(e) => e.into_response(),
+                Err(e) => crate::refusal::refuse(&gw, "client", &seen, e).await,
             }
         })
         .await
@@ -300,7 +301,12 @@ async fn outbound(gw: &Arc<GatewayState>, req: Request) -> Result<Response, Prot
         let message = serde_json::from_str::<crate::protocol_error::ProtocolErrorBody>(&text)
             .map(|b| b.message)
             .unwrap_or(text);
-        return Ok(crate::protocol_error::response(&kind, status, &message));
+        return Err(ProtocolError::passed_on(
+            Kind::ServerInternalError,
+            kind,
+            status,
+            message,
+        ));
     }
     // The provider's answer breaking off (or too large to keep) is no fault of the client.
     let response_body = spool(response.into_stream(), &gw.spool())

@@ -227,6 +227,12 @@ pub async fn start(
         "  administer     xalo service add --gateway URL --token-file {}/MEMBER.admin-token …",
         options.dir.join("exchange").display()
     ));
+    lines.push(format!(
+        "  refusals       xalo exchange refusals --gateway {} --token-file {}/{}.admin-token",
+        portal_gateway.url,
+        options.dir.join("exchange").display(),
+        portal.member().code()
+    ));
     lines.push("  try (as the portal's information system):".into());
     if let Some(service) = &example {
         lines.push(format!(

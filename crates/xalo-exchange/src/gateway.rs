@@ -513,6 +513,7 @@ fn admin_router(state: Arc<GatewayState>) -> Router<Arc<GatewayState>> {
         .route("/api/v1/clients", post(issue_client_key))
         .route("/api/v1/status", get(status))
         .route("/api/v1/reload", post(reload))
+        .route("/api/v1/refusals", get(crate::refusal::list))
         .merge(crate::pubsub::admin_routes())
         .merge(crate::evidence_export::admin_routes())
         .route("/openapi.json", get(openapi))

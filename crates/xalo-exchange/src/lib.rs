@@ -30,6 +30,7 @@ pub mod nation;
 pub mod openapi;
 pub mod protocol_error;
 pub mod pubsub;
+pub mod refusal;
 pub mod registry;
 pub mod reload;
 pub mod replay;

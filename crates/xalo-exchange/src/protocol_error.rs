@@ -123,6 +123,8 @@ pub struct ProtocolErrorBody {
 pub struct ProtocolError {
     pub kind: Kind,
     pub message: String,
+    /// The error type and status the provider's gateway answered, passed on as they are.
+    pub passed_on: Option<(String, StatusCode)>,
 }
 
 impl ProtocolError {
@@ -130,7 +132,30 @@ impl ProtocolError {
         ProtocolError {
             kind,
             message: message.into(),
+            passed_on: None,
         }
+    }
+    /// The provider's gateway's error, for the client proxy to pass on; `kind` is its own
+    /// for the (unlikely) type the provider's gateway did not name.
+    pub fn passed_on(kind: Kind, type_text: String, status: StatusCode, message: String) -> Self {
+        ProtocolError {
+            kind,
+            message,
+            passed_on: Some((type_text, status)),
+        }
+    }
+    /// The error type the caller gets.
+    pub fn kind_text(&self) -> &str {
+        self.passed_on
+            .as_ref()
+            .map_or(self.kind.as_str(), |(t, _)| t.as_str())
+    }
+    pub fn status(&self) -> StatusCode {
+        self.passed_on.as_ref().map_or(self.kind.status(), |p| p.1)
+    }
+    /// The answer, with `detail` as the id the caller can quote.
+    pub fn into_response_with_detail(self, detail: String) -> Response {
+        response_with_detail(self.kind_text(), self.status(), &self.message, detail)
     }
     pub fn client(e: &Error) -> Self {
         Self::new(Kind::client_side(e), e.message.clone())
@@ -142,7 +167,16 @@ impl ProtocolError {
 
 /// An error response with a given type string (also one passed on verbatim).
 pub fn response(kind: &str, status: StatusCode, message: &str) -> Response {
-    let detail = crate::message::new_uuid();
+    response_with_detail(kind, status, message, crate::message::new_uuid())
+}
+
+/// [`response`] with the given `detail`.
+pub fn response_with_detail(
+    kind: &str,
+    status: StatusCode,
+    message: &str,
+    detail: String,
+) -> Response {
     if status.is_server_error() {
         tracing::warn!(kind, %detail, message, "exchange error");
     } else {
@@ -166,6 +200,6 @@ pub fn response(kind: &str, status: StatusCode, message: &str) -> Response {
 
 impl IntoResponse for ProtocolError {
     fn into_response(self) -> Response {
-        response(self.kind.as_str(), self.kind.status(), &self.message)
+        response(self.kind_text(), self.status(), &self.message)
     }
 }

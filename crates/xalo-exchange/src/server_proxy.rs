@@ -10,7 +10,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::any;
 use base64::Engine;
 use xalo_core::{ClientId, ServiceId};
@@ -39,9 +39,10 @@ async fn handle(State(gw): State<Arc<GatewayState>>, req: Request) -> Response {
     let (metrics, conf) = (gw.metrics.clone(), gw.conf.clone());
     metrics
         .observe("provider", &conf, req, |req| async move {
+            let seen = crate::refusal::RequestSeen::of(&req);
             match inbound(&gw, req).await {
                 Ok(r) => r,
-                Err(e) => e.into_response(),
+                Err(e) => crate::refusal::refuse(&gw, "provider", &seen, e).await,
             }
         })
         .await

@@ -325,6 +325,12 @@ enum ExchangeCommand {
     },
     /// The exchanges logged on behalf of a person (X-Road-UserId), newest first.
     User { user_id: String },
+    /// The requests this gateway refused, newest first: when, side, X-Road error type,
+    /// the detail id the caller got, client, request line and message.
+    Refusals {
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -1226,6 +1232,20 @@ async fn exchange(command: ExchangeCommand, gateway: GatewayAdminArgs) -> Result
                     r.path,
                     r.purpose.as_deref().unwrap_or("-"),
                     r.status
+                );
+            }
+        }
+        ExchangeCommand::Refusals { limit } => {
+            for r in gateway.client()?.refusals(limit).await? {
+                println!(
+                    "{}  {:<8} {}  {}  {}  {}  {}",
+                    r.refused_unix,
+                    r.side,
+                    r.kind,
+                    r.detail,
+                    if r.client.is_empty() { "-" } else { &r.client },
+                    r.request,
+                    r.message
                 );
             }
         }

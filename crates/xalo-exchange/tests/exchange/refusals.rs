@@ -19,7 +19,7 @@ async fn an_unregistered_client_is_refused() {
         .await
         .unwrap();
     assert_eq!(
-        support::error_type(r).await,
+        support::refused(&env, r).await,
         (500, "Server.ClientProxy.UnknownMember".into())
     );
     // A registered client, but the calling system holds no key for it.
@@ -35,13 +35,13 @@ async fn an_unregistered_client_is_refused() {
         .await
         .unwrap();
     assert_eq!(
-        support::error_type(r).await,
+        support::refused(&env, r).await,
         (500, "Server.ClientProxy.ClientAuthenticationFailed".into())
     );
     // Not the protocol at all.
     let r = env.call(Method::GET, "VN/GOV").send().await.unwrap();
     assert_eq!(
-        support::error_type(r).await,
+        support::refused(&env, r).await,
         (400, "Client.BadRequest".into())
     );
     let r = env
@@ -54,7 +54,7 @@ async fn an_unregistered_client_is_refused() {
         .await
         .unwrap();
     assert_eq!(
-        support::error_type(r).await,
+        support::refused(&env, r).await,
         (400, "Client.BadRequest".into())
     );
 }
@@ -69,7 +69,7 @@ async fn a_call_without_an_access_right_is_refused() {
         .await
         .unwrap();
     assert_eq!(
-        support::error_type(r).await,
+        support::refused(&env, r).await,
         (500, "Server.ServerProxy.AccessDenied".into())
     );
     let r = env
@@ -78,7 +78,7 @@ async fn a_call_without_an_access_right_is_refused() {
         .await
         .unwrap();
     assert_eq!(
-        support::error_type(r).await,
+        support::refused(&env, r).await,
         (500, "Server.ServerProxy.AccessDenied".into())
     );
 }
@@ -92,7 +92,7 @@ async fn an_unknown_service_is_refused() {
         .await
         .unwrap();
     assert_eq!(
-        support::error_type(r).await,
+        support::refused(&env, r).await,
         (500, "Server.ServerProxy.UnknownService".into())
     );
     let r = env
@@ -101,7 +101,7 @@ async fn an_unknown_service_is_refused() {
         .await
         .unwrap();
     assert_eq!(
-        support::error_type(r).await,
+        support::refused(&env, r).await,
         (500, "Server.ClientProxy.UnknownMember".into())
     );
 }
@@ -133,21 +133,21 @@ async fn a_revoked_authentication_certificate_is_refused() {
         .await
         .unwrap();
     assert_eq!(
-        support::error_type(r).await,
+        support::refused(&env, r).await,
         (500, "Server.ClientProxy.SslAuthenticationFailed".into())
     );
     // …and the provider's gateway refuses it, asking the responder when no answer comes
     // with the message…
     let r = support::direct_call(&env, b"x", false, None).await;
     assert_eq!(
-        support::error_type(r).await,
+        support::refused(&env, r).await,
         (500, "Server.ServerProxy.SslAuthenticationFailed".into())
     );
     // …and checking the answer that does.
     let revoked = support::ocsp_der(&env.nation, &env.client_gateway().files.tls_certificate).await;
     let r = support::direct_call(&env, b"x", false, Some(revoked)).await;
     assert_eq!(
-        support::error_type(r).await,
+        support::refused(&env, r).await,
         (500, "Server.ServerProxy.SslAuthenticationFailed".into())
     );
     // An answer about another certificate proves nothing.
@@ -155,7 +155,7 @@ async fn a_revoked_authentication_certificate_is_refused() {
         support::ocsp_der(&env.nation, &env.provider_gateway().files.tls_certificate).await;
     let r = support::direct_call(&env, b"x", false, Some(provider)).await;
     assert_eq!(
-        support::error_type(r).await,
+        support::refused(&env, r).await,
         (500, "Server.ServerProxy.SslAuthenticationFailed".into())
     );
     drop(client_tls);
@@ -178,7 +178,7 @@ async fn a_provider_with_a_revoked_signing_certificate_does_not_answer() {
         .await
         .unwrap();
     assert_eq!(
-        support::error_type(r).await,
+        support::refused(&env, r).await,
         (500, "Server.ServerProxy.CertValidation".into())
     );
 }
@@ -200,14 +200,14 @@ async fn a_revoked_signing_certificate_is_refused() {
         .await
         .unwrap();
     assert_eq!(
-        support::error_type(r).await,
+        support::refused(&env, r).await,
         (500, "Server.ClientProxy.CertValidation".into())
     );
     // A message that arrives anyway carries the responder's answer, which says revoked.
     let tls = support::ocsp_der(&env.nation, &env.client_gateway().files.tls_certificate).await;
     let r = support::direct_call(&env, b"x", false, Some(tls)).await;
     assert_eq!(
-        support::error_type(r).await,
+        support::refused(&env, r).await,
         (500, "Server.ServerProxy.CertValidation".into())
     );
 }
@@ -224,7 +224,7 @@ async fn a_tampered_message_is_refused() {
     );
     let r = support::direct_call(&env, b"hello", true, Some(tls)).await;
     assert_eq!(
-        support::error_type(r).await,
+        support::refused(&env, r).await,
         (500, "Server.ServerProxy.InvalidSignatureValue".into())
     );
 }
@@ -251,7 +251,7 @@ async fn an_expired_global_configuration_stops_the_exchange() {
         .await
         .unwrap();
     assert_eq!(
-        support::error_type(r).await,
+        support::refused(&env, r).await,
         (500, "Server.ClientProxy.OutdatedGlobalConf".into())
     );
 }
@@ -281,7 +281,7 @@ async fn a_provider_with_a_revoked_authentication_certificate_is_refused() {
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
             continue;
         }
-        last = support::error_type(r).await;
+        last = support::refused(&env, r).await;
         break;
     }
     assert_eq!(last.0, 500);
@@ -317,7 +317,7 @@ async fn a_revoked_access_right_is_refused_at_once_here_and_within_the_cache_bou
         .await
         .unwrap();
     assert_eq!(
-        support::error_type(get().await.unwrap()).await,
+        support::refused(&env, get().await.unwrap()).await,
         (500, "Server.ServerProxy.AccessDenied".into())
     );
     provider
@@ -344,7 +344,7 @@ async fn a_revoked_access_right_is_refused_at_once_here_and_within_the_cache_bou
     )
     .await;
     assert_eq!(
-        support::error_type(get().await.unwrap()).await,
+        support::refused(&env, get().await.unwrap()).await,
         (500, "Server.ServerProxy.AccessDenied".into())
     );
 }
@@ -356,10 +356,14 @@ async fn a_replayed_message_is_refused_also_after_a_restart() {
     let captured = support::direct_request(&env, b"hello", false, Some(tls.clone()), None).await;
     assert_eq!(captured.send(&env).await.status(), 200);
     let replayed = "Server.ServerProxy.ReplayedMessage";
-    support::assert_refused(captured.send(&env).await, 500, replayed, "received before").await;
+    let received_before = async |env: &support::Env| {
+        let r = captured.send(env).await;
+        support::assert_refused(env, r, 500, replayed, "received before").await
+    };
+    received_before(&env).await;
     // The provider's gateway reads the window's messages back from its log.
     support::restart_gateway(&mut env, 1, |_| {}).await;
-    support::assert_refused(captured.send(&env).await, 500, replayed, "received before").await;
+    received_before(&env).await;
     // The same request signed anew is another message.
     let r = support::direct_call(&env, b"hello", false, Some(tls.clone())).await;
     assert_eq!(r.status(), 200);
@@ -370,7 +374,7 @@ async fn a_replayed_message_is_refused_also_after_a_restart() {
             support::direct_request(&env, b"hello", false, Some(tls.clone()), Some(signed_ms))
                 .await;
         let r = old.send(&env).await;
-        support::assert_refused(r, 500, replayed, "outside the replay window").await;
+        support::assert_refused(&env, r, 500, replayed, "outside the replay window").await;
     }
     // Through the gateways, each call is signed anew: nothing the client does is a replay.
     for _ in 0..3 {
@@ -417,7 +421,14 @@ async fn an_oversized_body_is_refused_on_either_side() {
         200,
         "at the limit it passes"
     );
-    support::assert_refused(post(4097).await.unwrap(), 400, "Client.BadRequest", "4096").await;
+    support::assert_refused(
+        &env,
+        post(4097).await.unwrap(),
+        400,
+        "Client.BadRequest",
+        "4096",
+    )
+    .await;
     // The provider's backend answers more than the provider's gateway takes.
     restart_with(&mut env, 1, &limit).await;
     let r = env
@@ -425,7 +436,7 @@ async fn an_oversized_body_is_refused_on_either_side() {
         .send()
         .await
         .unwrap();
-    support::assert_refused(r, 500, "Server.ServerProxy.ServiceFailed", "4096").await;
+    support::assert_refused(&env, r, 500, "Server.ServerProxy.ServiceFailed", "4096").await;
 }
 
 #[tokio::test]
@@ -452,12 +463,12 @@ async fn a_slow_or_missing_backend_fails_with_its_own_error_and_is_counted() {
     };
     let r = get("slow/slow/3000").await.unwrap();
     let failed = "Server.ServerProxy.ServiceFailed";
-    support::assert_refused(r, 500, failed, "did not answer within 1 s").await;
+    support::assert_refused(&env, r, 500, failed, "did not answer within 1 s").await;
     let r = get("slow/slow/10").await.unwrap();
     assert_eq!(r.text().await.unwrap(), "late", "a backend in time answers");
     let r = get("down/x").await.unwrap();
     let network = "Server.ServerProxy.NetworkError";
-    support::assert_refused(r, 500, network, "cannot be reached").await;
+    support::assert_refused(&env, r, 500, network, "cannot be reached").await;
     // Both sides count each failure by its type.
     for url in [&env.client_gateway().url, &env.provider_gateway().url] {
         let metrics = reqwest::get(format!("{url}/metrics"))

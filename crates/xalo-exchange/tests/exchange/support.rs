@@ -274,11 +274,52 @@ pub async fn error_type(r: reqwest::Response) -> (u16, String) {
     (status, kind)
 }
 
-/// Assert that an answer is the X-Road error `kind` with `status`, its message saying `says`.
-pub async fn assert_refused(r: reqwest::Response, status: u16, kind: &str, says: &str) {
-    let (got_status, got_kind, message) = error(r).await;
+/// Assert that an answer is the X-Road error `kind` with `status`, its message saying
+/// `says`, and that the refusal is on record (see [`refused`]).
+pub async fn assert_refused(env: &Env, r: reqwest::Response, status: u16, kind: &str, says: &str) {
+    let (got_status, got_kind, message, detail) = error_with_detail(r).await;
     assert_eq!((got_status, got_kind.as_str()), (status, kind), "{message}");
     assert!(message.contains(says), "{says:?} not in {message:?}");
+    assert_on_record(env, &got_kind, &detail, &message).await;
+}
+
+/// The status and X-Road error type of a refusal, which is on record at the gateway that
+/// answered it under the `detail` id the caller got, with its type and message; one the
+/// client's gateway passed on from the provider's is on record at both.
+pub async fn refused(env: &Env, r: reqwest::Response) -> (u16, String) {
+    let (status, kind, message, detail) = error_with_detail(r).await;
+    assert_on_record(env, &kind, &detail, &message).await;
+    (status, kind)
+}
+
+async fn assert_on_record(env: &Env, kind: &str, detail: &str, message: &str) {
+    let (client, provider) = (env.client_gateway(), env.provider_gateway());
+    let listed = |gw: &xalo_exchange::nation::RunningGateway| {
+        let admin = gw.admin.clone();
+        async move { admin.refusals(1000).await.unwrap() }
+    };
+    let at_client = listed(client).await;
+    let at_provider = listed(provider).await;
+    let found = at_client
+        .iter()
+        .map(|r| (r, "client"))
+        .chain(at_provider.iter().map(|r| (r, "provider")))
+        .find(|(r, _)| r.detail == detail);
+    let Some((record, side)) = found else {
+        panic!("refusal {detail} ({kind}: {message}) is on record at neither gateway");
+    };
+    assert_eq!(
+        (record.kind.as_str(), record.message.as_str()),
+        (kind, message)
+    );
+    assert_eq!(record.side, side, "{record:?}");
+    assert!(!record.request.is_empty(), "{record:?}");
+    if side == "client" && kind.starts_with("Server.ServerProxy.") {
+        assert!(
+            at_provider.iter().any(|r| r.kind == kind),
+            "the provider's gateway has no {kind} on record: {at_provider:?}"
+        );
+    }
 }
 
 /// Register `service` at the provider's gateway with `backend_url`, granted whole to the
@@ -303,6 +344,12 @@ pub async fn add_granted_service(env: &Env, service: &str, backend_url: &str) {
 
 /// The status, X-Road error type and message of an answer.
 pub async fn error(r: reqwest::Response) -> (u16, String, String) {
+    let (status, kind, message, _) = error_with_detail(r).await;
+    (status, kind, message)
+}
+
+/// [`error`], and the `detail` id the caller got.
+pub async fn error_with_detail(r: reqwest::Response) -> (u16, String, String, String) {
     let status = r.status().as_u16();
     let header = r
         .headers()
@@ -315,11 +362,13 @@ pub async fn error(r: reqwest::Response) -> (u16, String, String) {
         Some(kind.as_str()),
         "X-Road-Error header and body type agree"
     );
-    assert!(body["detail"].as_str().is_some_and(|d| !d.is_empty()));
+    let detail = body["detail"].as_str().unwrap_or("").to_owned();
+    assert!(!detail.is_empty());
     (
         status,
         kind,
         body["message"].as_str().unwrap_or("").to_owned(),
+        detail,
     )
 }
 

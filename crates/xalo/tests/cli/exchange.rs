@@ -49,6 +49,37 @@ fn registers_answer_through_the_exchange() {
         let r = portal(http.get(&person_url)).header("X-Road-UserId", "x").send().await.unwrap();
         assert_eq!(r.status(), 400);
 
+        // A system without the client's key is refused by the gateway, which keeps the
+        // refusal on record: its administrator finds it by the detail the caller got.
+        let r = http
+            .get(&person_url)
+            .header("X-Road-Client", "VN/GOV/000007/portal")
+            .header("x-xalo-client-key", "not-the-key")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 500);
+        let refusal: serde_json::Value = r.json().await.unwrap();
+        let detail = refusal["detail"].as_str().unwrap();
+        let command = demo.printed("refusals       xalo");
+        let out = crate::xalo()
+            .args(command.split_whitespace())
+            .output()
+            .unwrap();
+        let listed = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let line = listed.lines().find(|l| l.contains(detail)).unwrap_or_else(|| panic!("{detail} not in {listed}"));
+        assert!(
+            line.contains("Server.ClientProxy.ClientAuthenticationFailed")
+                && line.contains("VN/GOV/000007/portal"),
+            "{line}"
+        );
+        assert!(!listed.contains("not-the-key"), "{listed}");
+
         // The business register checks the founder with the population register through
         // the Ministry of Finance's gateway.
         let registry = demo.url("registry");
