@@ -931,8 +931,11 @@ async fn a_single_writer_under_steady_load_keeps_its_log_small() {
     let written = writers * each * body.len();
     let file = t.url().trim_start_matches("sqlite://").to_owned();
     let log = std::fs::metadata(format!("{file}-wal")).unwrap().len() as usize;
+    // Without the log started over it would hold every write (more than `written`);
+    // with it, the writes between two checkpoints, which a busy machine (a build beside
+    // the tests) lets grow to a quarter of them, so the bound has room.
     assert!(
-        log < written / 4,
+        log < written / 2,
         "the log holds {log} bytes after {written} bytes of rows were written: it was not started over"
     );
 }
