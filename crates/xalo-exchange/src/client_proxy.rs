@@ -39,17 +39,20 @@ pub async fn handle(State(gw): State<Arc<GatewayState>>, req: Request) -> Respon
 /// A request under `/{first}/…` that no route took: under another protocol version
 /// (`/r2/…`) it is a bad request in the protocol's terms, so the caller learns which version
 /// this gateway speaks; anything else is not here.
-pub async fn other_path(req: Request) -> Response {
+pub async fn other_path(State(gw): State<Arc<GatewayState>>, req: Request) -> Response {
     let path = req.uri().path();
     let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
     let version = first
         .strip_prefix('r')
         .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()));
     match version {
-        Some(_) => bad(format!(
-            "protocol version {first} is not supported: this gateway speaks r1 (/r1/INSTANCE/CLASS/MEMBER/SUBSYSTEM/SERVICE[/path])"
-        ))
-        .into_response(),
+        Some(_) => {
+            let refusal = bad(format!(
+                "protocol version {first} is not supported: this gateway speaks r1 (/r1/INSTANCE/CLASS/MEMBER/SUBSYSTEM/SERVICE[/path])"
+            ));
+            let seen = crate::refusal::RequestSeen::of(&req);
+            crate::refusal::refuse(&gw, "client", &seen, refusal).await
+        }
         None => xalo_core::Error::new(
             xalo_core::ErrorCode::HttpNotFound,
             format!("no resource at {path}"),
@@ -298,15 +301,17 @@ async fn outbound(gw: &Arc<GatewayState>, req: Request) -> Result<Response, Prot
             .unwrap_or("Server.ServerProxy.InternalError")
             .to_owned();
         let text = response.text(64 * 1024).await;
-        let message = serde_json::from_str::<crate::protocol_error::ProtocolErrorBody>(&text)
-            .map(|b| b.message)
-            .unwrap_or(text);
-        return Err(ProtocolError::passed_on(
-            Kind::ServerInternalError,
-            kind,
+        let (message, detail) =
+            match serde_json::from_str::<crate::protocol_error::ProtocolErrorBody>(&text) {
+                Ok(b) => (b.message, b.detail),
+                Err(_) => (text, String::new()),
+            };
+        let passed_on = crate::protocol_error::PassedOn {
+            type_text: kind,
             status,
-            message,
-        ));
+            detail,
+        };
+        return Err(ProtocolError::passed_on(passed_on, message));
     }
     // The provider's answer breaking off (or too large to keep) is no fault of the client.
     let response_body = spool(response.into_stream(), &gw.spool())

@@ -168,6 +168,8 @@ pub struct GatewayState {
     spool: RwLock<SpoolLimits>,
     pub backend: crate::hop::HopClient,
     pub log: MessageLog,
+    /// The refusals on record.
+    pub refusals: crate::refusal::Refusals,
     pub evidence: Option<Evidence>,
     /// The bound address of the client TLS listener, when there is one.
     pub client_tls_addr: Option<SocketAddr>,
@@ -364,6 +366,8 @@ pub async fn serve_with(
         Some(in_flight.clone()),
     );
     log.set_bodies(settings.message_log_bodies);
+    let (refusals, refusals_task) =
+        crate::refusal::Refusals::start(log.database().clone(), log.retention());
     if let Some(path) = &settings.message_log_encryption_key_file {
         log.set_encryption_key(Some(crate::log_encryption::LogKey::load_or_create(path)?));
     }
@@ -399,6 +403,7 @@ pub async fn serve_with(
     };
     let batch = BatchSigner::with_in_flight(signer.clone(), Some(in_flight.clone()));
     let state = Arc::new(GatewayState {
+        refusals,
         client_tls_addr,
         batch,
         verified: VerifiedSignatures::default(),
@@ -458,6 +463,11 @@ pub async fn serve_with(
         .health_report(crate::health::reporter(&state))
         .shutdown_grace(state.grace.clone());
     state.metrics.register(server.registry_mut());
+    server.registry_mut().register(
+        "exchange_refusals_unrecorded",
+        "Refusals not put on record: over the rate recorded, or their queue full",
+        state.refusals.unrecorded(),
+    );
     let mut handle = server.spawn(listener)?;
     handle.attach(crate::health::start_timestamper(state.clone()));
     if config.file.is_some()
@@ -467,6 +477,7 @@ pub async fn serve_with(
     }
     handle.attach(tls_task);
     handle.attach(log_task);
+    handle.attach(refusals_task);
     handle.attach(crate::pubsub::start_delivery(state.clone()));
     if let Some(evidence) = &state.evidence {
         handle.attach(crate::evidence::start_catch_up(

@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::refusal::{Refusal, RefusalRecord};
 use sha2::Digest;
 use tokio::sync::{mpsc, oneshot};
 use xalo_core::Error;
@@ -53,6 +52,7 @@ const MIGRATIONS: &[Migration] = &[
          ALTER TABLE gateway_evidence_cursor ADD COLUMN lease_until BIGINT NOT NULL DEFAULT 0; \
          INSERT INTO gateway_evidence_cursor (id, last_id) VALUES (1, 0) ON CONFLICT (id) DO NOTHING;",
     ),
+    // Refusals (see `crate::refusal`): kept beside the log, written apart from it.
     Migration::per_backend(
         4,
         "refusals",
@@ -64,12 +64,15 @@ const MIGRATIONS: &[Migration] = &[
         status BIGINT NOT NULL,
         message TEXT NOT NULL,
         detail TEXT NOT NULL,
+        upstream_detail TEXT NOT NULL,
         x_road_id TEXT NOT NULL,
         client TEXT NOT NULL,
         service TEXT NOT NULL,
-        request_head BLOB NOT NULL
+        peer TEXT NOT NULL,
+        request TEXT NOT NULL
     );
-    CREATE INDEX gateway_refusal_time ON gateway_refusal (refused_unix);",
+    CREATE INDEX gateway_refusal_time ON gateway_refusal (refused_unix);
+    CREATE INDEX gateway_refusal_detail ON gateway_refusal (detail);",
         "CREATE TABLE gateway_refusal (
         id BIGSERIAL PRIMARY KEY,
         refused_unix BIGINT NOT NULL,
@@ -78,12 +81,15 @@ const MIGRATIONS: &[Migration] = &[
         status BIGINT NOT NULL,
         message TEXT NOT NULL,
         detail TEXT NOT NULL,
+        upstream_detail TEXT NOT NULL,
         x_road_id TEXT NOT NULL,
         client TEXT NOT NULL,
         service TEXT NOT NULL,
-        request_head BYTEA NOT NULL
+        peer TEXT NOT NULL,
+        request TEXT NOT NULL
     );
-    CREATE INDEX gateway_refusal_time ON gateway_refusal (refused_unix);",
+    CREATE INDEX gateway_refusal_time ON gateway_refusal (refused_unix);
+    CREATE INDEX gateway_refusal_detail ON gateway_refusal (detail);",
     ),
 ];
 
@@ -136,8 +142,6 @@ pub struct LoggedMessage {
 enum Job {
     /// Log a message; the answer says when it is committed (or why not).
     Message(Box<LoggedMessage>, oneshot::Sender<Result<(), Error>>),
-    /// Put a refusal on record; answered as a message is.
-    Refusal(Box<Refusal>, oneshot::Sender<Result<(), Error>>),
     /// Name the ledger entry of a message logged before its evidence was recorded.
     LedgerIndex(LedgerIndex),
     /// Answer once everything queued before is committed (or why not).
@@ -224,6 +228,11 @@ impl MessageLog {
         &self.db
     }
 
+    /// The retention in days, shared with what is kept beside the log.
+    pub fn retention(&self) -> Arc<AtomicU64> {
+        self.retention_days.clone()
+    }
+
     pub fn set_retention_days(&self, days: u64) {
         self.retention_days.store(days, Ordering::Relaxed);
     }
@@ -247,49 +256,6 @@ impl MessageLog {
     }
 
     /// Queue a job that is answered once it is committed (or why not).
-    /// Put a refusal on record; returns once it is committed.
-    pub async fn refuse(&self, r: Refusal) -> Result<(), Error> {
-        self.ask(|done| Job::Refusal(Box::new(r), done)).await
-    }
-
-    /// The refusals on record since `since_unix`, newest first, at most `limit`.
-    pub async fn refusals(&self, since_unix: i64, limit: i64) -> Result<Vec<RefusalRecord>, Error> {
-        let what = "reading the refusals";
-        xalo_store::sqlx::query(
-            "SELECT id, refused_unix, side, kind, status, message, detail, x_road_id, client, \
-             service, request_head FROM gateway_refusal WHERE refused_unix >= $1 \
-             ORDER BY id DESC LIMIT $2",
-        )
-        .bind(since_unix)
-        .bind(limit)
-        .fetch_all(self.db.pool())
-        .await
-        .db(what)?
-        .into_iter()
-        .map(|r| {
-            let head: Vec<u8> = r.try_get(10).db(what)?;
-            let line = head.split(|b| *b == b'\n').next().unwrap_or_default();
-            let line = String::from_utf8_lossy(line);
-            Ok(RefusalRecord {
-                id: r.try_get(0).db(what)?,
-                refused_unix: r.try_get(1).db(what)?,
-                side: r.try_get(2).db(what)?,
-                kind: r.try_get(3).db(what)?,
-                status: r.try_get(4).db(what)?,
-                message: r.try_get(5).db(what)?,
-                detail: r.try_get(6).db(what)?,
-                x_road_id: r.try_get(7).db(what)?,
-                client: r.try_get(8).db(what)?,
-                service: r.try_get(9).db(what)?,
-                request: line
-                    .strip_prefix("xalo-request/1 ")
-                    .unwrap_or(&line)
-                    .to_owned(),
-            })
-        })
-        .collect()
-    }
-
     async fn ask(
         &self,
         job: impl FnOnce(oneshot::Sender<Result<(), Error>>) -> Job,
@@ -538,15 +504,10 @@ async fn run(
         let mut messages = Vec::with_capacity(jobs.len());
         let mut waiting = Vec::with_capacity(jobs.len());
         let mut indexes = Vec::new();
-        let mut refusals = Vec::new();
         for job in jobs {
             match job {
                 Job::Message(m, done) => {
                     messages.push(*m);
-                    waiting.push(done);
-                }
-                Job::Refusal(r, done) => {
-                    refusals.push(*r);
                     waiting.push(done);
                 }
                 Job::LedgerIndex(i) => indexes.push(i),
@@ -554,10 +515,10 @@ async fn run(
             }
         }
         let count = messages.len();
-        let result = if messages.is_empty() && indexes.is_empty() && refusals.is_empty() {
+        let result = if messages.is_empty() && indexes.is_empty() {
             Ok(())
         } else {
-            write(&writer, messages, refusals, &indexes).await
+            write(&writer, messages, &indexes).await
         };
         if let Err(e) = &result {
             tracing::error!(error = %e, count, "writing the message log failed");
@@ -579,15 +540,6 @@ async fn run(
             .db("sweeping the message log time-stamps")
             {
                 tracing::warn!(error = %e, "message log retention sweep failed");
-            }
-            if let Err(e) =
-                xalo_store::sqlx::query("DELETE FROM gateway_refusal WHERE refused_unix < $1")
-                    .bind(cutoff)
-                    .execute(db.pool())
-                    .await
-                    .db("sweeping the refusals")
-            {
-                tracing::warn!(error = %e, "refusal retention sweep failed");
             }
             if let Err(e) =
                 xalo_store::sqlx::query("DELETE FROM gateway_message_log WHERE logged_unix < $1")
@@ -707,7 +659,6 @@ fn chunks(batch: Vec<LoggedMessage>) -> Vec<Vec<LoggedMessage>> {
 async fn write(
     db: &Database,
     batch: Vec<LoggedMessage>,
-    refusals: Vec<Refusal>,
     indexes: &[LedgerIndex],
 ) -> Result<(), Error> {
     let what = "writing the message log";
@@ -722,23 +673,6 @@ async fn write(
                     bind_message(query, now, m)
                 })
         })
-        .chain(refusals.into_iter().map(|r| {
-            xalo_store::sqlx::query(
-                "INSERT INTO gateway_refusal (refused_unix, side, kind, status, message, detail, \
-                 x_road_id, client, service, request_head) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-            )
-            .bind(now)
-            .bind(r.side)
-            .bind(r.kind)
-            .bind(i64::from(r.status))
-            .bind(r.message)
-            .bind(r.detail)
-            .bind(r.x_road_id)
-            .bind(r.client)
-            .bind(r.service)
-            .bind(r.request_head)
-        }))
         .chain(index_statements(indexes, backend))
         .collect();
     db.execute_gathered(statements, what).await.map(drop)

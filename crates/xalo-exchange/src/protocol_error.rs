@@ -123,8 +123,18 @@ pub struct ProtocolErrorBody {
 pub struct ProtocolError {
     pub kind: Kind,
     pub message: String,
-    /// The error type and status the provider's gateway answered, passed on as they are.
-    pub passed_on: Option<(String, StatusCode)>,
+    /// What the provider's gateway answered, passed on as it is (then `kind` is only
+    /// what this gateway would have called it, and not what the caller gets).
+    pub passed_on: Option<PassedOn>,
+}
+
+/// An error of the provider's gateway, as its answer named it.
+#[derive(Debug, Clone)]
+pub struct PassedOn {
+    pub type_text: String,
+    pub status: StatusCode,
+    /// The provider's gateway's `detail`.
+    pub detail: String,
 }
 
 impl ProtocolError {
@@ -135,23 +145,28 @@ impl ProtocolError {
             passed_on: None,
         }
     }
-    /// The provider's gateway's error, for the client proxy to pass on; `kind` is its own
-    /// for the (unlikely) type the provider's gateway did not name.
-    pub fn passed_on(kind: Kind, type_text: String, status: StatusCode, message: String) -> Self {
+    /// The provider's gateway's error, for the client proxy to pass on as it is.
+    pub fn passed_on(passed_on: PassedOn, message: String) -> Self {
         ProtocolError {
-            kind,
+            kind: Kind::ServerInternalError,
             message,
-            passed_on: Some((type_text, status)),
+            passed_on: Some(passed_on),
         }
     }
     /// The error type the caller gets.
     pub fn kind_text(&self) -> &str {
         self.passed_on
             .as_ref()
-            .map_or(self.kind.as_str(), |(t, _)| t.as_str())
+            .map_or(self.kind.as_str(), |p| p.type_text.as_str())
     }
     pub fn status(&self) -> StatusCode {
-        self.passed_on.as_ref().map_or(self.kind.status(), |p| p.1)
+        self.passed_on
+            .as_ref()
+            .map_or(self.kind.status(), |p| p.status)
+    }
+    /// The provider's gateway's `detail`, for an error passed on from it.
+    pub fn upstream_detail(&self) -> Option<&str> {
+        self.passed_on.as_ref().map(|p| p.detail.as_str())
     }
     /// The answer, with `detail` as the id the caller can quote.
     pub fn into_response_with_detail(self, detail: String) -> Response {

@@ -669,6 +669,7 @@ struct SubscriptionBody {
 /// (DELETE) one of its subsystems, named in `X-Road-Client`.
 async fn peer_subscription(State(gw): State<Arc<GatewayState>>, req: Request) -> Response {
     let _underway = gw.in_flight.enter();
+    let seen = crate::refusal::RequestSeen::of(&req);
     let handled = async {
         let m = inbound(&gw, req).await?;
         let client: ClientId = message::header_text(&m.headers, X_ROAD_CLIENT)
@@ -737,7 +738,10 @@ async fn peer_subscription(State(gw): State<Arc<GatewayState>>, req: Request) ->
             serde_json::json!({"topic": topic, "subscriber": client, "status": "subscribed"});
         signed_answer(&gw, &m, StatusCode::CREATED, answer, log).await
     };
-    handled.await.unwrap_or_else(IntoResponse::into_response)
+    match handled.await {
+        Ok(r) => r,
+        Err(e) => crate::refusal::refuse(&gw, "provider", &seen, e).await,
+    }
 }
 
 /// At the subscriber's gateway: an event for one of its member's subscriptions, which
@@ -745,6 +749,7 @@ async fn peer_subscription(State(gw): State<Arc<GatewayState>>, req: Request) ->
 /// took it (2xx).
 async fn peer_event(State(gw): State<Arc<GatewayState>>, req: Request) -> Response {
     let _underway = gw.in_flight.enter();
+    let seen = crate::refusal::RequestSeen::of(&req);
     let handled = async {
         let m = inbound(&gw, req).await?;
         let topic: ServiceId = message::header_text(&m.headers, message::X_ROAD_SERVICE)
@@ -813,7 +818,10 @@ async fn peer_event(State(gw): State<Arc<GatewayState>>, req: Request) -> Respon
         let answer = serde_json::json!({"event_id": event_id, "status": "delivered"});
         signed_answer(&gw, &m, StatusCode::OK, answer, log).await
     };
-    handled.await.unwrap_or_else(IntoResponse::into_response)
+    match handled.await {
+        Ok(r) => r,
+        Err(e) => crate::refusal::refuse(&gw, "subscriber", &seen, e).await,
+    }
 }
 
 // ---------------------------------------------------------------------------------------

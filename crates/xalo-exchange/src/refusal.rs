@@ -1,48 +1,80 @@
-//! Refusals on record: every request a gateway refuses, with its X-Road error type, the
-//! message and the `detail` id the caller was given, who asked for which service, and the
-//! request's line and headers (the protocol's and the caller's, never the client key or
-//! the signature material). The message log's writer commits them in its batches, before
-//! the caller is answered, and they are kept as long as the log (`retention_days`). An
-//! operator reads them with `GET /api/v1/refusals` or `xalo exchange refusals`, and finds
-//! one a caller reports by its `detail`.
+//! Refusals on record: the requests a gateway refuses, each with its X-Road error type,
+//! the message and the `detail` id the caller was given (and, for a refusal passed on from
+//! the provider's gateway, the provider's own `detail`), who asked (the claimed client, the
+//! peer's certificate fingerprint or address) for which service, and the request line. No
+//! header beyond the protocol's identifiers is kept: not the client key, not a signature,
+//! not a person's code. An operator reads them with `GET /api/v1/refusals` (or
+//! `?detail=ID`, the id a caller quotes) or `xalo exchange refusals`.
+//!
+//! Refusals come from anyone who reaches a port, so recording them is bounded: at most
+//! [`RECORDED_PER_SECOND`] (a token bucket), through a queue of their own that a refusal
+//! never waits for (full: not recorded, and counted in `exchange_refusals_unrecorded`),
+//! written by a writer of their own in transactions of their own (a bad row cannot cost a
+//! message its commit), kept as long as the message log and at most [`KEPT`] rows. The
+//! caller's answer waits for the record at most [`RECORD_WAIT`].
 //!
 //! Not message-log rows: a refusal is no exchange, so it gets no signature, time-stamp
 //! batch, ledger evidence or data-tracker entry.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::extract::{Query, Request, State};
-use axum::http::{HeaderMap, Method, Uri};
+use axum::http::{Method, Uri};
 use axum::response::{IntoResponse, Response};
+use prometheus_client::metrics::counter::Counter;
 use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
 use xalo_core::{Error, ErrorCode, ServiceId};
+use xalo_store::{Database, DbResultExt, Row};
 
 use crate::gateway::GatewayState;
 use crate::message::{self, X_ROAD_CLIENT, X_ROAD_ID};
 use crate::nation::GatewayAdmin;
 use crate::protocol_error::ProtocolError;
 
-/// Longest text kept of what a caller sent (an identifier, a header value, a message).
+/// Longest text kept of what a caller sent (an identifier, the request line, a message).
 const TEXT_LIMIT: usize = 1024;
 
 /// Most refusals one query answers.
 const MOST_LISTED: i64 = 1000;
 
+/// Refusals recorded per second at most, and as many at once.
+pub const RECORDED_PER_SECOND: f64 = 100.0;
+
+/// Refusals waiting for the writer at most.
+const QUEUED: usize = 1024;
+
+/// Refusals written in one transaction at most.
+const PER_COMMIT: usize = 64;
+
+/// Refusals kept at most (the oldest go first); the message log's retention applies too.
+pub const KEPT: i64 = 1_000_000;
+
+/// How long an answer waits for its refusal's record at most.
+const RECORD_WAIT: Duration = Duration::from_millis(250);
+
 /// A refusal, as the writer stores it.
 #[derive(Debug, Clone)]
 pub struct Refusal {
     /// `client` (this gateway refused an information system's request, or passed on the
-    /// provider's refusal) or `provider` (it refused a gateway's request).
+    /// provider's refusal), `provider` (it refused a gateway's request) or `subscriber`
+    /// (it refused a provider's event delivery).
     pub side: &'static str,
     pub kind: String,
     pub status: u16,
     pub message: String,
     pub detail: String,
+    /// The `detail` of the provider's gateway, for a refusal passed on from it.
+    pub upstream_detail: String,
     pub x_road_id: String,
+    /// The client the request named (claimed: the refusal may be that it is not).
     pub client: String,
     pub service: String,
-    /// The canonical head (`xalo-request/1 METHOD TARGET`, then the headers kept).
-    pub request_head: Vec<u8>,
+    /// `certificate SHA256` of the peer's TLS client certificate, else its address.
+    pub peer: String,
+    /// Method and target.
+    pub request: String,
 }
 
 /// A refusal as listed.
@@ -57,35 +89,58 @@ pub struct RefusalRecord {
     pub message: String,
     /// The id the caller got in the error's `detail`.
     pub detail: String,
+    /// The provider's gateway's `detail`, for a refusal passed on from it (else empty).
+    pub upstream_detail: String,
     pub x_road_id: String,
     pub client: String,
     pub service: String,
-    /// The request line: method and target.
+    pub peer: String,
     pub request: String,
 }
 
-/// What a request said before its handling consumed it, kept to describe a refusal.
-/// Cloning the header map copies its index, not the values (shared bytes).
+/// What a request said that describes its refusal, taken before its handling consumes it:
+/// a few cheap clones (the URI and header values are shared bytes).
 #[derive(Debug)]
 pub(crate) struct RequestSeen {
     method: Method,
     uri: Uri,
-    headers: HeaderMap,
+    x_road_id: Option<axum::http::HeaderValue>,
+    client: Option<axum::http::HeaderValue>,
+    peer: Peer,
+}
+
+#[derive(Debug)]
+enum Peer {
+    Certificate(Arc<Vec<u8>>),
+    Address(std::net::SocketAddr),
+    Unknown,
 }
 
 impl RequestSeen {
     pub(crate) fn of(req: &Request) -> RequestSeen {
+        let ext = req.extensions();
+        let peer = if let Some(c) = ext.get::<crate::tls::PeerCertificate>() {
+            Peer::Certificate(c.0.clone())
+        } else if let Some(a) = ext.get::<crate::tls::PeerAddr>() {
+            Peer::Address(a.0)
+        } else if let Some(a) = ext.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>() {
+            Peer::Address(a.0)
+        } else {
+            Peer::Unknown
+        };
         RequestSeen {
             method: req.method().clone(),
             uri: req.uri().clone(),
-            headers: req.headers().clone(),
+            x_road_id: req.headers().get(X_ROAD_ID).cloned(),
+            client: req.headers().get(X_ROAD_CLIENT).cloned(),
+            peer,
         }
     }
 
     fn refusal(&self, side: &'static str, e: &ProtocolError, detail: &str) -> Refusal {
-        let text = |name: &str| {
-            message::header_text(&self.headers, name)
-                .map(|v| bounded(v.to_owned()))
+        let text = |v: &Option<axum::http::HeaderValue>| {
+            v.as_ref()
+                .map(|v| clean(&String::from_utf8_lossy(v.as_bytes())))
                 .unwrap_or_default()
         };
         let path = self.uri.path();
@@ -93,44 +148,39 @@ impl RequestSeen {
             .and_then(|(p, _)| ServiceId::from_path(p).ok())
             .map(|s| s.to_string())
             .unwrap_or_default();
-        let mut kept = HeaderMap::new();
-        for (name, value) in &self.headers {
-            if !message::is_filtered(name) {
-                kept.append(name.clone(), value.clone());
-            }
-        }
         let target = self.uri.path_and_query().map_or(path, |p| p.as_str());
         Refusal {
             side,
-            kind: e.kind_text().to_owned(),
+            kind: clean(e.kind_text()),
             status: e.status().as_u16(),
-            message: bounded(e.message.clone()),
+            message: clean(&e.message),
             detail: detail.to_owned(),
-            x_road_id: text(X_ROAD_ID),
-            client: text(X_ROAD_CLIENT),
+            upstream_detail: e.upstream_detail().map(clean).unwrap_or_default(),
+            x_road_id: text(&self.x_road_id),
+            client: text(&self.client),
             service,
-            request_head: message::request_head(
-                self.method.as_str(),
-                &bounded(target.to_owned()),
-                &kept,
-            ),
+            peer: match &self.peer {
+                Peer::Certificate(der) => format!("certificate {}", crate::fingerprint(der)),
+                Peer::Address(a) => a.to_string(),
+                Peer::Unknown => String::new(),
+            },
+            request: clean(&format!("{} {target}", self.method)),
         }
     }
 }
 
-fn bounded(mut text: String) -> String {
-    if text.len() > TEXT_LIMIT {
-        let mut end = TEXT_LIMIT;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        text.truncate(end);
+/// `text` bounded to [`TEXT_LIMIT`] bytes, without NUL characters (PostgreSQL refuses them
+/// in text; a provider's message passed on may hold one).
+fn clean(text: &str) -> String {
+    let mut end = text.len().min(TEXT_LIMIT);
+    while !text.is_char_boundary(end) {
+        end -= 1;
     }
-    text
+    text[..end].replace('\0', "\u{fffd}")
 }
 
-/// Put the refusal on record, then answer it. A log that cannot take it does not keep
-/// the caller from its answer: the refusal then goes to the process's log only.
+/// Put the refusal on record, then answer it. The record is waited for briefly, and not
+/// at all when the refusal is the database's own failure (it would fail again).
 pub(crate) async fn refuse(
     gw: &GatewayState,
     side: &'static str,
@@ -138,10 +188,232 @@ pub(crate) async fn refuse(
     e: ProtocolError,
 ) -> Response {
     let detail = message::new_uuid();
-    if let Err(failure) = gw.log.refuse(seen.refusal(side, &e, &detail)).await {
-        tracing::warn!(error = %failure, kind = e.kind_text(), %detail, "a refusal could not be put on record");
+    if let Some(recorded) = gw.refusals.record(seen.refusal(side, &e, &detail))
+        && !e.kind_text().ends_with(".DatabaseError")
+    {
+        match tokio::time::timeout(RECORD_WAIT, recorded).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(failure))) => {
+                tracing::warn!(error = %failure, kind = e.kind_text(), %detail, "a refusal could not be put on record");
+            }
+            Ok(Err(_)) | Err(_) => {
+                tracing::warn!(kind = e.kind_text(), %detail, "a refusal's record is late");
+            }
+        }
     }
     e.into_response_with_detail(detail)
+}
+
+/// The refusals' queue, its bound and the writer behind it.
+#[derive(Debug, Clone)]
+pub struct Refusals {
+    queue: mpsc::Sender<Job>,
+    bucket: Arc<std::sync::Mutex<TokenBucket>>,
+    unrecorded: Counter,
+    db: Database,
+}
+
+type Job = (Refusal, oneshot::Sender<Result<(), Error>>);
+
+impl Refusals {
+    /// Start the writer on `db` (the message log's database); abort the handle to stop it.
+    pub fn start(
+        db: Database,
+        retention_days: Arc<std::sync::atomic::AtomicU64>,
+    ) -> (Refusals, tokio::task::AbortHandle) {
+        let (queue, rx) = mpsc::channel(QUEUED);
+        let task = tokio::spawn(write_loop(db.clone(), rx, retention_days)).abort_handle();
+        (
+            Refusals {
+                queue,
+                bucket: Arc::new(std::sync::Mutex::new(TokenBucket::new(
+                    RECORDED_PER_SECOND,
+                    Instant::now(),
+                ))),
+                unrecorded: Counter::default(),
+                db,
+            },
+            task,
+        )
+    }
+
+    /// Refusals that were not recorded (over the rate, or the queue full).
+    pub fn unrecorded(&self) -> Counter {
+        self.unrecorded.clone()
+    }
+
+    /// Queue `r` for the writer, unless over the rate or the queue is full (then counted);
+    /// the answer says when it is committed.
+    pub fn record(&self, r: Refusal) -> Option<oneshot::Receiver<Result<(), Error>>> {
+        let allowed = self
+            .bucket
+            .lock()
+            .map(|mut b| b.take(Instant::now()))
+            .unwrap_or(false);
+        let (done, committed) = oneshot::channel();
+        if allowed && self.queue.try_send((r, done)).is_ok() {
+            Some(committed)
+        } else {
+            self.unrecorded.inc();
+            None
+        }
+    }
+
+    /// The refusals on record since `since_unix` (with `detail`, only that one), newest
+    /// first, at most `limit`.
+    pub async fn list(
+        &self,
+        since_unix: i64,
+        detail: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<RefusalRecord>, Error> {
+        let what = "reading the refusals";
+        let columns = "SELECT id, refused_unix, side, kind, status, message, detail, \
+                       upstream_detail, x_road_id, client, service, peer, request FROM gateway_refusal";
+        let rows = match detail {
+            Some(d) => {
+                xalo_store::sqlx::query(xalo_store::sqlx::AssertSqlSafe(format!(
+                    "{columns} WHERE detail = $1 ORDER BY id DESC LIMIT $2"
+                )))
+                .bind(d.to_owned())
+                .bind(limit)
+                .fetch_all(self.db.pool())
+                .await
+            }
+            None => {
+                xalo_store::sqlx::query(xalo_store::sqlx::AssertSqlSafe(format!(
+                    "{columns} WHERE refused_unix >= $1 ORDER BY id DESC LIMIT $2"
+                )))
+                .bind(since_unix)
+                .bind(limit)
+                .fetch_all(self.db.pool())
+                .await
+            }
+        }
+        .db(what)?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(RefusalRecord {
+                    id: r.try_get(0).db(what)?,
+                    refused_unix: r.try_get(1).db(what)?,
+                    side: r.try_get(2).db(what)?,
+                    kind: r.try_get(3).db(what)?,
+                    status: r.try_get(4).db(what)?,
+                    message: r.try_get(5).db(what)?,
+                    detail: r.try_get(6).db(what)?,
+                    upstream_detail: r.try_get(7).db(what)?,
+                    x_road_id: r.try_get(8).db(what)?,
+                    client: r.try_get(9).db(what)?,
+                    service: r.try_get(10).db(what)?,
+                    peer: r.try_get(11).db(what)?,
+                    request: r.try_get(12).db(what)?,
+                })
+            })
+            .collect()
+    }
+}
+
+/// Refills at `rate` a second up to `rate` at once.
+#[derive(Debug)]
+struct TokenBucket {
+    rate: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl TokenBucket {
+    fn new(rate: f64, now: Instant) -> TokenBucket {
+        TokenBucket {
+            rate,
+            tokens: rate,
+            at: now,
+        }
+    }
+
+    fn take(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.rate);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+async fn write_loop(
+    db: Database,
+    mut rx: mpsc::Receiver<Job>,
+    retention_days: Arc<std::sync::atomic::AtomicU64>,
+) {
+    let mut last_sweep: Option<Instant> = None;
+    while let Some(first) = rx.recv().await {
+        let mut jobs = vec![first];
+        while jobs.len() < PER_COMMIT {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        let now = crate::unix_now();
+        let (rows, waiting): (Vec<Refusal>, Vec<_>) = jobs.into_iter().unzip();
+        let statements = rows.into_iter().map(|r| {
+            xalo_store::sqlx::query(
+                "INSERT INTO gateway_refusal (refused_unix, side, kind, status, message, detail, \
+                 upstream_detail, x_road_id, client, service, peer, request) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+            )
+            .bind(now)
+            .bind(r.side)
+            .bind(r.kind)
+            .bind(i64::from(r.status))
+            .bind(r.message)
+            .bind(r.detail)
+            .bind(r.upstream_detail)
+            .bind(r.x_road_id)
+            .bind(r.client)
+            .bind(r.service)
+            .bind(r.peer)
+            .bind(r.request)
+        });
+        let result = db
+            .execute_gathered(statements.collect(), "recording refusals")
+            .await
+            .map(drop);
+        if let Err(e) = &result {
+            tracing::warn!(error = %e, "recording refusals failed");
+        }
+        for done in waiting {
+            let _ = done.send(result.clone());
+        }
+        if last_sweep.is_none_or(|at| at.elapsed() > Duration::from_secs(3600)) {
+            last_sweep = Some(Instant::now());
+            let days = retention_days.load(std::sync::atomic::Ordering::Relaxed) as i64;
+            if let Err(e) = sweep(&db, crate::unix_now() - days * 86_400).await {
+                tracing::warn!(error = %e, "refusal retention sweep failed");
+            }
+        }
+    }
+}
+
+/// Drop the refusals older than `cutoff_unix` and all but the newest [`KEPT`].
+async fn sweep(db: &Database, cutoff_unix: i64) -> Result<(), Error> {
+    let what = "sweeping the refusals";
+    xalo_store::sqlx::query("DELETE FROM gateway_refusal WHERE refused_unix < $1")
+        .bind(cutoff_unix)
+        .execute(db.pool())
+        .await
+        .db(what)?;
+    xalo_store::sqlx::query(
+        "DELETE FROM gateway_refusal WHERE id <= (SELECT MAX(id) FROM gateway_refusal) - $1",
+    )
+    .bind(KEPT)
+    .execute(db.pool())
+    .await
+    .db(what)?;
+    Ok(())
 }
 
 #[derive(Debug, Deserialize)]
@@ -151,13 +423,15 @@ pub(crate) struct RefusalQuery {
     /// Only refusals at or after this Unix time.
     #[serde(default)]
     since: i64,
+    /// Only the refusal whose caller got this `detail`.
+    detail: Option<String>,
 }
 
 fn default_limit() -> i64 {
     100
 }
 
-/// `GET /api/v1/refusals?limit=N&since=UNIX`: the latest refusals, newest first.
+/// `GET /api/v1/refusals?limit=N&since=UNIX&detail=ID`: the latest refusals, newest first.
 pub(crate) async fn list(
     State(gw): State<Arc<GatewayState>>,
     Query(q): Query<RefusalQuery>,
@@ -168,16 +442,27 @@ pub(crate) async fn list(
             format!("limit must be 1 to {MOST_LISTED}"),
         ));
     }
-    let records = gw.log.refusals(q.since, q.limit).await?;
+    let records = gw
+        .refusals
+        .list(q.since, q.detail.as_deref(), q.limit)
+        .await?;
     Ok(axum::Json(records).into_response())
 }
 
 impl GatewayAdmin {
-    /// This gateway's latest `limit` refusals, newest first.
-    pub async fn refusals(&self, limit: usize) -> Result<Vec<RefusalRecord>, Error> {
-        let v = self
-            .get_json(&format!("/api/v1/refusals?limit={limit}"))
-            .await?;
+    /// This gateway's latest `limit` refusals (only the one of `detail`, if given), newest
+    /// first.
+    pub async fn refusals(
+        &self,
+        limit: usize,
+        detail: Option<&str>,
+    ) -> Result<Vec<RefusalRecord>, Error> {
+        let mut path = format!("/api/v1/refusals?limit={limit}");
+        if let Some(d) = detail {
+            path.push_str("&detail=");
+            path.push_str(&crate::evidence_export::query_value(d));
+        }
+        let v = self.get_json(&path).await?;
         serde_json::from_value(v).map_err(|e| Error::new(ErrorCode::ExchUpstream, e.to_string()))
     }
 }
@@ -189,17 +474,19 @@ mod tests {
 
     #[test]
     fn a_refusal_keeps_what_was_asked_but_no_secret() {
-        let req = axum::http::Request::builder()
+        let mut req = axum::http::Request::builder()
             .method("POST")
             .uri("/r1/VN/GOV/000001/population/persons/VN1?x=1")
             .header("x-road-client", "VN/GOV/000007/portal")
             .header("x-road-id", "id-1")
+            .header("x-road-userid", "VN001085000001")
             .header(message::CLIENT_KEY, "secret-key")
-            .header("content-type", "application/json")
             .body(axum::body::Body::empty())
             .unwrap();
+        req.extensions_mut()
+            .insert(crate::tls::PeerCertificate(Arc::new(vec![1, 2, 3])));
         let seen = RequestSeen::of(&req);
-        let e = ProtocolError::new(Kind::ServerAccessDenied, "x".repeat(5000));
+        let e = ProtocolError::new(Kind::ServerAccessDenied, "x".repeat(5000) + "\0");
         let r = seen.refusal("provider", &e, "d-1");
         assert_eq!(r.kind, "Server.ServerProxy.AccessDenied");
         assert_eq!(r.status, 500);
@@ -209,19 +496,44 @@ mod tests {
             (r.client.as_str(), r.x_road_id.as_str()),
             ("VN/GOV/000007/portal", "id-1")
         );
-        let head = String::from_utf8(r.request_head).unwrap();
-        assert!(
-            head.starts_with("xalo-request/1 POST /r1/VN/GOV/000001/population/persons/VN1?x=1")
+        assert_eq!(
+            r.request,
+            "POST /r1/VN/GOV/000001/population/persons/VN1?x=1"
         );
-        assert!(head.contains("content-type"), "{head}");
-        assert!(!head.contains("secret-key"), "{head}");
-        // A path that names no service is kept as it came.
+        assert_eq!(
+            r.peer,
+            format!("certificate {}", crate::fingerprint(&[1, 2, 3]))
+        );
+        let all = format!("{r:?}");
+        assert!(
+            !all.contains("secret-key") && !all.contains("VN001085000001"),
+            "{all}"
+        );
+        // A path that names no service is kept as it came; a NUL is no longer one.
         let req = axum::http::Request::builder()
             .uri("/r1/VN")
             .body(axum::body::Body::empty())
             .unwrap();
+        let e = ProtocolError::new(Kind::BadRequest, "a\0b");
         let r = RequestSeen::of(&req).refusal("client", &e, "d-2");
-        assert_eq!((r.service.as_str(), r.client.as_str()), ("", ""));
-        assert_eq!(bounded("ắ".repeat(600)).len(), 1023);
+        assert_eq!(
+            (r.service.as_str(), r.client.as_str(), r.peer.as_str()),
+            ("", "", "")
+        );
+        assert_eq!(r.message, "a\u{fffd}b");
+        assert_eq!(clean(&"ắ".repeat(600)).len(), 1023);
+    }
+
+    #[test]
+    fn recording_is_bounded_by_a_rate() {
+        let start = Instant::now();
+        let mut bucket = TokenBucket::new(10.0, start);
+        let taken = (0..25).filter(|_| bucket.take(start)).count();
+        assert_eq!(taken, 10, "a burst of the rate at most");
+        assert!(!bucket.take(start + Duration::from_millis(50)));
+        assert!(bucket.take(start + Duration::from_millis(150)), "refilled");
+        let later = start + Duration::from_secs(60);
+        let taken = (0..25).filter(|_| bucket.take(later)).count();
+        assert_eq!(taken, 10, "never more than the rate at once");
     }
 }

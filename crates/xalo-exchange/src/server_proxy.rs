@@ -28,10 +28,14 @@ use crate::tls::PeerCertificate;
 pub fn router(gw: Arc<GatewayState>) -> Router {
     Router::new()
         .route("/r1/{*rest}", any(handle))
-        .fallback(|| async {
-            ProtocolError::new(Kind::BadRequest, "only /r1/ requests are served here")
-        })
+        .fallback(not_r1)
         .with_state(gw)
+}
+
+async fn not_r1(State(gw): State<Arc<GatewayState>>, req: Request) -> Response {
+    let seen = crate::refusal::RequestSeen::of(&req);
+    let refusal = ProtocolError::new(Kind::BadRequest, "only /r1/ requests are served here");
+    crate::refusal::refuse(&gw, "provider", &seen, refusal).await
 }
 
 async fn handle(State(gw): State<Arc<GatewayState>>, req: Request) -> Response {

@@ -326,10 +326,15 @@ enum ExchangeCommand {
     /// The exchanges logged on behalf of a person (X-Road-UserId), newest first.
     User { user_id: String },
     /// The requests this gateway refused, newest first: when, side, X-Road error type,
-    /// the detail id the caller got, client, request line and message.
+    /// status, the detail id the caller got, client, service, peer, request line and
+    /// message.
     Refusals {
-        #[arg(long, default_value_t = 20)]
-        limit: usize,
+        /// At most this many (1 to 1000).
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=1000))]
+        limit: u64,
+        /// Only the refusal whose caller got this detail id.
+        #[arg(long)]
+        detail: Option<String>,
     },
 }
 
@@ -1235,15 +1240,29 @@ async fn exchange(command: ExchangeCommand, gateway: GatewayAdminArgs) -> Result
                 );
             }
         }
-        ExchangeCommand::Refusals { limit } => {
-            for r in gateway.client()?.refusals(limit).await? {
+        ExchangeCommand::Refusals { limit, detail } => {
+            let dash = |s: &str| {
+                if s.is_empty() {
+                    "-".to_owned()
+                } else {
+                    s.to_owned()
+                }
+            };
+            for r in gateway
+                .client()?
+                .refusals(limit as usize, detail.as_deref())
+                .await?
+            {
                 println!(
-                    "{}  {:<8} {}  {}  {}  {}  {}",
+                    "{}  {:<10} {} {}  {}  client {}  service {}  peer {}  {}  {}",
                     r.refused_unix,
                     r.side,
                     r.kind,
+                    r.status,
                     r.detail,
-                    if r.client.is_empty() { "-" } else { &r.client },
+                    dash(&r.client),
+                    dash(&r.service),
+                    dash(&r.peer),
                     r.request,
                     r.message
                 );

@@ -293,31 +293,36 @@ pub async fn refused(env: &Env, r: reqwest::Response) -> (u16, String) {
 }
 
 async fn assert_on_record(env: &Env, kind: &str, detail: &str, message: &str) {
-    let (client, provider) = (env.client_gateway(), env.provider_gateway());
-    let listed = |gw: &xalo_exchange::nation::RunningGateway| {
-        let admin = gw.admin.clone();
-        async move { admin.refusals(1000).await.unwrap() }
-    };
-    let at_client = listed(client).await;
-    let at_provider = listed(provider).await;
-    let found = at_client
-        .iter()
-        .map(|r| (r, "client"))
-        .chain(at_provider.iter().map(|r| (r, "provider")))
-        .find(|(r, _)| r.detail == detail);
-    let Some((record, side)) = found else {
-        panic!("refusal {detail} ({kind}: {message}) is on record at neither gateway");
+    let (client, provider) = (&env.client_gateway().admin, &env.provider_gateway().admin);
+    let at_client = client.refusals(10, Some(detail)).await.unwrap();
+    let at_provider = provider.refusals(10, Some(detail)).await.unwrap();
+    let (record, side) = match (at_client.as_slice(), at_provider.as_slice()) {
+        ([r], []) => (r, "client"),
+        ([], [r]) => (r, "provider"),
+        _ => panic!(
+            "refusal {detail} ({kind}: {message}) is not on record at exactly one gateway: {at_client:?} {at_provider:?}"
+        ),
     };
     assert_eq!(
-        (record.kind.as_str(), record.message.as_str()),
-        (kind, message)
+        (
+            record.kind.as_str(),
+            record.message.as_str(),
+            record.side.as_str()
+        ),
+        (kind, message, side),
+        "{record:?}"
     );
-    assert_eq!(record.side, side, "{record:?}");
-    assert!(!record.request.is_empty(), "{record:?}");
+    assert!(record.request.starts_with(['G', 'P', 'D']), "{record:?}");
+    // Passed on from the provider's gateway: on record there too, by its own detail.
     if side == "client" && kind.starts_with("Server.ServerProxy.") {
+        let upstream = provider
+            .refusals(10, Some(&record.upstream_detail))
+            .await
+            .unwrap();
         assert!(
-            at_provider.iter().any(|r| r.kind == kind),
-            "the provider's gateway has no {kind} on record: {at_provider:?}"
+            matches!(upstream.as_slice(), [r] if r.kind == kind && r.side == "provider"),
+            "the provider's gateway has no {kind} on record as {}: {upstream:?}",
+            record.upstream_detail
         );
     }
 }

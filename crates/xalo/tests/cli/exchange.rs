@@ -62,23 +62,33 @@ fn registers_answer_through_the_exchange() {
         let refusal: serde_json::Value = r.json().await.unwrap();
         let detail = refusal["detail"].as_str().unwrap();
         let command = demo.printed("refusals       xalo");
-        let out = crate::xalo()
-            .args(command.split_whitespace())
-            .output()
-            .unwrap();
-        let listed = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let line = listed.lines().find(|l| l.contains(detail)).unwrap_or_else(|| panic!("{detail} not in {listed}"));
-        assert!(
-            line.contains("Server.ClientProxy.ClientAuthenticationFailed")
-                && line.contains("VN/GOV/000007/portal"),
-            "{line}"
-        );
-        assert!(!listed.contains("not-the-key"), "{listed}");
+        let listed = |extra: &[&str]| {
+            let out = crate::xalo()
+                .args(command.split_whitespace())
+                .args(extra)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        assert!(listed(&[]).contains(detail));
+        let found = listed(&["--detail", detail]);
+        let [line] = found.lines().collect::<Vec<_>>()[..] else {
+            panic!("one refusal has detail {detail}: {found}");
+        };
+        for part in [
+            "Server.ClientProxy.ClientAuthenticationFailed 500",
+            "client VN/GOV/000007/portal",
+            "service VN/GOV/000001/",
+            "peer 127.0.0.1:",
+            "GET /r1/VN/GOV/000001/",
+        ] {
+            assert!(line.contains(part), "{part:?} not in {line}");
+        }
 
         // The business register checks the founder with the population register through
         // the Ministry of Finance's gateway.
