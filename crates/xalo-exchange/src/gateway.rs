@@ -366,8 +366,7 @@ pub async fn serve_with(
         Some(in_flight.clone()),
     );
     log.set_bodies(settings.message_log_bodies);
-    let (refusals, refusals_task) =
-        crate::refusal::Refusals::start(log.database().clone(), log.retention());
+    let (refusals, refusals_task) = crate::refusal::Refusals::start(&log);
     if let Some(path) = &settings.message_log_encryption_key_file {
         log.set_encryption_key(Some(crate::log_encryption::LogKey::load_or_create(path)?));
     }

@@ -19,6 +19,18 @@ use tokio::sync::{mpsc, oneshot};
 use xalo_core::Error;
 use xalo_store::{Database, DbResultExt, Migration, Row};
 
+/// The refusals' columns after the id, and their indexes (migration 5, both backends).
+macro_rules! refusal_table {
+    () => {
+        "refused_unix BIGINT NOT NULL, side TEXT NOT NULL, kind TEXT NOT NULL, \
+         status BIGINT NOT NULL, message TEXT NOT NULL, detail TEXT NOT NULL, \
+         upstream_detail TEXT NOT NULL, x_road_id TEXT NOT NULL, client TEXT NOT NULL, \
+         service TEXT NOT NULL, peer TEXT NOT NULL, request TEXT NOT NULL); \
+         CREATE INDEX gateway_refusal_time ON gateway_refusal (refused_unix); \
+         CREATE INDEX gateway_refusal_detail ON gateway_refusal (detail);"
+    };
+}
+
 const MIGRATIONS: &[Migration] = &[
     Migration::per_backend(
         1,
@@ -52,7 +64,6 @@ const MIGRATIONS: &[Migration] = &[
          ALTER TABLE gateway_evidence_cursor ADD COLUMN lease_until BIGINT NOT NULL DEFAULT 0; \
          INSERT INTO gateway_evidence_cursor (id, last_id) VALUES (1, 0) ON CONFLICT (id) DO NOTHING;",
     ),
-    // Refusals (see `crate::refusal`): kept beside the log, written apart from it.
     Migration::per_backend(
         4,
         "refusals",
@@ -64,15 +75,12 @@ const MIGRATIONS: &[Migration] = &[
         status BIGINT NOT NULL,
         message TEXT NOT NULL,
         detail TEXT NOT NULL,
-        upstream_detail TEXT NOT NULL,
         x_road_id TEXT NOT NULL,
         client TEXT NOT NULL,
         service TEXT NOT NULL,
-        peer TEXT NOT NULL,
-        request TEXT NOT NULL
+        request_head BLOB NOT NULL
     );
-    CREATE INDEX gateway_refusal_time ON gateway_refusal (refused_unix);
-    CREATE INDEX gateway_refusal_detail ON gateway_refusal (detail);",
+    CREATE INDEX gateway_refusal_time ON gateway_refusal (refused_unix);",
         "CREATE TABLE gateway_refusal (
         id BIGSERIAL PRIMARY KEY,
         refused_unix BIGINT NOT NULL,
@@ -81,15 +89,28 @@ const MIGRATIONS: &[Migration] = &[
         status BIGINT NOT NULL,
         message TEXT NOT NULL,
         detail TEXT NOT NULL,
-        upstream_detail TEXT NOT NULL,
         x_road_id TEXT NOT NULL,
         client TEXT NOT NULL,
         service TEXT NOT NULL,
-        peer TEXT NOT NULL,
-        request TEXT NOT NULL
+        request_head BYTEA NOT NULL
     );
-    CREATE INDEX gateway_refusal_time ON gateway_refusal (refused_unix);
-    CREATE INDEX gateway_refusal_detail ON gateway_refusal (detail);",
+    CREATE INDEX gateway_refusal_time ON gateway_refusal (refused_unix);",
+    ),
+    // Refusals as `crate::refusal` keeps them: the request line and identifiers only, not
+    // the head that 4 kept (what was recorded in its one version is let go).
+    Migration::per_backend(
+        5,
+        "refusals without request heads",
+        concat!(
+            "DROP TABLE gateway_refusal; CREATE TABLE gateway_refusal (",
+            "id INTEGER PRIMARY KEY AUTOINCREMENT, ",
+            refusal_table!()
+        ),
+        concat!(
+            "DROP TABLE gateway_refusal; CREATE TABLE gateway_refusal (",
+            "id BIGSERIAL PRIMARY KEY, ",
+            refusal_table!()
+        ),
     ),
 ];
 
@@ -166,6 +187,10 @@ pub struct MessageLog {
     retention_days: Arc<AtomicU64>,
     /// The member's key that seals logged bodies (see [`crate::log_encryption`]).
     key: Arc<std::sync::RwLock<Option<Arc<crate::log_encryption::LogKey>>>>,
+    /// The writer's handle once it has opened it: on SQLite a single held connection,
+    /// which what is written beside the log shares, so both queue in this process rather
+    /// than for the file's lock.
+    writer: tokio::sync::watch::Receiver<Option<Database>>,
 }
 
 /// Messages per transaction at most.
@@ -186,8 +211,15 @@ impl MessageLog {
     ) -> (MessageLog, tokio::task::AbortHandle) {
         let (queue, rx) = mpsc::channel(BATCH * 16);
         let retention_days = Arc::new(AtomicU64::new(retention_days));
-        let task =
-            tokio::spawn(run(db.clone(), rx, retention_days.clone(), in_flight)).abort_handle();
+        let (opened, writer) = tokio::sync::watch::channel(None);
+        let task = tokio::spawn(run(
+            db.clone(),
+            rx,
+            retention_days.clone(),
+            in_flight,
+            opened,
+        ))
+        .abort_handle();
         let bodies = Arc::new(AtomicBool::new(true));
         (
             MessageLog {
@@ -196,6 +228,7 @@ impl MessageLog {
                 bodies,
                 retention_days,
                 key: Default::default(),
+                writer,
             },
             task,
         )
@@ -226,6 +259,13 @@ impl MessageLog {
     /// The database the log is kept in, for exports.
     pub fn database(&self) -> &Database {
         &self.db
+    }
+
+    /// The handle the log writes with, once its writer has opened it (`None`: the writer
+    /// has stopped).
+    pub async fn writer(&self) -> Option<Database> {
+        let mut w = self.writer.clone();
+        w.wait_for(Option::is_some).await.ok()?.clone()
     }
 
     /// The retention in days, shared with what is kept beside the log.
@@ -476,6 +516,16 @@ async fn digest_rows(
     Ok((h.finalize().into(), first, last, oldest))
 }
 
+/// The Unix time before which a retention of `days` lets records go (a retention too long
+/// to count keeps everything).
+pub(crate) fn retention_cutoff(days: u64) -> i64 {
+    crate::unix_now().saturating_sub(
+        i64::try_from(days)
+            .unwrap_or(i64::MAX)
+            .saturating_mul(86_400),
+    )
+}
+
 /// Turns of the scheduler the writer lets requests take before it cuts a batch.
 const GATHER_TURNS: usize = 4;
 
@@ -484,9 +534,11 @@ async fn run(
     mut rx: mpsc::Receiver<Job>,
     retention_days: Arc<AtomicU64>,
     in_flight: Option<xalo_core::batch::InFlight>,
+    opened: tokio::sync::watch::Sender<Option<Database>>,
 ) {
     let mut last_sweep = tokio::time::Instant::now();
     let writer = db.single_writer_or_pool("the message log").await;
+    opened.send_replace(Some(writer.clone()));
     while let Some(first) = rx.recv().await {
         // Group commit without a fixed wait: take what has queued up meanwhile, after
         // letting the requests ready on this thread add theirs. An idle writer commits a
@@ -529,8 +581,7 @@ async fn run(
         }
         if last_sweep.elapsed() > Duration::from_secs(3600) {
             last_sweep = tokio::time::Instant::now();
-            let days = retention_days.load(Ordering::Relaxed) as i64;
-            let cutoff = crate::unix_now() - days * 86_400;
+            let cutoff = retention_cutoff(retention_days.load(Ordering::Relaxed));
             if let Err(e) = xalo_store::sqlx::query(
                 "DELETE FROM gateway_message_timestamp WHERE stamped_unix < $1",
             )

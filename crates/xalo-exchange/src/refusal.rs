@@ -1,16 +1,19 @@
 //! Refusals on record: the requests a gateway refuses, each with its X-Road error type,
 //! the message and the `detail` id the caller was given (and, for a refusal passed on from
 //! the provider's gateway, the provider's own `detail`), who asked (the claimed client, the
-//! peer's certificate fingerprint or address) for which service, and the request line. No
-//! header beyond the protocol's identifiers is kept: not the client key, not a signature,
-//! not a person's code. An operator reads them with `GET /api/v1/refusals` (or
-//! `?detail=ID`, the id a caller quotes) or `xalo exchange refusals`.
+//! peer's certificate fingerprint or address) for which service, and the request's method
+//! and path up to the service (not the rest, nor the query, where a person's code may be).
+//! No header beyond the protocol's identifiers is kept: not the client key, not a
+//! signature. An operator reads them with `GET /api/v1/refusals` (or `?detail=ID`, the id
+//! a caller quotes) or `xalo exchange refusals`.
 //!
-//! Refusals come from anyone who reaches a port, so recording them is bounded: at most
-//! [`RECORDED_PER_SECOND`] (a token bucket), through a queue of their own that a refusal
-//! never waits for (full: not recorded, and counted in `exchange_refusals_unrecorded`),
-//! written by a writer of their own in transactions of their own (a bad row cannot cost a
-//! message its commit), kept as long as the message log and at most [`KEPT`] rows. The
+//! Refusals come from anyone who reaches a port, so recording them is bounded, per
+//! gateway: at most [`RECORDED_PER_SECOND`] (a token bucket), through a queue of their own
+//! that a refusal never waits for (full: not recorded, and counted in
+//! `xalo_exchange_refusals_unrecorded_total`), written in scripts of their own through the
+//! message log's writer (on SQLite its one held connection, where a script that fails is
+//! rolled back alone: a bad row cannot cost a message its commit), kept as long as the
+//! message log and about [`KEPT`] rows, swept every minute a thousand rows at a time. The
 //! caller's answer waits for the record at most [`RECORD_WAIT`].
 //!
 //! Not message-log rows: a refusal is no exchange, so it gets no signature, time-stamp
@@ -30,6 +33,7 @@ use xalo_store::{Database, DbResultExt, Row};
 
 use crate::gateway::GatewayState;
 use crate::message::{self, X_ROAD_CLIENT, X_ROAD_ID};
+use crate::message_log::MessageLog;
 use crate::nation::GatewayAdmin;
 use crate::protocol_error::ProtocolError;
 
@@ -53,6 +57,10 @@ pub const KEPT: i64 = 1_000_000;
 
 /// How long an answer waits for its refusal's record at most.
 const RECORD_WAIT: Duration = Duration::from_millis(250);
+
+/// How often old refusals are swept, and how many rows one statement deletes at most.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+const SWEEP_ROWS: i64 = 1000;
 
 /// A refusal, as the writer stores it.
 #[derive(Debug, Clone)]
@@ -106,6 +114,8 @@ pub(crate) struct RequestSeen {
     uri: Uri,
     x_road_id: Option<axum::http::HeaderValue>,
     client: Option<axum::http::HeaderValue>,
+    /// `X-Road-Service`, which names the topic of the pubsub peer messages.
+    service: Option<axum::http::HeaderValue>,
     peer: Peer,
 }
 
@@ -133,6 +143,7 @@ impl RequestSeen {
             uri: req.uri().clone(),
             x_road_id: req.headers().get(X_ROAD_ID).cloned(),
             client: req.headers().get(X_ROAD_CLIENT).cloned(),
+            service: req.headers().get(message::X_ROAD_SERVICE).cloned(),
             peer,
         }
     }
@@ -144,11 +155,18 @@ impl RequestSeen {
                 .unwrap_or_default()
         };
         let path = self.uri.path();
-        let service = message::split_service_path(path)
-            .and_then(|(p, _)| ServiceId::from_path(p).ok())
-            .map(|s| s.to_string())
-            .unwrap_or_default();
-        let target = self.uri.path_and_query().map_or(path, |p| p.as_str());
+        let named = message::split_service_path(path)
+            .and_then(|(p, rest)| Some((ServiceId::from_path(p).ok()?, rest)));
+        // The path up to the service: what follows (and the query) may name a person.
+        let request = match &named {
+            Some((id, "")) => format!("{} /r1/{}", self.method, id.to_path()),
+            Some((id, _)) => format!("{} /r1/{}/…", self.method, id.to_path()),
+            None => format!("{} {path}", self.method),
+        };
+        let service = match named {
+            Some((id, _)) => id.to_string(),
+            None => text(&self.service),
+        };
         Refusal {
             side,
             kind: clean(e.kind_text()),
@@ -164,19 +182,24 @@ impl RequestSeen {
                 Peer::Address(a) => a.to_string(),
                 Peer::Unknown => String::new(),
             },
-            request: clean(&format!("{} {target}", self.method)),
+            request: clean(&request),
         }
     }
 }
 
-/// `text` bounded to [`TEXT_LIMIT`] bytes, without NUL characters (PostgreSQL refuses them
-/// in text; a provider's message passed on may hold one).
+/// `text` bounded to [`TEXT_LIMIT`] bytes, its control characters (NUL, which PostgreSQL
+/// refuses in text, and the escapes a terminal would obey when the CLI prints it) each
+/// replaced by U+FFFD: a provider's message passed on may hold anything.
 fn clean(text: &str) -> String {
-    let mut end = text.len().min(TEXT_LIMIT);
-    while !text.is_char_boundary(end) {
-        end -= 1;
+    let mut out = String::with_capacity(text.len().min(TEXT_LIMIT));
+    for c in text.chars() {
+        let c = if c.is_control() { '\u{fffd}' } else { c };
+        if out.len() + c.len_utf8() > TEXT_LIMIT {
+            break;
+        }
+        out.push(c);
     }
-    text[..end].replace('\0', "\u{fffd}")
+    out
 }
 
 /// Put the refusal on record, then answer it. The record is waited for briefly, and not
@@ -188,8 +211,15 @@ pub(crate) async fn refuse(
     e: ProtocolError,
 ) -> Response {
     let detail = message::new_uuid();
+    // Its own database failing: the record would fail too, so the answer does not wait.
+    let own_database = e.passed_on.is_none()
+        && matches!(
+            e.kind,
+            crate::protocol_error::Kind::ClientDatabaseError
+                | crate::protocol_error::Kind::ServerDatabaseError
+        );
     if let Some(recorded) = gw.refusals.record(seen.refusal(side, &e, &detail))
-        && !e.kind_text().ends_with(".DatabaseError")
+        && !own_database
     {
         match tokio::time::timeout(RECORD_WAIT, recorded).await {
             Ok(Ok(Ok(()))) => {}
@@ -216,13 +246,12 @@ pub struct Refusals {
 type Job = (Refusal, oneshot::Sender<Result<(), Error>>);
 
 impl Refusals {
-    /// Start the writer on `db` (the message log's database); abort the handle to stop it.
-    pub fn start(
-        db: Database,
-        retention_days: Arc<std::sync::atomic::AtomicU64>,
-    ) -> (Refusals, tokio::task::AbortHandle) {
+    /// Start recording beside `log` (through its writer, for its retention); abort the
+    /// handle to stop.
+    pub fn start(log: &MessageLog) -> (Refusals, tokio::task::AbortHandle) {
         let (queue, rx) = mpsc::channel(QUEUED);
-        let task = tokio::spawn(write_loop(db.clone(), rx, retention_days)).abort_handle();
+        let db = log.database().clone();
+        let task = tokio::spawn(write_loop(log.clone(), rx)).abort_handle();
         (
             Refusals {
                 queue,
@@ -270,27 +299,27 @@ impl Refusals {
         let what = "reading the refusals";
         let columns = "SELECT id, refused_unix, side, kind, status, message, detail, \
                        upstream_detail, x_road_id, client, service, peer, request FROM gateway_refusal";
-        let rows = match detail {
-            Some(d) => {
-                xalo_store::sqlx::query(xalo_store::sqlx::AssertSqlSafe(format!(
-                    "{columns} WHERE detail = $1 ORDER BY id DESC LIMIT $2"
+        let rows =
+            match detail {
+                Some(d) => xalo_store::sqlx::query(xalo_store::sqlx::AssertSqlSafe(format!(
+                    "{columns} WHERE detail = $1 AND refused_unix >= $2 ORDER BY id DESC LIMIT $3"
                 )))
                 .bind(d.to_owned())
-                .bind(limit)
-                .fetch_all(self.db.pool())
-                .await
-            }
-            None => {
-                xalo_store::sqlx::query(xalo_store::sqlx::AssertSqlSafe(format!(
-                    "{columns} WHERE refused_unix >= $1 ORDER BY id DESC LIMIT $2"
-                )))
                 .bind(since_unix)
                 .bind(limit)
                 .fetch_all(self.db.pool())
-                .await
+                .await,
+                None => {
+                    xalo_store::sqlx::query(xalo_store::sqlx::AssertSqlSafe(format!(
+                        "{columns} WHERE refused_unix >= $1 ORDER BY id DESC LIMIT $2"
+                    )))
+                    .bind(since_unix)
+                    .bind(limit)
+                    .fetch_all(self.db.pool())
+                    .await
+                }
             }
-        }
-        .db(what)?;
+            .db(what)?;
         rows.into_iter()
             .map(|r| {
                 Ok(RefusalRecord {
@@ -343,13 +372,28 @@ impl TokenBucket {
     }
 }
 
-async fn write_loop(
-    db: Database,
-    mut rx: mpsc::Receiver<Job>,
-    retention_days: Arc<std::sync::atomic::AtomicU64>,
-) {
-    let mut last_sweep: Option<Instant> = None;
-    while let Some(first) = rx.recv().await {
+async fn write_loop(log: MessageLog, mut rx: mpsc::Receiver<Job>) {
+    let Some(writer) = log.writer().await else {
+        return;
+    };
+    let mut sweeps = tokio::time::interval(SWEEP_EVERY);
+    sweeps.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let first = tokio::select! {
+            job = rx.recv() => match job {
+                Some(job) => job,
+                None => return,
+            },
+            _ = sweeps.tick() => {
+                let cutoff = crate::message_log::retention_cutoff(
+                    log.retention().load(std::sync::atomic::Ordering::Relaxed),
+                );
+                if let Err(e) = sweep(&writer, cutoff).await {
+                    tracing::warn!(error = %e, "refusal retention sweep failed");
+                }
+                continue;
+            }
+        };
         let mut jobs = vec![first];
         while jobs.len() < PER_COMMIT {
             match rx.try_recv() {
@@ -357,62 +401,80 @@ async fn write_loop(
                 Err(_) => break,
             }
         }
-        let now = crate::unix_now();
         let (rows, waiting): (Vec<Refusal>, Vec<_>) = jobs.into_iter().unzip();
-        let statements = rows.into_iter().map(|r| {
-            xalo_store::sqlx::query(
-                "INSERT INTO gateway_refusal (refused_unix, side, kind, status, message, detail, \
-                 upstream_detail, x_road_id, client, service, peer, request) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-            )
-            .bind(now)
-            .bind(r.side)
-            .bind(r.kind)
-            .bind(i64::from(r.status))
-            .bind(r.message)
-            .bind(r.detail)
-            .bind(r.upstream_detail)
-            .bind(r.x_road_id)
-            .bind(r.client)
-            .bind(r.service)
-            .bind(r.peer)
-            .bind(r.request)
-        });
-        let result = db
-            .execute_gathered(statements.collect(), "recording refusals")
-            .await
-            .map(drop);
+        let result = write(&writer, rows).await;
         if let Err(e) = &result {
             tracing::warn!(error = %e, "recording refusals failed");
         }
         for done in waiting {
             let _ = done.send(result.clone());
         }
-        if last_sweep.is_none_or(|at| at.elapsed() > Duration::from_secs(3600)) {
-            last_sweep = Some(Instant::now());
-            let days = retention_days.load(std::sync::atomic::Ordering::Relaxed) as i64;
-            if let Err(e) = sweep(&db, crate::unix_now() - days * 86_400).await {
-                tracing::warn!(error = %e, "refusal retention sweep failed");
-            }
-        }
     }
 }
 
-/// Drop the refusals older than `cutoff_unix` and all but the newest [`KEPT`].
-async fn sweep(db: &Database, cutoff_unix: i64) -> Result<(), Error> {
-    let what = "sweeping the refusals";
-    xalo_store::sqlx::query("DELETE FROM gateway_refusal WHERE refused_unix < $1")
-        .bind(cutoff_unix)
-        .execute(db.pool())
+/// Columns of a refusal, in the order they are bound.
+const COLUMNS: usize = 12;
+
+/// One statement for the batch, as one script through the log's writer.
+async fn write(writer: &Database, rows: Vec<Refusal>) -> Result<(), Error> {
+    let now = crate::unix_now();
+    let sql = format!(
+        "INSERT INTO gateway_refusal (refused_unix, side, kind, status, message, detail, \
+         upstream_detail, x_road_id, client, service, peer, request) VALUES {}",
+        writer.backend().value_rows(rows.len(), COLUMNS)
+    );
+    let statement = rows.into_iter().fold(
+        xalo_store::sqlx::query(xalo_store::sqlx::AssertSqlSafe(sql)),
+        |q, r| {
+            q.bind(now)
+                .bind(r.side)
+                .bind(r.kind)
+                .bind(i64::from(r.status))
+                .bind(r.message)
+                .bind(r.detail)
+                .bind(r.upstream_detail)
+                .bind(r.x_road_id)
+                .bind(r.client)
+                .bind(r.service)
+                .bind(r.peer)
+                .bind(r.request)
+        },
+    );
+    writer
+        .execute_gathered(vec![statement], "recording refusals")
         .await
-        .db(what)?;
-    xalo_store::sqlx::query(
-        "DELETE FROM gateway_refusal WHERE id <= (SELECT MAX(id) FROM gateway_refusal) - $1",
-    )
-    .bind(KEPT)
-    .execute(db.pool())
-    .await
-    .db(what)?;
+        .map(drop)
+}
+
+/// Drop the refusals older than `cutoff_unix` and all but about the newest [`KEPT`], a
+/// thousand rows a statement, so the file's write lock is never held long.
+async fn sweep(writer: &Database, cutoff_unix: i64) -> Result<(), Error> {
+    let what = "sweeping the refusals";
+    for (sql, bound) in [
+        (
+            "DELETE FROM gateway_refusal WHERE id IN (SELECT id FROM gateway_refusal \
+             WHERE refused_unix < $1 ORDER BY id LIMIT $2)",
+            cutoff_unix,
+        ),
+        (
+            "DELETE FROM gateway_refusal WHERE id IN (SELECT id FROM gateway_refusal \
+             WHERE id <= (SELECT MAX(id) FROM gateway_refusal) - $1 ORDER BY id LIMIT $2)",
+            KEPT,
+        ),
+    ] {
+        loop {
+            let deleted = writer
+                .execute_gathered(
+                    vec![xalo_store::sqlx::query(sql).bind(bound).bind(SWEEP_ROWS)],
+                    what,
+                )
+                .await?;
+            if deleted < SWEEP_ROWS as u64 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+    }
     Ok(())
 }
 
@@ -496,32 +558,30 @@ mod tests {
             (r.client.as_str(), r.x_road_id.as_str()),
             ("VN/GOV/000007/portal", "id-1")
         );
-        assert_eq!(
-            r.request,
-            "POST /r1/VN/GOV/000001/population/persons/VN1?x=1"
-        );
+        assert_eq!(r.request, "POST /r1/VN/GOV/000001/population/persons/…");
         assert_eq!(
             r.peer,
             format!("certificate {}", crate::fingerprint(&[1, 2, 3]))
         );
         let all = format!("{r:?}");
-        assert!(
-            !all.contains("secret-key") && !all.contains("VN001085000001"),
-            "{all}"
-        );
-        // A path that names no service is kept as it came; a NUL is no longer one.
+        for secret in ["secret-key", "VN001085000001", "VN1", "x=1"] {
+            assert!(!all.contains(secret), "{secret} in {all}");
+        }
+        // A path that names no service is kept as it came; control characters go.
         let req = axum::http::Request::builder()
             .uri("/r1/VN")
             .body(axum::body::Body::empty())
             .unwrap();
-        let e = ProtocolError::new(Kind::BadRequest, "a\0b");
+        let e = ProtocolError::new(Kind::BadRequest, "a\0b\x1b[2Jc");
         let r = RequestSeen::of(&req).refusal("client", &e, "d-2");
         assert_eq!(
             (r.service.as_str(), r.client.as_str(), r.peer.as_str()),
             ("", "", "")
         );
-        assert_eq!(r.message, "a\u{fffd}b");
+        assert_eq!(r.request, "GET /r1/VN");
+        assert_eq!(r.message, "a\u{fffd}b\u{fffd}[2Jc");
         assert_eq!(clean(&"ắ".repeat(600)).len(), 1023);
+        assert!(clean(&"\0".repeat(2000)).len() <= TEXT_LIMIT);
     }
 
     #[test]

@@ -1254,12 +1254,13 @@ async fn exchange(command: ExchangeCommand, gateway: GatewayAdminArgs) -> Result
                 .await?
             {
                 println!(
-                    "{}  {:<10} {} {}  {}  client {}  service {}  peer {}  {}  {}",
+                    "{}  {:<10} {} {}  {}  upstream {}  client {}  service {}  peer {}  {}  {}",
                     r.refused_unix,
                     r.side,
                     r.kind,
                     r.status,
                     r.detail,
+                    dash(&r.upstream_detail),
                     dash(&r.client),
                     dash(&r.service),
                     dash(&r.peer),

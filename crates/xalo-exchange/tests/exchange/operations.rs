@@ -204,6 +204,11 @@ async fn metrics_count_messages_errors_latency_and_bytes_per_client_and_service(
     assert!(provider.contains(&format!(
         "xalo_exchange_errors_total{{side=\"provider\",{audit},error=\"Server.ServerProxy.AccessDenied\"}} 1"
     )));
+    // Both refusals were recorded, none left out.
+    assert!(
+        provider.contains("xalo_exchange_refusals_unrecorded_total 0"),
+        "{provider}"
+    );
 
     // A caller cannot make up label values: an unregistered client counts as `other`.
     let r = env

@@ -294,8 +294,16 @@ pub async fn refused(env: &Env, r: reqwest::Response) -> (u16, String) {
 
 async fn assert_on_record(env: &Env, kind: &str, detail: &str, message: &str) {
     let (client, provider) = (&env.client_gateway().admin, &env.provider_gateway().admin);
-    let at_client = client.refusals(10, Some(detail)).await.unwrap();
-    let at_provider = provider.refusals(10, Some(detail)).await.unwrap();
+    // An answer waits for its record a bounded time: on a busy machine it may come later.
+    let (mut at_client, mut at_provider) = (Vec::new(), Vec::new());
+    for _ in 0..50 {
+        at_client = client.refusals(10, Some(detail)).await.unwrap();
+        at_provider = provider.refusals(10, Some(detail)).await.unwrap();
+        if !at_client.is_empty() || !at_provider.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     let (record, side) = match (at_client.as_slice(), at_provider.as_slice()) {
         ([r], []) => (r, "client"),
         ([], [r]) => (r, "provider"),
