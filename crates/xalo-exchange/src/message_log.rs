@@ -112,6 +112,12 @@ const MIGRATIONS: &[Migration] = &[
             refusal_table!()
         ),
     ),
+    Migration::portable(
+        6,
+        "refusals of admitted requests, for the replay guard",
+        "ALTER TABLE gateway_refusal ADD COLUMN request_signature TEXT NOT NULL DEFAULT ''; \
+         ALTER TABLE gateway_refusal ADD COLUMN request_hash TEXT NOT NULL DEFAULT '';",
+    ),
 ];
 
 /// Messages covered by one time-stamp at most.
@@ -370,24 +376,29 @@ impl MessageLog {
     }
 
     /// The logged signature and request hash of each request this gateway served (as
-    /// provider) since `unix`, row by row: the replay guard reads back its window with
-    /// them after a restart.
+    /// provider) since `unix`, and of each it admitted and then refused (on record beside
+    /// the log, see [`crate::refusal`]), row by row: the replay guard reads back its window
+    /// with them after a restart.
     pub async fn served_signatures_since(
         &self,
         unix: i64,
         mut each: impl FnMut(&str, &str),
     ) -> Result<(), Error> {
         use futures_util::TryStreamExt;
-        let mut rows = xalo_store::sqlx::query(
+        for sql in [
             "SELECT request_signature, request_hash FROM gateway_message_log \
              WHERE logged_unix >= $1 AND side = 'provider'",
-        )
-        .bind(unix)
-        .fetch(self.db.pool());
-        while let Some(r) = rows.try_next().await.db("reading the message log")? {
-            let signature: String = r.try_get(0).db("request_signature")?;
-            let hash: String = r.try_get(1).db("request_hash")?;
-            each(&signature, &hash);
+            "SELECT request_signature, request_hash FROM gateway_refusal \
+             WHERE refused_unix >= $1 AND side = 'provider' AND request_hash <> ''",
+        ] {
+            let mut rows = xalo_store::sqlx::query(sql)
+                .bind(unix)
+                .fetch(self.db.pool());
+            while let Some(r) = rows.try_next().await.db("reading the message log")? {
+                let signature: String = r.try_get(0).db("request_signature")?;
+                let hash: String = r.try_get(1).db("request_hash")?;
+                each(&signature, &hash);
+            }
         }
         Ok(())
     }

@@ -125,7 +125,17 @@ pub struct ProtocolError {
     pub message: String,
     /// What the provider's gateway answered, passed on as it is (then `kind` is only
     /// what this gateway would have called it, and not what the caller gets).
-    pub passed_on: Option<PassedOn>,
+    pub passed_on: Option<Box<PassedOn>>,
+    /// A signed request the replay guard admitted before it was refused.
+    pub admitted: Option<Box<Admitted>>,
+}
+
+/// What the replay guard knows a request by: its signature as the log keeps it and its
+/// hash.
+#[derive(Debug, Clone)]
+pub struct Admitted {
+    pub signature: String,
+    pub request_hash: String,
 }
 
 /// An error of the provider's gateway, as its answer named it.
@@ -143,6 +153,7 @@ impl ProtocolError {
             kind,
             message: message.into(),
             passed_on: None,
+            admitted: None,
         }
     }
     /// The provider's gateway's error, for the client proxy to pass on as it is.
@@ -150,7 +161,8 @@ impl ProtocolError {
         ProtocolError {
             kind: Kind::ServerInternalError,
             message,
-            passed_on: Some(passed_on),
+            passed_on: Some(Box::new(passed_on)),
+            admitted: None,
         }
     }
     /// The error type the caller gets.

@@ -81,8 +81,13 @@ pub struct Refusal {
     pub service: String,
     /// `certificate SHA256` of the peer's TLS client certificate, else its address.
     pub peer: String,
-    /// Method and target.
+    /// Method and the path up to the service.
     pub request: String,
+    /// For a signed request the replay guard admitted before it was refused: its
+    /// signature as the log keeps it and its hash (else empty), read back at start as the
+    /// message log's are, so a restart does not make it new.
+    pub request_signature: String,
+    pub request_hash: String,
 }
 
 /// A refusal as listed.
@@ -183,6 +188,16 @@ impl RequestSeen {
                 Peer::Unknown => String::new(),
             },
             request: clean(&request),
+            request_signature: e
+                .admitted
+                .as_ref()
+                .map(|a| a.signature.clone())
+                .unwrap_or_default(),
+            request_hash: e
+                .admitted
+                .as_ref()
+                .map(|a| a.request_hash.clone())
+                .unwrap_or_default(),
         }
     }
 }
@@ -272,13 +287,16 @@ impl Refusals {
     }
 
     /// Queue `r` for the writer, unless over the rate or the queue is full (then counted);
-    /// the answer says when it is committed.
+    /// the answer says when it is committed. A refusal of a request the replay guard
+    /// admitted is not held to the rate (it came signed by a member, and the guard needs
+    /// it after a restart).
     pub fn record(&self, r: Refusal) -> Option<oneshot::Receiver<Result<(), Error>>> {
-        let allowed = self
-            .bucket
-            .lock()
-            .map(|mut b| b.take(Instant::now()))
-            .unwrap_or(false);
+        let allowed = !r.request_hash.is_empty()
+            || self
+                .bucket
+                .lock()
+                .map(|mut b| b.take(Instant::now()))
+                .unwrap_or(false);
         let (done, committed) = oneshot::channel();
         if allowed && self.queue.try_send((r, done)).is_ok() {
             Some(committed)
@@ -413,14 +431,15 @@ async fn write_loop(log: MessageLog, mut rx: mpsc::Receiver<Job>) {
 }
 
 /// Columns of a refusal, in the order they are bound.
-const COLUMNS: usize = 12;
+const COLUMNS: usize = 14;
 
 /// One statement for the batch, as one script through the log's writer.
 async fn write(writer: &Database, rows: Vec<Refusal>) -> Result<(), Error> {
     let now = crate::unix_now();
     let sql = format!(
         "INSERT INTO gateway_refusal (refused_unix, side, kind, status, message, detail, \
-         upstream_detail, x_road_id, client, service, peer, request) VALUES {}",
+         upstream_detail, x_road_id, client, service, peer, request, request_signature, \
+         request_hash) VALUES {}",
         writer.backend().value_rows(rows.len(), COLUMNS)
     );
     let statement = rows.into_iter().fold(
@@ -438,6 +457,8 @@ async fn write(writer: &Database, rows: Vec<Refusal>) -> Result<(), Error> {
                 .bind(r.service)
                 .bind(r.peer)
                 .bind(r.request)
+                .bind(r.request_signature)
+                .bind(r.request_hash)
         },
     );
     writer

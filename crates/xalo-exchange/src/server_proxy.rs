@@ -44,9 +44,14 @@ async fn handle(State(gw): State<Arc<GatewayState>>, req: Request) -> Response {
     metrics
         .observe("provider", &conf, req, |req| async move {
             let seen = crate::refusal::RequestSeen::of(&req);
-            match inbound(&gw, req).await {
+            let mut admitted = None;
+            match inbound(&gw, req, &mut admitted).await {
                 Ok(r) => r,
-                Err(e) => crate::refusal::refuse(&gw, "provider", &seen, e).await,
+                Err(mut e) => {
+                    // Refused after the replay guard took it: remembered across a restart.
+                    e.admitted = admitted.map(Box::new);
+                    crate::refusal::refuse(&gw, "provider", &seen, e).await
+                }
             }
         })
         .await
@@ -152,7 +157,12 @@ pub(crate) async fn authenticate(
     Ok(gateway.owner.clone())
 }
 
-async fn inbound(gw: &Arc<GatewayState>, req: Request) -> Result<Response, ProtocolError> {
+/// Serve a gateway's request; `admitted` is set once the replay guard has taken it.
+async fn inbound(
+    gw: &Arc<GatewayState>,
+    req: Request,
+    admitted: &mut Option<crate::protocol_error::Admitted>,
+) -> Result<Response, ProtocolError> {
     // The replay window counts from the request's arrival, not from the end of its body.
     let arrived_ms = xalo_core::unix_now_ms();
     let (parts, body) = req.into_parts();
@@ -241,6 +251,10 @@ async fn inbound(gw: &Arc<GatewayState>, req: Request) -> Result<Response, Proto
         .map_err(|e| ProtocolError::new(Kind::ServerInvalidSignatureValue, e.message))?;
     // Only an authentic message is remembered, so nobody else can block one in advance.
     admit_once(gw, &signature, &proof, &request_hash, arrived_ms)?;
+    *admitted = Some(crate::protocol_error::Admitted {
+        signature: message::logged_signature_of(&parts.headers).unwrap_or_default(),
+        request_hash: message::hash_text(&request_hash),
+    });
 
     if service.provider().member() != &gw.owner {
         return Err(ProtocolError::new(

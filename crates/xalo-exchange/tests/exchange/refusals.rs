@@ -388,6 +388,40 @@ async fn a_replayed_message_is_refused_also_after_a_restart() {
     }
 }
 
+/// A signed request refused after the replay guard took it (here: no access right) is
+/// remembered too, also across a restart: were it served again once the cause was gone,
+/// a captured refusal would become a replayable request.
+#[tokio::test]
+async fn a_request_refused_after_admission_is_not_served_on_replay() {
+    let mut env = support::env().await;
+    let tls = support::ocsp_der(&env.nation, &env.client_gateway().files.tls_certificate).await;
+    let captured = support::direct_request(&env, b"hello", false, Some(tls.clone()), None).await;
+    let provider = env.provider_gateway().admin.clone();
+    let service: xalo_core::ServiceId = SERVICE.parse().unwrap();
+    let client: xalo_core::SubsystemId = support::CLIENT.parse().unwrap();
+    let right = || {
+        (
+            xalo_exchange::nation::client_subject(&client),
+            Some(("POST", "/digest")),
+        )
+    };
+    let (subject, endpoint) = right();
+    provider.revoke(&service, subject, endpoint).await.unwrap();
+    let denied = "Server.ServerProxy.AccessDenied";
+    support::assert_refused(&env, captured.send(&env).await, 500, denied, "").await;
+    let (subject, endpoint) = right();
+    provider.grant(&service, subject, endpoint).await.unwrap();
+    let replayed = "Server.ServerProxy.ReplayedMessage";
+    let r = captured.send(&env).await;
+    support::assert_refused(&env, r, 500, replayed, "received before").await;
+    support::restart_gateway(&mut env, 1, |_| {}).await;
+    let r = captured.send(&env).await;
+    support::assert_refused(&env, r, 500, replayed, "received before").await;
+    // The same request signed anew is served.
+    let r = support::direct_call(&env, b"hello", false, Some(tls)).await;
+    assert_eq!(r.status(), 200);
+}
+
 /// Restart gateway `index` with some of its settings changed.
 async fn restart_with(
     env: &mut support::Env,
