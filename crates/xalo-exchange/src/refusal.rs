@@ -8,7 +8,8 @@
 //! a caller quotes) or `xalo exchange refusals`.
 //!
 //! Refusals come from anyone who reaches a port, so recording them is bounded, per
-//! gateway: at most [`RECORDED_PER_SECOND`] (a token bucket), through a queue of their own
+//! gateway: at most [`RECORDED_PER_SECOND`] (a token bucket), of which one peer at most
+//! [`RECORDED_PER_PEER_SECOND`], through a queue of their own
 //! that a refusal never waits for (full: not recorded, and counted in
 //! `xalo_exchange_refusals_unrecorded_total`), written in scripts of their own through the
 //! message log's writer (on SQLite its one held connection, where a script that fails is
@@ -253,7 +254,7 @@ pub(crate) async fn refuse(
 #[derive(Debug, Clone)]
 pub struct Refusals {
     queue: mpsc::Sender<Job>,
-    bucket: Arc<std::sync::Mutex<TokenBucket>>,
+    limits: Arc<std::sync::Mutex<Limits>>,
     unrecorded: Counter,
     db: Database,
 }
@@ -270,10 +271,7 @@ impl Refusals {
         (
             Refusals {
                 queue,
-                bucket: Arc::new(std::sync::Mutex::new(TokenBucket::new(
-                    RECORDED_PER_SECOND,
-                    Instant::now(),
-                ))),
+                limits: Arc::new(std::sync::Mutex::new(Limits::new(Instant::now()))),
                 unrecorded: Counter::default(),
                 db,
             },
@@ -293,9 +291,9 @@ impl Refusals {
     pub fn record(&self, r: Refusal) -> Option<oneshot::Receiver<Result<(), Error>>> {
         let allowed = !r.request_hash.is_empty()
             || self
-                .bucket
+                .limits
                 .lock()
-                .map(|mut b| b.take(Instant::now()))
+                .map(|mut l| l.allow(peer_key(&r.peer), Instant::now()))
                 .unwrap_or(false);
         let (done, committed) = oneshot::channel();
         if allowed && self.queue.try_send((r, done)).is_ok() {
@@ -357,6 +355,53 @@ impl Refusals {
                 })
             })
             .collect()
+    }
+}
+
+/// Refusals recorded per second at most of one peer (a certificate, else an IP address),
+/// so that one cannot use up the whole of [`RECORDED_PER_SECOND`].
+pub const RECORDED_PER_PEER_SECOND: f64 = 20.0;
+
+/// Peers whose rates are kept at most (then all are forgotten: a new one starts full).
+const PEERS_KEPT: usize = 10_000;
+
+/// The gateway's rate and each peer's.
+#[derive(Debug)]
+struct Limits {
+    all: TokenBucket,
+    peers: std::collections::HashMap<String, TokenBucket>,
+}
+
+impl Limits {
+    fn new(now: Instant) -> Limits {
+        Limits {
+            all: TokenBucket::new(RECORDED_PER_SECOND, now),
+            peers: std::collections::HashMap::new(),
+        }
+    }
+
+    /// Whether a refusal from `peer` may be recorded now (taking its share if so).
+    fn allow(&mut self, peer: &str, now: Instant) -> bool {
+        if self.peers.len() >= PEERS_KEPT && !self.peers.contains_key(peer) {
+            self.peers.clear();
+        }
+        let own = self
+            .peers
+            .entry(peer.to_owned())
+            .or_insert_with(|| TokenBucket::new(RECORDED_PER_PEER_SECOND, now));
+        own.take(now) && self.all.take(now)
+    }
+}
+
+/// A peer as its rate knows it: its certificate, else its IP address (a client's port
+/// changes with each connection).
+fn peer_key(peer: &str) -> &str {
+    if peer.starts_with("certificate ") {
+        return peer;
+    }
+    match peer.rsplit_once(':') {
+        Some((ip, port)) if port.bytes().all(|b| b.is_ascii_digit()) => ip,
+        _ => peer,
     }
 }
 
@@ -616,5 +661,26 @@ mod tests {
         let later = start + Duration::from_secs(60);
         let taken = (0..25).filter(|_| bucket.take(later)).count();
         assert_eq!(taken, 10, "never more than the rate at once");
+
+        // One peer gets its share; another still gets through, until the gateway's rate.
+        let mut limits = Limits::new(start);
+        let noisy = (0..100)
+            .filter(|_| limits.allow(peer_key("10.0.0.1:4001"), start))
+            .count();
+        assert_eq!(noisy as f64, RECORDED_PER_PEER_SECOND);
+        assert!(
+            !limits.allow(peer_key("10.0.0.1:4002"), start),
+            "the same host"
+        );
+        assert!(limits.allow(peer_key("certificate ab12"), start));
+        let others = (0..1000)
+            .filter(|i| limits.allow(&format!("10.0.1.{}", i % 250), start))
+            .count();
+        assert_eq!(
+            noisy + 1 + others,
+            RECORDED_PER_SECOND as usize,
+            "all peers together"
+        );
+        assert_eq!(peer_key("[::1]:80"), "[::1]");
     }
 }
