@@ -384,23 +384,15 @@ impl MessageLog {
         unix: i64,
         mut each: impl FnMut(&str, &str),
     ) -> Result<(), Error> {
-        use futures_util::TryStreamExt;
-        for sql in [
+        signatures_since(
+            &self.db,
             "SELECT request_signature, request_hash FROM gateway_message_log \
              WHERE logged_unix >= $1 AND side = 'provider'",
-            "SELECT request_signature, request_hash FROM gateway_refusal \
-             WHERE refused_unix >= $1 AND side = 'provider' AND request_hash <> ''",
-        ] {
-            let mut rows = xalo_store::sqlx::query(sql)
-                .bind(unix)
-                .fetch(self.db.pool());
-            while let Some(r) = rows.try_next().await.db("reading the message log")? {
-                let signature: String = r.try_get(0).db("request_signature")?;
-                let hash: String = r.try_get(1).db("request_hash")?;
-                each(&signature, &hash);
-            }
-        }
-        Ok(())
+            unix,
+            &mut each,
+        )
+        .await?;
+        crate::refusal::admitted_since(&self.db, unix, &mut each).await
     }
 
     /// When the log was last time-stamped.
@@ -525,6 +517,23 @@ async fn digest_rows(
         h.update(b"\n");
     }
     Ok((h.finalize().into(), first, last, oldest))
+}
+
+/// Each `(request_signature, request_hash)` row `sql` selects for `$1 = unix`, row by row.
+pub(crate) async fn signatures_since(
+    db: &Database,
+    sql: &'static str,
+    unix: i64,
+    each: &mut impl FnMut(&str, &str),
+) -> Result<(), Error> {
+    use futures_util::TryStreamExt;
+    let mut rows = xalo_store::sqlx::query(sql).bind(unix).fetch(db.pool());
+    while let Some(r) = rows.try_next().await.db("reading the message log")? {
+        let signature: String = r.try_get(0).db("request_signature")?;
+        let hash: String = r.try_get(1).db("request_hash")?;
+        each(&signature, &hash);
+    }
+    Ok(())
 }
 
 /// The Unix time before which a retention of `days` lets records go (a retention too long

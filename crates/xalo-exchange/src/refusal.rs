@@ -475,6 +475,23 @@ async fn write_loop(log: MessageLog, mut rx: mpsc::Receiver<Job>) {
     }
 }
 
+/// The signature and hash of each request the provider's gateway admitted and then
+/// refused since `unix` (the replay guard's read-back at start, beside the log's).
+pub(crate) async fn admitted_since(
+    db: &Database,
+    unix: i64,
+    each: &mut impl FnMut(&str, &str),
+) -> Result<(), Error> {
+    crate::message_log::signatures_since(
+        db,
+        "SELECT request_signature, request_hash FROM gateway_refusal \
+         WHERE refused_unix >= $1 AND side = 'provider' AND request_hash <> ''",
+        unix,
+        each,
+    )
+    .await
+}
+
 /// Columns of a refusal, in the order they are bound.
 const COLUMNS: usize = 14;
 
