@@ -10,8 +10,10 @@
 //! Refusals come from anyone who reaches a port, so recording them is bounded, per
 //! gateway: at most [`RECORDED_PER_SECOND`] (a token bucket), of which one peer at most
 //! [`RECORDED_PER_PEER_SECOND`], through a queue of their own
-//! that a refusal never waits for (full: not recorded, and counted in
-//! `xalo_exchange_refusals_unrecorded_total`), written in scripts of their own through the
+//! that a refusal does not wait for (full: not recorded, and counted in
+//! `xalo_exchange_refusals_unrecorded_total`), but for a signed request the provider's
+//! replay guard admitted before refusing it, which waits for room up to [`RECORD_WAIT`]
+//! (the guard reads those records back after a restart), written in scripts of their own through the
 //! message log's writer (on SQLite its one held connection, where a script that fails is
 //! rolled back alone: a bad row cannot cost a message its commit), kept as long as the
 //! message log and about [`KEPT`] rows, swept every minute a thousand rows at a time. The
@@ -218,6 +220,17 @@ fn clean(text: &str) -> String {
     out
 }
 
+/// Put a job in the writer's queue: at once or not at all, but for a request the replay
+/// guard admitted, which waits up to [`RECORD_WAIT`] for room (it is remembered across a
+/// restart only through its record, and only members' signed requests come this way).
+async fn enqueue(queue: &mpsc::Sender<Job>, job: Job, admitted: bool) -> bool {
+    if admitted {
+        queue.send_timeout(job, RECORD_WAIT).await.is_ok()
+    } else {
+        queue.try_send(job).is_ok()
+    }
+}
+
 /// Put the refusal on record, then answer it. The record is waited for briefly, and not
 /// at all when the refusal is the database's own failure (it would fail again).
 pub(crate) async fn refuse(
@@ -234,7 +247,7 @@ pub(crate) async fn refuse(
             crate::protocol_error::Kind::ClientDatabaseError
                 | crate::protocol_error::Kind::ServerDatabaseError
         );
-    if let Some(recorded) = gw.refusals.record(seen.refusal(side, &e, &detail))
+    if let Some(recorded) = gw.refusals.record(seen.refusal(side, &e, &detail)).await
         && !own_database
     {
         match tokio::time::timeout(RECORD_WAIT, recorded).await {
@@ -287,16 +300,17 @@ impl Refusals {
     /// Queue `r` for the writer, unless over the rate or the queue is full (then counted);
     /// the answer says when it is committed. A refusal of a request the replay guard
     /// admitted is not held to the rate (it came signed by a member, and the guard needs
-    /// it after a restart).
-    pub fn record(&self, r: Refusal) -> Option<oneshot::Receiver<Result<(), Error>>> {
-        let allowed = !r.request_hash.is_empty()
+    /// it after a restart) and waits for room in a full queue, briefly.
+    pub async fn record(&self, r: Refusal) -> Option<oneshot::Receiver<Result<(), Error>>> {
+        let admitted = !r.request_hash.is_empty();
+        let allowed = admitted
             || self
                 .limits
                 .lock()
                 .map(|mut l| l.allow(peer_key(&r.peer), Instant::now()))
                 .unwrap_or(false);
         let (done, committed) = oneshot::channel();
-        if allowed && self.queue.try_send((r, done)).is_ok() {
+        if allowed && enqueue(&self.queue, (r, done), admitted).await {
             Some(committed)
         } else {
             self.unrecorded.inc();
@@ -665,6 +679,31 @@ mod tests {
         assert_eq!(r.message, "a\u{fffd}b\u{fffd}[2Jc");
         assert_eq!(clean(&"ắ".repeat(600)).len(), 1023);
         assert!(clean(&"\0".repeat(2000)).len() <= TEXT_LIMIT);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_admitted_request_waits_for_room_in_a_full_queue() {
+        let (queue, mut rx) = mpsc::channel::<Job>(1);
+        let req = axum::http::Request::builder()
+            .uri("/r1/VN")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let e = ProtocolError::new(Kind::BadRequest, "refused");
+        let seen = RequestSeen::of(&req);
+        let job = || (seen.refusal("provider", &e, "d-1"), oneshot::channel().0);
+        assert!(enqueue(&queue, job(), false).await);
+        assert!(!enqueue(&queue, job(), false).await, "full: not waited for");
+        let drained = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            rx.recv().await.map(|_| rx)
+        });
+        assert!(enqueue(&queue, job(), true).await, "room within the wait");
+        let mut rx = drained.await.unwrap().unwrap();
+        assert!(
+            !enqueue(&queue, job(), true).await,
+            "no room within the wait"
+        );
+        assert!(rx.recv().await.is_some());
     }
 
     #[test]
