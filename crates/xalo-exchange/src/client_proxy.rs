@@ -103,13 +103,16 @@ async fn outbound(gw: &Arc<GatewayState>, req: Request) -> Result<Response, Prot
     if let Some(r) = crate::metaservice::client_side(gw, &parts.method, &path)? {
         return Ok(r);
     }
-    let (service_path, _rest) = message::split_service_path(&path).ok_or_else(|| {
+    let (service_path, rest) = message::split_service_path(&path).ok_or_else(|| {
         bad(format!(
             "{path}: expected /r1/INSTANCE/CLASS/MEMBER/SUBSYSTEM/SERVICE[/path]"
         ))
     })?;
+    message::check_service_rest(rest).map_err(bad)?;
     let service = ServiceId::from_path(service_path).map_err(|e| bad(format!("service: {e}")))?;
-    let client: ClientId = message::header_text(&parts.headers, X_ROAD_CLIENT)
+    // Of several X-Road-Client headers the last names the caller (PR-REST 4.3); only it
+    // travels on.
+    let client: ClientId = message::last_header_text(&parts.headers, X_ROAD_CLIENT)
         .ok_or_else(|| bad("the X-Road-Client header is missing"))?
         .parse()
         .map_err(|e| bad(format!("X-Road-Client: {e}")))?;
@@ -193,6 +196,10 @@ async fn outbound(gw: &Arc<GatewayState>, req: Request) -> Result<Response, Prot
             headers.append(name.clone(), value.clone());
         }
     }
+    headers.insert(
+        X_ROAD_CLIENT,
+        HeaderValue::from_str(&client.to_string()).map_err(|e| bad(e.to_string()))?,
+    );
     let x_road_id = match message::header_text(&headers, X_ROAD_ID) {
         Some(id) => id.to_owned(),
         None => {
@@ -204,9 +211,13 @@ async fn outbound(gw: &Arc<GatewayState>, req: Request) -> Result<Response, Prot
             id
         }
     };
-    // Sent explicitly, so the header the HTTP client would add is in the signed head.
+    // A caller that names no content type gets JSON (PR-REST 4.3), sent explicitly so that
+    // it is in the signed head.
     if !headers.contains_key(axum::http::header::ACCEPT) {
-        headers.insert(axum::http::header::ACCEPT, HeaderValue::from_static("*/*"));
+        headers.insert(
+            axum::http::header::ACCEPT,
+            HeaderValue::from_static("application/json"),
+        );
     }
     let body = spool(body.into_data_stream(), &gw.spool())
         .await

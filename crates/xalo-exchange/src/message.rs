@@ -228,6 +228,32 @@ pub fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
+/// The last value of a header as text: of several `X-Road-Client` headers, the one PR-REST
+/// (4.3) says names the caller.
+pub fn last_header_text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(name)
+        .iter()
+        .next_back()
+        .and_then(|v| v.to_str().ok())
+}
+
+/// Refuse a service's path (the part after the service id) with a `.` or `..` segment, also
+/// percent-encoded: the path goes to the backend as it came, and a backend that resolved
+/// `/public/../admin` would serve what the access right, granted on `/public/**`, did not
+/// (PR-REST 4.2: the incoming request URI must be strictly validated).
+pub fn check_service_rest(rest: &str) -> Result<(), String> {
+    for segment in rest.split('/') {
+        let decoded = segment.to_ascii_lowercase().replace("%2e", ".");
+        if decoded == "." || decoded == ".." {
+            return Err(format!(
+                "the path segment {segment:?} is not allowed: a service's path is passed on as it is, not resolved"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Split `/r1/INSTANCE/CLASS/MEMBER/SUBSYSTEM/SERVICE[/path]` into the service (its first
 /// five segments) and the rest of the path (with its leading `/`, possibly empty).
 pub fn split_service_path(path: &str) -> Option<(&str, &str)> {
@@ -250,6 +276,33 @@ pub fn split_service_path(path: &str) -> Option<(&str, &str)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dot_segments_of_a_service_path_are_refused() {
+        for bad in [
+            "/public/../admin",
+            "/..",
+            "/a/./b",
+            "/public/%2e%2e/admin",
+            "/public/%2E./admin",
+            "/public/.%2e",
+            "/%2e",
+        ] {
+            assert!(check_service_rest(bad).is_err(), "{bad}");
+        }
+        for good in [
+            "",
+            "/",
+            "/v1/pets",
+            "/a/...",
+            "/a/.b",
+            "/a/b.",
+            "/%2e%2e%2e",
+            "/a/%2ex",
+        ] {
+            assert!(check_service_rest(good).is_ok(), "{good}");
+        }
+    }
 
     #[test]
     fn service_paths_split_after_five_segments() {

@@ -61,9 +61,10 @@ pub fn client_side(
                 "member_code": id.code(), "subsystem_code": s, "object_type": "SUBSYSTEM"}, "name": m.name}));
         }
     }
-    Ok(Some(
-        axum::Json(json!({ "member": members })).into_response(),
-    ))
+    let mut r = axum::Json(json!({ "member": members })).into_response();
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON_UTF8));
+    Ok(Some(r))
 }
 
 fn service_json(id: &ServiceId, endpoints: &[crate::access_right::Endpoint]) -> Value {
@@ -80,12 +81,12 @@ fn service_json(id: &ServiceId, endpoints: &[crate::access_right::Endpoint]) -> 
     })
 }
 
+/// What a gateway's own answers say they are, with their encoding (PR-REST 4.3).
+const JSON_UTF8: &str = "application/json;charset=utf-8";
+
 fn answer(body: Value) -> (StatusCode, HeaderMap, Spooled) {
     let mut h = HeaderMap::new();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON_UTF8));
     (
         StatusCode::OK,
         h,

@@ -150,7 +150,12 @@ impl RequestSeen {
             method: req.method().clone(),
             uri: req.uri().clone(),
             x_road_id: req.headers().get(X_ROAD_ID).cloned(),
-            client: req.headers().get(X_ROAD_CLIENT).cloned(),
+            client: req
+                .headers()
+                .get_all(X_ROAD_CLIENT)
+                .iter()
+                .next_back()
+                .cloned(),
             service: req.headers().get(message::X_ROAD_SERVICE).cloned(),
             peer,
         }

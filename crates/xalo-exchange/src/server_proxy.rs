@@ -181,8 +181,9 @@ async fn inbound(
     let path = parts.uri.path().to_owned();
     let (service_path, rest) = message::split_service_path(&path)
         .ok_or_else(|| bad(format!("{path}: not a service path")))?;
+    message::check_service_rest(rest).map_err(bad)?;
     let service = ServiceId::from_path(service_path).map_err(|e| bad(format!("service: {e}")))?;
-    let client: ClientId = message::header_text(&parts.headers, X_ROAD_CLIENT)
+    let client: ClientId = message::last_header_text(&parts.headers, X_ROAD_CLIENT)
         .ok_or_else(|| bad("the X-Road-Client header is missing"))?
         .parse()
         .map_err(|e| bad(format!("X-Road-Client: {e}")))?;
@@ -435,6 +436,11 @@ async fn call_backend(
             headers.append(name.clone(), value.clone());
         }
     }
+    // The backend hears of one client: the one checked.
+    headers.insert(
+        X_ROAD_CLIENT,
+        HeaderValue::from_str(&client.to_string()).map_err(|e| bad(e.to_string()))?,
+    );
     let uri: axum::http::Uri = url.parse().map_err(|e| {
         ProtocolError::new(
             Kind::ServerServiceFailed,

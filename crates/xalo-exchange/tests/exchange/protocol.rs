@@ -214,3 +214,94 @@ async fn errors_are_told_apart_as_the_rest_protocol_shows() {
         .unwrap();
     assert_ne!(r.status(), 404);
 }
+
+#[tokio::test]
+async fn of_several_client_headers_the_last_names_the_caller_and_alone_travels() {
+    let env = env().await;
+    // 4.3: the last X-Road-Client is the caller's.
+    let r = env
+        .http
+        .get(format!(
+            "{}/r1/{PETSTORE}/v1/pets",
+            env.client_gateway().url
+        ))
+        .header("X-Road-Client", "VN/GOV/000009/other")
+        .header("X-Road-Client", CLIENT)
+        .header("X-Xalo-Client-Key", &env.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let got: Value = r.json().await.unwrap();
+    assert_eq!(
+        got["headers"]["x-road-client"], CLIENT,
+        "one value, the one checked"
+    );
+    // The other way round, the last is not this system's client.
+    let r = env
+        .http
+        .get(format!(
+            "{}/r1/{PETSTORE}/v1/pets",
+            env.client_gateway().url
+        ))
+        .header("X-Road-Client", CLIENT)
+        .header("X-Road-Client", "VN/GOV/000009/other")
+        .header("X-Xalo-Client-Key", &env.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        header(&r, "x-road-error"),
+        Some("Server.ClientProxy.UnknownMember")
+    );
+}
+
+/// Send `target` as it is (an HTTP client would resolve its dot segments first) to the
+/// client's gateway, and give back the status and body of its answer.
+async fn raw_get(env: &support::Env, target: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = env
+        .client_gateway()
+        .url
+        .trim_start_matches("http://")
+        .to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let request = format!(
+        "GET {target} HTTP/1.1\r\nHost: {address}\r\nX-Road-Client: {CLIENT}\r\n\
+         X-Xalo-Client-Key: {}\r\nConnection: close\r\n\r\n",
+        env.key
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    let status = answer[9..12].parse().unwrap();
+    let body = answer.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
+    (status, body)
+}
+
+#[tokio::test]
+async fn a_path_that_climbs_out_of_the_service_is_refused() {
+    let env = env().await;
+    // 4.2: the URI is validated strictly; a dot segment would reach the backend as it came
+    // and, resolved there, name what no access right granted.
+    for path in [
+        "/v1/../../admin/users",
+        "/v1/%2e%2e/admin",
+        "/v1/./pets",
+        "/%2E%2E",
+    ] {
+        let (status, body) = raw_get(&env, &format!("/r1/{PETSTORE}{path}")).await;
+        assert_eq!(status, 400, "{path}: {body}");
+        let body: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(body["type"], "Client.BadRequest", "{path}");
+        assert!(
+            body["message"].as_str().unwrap().contains("is not allowed"),
+            "{body}"
+        );
+    }
+    // Sent with no Accept header: the backend is asked for JSON (4.3).
+    let (status, body) = raw_get(&env, &format!("/r1/{PETSTORE}/v1/pets")).await;
+    assert_eq!(status, 200, "{body}");
+    let got: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(got["headers"]["accept"], "application/json");
+}

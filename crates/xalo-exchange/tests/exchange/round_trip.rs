@@ -79,6 +79,11 @@ async fn metaservices_answer_as_x_road_defines() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["content-type"],
+        "application/json;charset=utf-8",
+        "a gateway's own answer names its encoding (PR-REST 4.3)"
+    );
     let clients: serde_json::Value = r.json().await.unwrap();
     let members = clients["member"].as_array().unwrap();
     assert!(members.iter().any(
@@ -97,6 +102,10 @@ async fn metaservices_answer_as_x_road_defines() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert!(r.headers().contains_key("x-road-request-hash"));
+    assert_eq!(
+        r.headers()["content-type"],
+        "application/json;charset=utf-8"
+    );
     let methods: serde_json::Value = r.json().await.unwrap();
     let codes: Vec<&str> = methods["service"]
         .as_array()

@@ -72,11 +72,17 @@ async fn person(Path(code): Path<String>, headers: HeaderMap) -> axum::Json<serd
 /// headers of its own, X-Road's among them (which the provider's gateway replaces).
 async fn echo(req: axum::extract::Request) -> axum::response::Response {
     let (parts, body) = req.into_parts();
-    let headers: serde_json::Map<String, serde_json::Value> = parts
-        .headers
-        .iter()
-        .map(|(n, v)| (n.to_string(), v.to_str().unwrap_or("").into()))
-        .collect();
+    // A repeated header shows all its values, joined as HTTP would.
+    let mut headers = serde_json::Map::new();
+    for name in parts.headers.keys() {
+        let values: Vec<&str> = parts
+            .headers
+            .get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap_or(""))
+            .collect();
+        headers.insert(name.to_string(), values.join(", ").into());
+    }
     let body = axum::body::to_bytes(body, 1 << 20).await.unwrap();
     let mut r = axum::Json(serde_json::json!({
         "method": parts.method.as_str(),
