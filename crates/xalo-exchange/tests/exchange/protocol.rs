@@ -218,16 +218,13 @@ async fn errors_are_told_apart_as_the_rest_protocol_shows() {
 #[tokio::test]
 async fn of_several_client_headers_the_last_names_the_caller_and_alone_travels() {
     let env = env().await;
-    // 4.3: the last X-Road-Client is the caller's.
-    let r = env
-        .http
-        .get(format!(
-            "{}/r1/{PETSTORE}/v1/pets",
-            env.client_gateway().url
-        ))
-        .header("X-Road-Client", "VN/GOV/000009/other")
-        .header("X-Road-Client", CLIENT)
-        .header("X-Xalo-Client-Key", &env.key)
+    let with_clients = |first: &str, last: &str| {
+        env.call(Method::GET, &format!("{PETSTORE}/v1/pets"))
+            .header("X-Road-Client", first)
+            .header("X-Road-Client", last)
+    };
+    // 4.3: the last X-Road-Client is the caller's (`call` sends one before these two).
+    let r = with_clients("VN/GOV/000009/other", CLIENT)
         .send()
         .await
         .unwrap();
@@ -238,15 +235,7 @@ async fn of_several_client_headers_the_last_names_the_caller_and_alone_travels()
         "one value, the one checked"
     );
     // The other way round, the last is not this system's client.
-    let r = env
-        .http
-        .get(format!(
-            "{}/r1/{PETSTORE}/v1/pets",
-            env.client_gateway().url
-        ))
-        .header("X-Road-Client", CLIENT)
-        .header("X-Road-Client", "VN/GOV/000009/other")
-        .header("X-Xalo-Client-Key", &env.key)
+    let r = with_clients(CLIENT, "VN/GOV/000009/other")
         .send()
         .await
         .unwrap();
