@@ -271,13 +271,15 @@ async fn inbound(
             None => call_backend(gw, &conf, &client, &service, &parts, rest, body).await?,
         };
 
-    // The headers X-Road sets on answers replace any the service set.
+    // The headers X-Road sets on answers replace any the service set (inserted below); the
+    // service's other headers pass unmodified, an `X-Road-` extension of its own among
+    // them (PR-REST 4.3).
     let x_road_id = message::header_text(&parts.headers, X_ROAD_ID)
         .unwrap_or_default()
         .to_owned();
     let mut headers = HeaderMap::new();
     for (name, value) in &response_headers {
-        if !message::is_filtered(name) && !name.as_str().starts_with("x-road-") {
+        if !message::is_filtered(name) {
             headers.append(name.clone(), value.clone());
         }
     }

@@ -51,8 +51,12 @@ async fn the_service_path_headers_and_answers_are_as_the_rest_protocol_shows() {
     assert_eq!(header(&r, "x-road-request-id").map(str::len), Some(36));
     let hash = header(&r, "x-road-request-hash").unwrap();
     assert_eq!(hash.len(), 88, "base64 of SHA-512: {hash}");
-    // The backend's own headers pass.
+    // The backend's own headers pass, an X-Road extension of its own too.
     assert_eq!(header(&r, "x-powered-by"), Some("PHP/5.2.17"));
+    assert_eq!(
+        header(&r, "x-road-foo"),
+        Some("an extension of the service's own")
+    );
     assert_eq!(
         header(&r, "cache-control"),
         Some("no-cache, no-store, must-revalidate")

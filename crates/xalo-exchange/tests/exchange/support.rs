@@ -97,6 +97,7 @@ async fn echo(req: axum::extract::Request) -> axum::response::Response {
         ("cache-control", "no-cache, no-store, must-revalidate"),
         ("x-road-client", "VN/GOV/999999/forged"),
         ("x-road-request-hash", "forged"),
+        ("x-road-foo", "an extension of the service's own"),
     ] {
         r.headers_mut().insert(n, v.parse().unwrap());
     }
