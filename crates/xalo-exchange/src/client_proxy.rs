@@ -167,6 +167,25 @@ async fn outbound(gw: &Arc<GatewayState>, req: Request) -> Result<Response, Prot
             format!("{} has no registered gateway", service.provider().member()),
         ));
     }
+    // The caller may name the one to use (PR-REST 4.3, `X-Road-Security-Server`:
+    // INSTANCE/CLASS/MEMBER/SERVERCODE); then no other is tried.
+    if let Some(named) = message::header_text(&parts.headers, message::X_ROAD_SECURITY_SERVER) {
+        let (owner, code) = named
+            .rsplit_once('/')
+            .and_then(|(owner, code)| Some((owner.parse::<xalo_core::MemberId>().ok()?, code)))
+            .ok_or_else(|| {
+                bad(format!(
+                    "X-Road-Security-Server: {named:?} is not INSTANCE/CLASS/MEMBER/SERVERCODE"
+                ))
+            })?;
+        candidates.retain(|g| g.owner == owner && g.code == code);
+        if candidates.is_empty() {
+            return Err(bad(format!(
+                "X-Road-Security-Server: {named} is not a registered gateway of {}",
+                service.provider().member()
+            )));
+        }
+    }
     let start = rand::random::<u32>() as usize % candidates.len();
     candidates.rotate_left(start);
     let tls_ocsp = gw

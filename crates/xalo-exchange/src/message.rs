@@ -20,6 +20,8 @@ pub const X_ROAD_USER_ID: &str = "x-road-userid";
 pub const X_ROAD_ISSUE: &str = "x-road-issue";
 pub const X_ROAD_REQUEST_HASH: &str = "x-road-request-hash";
 pub const X_ROAD_REQUEST_ID: &str = "x-road-request-id";
+/// The provider's gateway a caller wants its request sent to (PR-REST 4.3).
+pub const X_ROAD_SECURITY_SERVER: &str = "x-road-security-server";
 
 /// How an information system proves it may act for a client subsystem, when it does not
 /// use a client certificate: a key the gateway's administrator issued to it.

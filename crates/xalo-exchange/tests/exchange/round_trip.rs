@@ -381,4 +381,36 @@ async fn an_unreachable_provider_gateway_is_passed_over() {
             .unwrap();
         assert_eq!(r.status(), 200, "call {i}: {:?}", r.text().await);
     }
+    // A caller that names the gateway (PR-REST 4.3) gets that one and no other.
+    let via = |server: &str| {
+        env.call(Method::GET, &format!("{SERVICE}/persons/1"))
+            .header("X-Road-Security-Server", server)
+    };
+    for _ in 0..4 {
+        let r = via("VN/GOV/000001/gw1").send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let r = via("VN/GOV/000001/gw2").send().await.unwrap();
+        assert_eq!(
+            support::error_type(r).await,
+            (500, "Server.ClientProxy.NetworkError".into()),
+            "the named gateway is down: not passed over"
+        );
+    }
+    for (named, says) in [
+        (
+            "VN/GOV/000001/gw3",
+            "is not a registered gateway of VN/GOV/000001",
+        ),
+        (
+            "VN/GOV/000007/gw1",
+            "is not a registered gateway of VN/GOV/000001",
+        ),
+        ("gw1", "is not INSTANCE/CLASS/MEMBER/SERVERCODE"),
+    ] {
+        let r = via(named).send().await.unwrap();
+        assert_eq!(r.status(), 400, "{named}");
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["type"], "Client.BadRequest");
+        assert!(body["message"].as_str().unwrap().contains(says), "{body}");
+    }
 }
