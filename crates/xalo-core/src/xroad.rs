@@ -242,10 +242,23 @@ impl fmt::Display for ClientId {
     }
 }
 
-impl FromStr for ClientId {
-    type Err = IdentifierError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let parts: Vec<String> = s.split('/').map(str::to_owned).collect();
+impl ClientId {
+    /// Parse an `X-Road-Client` header, whose parts PR-REST (4.3) percent-encodes: `%3F`
+    /// and `?` are the same part (no allowed character is `%`, so decoding is unambiguous).
+    pub fn from_header(s: &str) -> Result<ClientId, IdentifierError> {
+        let parts = s
+            .split('/')
+            .map(|seg| {
+                percent_decode_str(seg)
+                    .decode_utf8()
+                    .map(|c| c.into_owned())
+                    .map_err(|_| IdentifierError::BadEncoding { part: "client" })
+            })
+            .collect::<Result<Vec<String>, _>>()?;
+        Self::from_part_list(parts)
+    }
+
+    fn from_part_list(parts: Vec<String>) -> Result<ClientId, IdentifierError> {
         match parts.len() {
             3 => MemberId::from_parts(&parts).map(ClientId::Member),
             4 => SubsystemId::from_parts(&parts).map(ClientId::Subsystem),
@@ -255,6 +268,13 @@ impl FromStr for ClientId {
                 found: n,
             }),
         }
+    }
+}
+
+impl FromStr for ClientId {
+    type Err = IdentifierError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::from_part_list(s.split('/').map(str::to_owned).collect())
     }
 }
 
@@ -347,6 +367,28 @@ serde_as_string!(MemberId, SubsystemId, ClientId, ServiceId);
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_client_header_is_percent_decoded_part_by_part() {
+        let plain: ClientId = "VN/GOV/000007/portal".parse().unwrap();
+        assert_eq!(
+            ClientId::from_header("VN/GOV/000007/port%61l").unwrap(),
+            plain
+        );
+        assert_eq!(
+            ClientId::from_header("VN/GOV/000007/a%3Fb").unwrap(),
+            ClientId::from_header("VN/GOV/000007/a?b").unwrap()
+        );
+        assert!(matches!(
+            ClientId::from_header("VN/GOV/000007/a%2Fb"),
+            Err(IdentifierError::BadCharacter { found: '/', .. })
+        ));
+        assert!(matches!(
+            ClientId::from_header("VN/GOV/000007/%FF"),
+            Err(IdentifierError::BadEncoding { .. })
+        ));
+        assert!("VN/GOV/000007/port%61l".parse::<ClientId>().is_err());
+    }
 
     #[test]
     fn examples() {

@@ -163,7 +163,7 @@ impl ExchangeMetrics {
         path: &str,
         headers: &HeaderMap,
     ) -> Option<MessageLabels> {
-        let client = message::header_text(headers, X_ROAD_CLIENT)
+        let client = message::last_header_text(headers, X_ROAD_CLIENT)
             .and_then(|c| c.parse::<ClientId>().ok())
             .filter(|c| conf.has_client(c))?;
         let service = message::split_service_path(path)
@@ -193,7 +193,7 @@ impl ExchangeMetrics {
         path: &str,
         headers: &HeaderMap,
     ) -> Arc<MessageMetrics> {
-        let client = message::header_text(headers, X_ROAD_CLIENT).unwrap_or_default();
+        let client = message::last_header_text(headers, X_ROAD_CLIENT).unwrap_or_default();
         let service = message::split_service_path(path).map_or("", |(s, _)| s);
         // Neither a header value nor a path holds a line break.
         let spelling = [side, client, service].join("\n");

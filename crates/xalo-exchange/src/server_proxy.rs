@@ -183,10 +183,9 @@ async fn inbound(
         .ok_or_else(|| bad(format!("{path}: not a service path")))?;
     message::check_service_rest(rest).map_err(bad)?;
     let service = ServiceId::from_path(service_path).map_err(|e| bad(format!("service: {e}")))?;
-    let client: ClientId = message::last_header_text(&parts.headers, X_ROAD_CLIENT)
-        .ok_or_else(|| bad("the X-Road-Client header is missing"))?
-        .parse()
-        .map_err(|e| bad(format!("X-Road-Client: {e}")))?;
+    let client = message::last_header_text(&parts.headers, X_ROAD_CLIENT)
+        .ok_or_else(|| bad("the X-Road-Client header is missing"))
+        .and_then(|h| ClientId::from_header(h).map_err(|e| bad(format!("X-Road-Client: {e}"))))?;
     if client.member() != &sender {
         return Err(ProtocolError::new(
             Kind::ServerSslAuthenticationFailed,

@@ -227,8 +227,10 @@ async fn of_several_client_headers_the_last_names_the_caller_and_alone_travels()
             .header("X-Road-Client", first)
             .header("X-Road-Client", last)
     };
-    // 4.3: the last X-Road-Client is the caller's (`call` sends one before these two).
-    let r = with_clients("VN/GOV/000009/other", CLIENT)
+    // 4.3: the last X-Road-Client is the caller's (`call` sends one before these two), its
+    // parts percent-encoded or not.
+    let encoded = CLIENT.replacen("portal", "port%61l", 1);
+    let r = with_clients("VN/GOV/000009/other", &encoded)
         .send()
         .await
         .unwrap();
