@@ -1,5 +1,6 @@
 //! X-Road's REST metaservices (PR-MREST): `listClients` answered by the client's gateway
-//! from the global configuration; `listMethods`, `allowedMethods` and `getOpenAPI`
+//! from the global configuration (at `/r1/{instance}/listClients`, and at `/listClients`
+//! as PR-META has it, in JSON or XML); `listMethods`, `allowedMethods` and `getOpenAPI`
 //! answered by the provider's gateway from its service registry, signed like any answer.
 
 use std::sync::Arc;
@@ -40,31 +41,144 @@ pub fn client_side(
         ));
     }
     let conf = gw.conf.get().map_err(|e| ProtocolError::client(&e))?;
-    if *instance != conf.instance {
-        return Err(ProtocolError::new(
-            Kind::BadRequest,
-            format!(
-                "this gateway belongs to instance {}, not {instance}",
-                conf.instance
-            ),
-        ));
+    check_instance(&conf, instance)?;
+    Ok(Some(clients_json(&conf)))
+}
+
+/// `GET /listClients[?xRoadInstance=INSTANCE]`, where PR-META (2) has it: JSON to a caller
+/// that accepts `application/json`, else the `clientList` XML of its Annex A.
+pub async fn list_clients(
+    axum::extract::State(gw): axum::extract::State<Arc<GatewayState>>,
+    req: axum::extract::Request,
+) -> Response {
+    let seen = crate::refusal::RequestSeen::of(&req);
+    match list_clients_answer(&gw, &req) {
+        Ok(r) => r,
+        Err(e) => crate::refusal::refuse(&gw, "client", &seen, e).await,
     }
-    let mut members = Vec::new();
+}
+
+#[derive(serde::Deserialize)]
+struct ListClientsQuery {
+    #[serde(rename = "xRoadInstance")]
+    x_road_instance: Option<String>,
+}
+
+fn list_clients_answer(
+    gw: &GatewayState,
+    req: &axum::extract::Request,
+) -> Result<Response, ProtocolError> {
+    let query = axum::extract::Query::<ListClientsQuery>::try_from_uri(req.uri())
+        .map_err(|e| ProtocolError::new(Kind::BadRequest, format!("listClients: {e}")))?;
+    let conf = gw.conf.get().map_err(|e| ProtocolError::client(&e))?;
+    if let Some(instance) = &query.x_road_instance {
+        check_instance(&conf, instance)?;
+    }
+    let json = req
+        .headers()
+        .get_all(header::ACCEPT)
+        .iter()
+        .any(|v| v.to_str().is_ok_and(|v| v.contains("application/json")));
+    Ok(if json {
+        clients_json(&conf)
+    } else {
+        clients_xml(&conf)
+    })
+}
+
+/// Only this gateway's own instance is listed (no federation).
+fn check_instance(conf: &GlobalConf, instance: &str) -> Result<(), ProtocolError> {
+    if instance == conf.instance {
+        return Ok(());
+    }
+    Err(ProtocolError::new(
+        Kind::BadRequest,
+        format!(
+            "this gateway belongs to instance {}, not {instance}",
+            conf.instance
+        ),
+    ))
+}
+
+/// Every member and subsystem of the global configuration, with the member's name.
+fn clients(conf: &GlobalConf) -> Vec<(&xalo_core::MemberId, Option<&str>, &str)> {
+    let mut out = Vec::new();
     for m in &conf.members {
-        let id = m.id.clone();
-        members.push(
-            json!({"id": {"xroad_instance": id.instance(), "member_class": id.class(),
-            "member_code": id.code(), "object_type": "MEMBER"}, "name": m.name}),
-        );
+        out.push((&m.id, None, m.name.as_str()));
         for s in &m.subsystems {
-            members.push(json!({"id": {"xroad_instance": id.instance(), "member_class": id.class(),
-                "member_code": id.code(), "subsystem_code": s, "object_type": "SUBSYSTEM"}, "name": m.name}));
+            out.push((&m.id, Some(s.as_str()), m.name.as_str()));
         }
     }
+    out
+}
+
+fn clients_json(conf: &GlobalConf) -> Response {
+    let members: Vec<Value> = clients(conf)
+        .into_iter()
+        .map(|(id, subsystem, name)| {
+            let mut client = json!({"xroad_instance": id.instance(), "member_class": id.class(),
+                "member_code": id.code(), "object_type": "MEMBER"});
+            if let Some(s) = subsystem {
+                client["subsystem_code"] = s.into();
+                client["object_type"] = "SUBSYSTEM".into();
+            }
+            json!({"id": client, "name": name})
+        })
+        .collect();
     let mut r = axum::Json(json!({ "member": members })).into_response();
     r.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON_UTF8));
-    Ok(Some(r))
+    r
+}
+
+/// PR-META's `clientList` (Annex A, with the identifiers as its Annex C writes them).
+fn clients_xml(conf: &GlobalConf) -> Response {
+    let mut xml = String::from(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<xroad:clientList \
+         xmlns:xroad=\"http://x-road.eu/xsd/xroad.xsd\" \
+         xmlns:id=\"http://x-road.eu/xsd/identifiers\">",
+    );
+    for (id, subsystem, name) in clients(conf) {
+        let kind = if subsystem.is_some() {
+            "SUBSYSTEM"
+        } else {
+            "MEMBER"
+        };
+        xml.push_str(&format!(
+            "<xroad:member><xroad:id id:objectType=\"{kind}\"><id:xRoadInstance>{}</id:xRoadInstance>\
+             <id:memberClass>{}</id:memberClass><id:memberCode>{}</id:memberCode>",
+            xml_text(id.instance()),
+            xml_text(id.class()),
+            xml_text(id.code())
+        ));
+        if let Some(s) = subsystem {
+            xml.push_str(&format!(
+                "<id:subsystemCode>{}</id:subsystemCode>",
+                xml_text(s)
+            ));
+        }
+        xml.push_str(&format!(
+            "</xroad:id><xroad:name>{}</xroad:name></xroad:member>",
+            xml_text(name)
+        ));
+    }
+    xml.push_str("</xroad:clientList>\n");
+    let mut r = xml.into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/xml;charset=utf-8"),
+    );
+    r
+}
+
+/// Text as XML character data (a member's name may hold `&` or `<`). By hand: five
+/// replacements do not need an XML library in this crate.
+fn xml_text(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&apos;")
 }
 
 fn service_json(id: &ServiceId, endpoints: &[crate::access_right::Endpoint]) -> Value {

@@ -94,6 +94,59 @@ async fn metaservices_answer_as_x_road_defines() {
             .iter()
             .any(|m| m["id"]["member_code"] == "000007" && m["id"]["object_type"] == "MEMBER")
     );
+    // Where PR-META (2) has it: JSON when asked for, else its clientList XML.
+    let root = format!("{}/listClients", env.client_gateway().url);
+    let r = env
+        .http
+        .get(&root)
+        .header("Accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap(), clients);
+    let r = env
+        .http
+        .get(format!("{root}?xRoadInstance=VN"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "text/xml;charset=utf-8");
+    let xml = r.text().await.unwrap();
+    let mut reader = quick_xml::Reader::from_str(&xml);
+    let mut subsystems = 0;
+    loop {
+        match reader.read_event().unwrap() {
+            quick_xml::events::Event::Eof => break,
+            quick_xml::events::Event::Start(e) if e.name().as_ref() == b"xroad:id" => {
+                let kind = e.try_get_attribute("id:objectType").unwrap().unwrap();
+                subsystems += usize::from(kind.value.as_ref() == b"SUBSYSTEM");
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(
+        subsystems,
+        members
+            .iter()
+            .filter(|m| m["id"]["object_type"] == "SUBSYSTEM")
+            .count()
+    );
+    assert!(
+        xml.contains("<id:memberCode>000007</id:memberCode>"),
+        "{xml}"
+    );
+    let r = env
+        .http
+        .get(format!("{root}?xRoadInstance=EE"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        support::error_type(r).await,
+        (400, "Client.BadRequest".into())
+    );
 
     let r = env
         .call(Method::GET, "VN/GOV/000001/population/listMethods")
