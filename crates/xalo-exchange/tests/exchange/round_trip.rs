@@ -96,21 +96,16 @@ async fn metaservices_answer_as_x_road_defines() {
     );
     // Where PR-META (2) has it: JSON when asked for, else its clientList XML.
     let root = format!("{}/listClients", env.client_gateway().url);
-    let r = env
-        .http
-        .get(&root)
-        .header("Accept", "application/json")
-        .send()
-        .await
-        .unwrap();
+    let list = |query: &str, accept: &str| {
+        env.http
+            .get(format!("{root}{query}"))
+            .header("Accept", accept)
+            .send()
+    };
+    let r = list("", "application/json").await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.json::<serde_json::Value>().await.unwrap(), clients);
-    let r = env
-        .http
-        .get(format!("{root}?xRoadInstance=VN"))
-        .send()
-        .await
-        .unwrap();
+    let r = list("?xRoadInstance=VN", "*/*").await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-type"], "text/xml;charset=utf-8");
     let xml = r.text().await.unwrap();
@@ -137,12 +132,7 @@ async fn metaservices_answer_as_x_road_defines() {
         xml.contains("<id:memberCode>000007</id:memberCode>"),
         "{xml}"
     );
-    let r = env
-        .http
-        .get(format!("{root}?xRoadInstance=EE"))
-        .send()
-        .await
-        .unwrap();
+    let r = list("?xRoadInstance=EE", "*/*").await.unwrap();
     assert_eq!(
         support::error_type(r).await,
         (400, "Client.BadRequest".into())
