@@ -86,6 +86,12 @@ fn list_clients_answer(
     })
 }
 
+#[derive(serde::Deserialize)]
+struct OpenApiQuery {
+    #[serde(rename = "serviceCode")]
+    service_code: Option<String>,
+}
+
 /// Only this gateway's own instance is listed (no federation).
 fn check_instance(conf: &GlobalConf, instance: &str) -> Result<(), ProtocolError> {
     if instance == conf.instance {
@@ -224,15 +230,16 @@ pub async fn provider_side(
     let db = |e: xalo_core::Error| ProtocolError::server(&e);
     let provider: &SubsystemId = service.provider();
     if code == GET_OPENAPI {
-        let wanted = query
-            .into_iter()
-            .flat_map(|q| q.split('&'))
-            .find_map(|kv| kv.strip_prefix("serviceCode="))
+        // Decoded as a form's fields are (`get%3Dall` is `get=all`).
+        let wanted = axum::http::Uri::try_from(format!("/?{}", query.unwrap_or_default()))
+            .ok()
+            .and_then(|uri| axum::extract::Query::<OpenApiQuery>::try_from_uri(&uri).ok())
+            .and_then(|q| q.0.service_code)
             .ok_or_else(|| {
                 ProtocolError::new(Kind::BadRequest, "getOpenAPI needs ?serviceCode=")
             })?;
         let id = provider
-            .service(wanted, None)
+            .service(&wanted, None)
             .map_err(|e| ProtocolError::new(Kind::BadRequest, e.to_string()))?;
         let svc = gw.registry.service(&id).await.map_err(db)?.ok_or_else(|| {
             ProtocolError::new(

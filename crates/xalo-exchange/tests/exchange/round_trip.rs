@@ -169,17 +169,20 @@ async fn metaservices_answer_as_x_road_defines() {
     assert_eq!(services[0]["service_code"], "persons");
     assert_eq!(services[0]["endpoint_list"].as_array().unwrap().len(), 3);
 
-    let r = env
-        .call(
-            Method::GET,
-            "VN/GOV/000001/population/getOpenAPI?serviceCode=persons",
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let doc: serde_json::Value = r.json().await.unwrap();
-    assert_eq!(doc, support::openapi());
+    // The service code as a query's value, encoded or not.
+    for code in ["persons", "person%73"] {
+        let r = env
+            .call(
+                Method::GET,
+                &format!("VN/GOV/000001/population/getOpenAPI?serviceCode={code}"),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{code}");
+        let doc: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(doc, support::openapi());
+    }
 }
 
 /// A ledger on `addr` with a fresh database (returned too: it must outlive the ledger).
