@@ -168,7 +168,8 @@ async fn outbound(gw: &Arc<GatewayState>, req: Request) -> Result<Response, Prot
     }
     // The caller may name the one to use (PR-REST 4.3, `X-Road-Security-Server`:
     // INSTANCE/CLASS/MEMBER/SERVERCODE); then no other is tried.
-    if let Some(named) = message::header_text(&parts.headers, message::X_ROAD_SECURITY_SERVER) {
+    if let Some(named) = message::last_header_text(&parts.headers, message::X_ROAD_SECURITY_SERVER)
+    {
         let (owner, code) = named
             .rsplit_once('/')
             .and_then(|(owner, code)| Some((owner.parse::<xalo_core::MemberId>().ok()?, code)))

@@ -240,17 +240,28 @@ pub fn last_header_text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a st
         .and_then(|v| v.to_str().ok())
 }
 
-/// Refuse a service's path (the part after the service id) with a `.` or `..` segment, also
-/// percent-encoded: the path goes to the backend as it came, and a backend that resolved
-/// `/public/../admin` would serve what the access right, granted on `/public/**`, did not
-/// (PR-REST 4.2: the incoming request URI must be strictly validated).
+/// Refuse a service's path (the part after the service id) with a `.` or `..` segment, as
+/// any backend might read it: percent-encoded, with `\` or an encoded slash or backslash
+/// for a separator, or with `;params` after the dots. The path goes to the backend as it
+/// came, and a backend that resolved `/public/../admin` would serve what the access right,
+/// granted on `/public/**`, did not (PR-REST 4.2: the incoming request URI must be strictly
+/// validated).
 pub fn check_service_rest(rest: &str) -> Result<(), String> {
-    // Most segments hold neither a dot nor an escape: not copied.
-    for segment in rest.split('/').filter(|s| s.contains(['.', '%'])) {
-        let decoded = segment.to_ascii_lowercase().replace("%2e", ".");
-        if decoded == "." || decoded == ".." {
+    // Most paths hold none of these: not copied.
+    if !rest.contains(['.', '%', '\\', ';']) {
+        return Ok(());
+    }
+    let read = rest
+        .to_ascii_lowercase()
+        .replace("%2f", "/")
+        .replace("%5c", "/")
+        .replace('\\', "/")
+        .replace("%2e", ".");
+    for segment in read.split('/') {
+        let segment = segment.split(';').next().unwrap_or_default();
+        if segment == "." || segment == ".." {
             return Err(format!(
-                "the path segment {segment:?} is not allowed: a service's path is passed on as it is, not resolved"
+                "the path {rest:?} has a dot segment, which is not allowed: a service's path is passed on as it is, not resolved"
             ));
         }
     }
@@ -290,6 +301,11 @@ mod tests {
             "/public/%2E./admin",
             "/public/.%2e",
             "/%2e",
+            "/public/..;/admin",
+            "/public/..\\admin",
+            "/public/..%5Cadmin",
+            "/public/x%2F..%2F..%2Fadmin",
+            "/public/.;x=1/admin",
         ] {
             assert!(check_service_rest(bad).is_err(), "{bad}");
         }

@@ -230,8 +230,10 @@ pub async fn provider_side(
     let db = |e: xalo_core::Error| ProtocolError::server(&e);
     let provider: &SubsystemId = service.provider();
     if code == GET_OPENAPI {
-        // Decoded as a form's fields are (`get%3Dall` is `get=all`).
-        let wanted = axum::http::Uri::try_from(format!("/?{}", query.unwrap_or_default()))
+        // Percent-decoded (`get%3Dall` is `get=all`); a `+` is itself, an identifier's
+        // character, not a form's space.
+        let query = query.unwrap_or_default().replace('+', "%2B");
+        let wanted = axum::http::Uri::try_from(format!("/?{query}"))
             .ok()
             .and_then(|uri| axum::extract::Query::<OpenApiQuery>::try_from_uri(&uri).ok())
             .and_then(|q| q.0.service_code)

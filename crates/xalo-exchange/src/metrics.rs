@@ -164,7 +164,7 @@ impl ExchangeMetrics {
         headers: &HeaderMap,
     ) -> Option<MessageLabels> {
         let client = message::last_header_text(headers, X_ROAD_CLIENT)
-            .and_then(|c| c.parse::<ClientId>().ok())
+            .and_then(|c| ClientId::from_header(c).ok())
             .filter(|c| conf.has_client(c))?;
         let service = message::split_service_path(path)
             .and_then(|(s, _)| ServiceId::from_path(s).ok())

@@ -252,7 +252,10 @@ pub(crate) async fn refuse(
             crate::protocol_error::Kind::ClientDatabaseError
                 | crate::protocol_error::Kind::ServerDatabaseError
         );
-    if let Some(recorded) = gw.refusals.record(seen.refusal(side, &e, &detail)).await
+    if let Some(recorded) = gw
+        .refusals
+        .record(seen.refusal(side, &e, &detail), !own_database)
+        .await
         && !own_database
     {
         match tokio::time::timeout(RECORD_WAIT, recorded).await {
@@ -305,8 +308,12 @@ impl Refusals {
     /// Queue `r` for the writer, unless over the rate or the queue is full (then counted);
     /// the answer says when it is committed. A refusal of a request the replay guard
     /// admitted is not held to the rate (it came signed by a member, and the guard needs
-    /// it after a restart) and waits for room in a full queue, briefly.
-    pub async fn record(&self, r: Refusal) -> Option<oneshot::Receiver<Result<(), Error>>> {
+    /// it after a restart) and waits for room in a full queue, briefly, when `may_wait`.
+    pub async fn record(
+        &self,
+        r: Refusal,
+        may_wait: bool,
+    ) -> Option<oneshot::Receiver<Result<(), Error>>> {
         let admitted = !r.request_hash.is_empty();
         let allowed = admitted
             || self
@@ -315,7 +322,7 @@ impl Refusals {
                 .map(|mut l| l.allow(peer_key(&r.peer), Instant::now()))
                 .unwrap_or(false);
         let (done, committed) = oneshot::channel();
-        if allowed && enqueue(&self.queue, (r, done), admitted).await {
+        if allowed && enqueue(&self.queue, (r, done), admitted && may_wait).await {
             Some(committed)
         } else {
             self.unrecorded.inc();

@@ -183,6 +183,11 @@ async fn inbound(
         .ok_or_else(|| bad(format!("{path}: not a service path")))?;
     message::check_service_rest(rest).map_err(bad)?;
     let service = ServiceId::from_path(service_path).map_err(|e| bad(format!("service: {e}")))?;
+    // A client's gateway sends the one client it checked; more than one would leave it open
+    // which was checked.
+    if parts.headers.get_all(X_ROAD_CLIENT).iter().count() > 1 {
+        return Err(bad("a gateway sends exactly one X-Road-Client header"));
+    }
     let client = message::last_header_text(&parts.headers, X_ROAD_CLIENT)
         .ok_or_else(|| bad("the X-Road-Client header is missing"))
         .and_then(|h| ClientId::from_header(h).map_err(|e| bad(format!("X-Road-Client: {e}"))))?;

@@ -518,3 +518,22 @@ async fn a_slow_or_missing_backend_fails_with_its_own_error_and_is_counted() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_gateway_sends_one_client_or_is_refused() {
+    let env = support::env().await;
+    let tls = support::ocsp_der(&env.nation, &env.client_gateway().files.tls_certificate).await;
+    // A second X-Road-Client would leave open which one the sending gateway checked.
+    let two = support::direct_request(&env, b"hello", false, Some(tls), None)
+        .await
+        .with_header("x-road-client", "VN/GOV/000007/other");
+    let r = two.send(&env).await;
+    support::assert_refused(
+        &env,
+        r,
+        400,
+        "Client.BadRequest",
+        "exactly one X-Road-Client",
+    )
+    .await;
+}

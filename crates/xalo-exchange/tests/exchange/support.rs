@@ -436,6 +436,12 @@ pub struct DirectRequest {
 }
 
 impl DirectRequest {
+    /// The request with one more header, added after signing.
+    pub fn with_header(mut self, name: &'static str, value: &str) -> DirectRequest {
+        self.headers.append(name, value.parse().unwrap());
+        self
+    }
+
     /// Send it (again), on a new connection.
     pub async fn send(&self, env: &Env) -> reqwest::Response {
         direct_client(env)
