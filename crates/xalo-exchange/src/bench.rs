@@ -30,6 +30,9 @@ pub struct BenchOptions {
     pub ledger: bool,
     /// The `xalo` binary, to run each gateway as its own process.
     pub gateway_binary: Option<std::path::PathBuf>,
+    /// Threads each gateway process runs its tasks on (`xalo --workers`); `None`: one per
+    /// core. The two gateways share the machine's cores with each other and the load.
+    pub gateway_workers: Option<u16>,
     /// Also measure latency at this offered rate (round-trips/s, spread over the clients
     /// on a fixed schedule), directly and through the gateways; `None` or 0 to skip.
     pub rate: Option<f64>,
@@ -46,6 +49,7 @@ impl Default for BenchOptions {
             requests: 20_000,
             ledger: false,
             gateway_binary: None,
+            gateway_workers: None,
             rate: Some(5_000.0),
             members: 0,
         }
@@ -85,6 +89,8 @@ pub struct BenchReport {
     pub gateway_cpu_us: Option<f64>,
     /// The machine's cores.
     pub cores: usize,
+    /// Threads of each gateway process (`None`: one per core, or in-process gateways).
+    pub gateway_workers: Option<u16>,
     /// Latency at a fixed offered rate, when asked for.
     pub paced: Option<Paced>,
     /// How the central server answers the gateways' polls of the global configuration
@@ -187,8 +193,16 @@ impl std::fmt::Display for BenchReport {
             Memory::PerGateway { under_load, peak } => {
                 writeln!(
                     f,
-                    "  gateway memory (own processes): client {:.1} MiB, provider {:.1} MiB resident under load; high-water marks {:.1} / {:.1} MiB",
-                    under_load.0, under_load.1, peak.0, peak.1
+                    "  gateway memory (own processes{}): client {:.1} MiB, provider {:.1} MiB resident under load; high-water marks {:.1} / {:.1} MiB",
+                    match self.gateway_workers {
+                        Some(1) => ", each on one worker thread".to_owned(),
+                        Some(n) => format!(", each on {n} worker threads"),
+                        None => ", each with a worker thread per core".to_owned(),
+                    },
+                    under_load.0,
+                    under_load.1,
+                    peak.0,
+                    peak.1
                 )?;
                 format!(", rss {:.1}/{:.1} MiB", peak.0, peak.1)
             }
@@ -495,7 +509,7 @@ pub async fn run(options: &BenchOptions) -> Result<BenchReport, Error> {
     let mut children = Vec::new();
     if let Some(binary) = &options.gateway_binary {
         for gw in std::mem::take(&mut nation.gateways) {
-            children.push(to_process(gw, binary, dir.path()).await?);
+            children.push(to_process(gw, binary, options.gateway_workers, dir.path()).await?);
         }
     }
     let service: ServiceId = "VN/GOV/000001/population/persons".parse()?;
@@ -689,6 +703,7 @@ pub async fn run(options: &BenchOptions) -> Result<BenchReport, Error> {
         memory,
         gateway_cpu_us,
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        gateway_workers: options.gateway_binary.as_ref().and(options.gateway_workers),
         paced,
         polls,
     })
@@ -759,6 +774,7 @@ impl Drop for GatewayProcess {
 async fn to_process(
     gw: crate::nation::RunningGateway,
     binary: &std::path::Path,
+    workers: Option<u16>,
     dir: &std::path::Path,
 ) -> Result<GatewayProcess, Error> {
     let addr = gw.handle.local_addr();
@@ -786,7 +802,11 @@ async fn to_process(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let child = std::process::Command::new(binary)
+    let mut command = std::process::Command::new(binary);
+    if let Some(n) = workers {
+        command.arg(format!("--workers={n}"));
+    }
+    let child = command
         .args(["serve", crate::gateway::ROLE, "--config"])
         .arg(&file)
         .stdout(std::process::Stdio::null())

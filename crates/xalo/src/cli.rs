@@ -10,6 +10,11 @@ use crate::{demo, roles};
 #[derive(Parser, Debug)]
 #[command(name = "xalo", version, about = "Xalo digital-government platform")]
 pub struct Cli {
+    /// Threads that run the process's tasks (default: one per core). A process that
+    /// shares its machine's cores with others runs best with its share of them: each thread
+    /// beyond that wakes for work another already took, at a context switch's cost.
+    #[arg(long, global = true, value_parser = clap::value_parser!(u16).range(1..))]
+    pub workers: Option<u16>,
     #[command(subcommand)]
     command: Command,
 }
@@ -509,6 +514,12 @@ enum BenchCommand {
         /// one global group, each subsystem granted the service), as a nation holds them.
         #[arg(long, default_value_t = 0)]
         members: usize,
+        /// Worker threads of each gateway process (0: one per core, as `xalo serve`
+        /// starts by default). The two gateways share this machine's cores with each other
+        /// and the load; with fewer threads each takes less CPU per round trip, but cannot
+        /// use a core the other leaves idle.
+        #[arg(long, default_value_t = 0)]
+        gateway_workers: u16,
     },
     /// Trust services: P-256 signatures and verifications/s beside `openssl speed`, TSA
     /// tokens/s and OCSP responses/s over HTTP with 64 concurrent clients.
@@ -917,6 +928,7 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
                     ledger,
                     rate,
                     members,
+                    gateway_workers,
                 },
         } => {
             let report = xalo_exchange::bench::run(&xalo_exchange::bench::BenchOptions {
@@ -927,6 +939,7 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
                 gateway_binary: std::env::current_exe().ok(),
                 rate: Some(rate),
                 members,
+                gateway_workers: (gateway_workers > 0).then_some(gateway_workers),
             })
             .await?;
             print!("{report}");
