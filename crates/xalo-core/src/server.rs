@@ -333,6 +333,12 @@ async fn record(State(m): State<HttpMetrics>, req: Request, next: Next) -> Respo
 
 /// axum's own rejections (body too large, wrong method, bad JSON) are plain text; give them
 /// the coded JSON body every other error has.
+/// A response extension: this error's body is not the server's to recode, as when a gateway
+/// passes on a backend's own answer or speaks a protocol's own error format.
+/// [`coded_rejections`] passes such a response as it is.
+#[derive(Debug, Clone, Copy)]
+pub struct AsAnswered;
+
 async fn coded_rejections(req: Request, next: Next) -> Response {
     let response = next.run(req).await;
     let status = response.status();
@@ -344,7 +350,10 @@ async fn coded_rejections(req: Request, next: Next) -> Response {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json") || v.contains("+json"));
-    if is_json || response.headers().contains_key("x-xalo-raw-error") {
+    if is_json
+        || response.extensions().get::<AsAnswered>().is_some()
+        || response.headers().contains_key("x-xalo-raw-error")
+    {
         return response;
     }
     let code = match status {

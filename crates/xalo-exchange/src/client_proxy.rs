@@ -479,6 +479,8 @@ fn verify_response(
 fn pass_back(status: StatusCode, headers: &HeaderMap, body: Spooled) -> Response {
     let mut r = Response::new(body.into_axum_body());
     *r.status_mut() = status;
+    // The service's own error, whatever its type, passes back as it is (PR-REST 4.6).
+    r.extensions_mut().insert(xalo_core::server::AsAnswered);
     for (name, value) in headers {
         if !message::is_filtered(name) {
             r.headers_mut().append(name.clone(), value.clone());

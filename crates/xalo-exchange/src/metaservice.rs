@@ -153,19 +153,19 @@ fn clients_xml(conf: &GlobalConf) -> Response {
         xml.push_str(&format!(
             "<xroad:member><xroad:id id:objectType=\"{kind}\"><id:xRoadInstance>{}</id:xRoadInstance>\
              <id:memberClass>{}</id:memberClass><id:memberCode>{}</id:memberCode>",
-            xml_text(id.instance()),
-            xml_text(id.class()),
-            xml_text(id.code())
+            crate::protocol_error::xml_text(id.instance()),
+            crate::protocol_error::xml_text(id.class()),
+            crate::protocol_error::xml_text(id.code())
         ));
         if let Some(s) = subsystem {
             xml.push_str(&format!(
                 "<id:subsystemCode>{}</id:subsystemCode>",
-                xml_text(s)
+                crate::protocol_error::xml_text(s)
             ));
         }
         xml.push_str(&format!(
             "</xroad:id><xroad:name>{}</xroad:name></xroad:member>",
-            xml_text(name)
+            crate::protocol_error::xml_text(name)
         ));
     }
     xml.push_str("</xroad:clientList>\n");
@@ -175,16 +175,6 @@ fn clients_xml(conf: &GlobalConf) -> Response {
         HeaderValue::from_static("text/xml;charset=utf-8"),
     );
     r
-}
-
-/// Text as XML character data (a member's name may hold `&` or `<`). By hand: five
-/// replacements do not need an XML library in this crate.
-fn xml_text(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&apos;")
 }
 
 fn service_json(id: &ServiceId, endpoints: &[crate::access_right::Endpoint]) -> Value {

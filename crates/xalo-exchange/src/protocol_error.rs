@@ -1,6 +1,8 @@
 //! The errors a gateway speaks to information systems, in the wire format of X-Road's REST
-//! message protocol (PR-REST 4.6): a JSON body `{type, message, detail}`, the type repeated
-//! in an `X-Road-Error` header, status 400 for the caller's mistakes and 500 otherwise.
+//! message protocol (PR-REST 4.6): a JSON body `{type, message, detail}` (or the same as
+//! `<error>` XML to an information system that accepts XML rather than JSON), the type
+//! repeated in an `X-Road-Error` header, status 400 for the caller's mistakes and 500
+//! otherwise.
 //!
 //! These are not [`xalo_core::Error`]s: information systems written for X-Road already
 //! understand these types, so the gateway keeps X-Road's names.
@@ -182,13 +184,105 @@ impl ProtocolError {
     }
     /// The answer, with `detail` as the id the caller can quote.
     pub fn into_response_with_detail(self, detail: String) -> Response {
-        response_with_detail(self.kind_text(), self.status(), &self.message, detail)
+        self.into_response_as(detail, ErrorFormat::Json)
+    }
+    /// [`Self::into_response_with_detail`] in the given format.
+    pub fn into_response_as(self, detail: String, format: ErrorFormat) -> Response {
+        response_as(
+            self.kind_text(),
+            self.status(),
+            &self.message,
+            detail,
+            format,
+        )
     }
     pub fn client(e: &Error) -> Self {
         Self::new(Kind::client_side(e), e.message.clone())
     }
     pub fn server(e: &Error) -> Self {
         Self::new(Kind::server_side(e), e.message.clone())
+    }
+}
+
+/// The media type of an error's body. PR-REST 4.6: a gateway should answer an information
+/// system's errors in the type its `Accept` asks for, JSON by default; XML is the other
+/// type X-Road's errors come in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorFormat {
+    Json,
+    /// `<error><type/><message/><detail/></error>`, as `application/xml` or `text/xml`.
+    Xml(&'static str),
+}
+
+impl ErrorFormat {
+    /// The format an `Accept` header (its values joined by commas) prefers, by RFC 9110's
+    /// rules: each type's weight is that of the most specific range that names it, the
+    /// heaviest type wins, and JSON wins ties and the absence of any (a caller that accepts
+    /// neither still gets JSON, PR-REST's default). By hand: no maintained crate
+    /// negotiates among a fixed set of types without pulling in a web framework of its own.
+    pub fn negotiate<'a>(accept: impl IntoIterator<Item = &'a HeaderValue>) -> ErrorFormat {
+        const OFFERED: [(&str, &str, ErrorFormat); 3] = [
+            ("application", "json", ErrorFormat::Json),
+            ("application", "xml", ErrorFormat::Xml("application/xml")),
+            ("text", "xml", ErrorFormat::Xml("text/xml")),
+        ];
+        // For each offered type: (specificity of the best range naming it, its weight).
+        let mut weights = [(0u8, 0u16); 3];
+        let mut any = false;
+        for value in accept {
+            let Ok(text) = value.to_str() else { continue };
+            for range in text.split(',') {
+                let mut parts = range.split(';');
+                let Some((kind, sub)) = parts.next().and_then(|m| m.trim().split_once('/')) else {
+                    continue;
+                };
+                let (kind, sub) = (
+                    kind.trim().to_ascii_lowercase(),
+                    sub.trim().to_ascii_lowercase(),
+                );
+                let q = parts
+                    .filter_map(|p| p.split_once('='))
+                    .find(|(k, _)| k.trim().eq_ignore_ascii_case("q"))
+                    .map_or(Some(1000), |(_, v)| weight(v.trim()));
+                let Some(q) = q else { continue };
+                any = true;
+                for (i, (t, s, _)) in OFFERED.iter().enumerate() {
+                    let specificity = match (kind.as_str(), sub.as_str()) {
+                        (k, x) if k == *t && x == *s => 3,
+                        (k, "*") if k == *t => 2,
+                        ("*", "*") => 1,
+                        _ => 0,
+                    };
+                    if specificity > weights[i].0 {
+                        weights[i] = (specificity, q);
+                    }
+                }
+            }
+        }
+        if !any {
+            return ErrorFormat::Json;
+        }
+        let mut best = (0u16, ErrorFormat::Json);
+        for (i, (_, _, format)) in OFFERED.iter().enumerate() {
+            if weights[i].1 > best.0 {
+                best = (weights[i].1, *format);
+            }
+        }
+        best.1
+    }
+}
+
+/// A weight (`q=0.8`) in thousandths; `None` if it is not one (RFC 9110 12.4.2).
+fn weight(text: &str) -> Option<u16> {
+    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
+    if fraction.len() > 3 || !fraction.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let thousandths = format!("{fraction:0<3}").parse::<u16>().ok()?;
+    match whole {
+        "0" => Some(thousandths),
+        "1" if thousandths == 0 => Some(1000),
+        _ => None,
     }
 }
 
@@ -204,29 +298,135 @@ pub fn response_with_detail(
     message: &str,
     detail: String,
 ) -> Response {
+    response_as(kind, status, message, detail, ErrorFormat::Json)
+}
+
+/// [`response_with_detail`] in the given format.
+pub fn response_as(
+    kind: &str,
+    status: StatusCode,
+    message: &str,
+    detail: String,
+    format: ErrorFormat,
+) -> Response {
     if status.is_server_error() {
         tracing::warn!(kind, %detail, message, "exchange error");
     } else {
         tracing::debug!(kind, %detail, message, "exchange error");
     }
-    let body = ProtocolErrorBody {
-        kind: kind.to_owned(),
-        message: message.to_owned(),
-        detail,
+    let mut r = match format {
+        ErrorFormat::Json => {
+            let body = ProtocolErrorBody {
+                kind: kind.to_owned(),
+                message: message.to_owned(),
+                detail,
+            };
+            let mut r = (status, axum::Json(body)).into_response();
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json;charset=utf-8"),
+            );
+            r
+        }
+        ErrorFormat::Xml(media_type) => {
+            let body = format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<error><type>{}</type><message>{}</message><detail>{}</detail></error>\n",
+                xml_text(kind),
+                xml_text(message),
+                xml_text(&detail)
+            );
+            let mut r = (status, body).into_response();
+            let content_type = if media_type == "text/xml" {
+                "text/xml;charset=utf-8"
+            } else {
+                "application/xml;charset=utf-8"
+            };
+            r.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+            r.extensions_mut().insert(xalo_core::server::AsAnswered);
+            r
+        }
     };
-    let mut r = (status, axum::Json(body)).into_response();
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json;charset=utf-8"),
-    );
     if let Ok(v) = HeaderValue::from_str(kind) {
         r.headers_mut().insert(X_ROAD_ERROR, v);
     }
     r
 }
 
+/// Text as XML character data: escaped, and with the control characters XML 1.0 cannot
+/// carry (a message may quote what a caller sent) replaced.
+pub(crate) fn xml_text(text: &str) -> std::borrow::Cow<'_, str> {
+    if text
+        .chars()
+        .any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+    {
+        let cleaned: String = text
+            .chars()
+            .map(|c| {
+                if c.is_control() && !matches!(c, '\t' | '\n' | '\r') {
+                    '\u{fffd}'
+                } else {
+                    c
+                }
+            })
+            .collect();
+        return std::borrow::Cow::Owned(quick_xml::escape::escape(&cleaned).into_owned());
+    }
+    quick_xml::escape::escape(text)
+}
+
 impl IntoResponse for ProtocolError {
     fn into_response(self) -> Response {
         response(self.kind_text(), self.status(), &self.message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pick(accept: &[&str]) -> ErrorFormat {
+        let values: Vec<HeaderValue> = accept
+            .iter()
+            .map(|a| HeaderValue::from_str(a).unwrap())
+            .collect();
+        ErrorFormat::negotiate(&values)
+    }
+
+    #[test]
+    fn the_error_format_follows_accept_by_weight_and_specificity() {
+        let xml = ErrorFormat::Xml("application/xml");
+        let text_xml = ErrorFormat::Xml("text/xml");
+        assert_eq!(pick(&[]), ErrorFormat::Json);
+        assert_eq!(pick(&["application/xml"]), xml);
+        assert_eq!(pick(&["APPLICATION/XML ; charset=utf-8"]), xml);
+        assert_eq!(pick(&["text/xml"]), text_xml);
+        assert_eq!(pick(&["text/*"]), text_xml);
+        assert_eq!(pick(&["*/*"]), ErrorFormat::Json);
+        assert_eq!(
+            pick(&["application/xml, application/json"]),
+            ErrorFormat::Json
+        );
+        assert_eq!(pick(&["application/json;q=0.1", "application/xml"]), xml);
+        // The most specific range sets a type's weight: here XML's is 0.
+        assert_eq!(pick(&["*/*;q=0.9, application/xml;q=0"]), ErrorFormat::Json);
+        assert_eq!(pick(&["application/json;q=0, */*;q=0.1"]), xml);
+        assert_eq!(
+            pick(&["application/json;q=0.500, text/xml;q=0.501"]),
+            text_xml
+        );
+        // A range with a weight that is not one is passed over.
+        assert_eq!(
+            pick(&["application/xml;q=2, application/json;q=0.1"]),
+            ErrorFormat::Json
+        );
+        assert_eq!(pick(&["application/xml;q=0.1234"]), ErrorFormat::Json);
+        assert_eq!(pick(&["garbage, image/png"]), ErrorFormat::Json);
+    }
+
+    #[test]
+    fn xml_text_escapes_and_drops_what_xml_cannot_carry() {
+        assert_eq!(xml_text("a<b & \"c\""), "a&lt;b &amp; &quot;c&quot;");
+        assert_eq!(xml_text("bell\u{7}\ttab"), "bell\u{fffd}\ttab");
     }
 }

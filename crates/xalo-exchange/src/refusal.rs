@@ -38,7 +38,7 @@ use crate::gateway::GatewayState;
 use crate::message::{self, X_ROAD_CLIENT, X_ROAD_ID};
 use crate::message_log::MessageLog;
 use crate::nation::GatewayAdmin;
-use crate::protocol_error::ProtocolError;
+use crate::protocol_error::{ErrorFormat, ProtocolError};
 
 /// Longest text kept of what a caller sent (an identifier, the request line, a message).
 const TEXT_LIMIT: usize = 1024;
@@ -124,6 +124,8 @@ pub(crate) struct RequestSeen {
     client: Option<axum::http::HeaderValue>,
     /// `X-Road-Service`, which names the topic of the pubsub peer messages.
     service: Option<axum::http::HeaderValue>,
+    /// The caller's `Accept`, for the error's format (its several values as one).
+    accept: Option<axum::http::HeaderValue>,
     peer: Peer,
 }
 
@@ -157,7 +159,17 @@ impl RequestSeen {
                 .next_back()
                 .cloned(),
             service: req.headers().get(message::X_ROAD_SERVICE).cloned(),
+            accept: accept_of(req.headers()),
             peer,
+        }
+    }
+
+    /// The format an information system gets its error in (PR-REST 4.6). Between gateways
+    /// errors stay JSON, which the client's gateway reads and passes on in its caller's.
+    fn error_format(&self, side: &str) -> ErrorFormat {
+        match (&self.accept, side) {
+            (Some(accept), "client") => ErrorFormat::negotiate([accept]),
+            _ => ErrorFormat::Json,
         }
     }
 
@@ -268,7 +280,23 @@ pub(crate) async fn refuse(
             }
         }
     }
-    e.into_response_with_detail(detail)
+    e.into_response_as(detail, seen.error_format(side))
+}
+
+/// A request's `Accept` values as one (shared bytes when there is one, as nearly always).
+fn accept_of(headers: &axum::http::HeaderMap) -> Option<axum::http::HeaderValue> {
+    let mut values = headers.get_all(axum::http::header::ACCEPT).iter();
+    let first = values.next()?;
+    let rest: Vec<&[u8]> = values.map(|v| v.as_bytes()).collect();
+    if rest.is_empty() {
+        return Some(first.clone());
+    }
+    let mut joined = first.as_bytes().to_vec();
+    for v in rest {
+        joined.extend_from_slice(b", ");
+        joined.extend_from_slice(v);
+    }
+    axum::http::HeaderValue::from_bytes(&joined).ok()
 }
 
 /// The refusals' queue, its bound and the writer behind it.

@@ -132,6 +132,34 @@ async fn errors_are_told_apart_as_the_rest_protocol_shows() {
     );
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["message"], "Request method 'PUT' not supported");
+    // Whatever its type, and also the backend's bare 404: nothing of the gateways' own.
+    let r = env
+        .call(
+            Method::GET,
+            "VN/GOV/000001/population/backend-errors/plain-error",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    assert!(header(&r, "x-road-error").is_none());
+    assert_eq!(
+        header(&r, "content-type"),
+        Some("text/plain; charset=utf-8")
+    );
+    assert_eq!(r.text().await.unwrap(), "the service's own words");
+    let r = env
+        .call(
+            Method::GET,
+            "VN/GOV/000001/population/backend-errors/nowhere",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert!(header(&r, "x-road-error").is_none());
+    assert!(header(&r, "content-type").is_none());
+    assert_eq!(r.text().await.unwrap(), "");
     // A redirect is passed back, not followed (by the gateways: this client does not
     // follow it either).
     let r = reqwest::Client::builder()
@@ -217,6 +245,99 @@ async fn errors_are_told_apart_as_the_rest_protocol_shows() {
         .await
         .unwrap();
     assert_ne!(r.status(), 404);
+}
+
+/// An XML error body's root and the text of each element under it.
+fn xml_error(xml: &str) -> (String, std::collections::HashMap<String, String>) {
+    use quick_xml::events::Event;
+    let mut reader = quick_xml::Reader::from_str(xml);
+    let (mut root, mut open, mut fields) = (None, None, std::collections::HashMap::new());
+    loop {
+        match reader.read_event().unwrap() {
+            Event::Eof => break,
+            Event::Start(e) => {
+                let name = String::from_utf8(e.name().as_ref().to_vec()).unwrap();
+                if root.is_none() {
+                    root = Some(name);
+                } else {
+                    open = Some(name);
+                }
+            }
+            Event::Text(t) => {
+                if let Some(name) = &open {
+                    fields.insert(name.clone(), t.unescape().unwrap().into_owned());
+                }
+            }
+            Event::End(_) => open = None,
+            _ => {}
+        }
+    }
+    (root.unwrap(), fields)
+}
+
+#[tokio::test]
+async fn an_error_comes_in_the_type_the_caller_accepts() {
+    let env = env().await;
+    let url = &env.client_gateway().url;
+    let ask = |path: &str, accept: &str| {
+        env.http
+            .get(format!("{url}{path}"))
+            .header("X-Road-Client", CLIENT)
+            .header("X-Xalo-Client-Key", &env.key)
+            .header("Accept", accept)
+            .send()
+    };
+    // PR-REST 4.6: the caller's Accept decides, by weight and by the most specific range;
+    // JSON when it is a tie or neither is accepted.
+    for (accept, expected) in [
+        ("application/xml", "application/xml;charset=utf-8"),
+        ("text/html, text/*;q=0.5", "text/xml;charset=utf-8"),
+        (
+            "application/json;q=0.4, application/xml;q=0.9",
+            "application/xml;charset=utf-8",
+        ),
+        (
+            "application/xml;q=0.5, */*",
+            "application/json;charset=utf-8",
+        ),
+        ("application/*", "application/json;charset=utf-8"),
+        ("image/png", "application/json;charset=utf-8"),
+        ("application/xml;q=0", "application/json;charset=utf-8"),
+    ] {
+        let r = ask("/r1/VN/GOV", accept).await.unwrap();
+        assert_eq!(r.status(), 400, "{accept}");
+        assert_eq!(header(&r, "content-type"), Some(expected), "{accept}");
+        assert_eq!(header(&r, "x-road-error"), Some("Client.BadRequest"));
+        let body = r.text().await.unwrap();
+        let (kind, detail) = if expected.contains("xml") {
+            let (root, fields) = xml_error(&body);
+            assert_eq!(root, "error", "{body}");
+            assert!(
+                fields["message"].contains("expected /r1/INSTANCE"),
+                "{body}"
+            );
+            (fields["type"].clone(), fields["detail"].clone())
+        } else {
+            let v: Value = serde_json::from_str(&body).unwrap();
+            (
+                v["type"].as_str().unwrap().to_owned(),
+                v["detail"].as_str().unwrap().to_owned(),
+            )
+        };
+        assert_eq!(kind, "Client.BadRequest", "{accept}: {body}");
+        assert_eq!(detail.len(), 36, "{accept}: {body}");
+    }
+    // The provider's gateway's error is passed on in the caller's type too, as it named it.
+    let r = ask("/r1/VN/GOV/000001/population/no-such-service/x", "text/xml")
+        .await
+        .unwrap();
+    assert_eq!(header(&r, "content-type"), Some("text/xml;charset=utf-8"));
+    let kind = header(&r, "x-road-error").unwrap().to_owned();
+    assert!(kind.starts_with("Server.ServerProxy."), "{kind}");
+    let body = r.text().await.unwrap();
+    let (_, fields) = xml_error(&body);
+    assert_eq!(fields["type"], kind, "{body}");
+    assert!(fields["message"].contains("no-such-service"), "{body}");
 }
 
 #[tokio::test]

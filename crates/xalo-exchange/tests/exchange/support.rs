@@ -117,6 +117,16 @@ async fn refuse(method: axum::http::Method) -> axum::response::Response {
         .into_response()
 }
 
+/// The backend's own error in a type of its own, which passes back as it is too.
+async fn plain_error() -> axum::response::Response {
+    (
+        axum::http::StatusCode::CONFLICT,
+        [("content-type", "text/plain; charset=utf-8")],
+        "the service's own words",
+    )
+        .into_response()
+}
+
 /// A redirect, which the gateways pass back rather than follow.
 async fn moved() -> axum::response::Response {
     (
@@ -207,6 +217,7 @@ pub async fn env_with(o: Options) -> Env {
         .route("/echo/{*rest}", any(echo))
         .route("/refuse", any(refuse))
         .route("/moved", get(moved))
+        .route("/plain-error", get(plain_error))
         .route("/slow/{ms}", get(slow));
     tokio::spawn(async move { axum::serve(backend_listener, app).await.unwrap() });
 
