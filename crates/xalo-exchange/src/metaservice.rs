@@ -261,14 +261,25 @@ pub async fn provider_side(
             if mine.is_empty() {
                 continue;
             }
-            // The endpoints this client may call, as X-Road lists them.
-            let endpoints: Vec<_> = if mine
-                .iter()
-                .any(|r| r.endpoint.path == "**" && r.endpoint.method == "*")
-            {
-                svc.endpoints.clone()
+            // The endpoints this client may call, as X-Road lists them: those its
+            // description declares that a right covers. A service that declares none (no
+            // OpenAPI) lists the rights themselves, but for the whole service's `* **`,
+            // which names no endpoint.
+            let whole = crate::access_right::Endpoint::all();
+            let endpoints: Vec<_> = if svc.endpoints.is_empty() {
+                let mut named: Vec<_> = Vec::new();
+                for r in &mine {
+                    if r.endpoint != whole && !named.contains(&r.endpoint) {
+                        named.push(r.endpoint.clone());
+                    }
+                }
+                named
             } else {
-                mine.iter().map(|r| r.endpoint.clone()).collect()
+                svc.endpoints
+                    .iter()
+                    .filter(|e| mine.iter().any(|r| r.endpoint.matches(&e.method, &e.path)))
+                    .cloned()
+                    .collect()
             };
             out.push(service_json(&id, &endpoints));
         } else {

@@ -185,6 +185,84 @@ async fn metaservices_answer_as_x_road_defines() {
     }
 }
 
+#[tokio::test]
+async fn allowed_methods_lists_the_declared_endpoints_a_right_covers() {
+    use xalo_exchange::nation::client_subject;
+    use xalo_exchange::service_registry::NewService;
+    let env = support::env().await;
+    let provider = &env.provider_gateway().admin;
+    let client: xalo_core::SubsystemId = CLIENT.parse().unwrap();
+    let extracts: xalo_core::ServiceId = "VN/GOV/000001/population/extracts".parse().unwrap();
+    provider
+        .add_service(&NewService {
+            service: extracts.clone(),
+            backend_url: format!("http://{}", env.backend),
+            openapi: Some(serde_json::json!({
+                "openapi": "3.0.3",
+                "info": {"title": "Extracts", "version": "1"},
+                "paths": {
+                    "/extracts": {"get": {"responses": {}}, "post": {"responses": {}}},
+                    "/extracts/{id}": {"get": {"responses": {}}},
+                    "/admin/reindex": {"post": {"responses": {}}}
+                }
+            })),
+        })
+        .await
+        .unwrap();
+    // One right covering two declared endpoints; the others are not this client's.
+    provider
+        .grant(
+            &extracts,
+            client_subject(&client),
+            Some(("GET", "/extracts/**")),
+        )
+        .await
+        .unwrap();
+    // A service without a description: the rights themselves, not the whole service's.
+    let audit: xalo_core::ServiceId = "VN/GOV/000001/population/audit".parse().unwrap();
+    for right in [Some(("GET", "/entries/*")), None] {
+        provider
+            .grant(&audit, client_subject(&client), right)
+            .await
+            .unwrap();
+    }
+    let r = env
+        .call(Method::GET, "VN/GOV/000001/population/allowedMethods")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let allowed: serde_json::Value = r.json().await.unwrap();
+    let endpoints = |code: &str| -> Vec<(String, String)> {
+        let service = allowed["service"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["service_code"] == code)
+            .unwrap_or_else(|| panic!("{code} is allowed: {allowed}"));
+        let mut list: Vec<(String, String)> = service["endpoint_list"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                (
+                    e["method"].as_str().unwrap().to_owned(),
+                    e["path"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        list.sort();
+        list
+    };
+    let pair = |m: &str, p: &str| (m.to_owned(), p.to_owned());
+    assert_eq!(
+        endpoints("extracts"),
+        [pair("GET", "/extracts"), pair("GET", "/extracts/{id}")]
+    );
+    assert_eq!(endpoints("audit"), [pair("GET", "/entries/*")]);
+    assert_eq!(endpoints("persons").len(), 3);
+}
+
 /// A ledger on `addr` with a fresh database (returned too: it must outlive the ledger).
 async fn start_ledger(
     dir: &std::path::Path,
