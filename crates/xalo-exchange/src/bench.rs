@@ -91,6 +91,8 @@ pub struct BenchReport {
     pub cores: usize,
     /// Threads of each gateway process (`None`: one per core, or in-process gateways).
     pub gateway_workers: Option<u16>,
+    /// How many messages shared each batched piece of work at saturation.
+    pub batches: Option<BatchSizes>,
     /// Latency at a fixed offered rate, when asked for.
     pub paced: Option<Paced>,
     /// How the central server answers the gateways' polls of the global configuration
@@ -110,6 +112,99 @@ pub struct Polls {
     pub not_modified_p50_ms: f64,
 }
 
+/// Messages per batch at each gateway over a run, as (client's gateway, provider's):
+/// signed under one signature, checked by one verification, written in one commit.
+/// Work that is batched costs a message less the more messages share it.
+#[derive(Debug, Clone, Serialize)]
+pub struct BatchSizes {
+    pub signed: (f64, f64),
+    pub verified: (f64, f64),
+    pub committed: (f64, f64),
+}
+
+impl std::fmt::Display for BatchSizes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "signed {:.1} / {:.1}, verified {:.1} / {:.1}, committed {:.1} / {:.1} (client's / provider's gateway)",
+            self.signed.0,
+            self.signed.1,
+            self.verified.0,
+            self.verified.1,
+            self.committed.0,
+            self.committed.1
+        )
+    }
+}
+
+/// The gateways' batching counters (see [`crate::metrics::Batching`]), in the order of
+/// [`BATCHING_COUNTERS`].
+type BatchingCounters = [u64; 6];
+
+const BATCHING_COUNTERS: [&str; 6] = [
+    "xalo_exchange_signature_batches_total",
+    "xalo_exchange_signed_messages_total",
+    "xalo_exchange_signature_verifications_total",
+    "xalo_exchange_verified_messages_total",
+    "xalo_exchange_log_commits_total",
+    "xalo_exchange_logged_messages_total",
+];
+
+/// Each gateway's batching counters, read from its `/metrics`.
+async fn batching_counters(
+    http: &reqwest::Client,
+    gateways: &[String],
+) -> Option<Vec<BatchingCounters>> {
+    let mut all = Vec::new();
+    for url in gateways {
+        let text = http
+            .get(format!("{url}/metrics"))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        let mut counters = [0u64; 6];
+        for (value, name) in counters.iter_mut().zip(BATCHING_COUNTERS) {
+            *value = text.lines().find_map(|l| {
+                l.strip_prefix(name)?
+                    .strip_prefix(' ')?
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+            })? as u64;
+        }
+        all.push(counters);
+    }
+    Some(all)
+}
+
+/// Messages per batch between two readings of both gateways' counters.
+fn batch_sizes(
+    before: Option<&[BatchingCounters]>,
+    after: Option<&[BatchingCounters]>,
+) -> Option<BatchSizes> {
+    let (Some([b0, b1]), Some([a0, a1])) = (before, after) else {
+        return None;
+    };
+    let per = |a: &BatchingCounters, b: &BatchingCounters, i: usize| {
+        let batches = a[i].saturating_sub(b[i]);
+        let items = a[i + 1].saturating_sub(b[i + 1]);
+        if batches == 0 {
+            0.0
+        } else {
+            items as f64 / batches as f64
+        }
+    };
+    let pair = |i: usize| (per(a0, b0, i), per(a1, b1, i));
+    Some(BatchSizes {
+        signed: pair(0),
+        verified: pair(2),
+        committed: pair(4),
+    })
+}
+
 /// Latency at a fixed offered rate: (backend directly, through both gateways).
 #[derive(Debug, Clone, Serialize)]
 pub struct Paced {
@@ -118,6 +213,8 @@ pub struct Paced {
     pub exchange: Measurement,
     /// Where the machine's CPU went at this rate, when the gateways run as processes.
     pub cpu: Option<PacedCpu>,
+    /// How many messages shared each batched piece of work at this rate.
+    pub batches: Option<BatchSizes>,
 }
 
 /// CPU time per request at a paced rate, in µs: what keeps the cores busy, and so how
@@ -223,6 +320,9 @@ impl std::fmt::Display for BenchReport {
                 self.cores
             )?;
         }
+        if let Some(b) = &self.batches {
+            writeln!(f, "  messages per batch: {b}")?;
+        }
         match &self.polls {
             Some(p) => writeln!(
                 f,
@@ -264,6 +364,9 @@ impl std::fmt::Display for BenchReport {
                     cores(c.harness_us, &p.exchange),
                     self.cores
                 );
+            }
+            if let Some(b) = &p.batches {
+                writeln!(f, "  messages per batch at this rate: {b}")?;
             }
             paced = format!(
                 "; at {:.0}/s offered p50 +{:.2} ms, p99 +{:.2} ms{busy}",
@@ -602,6 +705,10 @@ pub async fn run(options: &BenchOptions) -> Result<BenchReport, Error> {
             })
             .flatten()
     };
+    let metrics_http = reqwest::Client::new();
+    let gateway_urls: Vec<String> = gateways.iter().map(|(url, _)| url.clone()).collect();
+    let counters = || batching_counters(&metrics_http, &gateway_urls);
+    let counted_before = counters().await;
     let ticks_before = gateway_ticks();
     let exchange = measure(&http, options.concurrency, options.requests, via.clone()).await;
     let gateway_cpu_us = match (ticks_before, gateway_ticks()) {
@@ -611,6 +718,7 @@ pub async fn run(options: &BenchOptions) -> Result<BenchReport, Error> {
         ),
         _ => None,
     };
+    let batches = batch_sizes(counted_before.as_deref(), counters().await.as_deref());
     sampling.store(false, std::sync::atomic::Ordering::Relaxed);
     let highest = sampler
         .await
@@ -636,6 +744,7 @@ pub async fn run(options: &BenchOptions) -> Result<BenchReport, Error> {
             let at_start = own();
             let direct =
                 measure_paced(&http, options.concurrency, rate, total, direct.clone()).await;
+            let counted_before = counters().await;
             let (own_between, gateways_before) = (own(), gateway_ticks());
             let exchange = measure_paced(&http, options.concurrency, rate, total, via).await;
             let per_request = |ticks: u64, m: &Measurement| {
@@ -656,11 +765,13 @@ pub async fn run(options: &BenchOptions) -> Result<BenchReport, Error> {
                 }),
                 _ => None,
             };
+            let batches = batch_sizes(counted_before.as_deref(), counters().await.as_deref());
             Some(Paced {
                 rate,
                 direct,
                 exchange,
                 cpu,
+                batches,
             })
         }
         None => None,
@@ -704,6 +815,7 @@ pub async fn run(options: &BenchOptions) -> Result<BenchReport, Error> {
         gateway_cpu_us,
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
         gateway_workers: options.gateway_binary.as_ref().and(options.gateway_workers),
+        batches,
         paced,
         polls,
     })

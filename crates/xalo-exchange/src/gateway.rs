@@ -463,6 +463,12 @@ pub async fn serve_with(
         .health_report(crate::health::reporter(&state))
         .shutdown_grace(state.grace.clone());
     state.metrics.register(server.registry_mut());
+    crate::metrics::ExchangeMetrics::register_batching(
+        server.registry_mut(),
+        state.batch.batching(),
+        state.verified.batching(),
+        state.log.batching(),
+    );
     server.registry_mut().register(
         "exchange_refusals_unrecorded",
         "Refusals not put on record: over the rate recorded, or their queue full",

@@ -197,12 +197,19 @@ pub struct MessageLog {
     /// which what is written beside the log shares, so both queue in this process rather
     /// than for the file's lock.
     writer: tokio::sync::watch::Receiver<Option<Database>>,
+    /// Commits of messages, and the messages committed.
+    batching: crate::metrics::Batching,
 }
 
 /// Messages per transaction at most.
 const BATCH: usize = 256;
 
 impl MessageLog {
+    /// Commits of messages and the messages in them.
+    pub fn batching(&self) -> &crate::metrics::Batching {
+        &self.batching
+    }
+
     /// Start the writer and the retention sweep; abort the returned task to stop both.
     pub fn start(db: Database, retention_days: u64) -> (MessageLog, tokio::task::AbortHandle) {
         Self::start_with(db, retention_days, None)
@@ -218,12 +225,14 @@ impl MessageLog {
         let (queue, rx) = mpsc::channel(BATCH * 16);
         let retention_days = Arc::new(AtomicU64::new(retention_days));
         let (opened, writer) = tokio::sync::watch::channel(None);
+        let batching = crate::metrics::Batching::default();
         let task = tokio::spawn(run(
             db.clone(),
             rx,
             retention_days.clone(),
             in_flight,
             opened,
+            batching.clone(),
         ))
         .abort_handle();
         let bodies = Arc::new(AtomicBool::new(true));
@@ -235,6 +244,7 @@ impl MessageLog {
                 retention_days,
                 key: Default::default(),
                 writer,
+                batching,
             },
             task,
         )
@@ -555,6 +565,7 @@ async fn run(
     retention_days: Arc<AtomicU64>,
     in_flight: Option<xalo_core::batch::InFlight>,
     opened: tokio::sync::watch::Sender<Option<Database>>,
+    batching: crate::metrics::Batching,
 ) {
     let mut last_sweep = tokio::time::Instant::now();
     let writer = db.single_writer_or_pool("the message log").await;
@@ -592,8 +603,10 @@ async fn run(
         } else {
             write(&writer, messages, &indexes).await
         };
-        if let Err(e) = &result {
-            tracing::error!(error = %e, count, "writing the message log failed");
+        match &result {
+            Err(e) => tracing::error!(error = %e, count, "writing the message log failed"),
+            Ok(()) if count > 0 => batching.record(count),
+            Ok(()) => {}
         }
         for done in waiting {
             // The caller may have gone (its client hung up); the message is logged anyway.

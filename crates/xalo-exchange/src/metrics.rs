@@ -53,6 +53,22 @@ struct ReloadLabels {
     result: &'static str,
 }
 
+/// How many batches a piece of batched work took and how many items went into them: a
+/// busy gateway signs, verifies and commits many messages at once, a lightly loaded one
+/// each alone, and these are what its CPU per message follows.
+#[derive(Clone, Debug, Default)]
+pub struct Batching {
+    pub batches: Counter,
+    pub items: Counter,
+}
+
+impl Batching {
+    pub fn record(&self, items: usize) {
+        self.batches.inc();
+        self.items.inc_by(items as u64);
+    }
+}
+
 /// The gateway's own metric families.
 #[derive(Clone)]
 pub struct ExchangeMetrics {
@@ -144,6 +160,49 @@ impl ExchangeMetrics {
             "Configuration reloads, by result",
             self.reloads.clone(),
         );
+    }
+
+    /// Add the batching counters of the signer, the signature checks and the message log.
+    pub fn register_batching(
+        registry: &mut Registry,
+        signed: &Batching,
+        verified: &Batching,
+        logged: &Batching,
+    ) {
+        for (name, help, counter) in [
+            (
+                "exchange_signature_batches",
+                "Batch signatures made over the messages this gateway sent",
+                &signed.batches,
+            ),
+            (
+                "exchange_signed_messages",
+                "Messages signed in those batches",
+                &signed.items,
+            ),
+            (
+                "exchange_signature_verifications",
+                "Batch signatures of peers verified (each batch once, however many of its messages arrive)",
+                &verified.batches,
+            ),
+            (
+                "exchange_verified_messages",
+                "Messages whose batch signature checked good",
+                &verified.items,
+            ),
+            (
+                "exchange_log_commits",
+                "Commits of the message log",
+                &logged.batches,
+            ),
+            (
+                "exchange_logged_messages",
+                "Messages written in those commits",
+                &logged.items,
+            ),
+        ] {
+            registry.register(name, help, counter.clone());
+        }
     }
 
     pub fn reloaded(&self, ok: bool) {

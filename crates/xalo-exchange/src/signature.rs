@@ -276,6 +276,7 @@ struct SignerInner {
     turn: tokio::sync::Mutex<()>,
     /// The messages the gateway is working on, which may join a batch (unknown: gather).
     in_flight: Option<xalo_core::batch::InFlight>,
+    batching: crate::metrics::Batching,
 }
 
 /// Most messages in one batch (the proof grows with its logarithm).
@@ -302,6 +303,7 @@ impl BatchSigner {
                 waiting: std::sync::Mutex::new(Vec::new()),
                 turn: tokio::sync::Mutex::new(()),
                 in_flight,
+                batching: Default::default(),
             }),
         }
     }
@@ -322,6 +324,11 @@ impl BatchSigner {
             self.sign_waiting().await?;
             drop(turn);
         }
+    }
+
+    /// Batches signed and the messages in them.
+    pub fn batching(&self) -> &crate::metrics::Batching {
+        &self.inner.batching
     }
 
     fn waiting(&self) -> Result<std::sync::MutexGuard<'_, Vec<Pending>>, Error> {
@@ -348,6 +355,7 @@ impl BatchSigner {
         let hashes: Vec<Vec<u8>> = batch.iter().map(|(h, _)| h.clone()).collect();
         match sign_batch(&self.inner.signer, &hashes, now_ms()) {
             Ok((signature, proofs)) => {
+                self.inner.batching.record(batch.len());
                 for ((_, reply), proof) in batch.into_iter().zip(proofs) {
                     let _ = reply.send(Ok(Signed {
                         signature: signature.clone(),
@@ -377,6 +385,8 @@ pub struct VerifiedSignatures {
     /// Signing certificates parsed already, by their DER: a member signs every batch with
     /// the same one.
     certificates: std::sync::Mutex<std::collections::HashMap<Vec<u8>, Arc<SigningCertificate>>>,
+    /// Signatures verified (batches) and the messages that checked good.
+    batching: crate::metrics::Batching,
 }
 
 /// Bound [`VerifiedSignatures`]' certificates (a nation's members, each with a few).
@@ -442,6 +452,7 @@ impl VerifiedSignatures {
                 .get(&key)
                 .is_some_and(|at| at.elapsed() < std::time::Duration::from_secs(300))
         {
+            self.batching.items.inc();
             return Ok(());
         }
         self.certificate(certificate_der)?.verify(
@@ -449,6 +460,7 @@ impl VerifiedSignatures {
             &batch_statement(&root, proof.signed_ms, proof.size),
             signature,
         )?;
+        self.batching.record(1);
         if let Ok(mut seen) = self.seen.lock() {
             if seen.len() >= 100_000 {
                 seen.clear();
@@ -456,6 +468,11 @@ impl VerifiedSignatures {
             seen.insert(key, std::time::Instant::now());
         }
         Ok(())
+    }
+
+    /// Signatures verified and the messages checked.
+    pub fn batching(&self) -> &crate::metrics::Batching {
+        &self.batching
     }
 
     fn certificate(&self, der: &[u8]) -> Result<Arc<SigningCertificate>, Error> {

@@ -225,6 +225,8 @@ fn the_exchange_benchmark_reports_the_gateways_memory_and_cpu() {
             "200",
             "--members",
             "100",
+            "--gateway-workers",
+            "1",
         ])
         .output()
         .unwrap();
@@ -234,7 +236,22 @@ fn the_exchange_benchmark_reports_the_gateways_memory_and_cpu() {
         "{text}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(text.contains("gateway memory (own processes)"), "{text}");
+    assert!(
+        text.contains("gateway memory (own processes, each on one worker thread)"),
+        "{text}"
+    );
+    // Read from the gateways' own counters: at least one message to a batch.
+    for line in [
+        "  messages per batch: signed ",
+        "  messages per batch at this rate: signed ",
+    ] {
+        let sizes = text
+            .lines()
+            .find_map(|l| l.strip_prefix(line))
+            .unwrap_or_else(|| panic!("no {line:?}: {text}"));
+        let signed: f64 = sizes.split(' ').next().unwrap().parse().unwrap();
+        assert!(signed >= 1.0, "{sizes}");
+    }
     let cpu = text
         .lines()
         .find_map(|l| l.trim().strip_prefix("gateway CPU: "))

@@ -201,6 +201,36 @@ async fn metrics_count_messages_errors_latency_and_bytes_per_client_and_service(
         )),
         "{provider}"
     );
+    // One message at a time: each signed, verified and committed alone.
+    for (text, counted) in [
+        (
+            &client,
+            [
+                ("signature_batches", 3),
+                ("signed_messages", 3),
+                ("signature_verifications", 2),
+                ("verified_messages", 2),
+                ("log_commits", 2),
+                ("logged_messages", 2),
+            ],
+        ),
+        (
+            &provider,
+            [
+                ("signature_batches", 2),
+                ("signed_messages", 2),
+                ("signature_verifications", 3),
+                ("verified_messages", 3),
+                ("log_commits", 2),
+                ("logged_messages", 2),
+            ],
+        ),
+    ] {
+        for (name, n) in counted {
+            let line = format!("xalo_exchange_{name}_total {n}");
+            assert!(text.lines().any(|l| l == line), "{line}: {text}");
+        }
+    }
     assert!(provider.contains(&format!(
         "xalo_exchange_errors_total{{side=\"provider\",{audit},error=\"Server.ServerProxy.AccessDenied\"}} 1"
     )));
