@@ -331,14 +331,14 @@ async fn record(State(m): State<HttpMetrics>, req: Request, next: Next) -> Respo
     response
 }
 
-/// axum's own rejections (body too large, wrong method, bad JSON) are plain text; give them
-/// the coded JSON body every other error has.
 /// A response extension: this error's body is not the server's to recode, as when a gateway
 /// passes on a backend's own answer or speaks a protocol's own error format.
 /// [`coded_rejections`] passes such a response as it is.
 #[derive(Debug, Clone, Copy)]
 pub struct AsAnswered;
 
+/// axum's own rejections (body too large, wrong method, bad JSON) are plain text; give them
+/// the coded JSON body every other error has.
 async fn coded_rejections(req: Request, next: Next) -> Response {
     let response = next.run(req).await;
     let status = response.status();

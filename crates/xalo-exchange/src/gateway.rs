@@ -453,7 +453,9 @@ pub async fn serve_with(
     );
     let plain = Router::new()
         .route("/r1/{*rest}", any(crate::client_proxy::handle))
-        .route("/listClients", get(crate::metaservice::list_clients))
+        .route("/r1", any(crate::client_proxy::handle))
+        .route("/r1/", any(crate::client_proxy::handle))
+        .route("/listClients", any(crate::metaservice::list_clients))
         .route("/{first}/{*rest}", any(crate::client_proxy::other_path))
         .route("/publish/{*topic}", post(crate::pubsub::publish))
         .merge(admin_router(state.clone()))
@@ -496,7 +498,9 @@ pub async fn serve_with(
     if let Some(listener) = client_tls_listener {
         let router = Router::new()
             .route("/r1/{*rest}", any(crate::client_proxy::handle))
-            .route("/listClients", get(crate::metaservice::list_clients))
+            .route("/r1", any(crate::client_proxy::handle))
+            .route("/r1/", any(crate::client_proxy::handle))
+            .route("/listClients", any(crate::metaservice::list_clients))
             .route("/{first}/{*rest}", any(crate::client_proxy::other_path))
             .route("/publish/{*topic}", post(crate::pubsub::publish))
             .with_state(state.clone());

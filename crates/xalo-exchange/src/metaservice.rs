@@ -68,17 +68,26 @@ fn list_clients_answer(
     gw: &GatewayState,
     req: &axum::extract::Request,
 ) -> Result<Response, ProtocolError> {
+    if req.method() != Method::GET {
+        return Err(ProtocolError::new(
+            Kind::BadRequest,
+            "listClients is called with GET",
+        ));
+    }
     let query = axum::extract::Query::<ListClientsQuery>::try_from_uri(req.uri())
         .map_err(|e| ProtocolError::new(Kind::BadRequest, format!("listClients: {e}")))?;
     let conf = gw.conf.get().map_err(|e| ProtocolError::client(&e))?;
     if let Some(instance) = &query.x_road_instance {
         check_instance(&conf, instance)?;
     }
-    let json = req
-        .headers()
-        .get_all(header::ACCEPT)
-        .iter()
-        .any(|v| v.to_str().is_ok_and(|v| v.contains("application/json")));
+    // XML unless JSON is named and weighs no less (PR-META 2: JSON when asked for).
+    let accepted = crate::protocol_error::Accepted::of(req.headers().get_all(header::ACCEPT));
+    let xml = accepted
+        .application_xml
+        .weight
+        .max(accepted.text_xml.weight);
+    let json =
+        accepted.json.specificity == 3 && accepted.json.weight > 0 && accepted.json.weight >= xml;
     Ok(if json {
         clients_json(&conf)
     } else {
@@ -177,7 +186,11 @@ fn clients_xml(conf: &GlobalConf) -> Response {
     r
 }
 
-fn service_json(id: &ServiceId, endpoints: &[crate::access_right::Endpoint]) -> Value {
+fn service_json(
+    id: &ServiceId,
+    described: bool,
+    endpoints: &[crate::access_right::Endpoint],
+) -> Value {
     let p = id.provider();
     json!({
         "xroad_instance": p.member().instance(),
@@ -186,7 +199,7 @@ fn service_json(id: &ServiceId, endpoints: &[crate::access_right::Endpoint]) -> 
         "subsystem_code": p.code(),
         "service_code": id.code(),
         "object_type": "SERVICE",
-        "service_type": if endpoints.is_empty() { "REST" } else { "OPENAPI" },
+        "service_type": if described { "OPENAPI" } else { "REST" },
         "endpoint_list": endpoints,
     })
 }
@@ -262,28 +275,26 @@ pub async fn provider_side(
                 continue;
             }
             // The endpoints this client may call, as X-Road lists them: those its
-            // description declares that a right covers. A service that declares none (no
-            // OpenAPI) lists the rights themselves, but for the whole service's `* **`,
-            // which names no endpoint.
+            // description declares that a right covers. Where it declares none (no
+            // OpenAPI) or a right covers none of them, the rights themselves, but for the
+            // whole service's `* **`, which names no endpoint.
             let whole = crate::access_right::Endpoint::all();
-            let endpoints: Vec<_> = if svc.endpoints.is_empty() {
-                let mut named: Vec<_> = Vec::new();
+            let mut endpoints: Vec<_> = svc
+                .endpoints
+                .iter()
+                .filter(|e| mine.iter().any(|r| r.endpoint.matches(&e.method, &e.path)))
+                .cloned()
+                .collect();
+            if endpoints.is_empty() {
                 for r in &mine {
-                    if r.endpoint != whole && !named.contains(&r.endpoint) {
-                        named.push(r.endpoint.clone());
+                    if r.endpoint != whole && !endpoints.contains(&r.endpoint) {
+                        endpoints.push(r.endpoint.clone());
                     }
                 }
-                named
-            } else {
-                svc.endpoints
-                    .iter()
-                    .filter(|e| mine.iter().any(|r| r.endpoint.matches(&e.method, &e.path)))
-                    .cloned()
-                    .collect()
-            };
-            out.push(service_json(&id, &endpoints));
+            }
+            out.push(service_json(&id, svc.openapi.is_some(), &endpoints));
         } else {
-            out.push(service_json(&id, &svc.endpoints));
+            out.push(service_json(&id, svc.openapi.is_some(), &svc.endpoints));
         }
     }
     Ok(Some(answer(json!({ "service": out }))))

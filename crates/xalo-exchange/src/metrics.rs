@@ -182,7 +182,7 @@ impl ExchangeMetrics {
             ),
             (
                 "exchange_signature_verifications",
-                "Batch signatures of peers verified (each batch once, however many of its messages arrive)",
+                "Batch signatures of peers verified (a batch's once it is known good, so messages of one batch that arrive together may each verify it)",
                 &verified.batches,
             ),
             (
@@ -192,7 +192,7 @@ impl ExchangeMetrics {
             ),
             (
                 "exchange_log_commits",
-                "Commits of the message log",
+                "Commits of the message log that held messages",
                 &logged.batches,
             ),
             (

@@ -215,20 +215,50 @@ pub enum ErrorFormat {
 }
 
 impl ErrorFormat {
-    /// The format an `Accept` header (its values joined by commas) prefers, by RFC 9110's
-    /// rules: each type's weight is that of the most specific range that names it, the
-    /// heaviest type wins, and JSON wins ties and the absence of any (a caller that accepts
-    /// neither still gets JSON, PR-REST's default). By hand: no maintained crate
-    /// negotiates among a fixed set of types without pulling in a web framework of its own.
+    /// The format `Accept` prefers: the heaviest of JSON and XML (see [`Accepted`]), JSON on
+    /// a tie and when neither is accepted (PR-REST's default).
     pub fn negotiate<'a>(accept: impl IntoIterator<Item = &'a HeaderValue>) -> ErrorFormat {
-        const OFFERED: [(&str, &str, ErrorFormat); 3] = [
-            ("application", "json", ErrorFormat::Json),
-            ("application", "xml", ErrorFormat::Xml("application/xml")),
-            ("text", "xml", ErrorFormat::Xml("text/xml")),
-        ];
-        // For each offered type: (specificity of the best range naming it, its weight).
-        let mut weights = [(0u8, 0u16); 3];
-        let mut any = false;
+        let a = Accepted::of(accept);
+        let mut best = (a.json.weight, ErrorFormat::Json);
+        for (w, format) in [
+            (
+                a.application_xml.weight,
+                ErrorFormat::Xml("application/xml"),
+            ),
+            (a.text_xml.weight, ErrorFormat::Xml("text/xml")),
+        ] {
+            if w > best.0 {
+                best = (w, format);
+            }
+        }
+        best.1
+    }
+}
+
+/// How an `Accept` header weighs the types a gateway answers in, by RFC 9110's rules
+/// (12.5.1): a type's weight is that of the most specific range that names it (a type and
+/// subtype over `type/*` over `*/*`; of equal ranges, the heaviest), in thousandths;
+/// a range with an invalid weight or no `/` is passed over, each header value on its own.
+/// By hand: no maintained crate negotiates among a fixed set of types without bringing a
+/// web framework of its own.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Accepted {
+    pub json: Weighed,
+    pub application_xml: Weighed,
+    pub text_xml: Weighed,
+}
+
+/// A type's weight and how specifically the range that gave it named it (0: no range did;
+/// 3: by its type and subtype).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Weighed {
+    pub weight: u16,
+    pub specificity: u8,
+}
+
+impl Accepted {
+    pub fn of<'a>(accept: impl IntoIterator<Item = &'a HeaderValue>) -> Accepted {
+        let mut a = Accepted::default();
         for value in accept {
             let Ok(text) = value.to_str() else { continue };
             for range in text.split(',') {
@@ -236,39 +266,39 @@ impl ErrorFormat {
                 let Some((kind, sub)) = parts.next().and_then(|m| m.trim().split_once('/')) else {
                     continue;
                 };
-                let (kind, sub) = (
-                    kind.trim().to_ascii_lowercase(),
-                    sub.trim().to_ascii_lowercase(),
-                );
+                let (kind, sub) = (kind.trim(), sub.trim());
                 let q = parts
                     .filter_map(|p| p.split_once('='))
                     .find(|(k, _)| k.trim().eq_ignore_ascii_case("q"))
                     .map_or(Some(1000), |(_, v)| weight(v.trim()));
                 let Some(q) = q else { continue };
-                any = true;
-                for (i, (t, s, _)) in OFFERED.iter().enumerate() {
-                    let specificity = match (kind.as_str(), sub.as_str()) {
-                        (k, x) if k == *t && x == *s => 3,
-                        (k, "*") if k == *t => 2,
-                        ("*", "*") => 1,
-                        _ => 0,
+                for (offered, t, s) in [
+                    (&mut a.json, "application", "json"),
+                    (&mut a.application_xml, "application", "xml"),
+                    (&mut a.text_xml, "text", "xml"),
+                ] {
+                    let specificity = if kind.eq_ignore_ascii_case(t) && sub.eq_ignore_ascii_case(s)
+                    {
+                        3
+                    } else if kind.eq_ignore_ascii_case(t) && sub == "*" {
+                        2
+                    } else if kind == "*" && sub == "*" {
+                        1
+                    } else {
+                        0
                     };
-                    if specificity > weights[i].0 {
-                        weights[i] = (specificity, q);
+                    let heavier =
+                        specificity > 0 && specificity == offered.specificity && q > offered.weight;
+                    if specificity > offered.specificity || heavier {
+                        *offered = Weighed {
+                            weight: q,
+                            specificity,
+                        };
                     }
                 }
             }
         }
-        if !any {
-            return ErrorFormat::Json;
-        }
-        let mut best = (0u16, ErrorFormat::Json);
-        for (i, (_, _, format)) in OFFERED.iter().enumerate() {
-            if weights[i].1 > best.0 {
-                best = (weights[i].1, *format);
-            }
-        }
-        best.1
+        a
     }
 }
 
@@ -353,26 +383,24 @@ pub fn response_as(
     r
 }
 
-/// Text as XML character data: escaped, and with the control characters XML 1.0 cannot
-/// carry (a message may quote what a caller sent) replaced.
+/// Text as XML character data: escaped, a carriage return as a reference (a parser would
+/// read a raw one as a line feed), and the characters XML 1.0 cannot carry (its `Char`
+/// production; a message may quote what a caller or a provider sent) replaced.
 pub(crate) fn xml_text(text: &str) -> std::borrow::Cow<'_, str> {
-    if text
-        .chars()
-        .any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
-    {
-        let cleaned: String = text
-            .chars()
-            .map(|c| {
-                if c.is_control() && !matches!(c, '\t' | '\n' | '\r') {
-                    '\u{fffd}'
-                } else {
-                    c
-                }
-            })
-            .collect();
-        return std::borrow::Cow::Owned(quick_xml::escape::escape(&cleaned).into_owned());
+    let carried = |c: char| {
+        matches!(c, '\t' | '\n' | '\r')
+            || ('\u{20}'..='\u{d7ff}').contains(&c)
+            || ('\u{e000}'..='\u{fffd}').contains(&c)
+            || c >= '\u{10000}'
+    };
+    if text.chars().all(|c| carried(c) && c != '\r') {
+        return quick_xml::escape::escape(text);
     }
-    quick_xml::escape::escape(text)
+    let cleaned: String = text
+        .chars()
+        .map(|c| if carried(c) { c } else { '\u{fffd}' })
+        .collect();
+    std::borrow::Cow::Owned(quick_xml::escape::escape(&cleaned).replace('\r', "&#13;"))
 }
 
 impl IntoResponse for ProtocolError {
@@ -388,7 +416,7 @@ mod tests {
     fn pick(accept: &[&str]) -> ErrorFormat {
         let values: Vec<HeaderValue> = accept
             .iter()
-            .map(|a| HeaderValue::from_str(a).unwrap())
+            .map(|a| HeaderValue::from_bytes(a.as_bytes()).unwrap())
             .collect();
         ErrorFormat::negotiate(&values)
     }
@@ -422,11 +450,26 @@ mod tests {
         );
         assert_eq!(pick(&["application/xml;q=0.1234"]), ErrorFormat::Json);
         assert_eq!(pick(&["garbage, image/png"]), ErrorFormat::Json);
+        // Of two equal ranges, the heavier; each header value on its own.
+        assert_eq!(
+            pick(&["application/json;q=0.2, application/json;q=0.9, text/xml;q=0.5"]),
+            ErrorFormat::Json
+        );
+        assert_eq!(
+            pick(&["text/xml;q=0.5", "application/json;q=1, caf\u{e9}/x"]),
+            text_xml
+        );
     }
 
     #[test]
     fn xml_text_escapes_and_drops_what_xml_cannot_carry() {
         assert_eq!(xml_text("a<b & \"c\""), "a&lt;b &amp; &quot;c&quot;");
         assert_eq!(xml_text("bell\u{7}\ttab"), "bell\u{fffd}\ttab");
+        assert_eq!(xml_text("a\u{fffe}b\u{ffff}"), "a\u{fffd}b\u{fffd}");
+        assert_eq!(xml_text("line\r\nnext"), "line&#13;\nnext");
+        assert_eq!(
+            xml_text("del \u{7f} and \u{85} stay"),
+            "del \u{7f} and \u{85} stay"
+        );
     }
 }

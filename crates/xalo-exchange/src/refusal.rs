@@ -124,8 +124,9 @@ pub(crate) struct RequestSeen {
     client: Option<axum::http::HeaderValue>,
     /// `X-Road-Service`, which names the topic of the pubsub peer messages.
     service: Option<axum::http::HeaderValue>,
-    /// The caller's `Accept`, for the error's format (its several values as one).
-    accept: Option<axum::http::HeaderValue>,
+    /// The caller's `Accept` values, for the error's format (shared bytes; rarely more
+    /// than one).
+    accept: Vec<axum::http::HeaderValue>,
     peer: Peer,
 }
 
@@ -159,7 +160,12 @@ impl RequestSeen {
                 .next_back()
                 .cloned(),
             service: req.headers().get(message::X_ROAD_SERVICE).cloned(),
-            accept: accept_of(req.headers()),
+            accept: req
+                .headers()
+                .get_all(axum::http::header::ACCEPT)
+                .iter()
+                .cloned()
+                .collect(),
             peer,
         }
     }
@@ -167,8 +173,8 @@ impl RequestSeen {
     /// The format an information system gets its error in (PR-REST 4.6). Between gateways
     /// errors stay JSON, which the client's gateway reads and passes on in its caller's.
     fn error_format(&self, side: &str) -> ErrorFormat {
-        match (&self.accept, side) {
-            (Some(accept), "client") => ErrorFormat::negotiate([accept]),
+        match side {
+            "client" => ErrorFormat::negotiate(&self.accept),
             _ => ErrorFormat::Json,
         }
     }
@@ -280,23 +286,15 @@ pub(crate) async fn refuse(
             }
         }
     }
-    e.into_response_as(detail, seen.error_format(side))
-}
-
-/// A request's `Accept` values as one (shared bytes when there is one, as nearly always).
-fn accept_of(headers: &axum::http::HeaderMap) -> Option<axum::http::HeaderValue> {
-    let mut values = headers.get_all(axum::http::header::ACCEPT).iter();
-    let first = values.next()?;
-    let rest: Vec<&[u8]> = values.map(|v| v.as_bytes()).collect();
-    if rest.is_empty() {
-        return Some(first.clone());
+    let mut r = e.into_response_as(detail, seen.error_format(side));
+    if side == "client" {
+        // The body's type followed the caller's Accept.
+        r.headers_mut().append(
+            axum::http::header::VARY,
+            axum::http::HeaderValue::from_static("accept"),
+        );
     }
-    let mut joined = first.as_bytes().to_vec();
-    for v in rest {
-        joined.extend_from_slice(b", ");
-        joined.extend_from_slice(v);
-    }
-    axum::http::HeaderValue::from_bytes(&joined).ok()
+    r
 }
 
 /// The refusals' queue, its bound and the writer behind it.

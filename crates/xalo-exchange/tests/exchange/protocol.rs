@@ -327,6 +327,20 @@ async fn an_error_comes_in_the_type_the_caller_accepts() {
         assert_eq!(kind, "Client.BadRequest", "{accept}: {body}");
         assert_eq!(detail.len(), 36, "{accept}: {body}");
     }
+    let r = ask("/r1/VN/GOV", "application/xml").await.unwrap();
+    assert_eq!(header(&r, "vary"), Some("accept"));
+    // The protocol's root itself is a request in the protocol's terms.
+    for path in ["/r1", "/r1/"] {
+        let r = ask(path, "application/xml").await.unwrap();
+        assert_eq!(r.status(), 400, "{path}");
+        assert_eq!(
+            header(&r, "x-road-error"),
+            Some("Client.BadRequest"),
+            "{path}"
+        );
+        let (root, _) = xml_error(&r.text().await.unwrap());
+        assert_eq!(root, "error", "{path}");
+    }
     // The provider's gateway's error is passed on in the caller's type too, as it named it.
     let r = ask("/r1/VN/GOV/000001/population/no-such-service/x", "text/xml")
         .await
@@ -337,7 +351,10 @@ async fn an_error_comes_in_the_type_the_caller_accepts() {
     let body = r.text().await.unwrap();
     let (_, fields) = xml_error(&body);
     assert_eq!(fields["type"], kind, "{body}");
-    assert!(fields["message"].contains("no-such-service"), "{body}");
+    // The provider's message itself, read out of its gateway's JSON, not that body whole.
+    let message = &fields["message"];
+    assert!(message.contains("no-such-service"), "{body}");
+    assert!(!message.contains('{') && !message.contains('<'), "{body}");
 }
 
 #[tokio::test]

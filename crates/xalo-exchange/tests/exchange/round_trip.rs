@@ -105,6 +105,27 @@ async fn metaservices_answer_as_x_road_defines() {
     let r = list("", "application/json").await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.json::<serde_json::Value>().await.unwrap(), clients);
+    // By weight, not by a substring; a media type's name has no case.
+    for (accept, expected) in [
+        ("Application/JSON", "application/json;charset=utf-8"),
+        ("application/json;q=0, text/xml", "text/xml;charset=utf-8"),
+        ("application/json;q=0.5, text/xml", "text/xml;charset=utf-8"),
+        (
+            "text/xml;q=0.5, application/json",
+            "application/json;charset=utf-8",
+        ),
+    ] {
+        let r = list("", accept).await.unwrap();
+        assert_eq!(r.status(), 200, "{accept}");
+        assert_eq!(r.headers()["content-type"], expected, "{accept}");
+    }
+    // Called with GET only, and refused in the protocol's terms otherwise.
+    let r = env.http.post(&root).send().await.unwrap();
+    assert_eq!(r.headers()["x-road-error"], "Client.BadRequest");
+    assert_eq!(
+        support::error_type(r).await,
+        (400, "Client.BadRequest".into())
+    );
     let r = list("?xRoadInstance=VN", "*/*").await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-type"], "text/xml;charset=utf-8");
@@ -260,6 +281,18 @@ async fn allowed_methods_lists_the_declared_endpoints_a_right_covers() {
         [pair("GET", "/extracts"), pair("GET", "/extracts/{id}")]
     );
     assert_eq!(endpoints("audit"), [pair("GET", "/entries/*")]);
+    // The type is the description's, whatever the list holds (PR-MREST B.1).
+    let kind = |code: &str| {
+        allowed["service"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["service_code"] == code)
+            .map(|s| s["service_type"].clone())
+            .unwrap()
+    };
+    assert_eq!(kind("extracts"), "OPENAPI");
+    assert_eq!(kind("audit"), "REST");
     assert_eq!(endpoints("persons").len(), 3);
 }
 
