@@ -88,11 +88,15 @@ fn list_clients_answer(
         .max(accepted.text_xml.weight);
     let json =
         accepted.json.specificity == 3 && accepted.json.weight > 0 && accepted.json.weight >= xml;
-    Ok(if json {
+    let mut r = if json {
         clients_json(&conf)
     } else {
         clients_xml(&conf)
-    })
+    };
+    // The answer's type followed the caller's Accept.
+    r.headers_mut()
+        .append(header::VARY, HeaderValue::from_static("accept"));
+    Ok(r)
 }
 
 #[derive(serde::Deserialize)]

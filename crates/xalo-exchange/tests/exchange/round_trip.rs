@@ -118,6 +118,7 @@ async fn metaservices_answer_as_x_road_defines() {
         let r = list("", accept).await.unwrap();
         assert_eq!(r.status(), 200, "{accept}");
         assert_eq!(r.headers()["content-type"], expected, "{accept}");
+        assert_eq!(r.headers()["vary"], "accept", "{accept}");
     }
     // Called with GET only, and refused in the protocol's terms otherwise.
     let r = env.http.post(&root).send().await.unwrap();
