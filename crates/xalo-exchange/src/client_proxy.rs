@@ -9,7 +9,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
-use xalo_core::{ClientId, ServiceId};
+use xalo_core::ServiceId;
 
 use crate::b64;
 use crate::evidence::MessageEvidence;
@@ -112,9 +112,9 @@ async fn outbound(gw: &Arc<GatewayState>, req: Request) -> Result<Response, Prot
     let service = ServiceId::from_path(service_path).map_err(|e| bad(format!("service: {e}")))?;
     // Of several X-Road-Client headers the last names the caller (PR-REST 4.3); only it
     // travels on.
-    let client = message::last_header_text(&parts.headers, X_ROAD_CLIENT)
-        .ok_or_else(|| bad("the X-Road-Client header is missing"))
-        .and_then(|h| ClientId::from_header(h).map_err(|e| bad(format!("X-Road-Client: {e}"))))?;
+    let client = message::named_client(&parts.headers)
+        .ok_or_else(|| bad("the X-Road-Client header is missing"))?
+        .map_err(|e| bad(format!("X-Road-Client: {e}")))?;
     let conf = gw.conf.get().map_err(|e| ProtocolError::client(&e))?;
     if client.member() != &gw.owner || !conf.has_client(&client) {
         return Err(ProtocolError::new(

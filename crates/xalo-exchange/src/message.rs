@@ -240,6 +240,14 @@ pub fn last_header_text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a st
         .and_then(|v| v.to_str().ok())
 }
 
+/// The client a request names: its last `X-Road-Client` header (PR-REST 4.3), its parts
+/// percent-decoded; `None` when there is none.
+pub fn named_client(
+    headers: &HeaderMap,
+) -> Option<Result<xalo_core::ClientId, xalo_core::xroad::IdentifierError>> {
+    last_header_text(headers, X_ROAD_CLIENT).map(xalo_core::ClientId::from_header)
+}
+
 /// Refuse a service's path (the part after the service id) with a `.` or `..` segment, as
 /// any backend might read it: percent-encoded, with `\` or an encoded slash or backslash
 /// for a separator, or with `;params` after the dots. The path goes to the backend as it

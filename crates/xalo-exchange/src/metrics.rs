@@ -21,7 +21,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use xalo_core::{ClientId, ServiceId};
+use xalo_core::ServiceId;
 
 use crate::global_conf::{GlobalConf, GlobalConfHolder};
 use crate::message::{self, X_ROAD_CLIENT};
@@ -222,8 +222,8 @@ impl ExchangeMetrics {
         path: &str,
         headers: &HeaderMap,
     ) -> Option<MessageLabels> {
-        let client = message::last_header_text(headers, X_ROAD_CLIENT)
-            .and_then(|c| ClientId::from_header(c).ok())
+        let client = message::named_client(headers)?
+            .ok()
             .filter(|c| conf.has_client(c))?;
         let service = message::split_service_path(path)
             .and_then(|(s, _)| ServiceId::from_path(s).ok())

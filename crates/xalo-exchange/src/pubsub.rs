@@ -128,10 +128,8 @@ async fn accept(gw: &Arc<GatewayState>, req: Request) -> Result<Published, Error
         .strip_prefix(PUBLISH_PREFIX)
         .ok_or_else(|| bad_request(format!("{path}: expected {PUBLISH_PREFIX}TOPIC")))
         .and_then(|p| ServiceId::from_path(p).map_err(Error::from))?;
-    let client = ClientId::from_header(
-        message::last_header_text(&parts.headers, X_ROAD_CLIENT)
-            .ok_or_else(|| bad_request("the X-Road-Client header is missing"))?,
-    )?;
+    let client = message::named_client(&parts.headers)
+        .ok_or_else(|| bad_request("the X-Road-Client header is missing"))??;
     let publisher = ClientId::Subsystem(topic.provider().clone());
     if client != publisher {
         return Err(Error::new(

@@ -124,9 +124,10 @@ pub(crate) struct RequestSeen {
     client: Option<axum::http::HeaderValue>,
     /// `X-Road-Service`, which names the topic of the pubsub peer messages.
     service: Option<axum::http::HeaderValue>,
-    /// The caller's `Accept` values, for the error's format (shared bytes; rarely more
-    /// than one).
-    accept: Vec<axum::http::HeaderValue>,
+    /// The caller's `Accept`, for the error's format (shared bytes): the first value, and
+    /// any others (rare; a `Vec` allocates only for them).
+    accept: Option<axum::http::HeaderValue>,
+    more_accept: Vec<axum::http::HeaderValue>,
     peer: Peer,
 }
 
@@ -149,6 +150,7 @@ impl RequestSeen {
         } else {
             Peer::Unknown
         };
+        let mut accept = req.headers().get_all(axum::http::header::ACCEPT).iter();
         RequestSeen {
             method: req.method().clone(),
             uri: req.uri().clone(),
@@ -160,12 +162,8 @@ impl RequestSeen {
                 .next_back()
                 .cloned(),
             service: req.headers().get(message::X_ROAD_SERVICE).cloned(),
-            accept: req
-                .headers()
-                .get_all(axum::http::header::ACCEPT)
-                .iter()
-                .cloned()
-                .collect(),
+            accept: accept.next().cloned(),
+            more_accept: accept.cloned().collect(),
             peer,
         }
     }
@@ -174,7 +172,7 @@ impl RequestSeen {
     /// errors stay JSON, which the client's gateway reads and passes on in its caller's.
     fn error_format(&self, side: &str) -> ErrorFormat {
         match side {
-            "client" => ErrorFormat::negotiate(&self.accept),
+            "client" => ErrorFormat::negotiate(self.accept.iter().chain(&self.more_accept)),
             _ => ErrorFormat::Json,
         }
     }

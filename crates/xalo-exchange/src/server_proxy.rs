@@ -188,9 +188,9 @@ async fn inbound(
     if parts.headers.get_all(X_ROAD_CLIENT).iter().count() > 1 {
         return Err(bad("a gateway sends exactly one X-Road-Client header"));
     }
-    let client = message::last_header_text(&parts.headers, X_ROAD_CLIENT)
-        .ok_or_else(|| bad("the X-Road-Client header is missing"))
-        .and_then(|h| ClientId::from_header(h).map_err(|e| bad(format!("X-Road-Client: {e}"))))?;
+    let client = message::named_client(&parts.headers)
+        .ok_or_else(|| bad("the X-Road-Client header is missing"))?
+        .map_err(|e| bad(format!("X-Road-Client: {e}")))?;
     if client.member() != &sender {
         return Err(ProtocolError::new(
             Kind::ServerSslAuthenticationFailed,
