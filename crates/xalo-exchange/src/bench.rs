@@ -228,6 +228,8 @@ pub struct PacedCpu {
     pub harness_us: f64,
     /// This process per request when the backend was called directly.
     pub direct_us: f64,
+    /// The ledger's process per round trip (its two entries), when it runs as one.
+    pub ledger_us: Option<f64>,
 }
 
 /// Memory of the gateways, in MiB.
@@ -349,17 +351,24 @@ impl std::fmt::Display for BenchReport {
             if let Some(c) = &p.cpu {
                 writeln!(
                     f,
-                    "  CPU at this rate: the gateways {:.0} µs per round trip ({:.2} of {} cores), the load generator and echo backend {:.0} µs ({:.2} cores); called directly, {:.0} µs per request ({:.2} cores)",
+                    "  CPU at this rate: the gateways {:.0} µs per round trip ({:.2} of {} cores), the load generator and echo backend {:.0} µs ({:.2} cores){}; called directly, {:.0} µs per request ({:.2} cores)",
                     c.gateways_us,
                     cores(c.gateways_us, &p.exchange),
                     self.cores,
                     c.harness_us,
                     cores(c.harness_us, &p.exchange),
+                    c.ledger_us.map_or(String::new(), |us| format!(
+                        ", the ledger {us:.0} µs ({:.2} cores)",
+                        cores(us, &p.exchange)
+                    )),
                     c.direct_us,
                     cores(c.direct_us, &p.direct)
                 )?;
+                let ledger = c.ledger_us.map_or(String::new(), |us| {
+                    format!("+{:.2}", cores(us, &p.exchange))
+                });
                 busy = format!(
-                    ", cores busy {:.2}+{:.2} of {}",
+                    ", cores busy {:.2}+{:.2}{ledger} of {}",
                     cores(c.gateways_us, &p.exchange),
                     cores(c.harness_us, &p.exchange),
                     self.cores
@@ -597,9 +606,26 @@ pub async fn run(options: &BenchOptions) -> Result<BenchReport, Error> {
             .insert("checkpoint_interval_ms".into(), serde_json::json!(200));
         let listener =
             xalo_core::server::bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0))).await?;
-        let handle = xalo_ledger::service::serve(config, listener).await?;
-        nation_options.ledger_url = Some(handle.url());
-        ledger = Some(handle);
+        match &options.gateway_binary {
+            // In a process of its own, as deployed: in this one its batches would hold up
+            // the load generator's and the echo backend's tasks, and be counted as theirs.
+            Some(binary) => {
+                let addr = listener.local_addr()?;
+                drop(listener);
+                config.roles.entry("ledger".into()).or_default().listen = Some(addr);
+                let file = dir.path().join("ledger.toml");
+                std::fs::write(&file, config.to_toml()?)?;
+                let url = format!("http://{addr}");
+                let process = spawn_server(binary, None, "ledger", &file, &url).await?;
+                nation_options.ledger_url = Some(url.clone());
+                ledger = Some(Ledger::Process(process, url));
+            }
+            None => {
+                let handle = xalo_ledger::service::serve(config, listener).await?;
+                nation_options.ledger_url = Some(handle.url());
+                ledger = Some(Ledger::InProcess(handle));
+            }
+        }
     }
     let before = status_mib(std::process::id(), "VmRSS:");
     let mut nation = crate::nation::start(&nation_options).await?;
@@ -745,11 +771,18 @@ pub async fn run(options: &BenchOptions) -> Result<BenchReport, Error> {
             let direct =
                 measure_paced(&http, options.concurrency, rate, total, direct.clone()).await;
             let counted_before = counters().await;
-            let (own_between, gateways_before) = (own(), gateway_ticks());
+            let ledger_ticks = || {
+                ledger
+                    .as_ref()
+                    .and_then(Ledger::pid)
+                    .and_then(xalo_core::cpu_time::of_process)
+            };
+            let (own_between, gateways_before, ledger_before) =
+                (own(), gateway_ticks(), ledger_ticks());
             let exchange = measure_paced(&http, options.concurrency, rate, total, via).await;
-            let per_request = |ticks: u64, m: &Measurement| {
-                ticks as f64 / xalo_core::cpu_time::TICKS_PER_SECOND * 1e6
-                    / m.requests.max(1) as f64
+            let ledger_us = match (ledger_before, ledger_ticks()) {
+                (Some(a), Some(b)) => Some(per_request_us(b.saturating_sub(a), &exchange)),
+                _ => None,
             };
             let cpu = match (
                 at_start,
@@ -759,9 +792,10 @@ pub async fn run(options: &BenchOptions) -> Result<BenchReport, Error> {
                 gateway_ticks(),
             ) {
                 (Some(a), Some(b), Some(c), Some(g0), Some(g1)) => Some(PacedCpu {
-                    gateways_us: per_request(g1.saturating_sub(g0), &exchange),
-                    harness_us: per_request(c.saturating_sub(b), &exchange),
-                    direct_us: per_request(b.saturating_sub(a), &direct),
+                    gateways_us: per_request_us(g1.saturating_sub(g0), &exchange),
+                    harness_us: per_request_us(c.saturating_sub(b), &exchange),
+                    direct_us: per_request_us(b.saturating_sub(a), &direct),
+                    ledger_us,
                 }),
                 _ => None,
             };
@@ -783,7 +817,11 @@ pub async fn run(options: &BenchOptions) -> Result<BenchReport, Error> {
     let mut ledger_entries = None;
     if let Some(l) = &ledger {
         let client = xalo_ledger::client::LedgerClient::new(&l.url())?;
-        let expected = 2 * (2 * warm + options.requests) as u64;
+        // Every message answered through the gateways: the warm-up, at saturation, paced.
+        let answered = |m: &Measurement| m.requests.saturating_sub(m.errors);
+        let through =
+            warm + answered(&exchange) + paced.as_ref().map_or(0, |p| answered(&p.exchange));
+        let expected = 2 * through as u64;
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let size =
@@ -797,7 +835,7 @@ pub async fn run(options: &BenchOptions) -> Result<BenchReport, Error> {
     }
     drop(children);
     nation.shutdown().await?;
-    if let Some(l) = ledger {
+    if let Some(Ledger::InProcess(l)) = ledger {
         l.shutdown().await?;
     }
     backend_task.abort();
@@ -819,6 +857,11 @@ pub async fn run(options: &BenchOptions) -> Result<BenchReport, Error> {
         paced,
         polls,
     })
+}
+
+/// CPU `ticks` per request of `m`, in µs.
+fn per_request_us(ticks: u64, m: &Measurement) -> f64 {
+    ticks as f64 / xalo_core::cpu_time::TICKS_PER_SECOND * 1e6 / m.requests.max(1) as f64
 }
 
 /// Poll the central server `count` times for the whole document, then `count` times as a
@@ -870,10 +913,10 @@ fn status_mib(pid: u32, field: &str) -> Option<f64> {
     Some(kb / 1024.0)
 }
 
-/// A gateway process, stopped when dropped.
-struct GatewayProcess(std::process::Child);
+/// A server process (a gateway, the ledger), stopped when dropped.
+struct ServerProcess(std::process::Child);
 
-impl Drop for GatewayProcess {
+impl Drop for ServerProcess {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
@@ -888,7 +931,7 @@ async fn to_process(
     binary: &std::path::Path,
     workers: Option<u16>,
     dir: &std::path::Path,
-) -> Result<GatewayProcess, Error> {
+) -> Result<ServerProcess, Error> {
     let addr = gw.handle.local_addr();
     let mut config = gw.config.clone();
     config
@@ -914,17 +957,29 @@ async fn to_process(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    spawn_server(binary, workers, crate::gateway::ROLE, &file, &url).await
+}
+
+/// Run `xalo serve ROLE --config FILE` and wait until it answers on `url`.
+async fn spawn_server(
+    binary: &std::path::Path,
+    workers: Option<u16>,
+    role: &str,
+    file: &std::path::Path,
+    url: &str,
+) -> Result<ServerProcess, Error> {
+    let deadline = Instant::now() + Duration::from_secs(30);
     let mut command = std::process::Command::new(binary);
     if let Some(n) = workers {
         command.arg(format!("--workers={n}"));
     }
     let child = command
-        .args(["serve", crate::gateway::ROLE, "--config"])
-        .arg(&file)
+        .args(["serve", role, "--config"])
+        .arg(file)
         .stdout(std::process::Stdio::null())
         .spawn()
         .map_err(|e| Error::new(ErrorCode::Internal, format!("{}: {e}", binary.display())))?;
-    let mut process = GatewayProcess(child);
+    let mut process = ServerProcess(child);
     let http = reqwest::Client::new();
     loop {
         if let Ok(r) = http.get(format!("{url}/healthz")).send().await
@@ -935,16 +990,40 @@ async fn to_process(
         if let Ok(Some(status)) = process.0.try_wait() {
             return Err(Error::new(
                 ErrorCode::Internal,
-                format!("the gateway process exited: {status}"),
+                format!("the {role} process exited: {status}"),
             ));
         }
         if Instant::now() > deadline {
             return Err(Error::new(
                 ErrorCode::Internal,
-                "the gateway process did not become healthy",
+                format!("the {role} process did not become healthy"),
             ));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     Ok(process)
+}
+
+/// The ledger the gateways record evidence in.
+enum Ledger {
+    /// A process of this binary, at its URL.
+    Process(ServerProcess, String),
+    /// Served by this process (no binary to run it with).
+    InProcess(xalo_core::server::ServerHandle),
+}
+
+impl Ledger {
+    fn url(&self) -> String {
+        match self {
+            Ledger::Process(_, url) => url.clone(),
+            Ledger::InProcess(handle) => handle.url(),
+        }
+    }
+
+    fn pid(&self) -> Option<u32> {
+        match self {
+            Ledger::Process(p, _) => Some(p.0.id()),
+            Ledger::InProcess(_) => None,
+        }
+    }
 }

@@ -508,24 +508,19 @@ pub(crate) async fn record(
         };
         ProtocolError::new(kind, format!("the message log: {}", e.message))
     })?;
-    if gw.evidence.is_some() {
-        let gw = gw.clone();
-        tokio::spawn(async move {
-            let Some(ev) = &gw.evidence else { return };
-            match ev.record(&evidence).await {
-                Ok(index) => {
-                    gw.log
-                        .set_ledger_index(LedgerIndex {
-                            x_road_id,
-                            side,
-                            request_hash,
-                            index,
-                        })
-                        .await
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, x_road_id = %evidence.x_road_id, "recording evidence failed")
-                }
+    if let Some(ev) = &gw.evidence {
+        // Off the response path, without a task per message: the recorder hands the
+        // index to the log's writer once the ledger has the batch.
+        let log = gw.log.clone();
+        ev.record_then(&evidence, move |recorded| match recorded {
+            Ok(index) => log.note_ledger_index(LedgerIndex {
+                x_road_id,
+                side,
+                request_hash,
+                index,
+            }),
+            Err(e) => {
+                tracing::warn!(error = %e, %x_road_id, "recording evidence failed")
             }
         });
     }

@@ -50,11 +50,28 @@ impl Evidence {
 
     /// Record one message; returns its index once the ledger has it.
     pub async fn record(&self, e: &MessageEvidence) -> Result<u64, Error> {
-        let kind: EntryKind = KIND.parse()?;
-        let data = serde_json::to_vec(e)
-            .map_err(|err| Error::new(xalo_core::ErrorCode::Internal, err.to_string()))?;
-        self.recorder.record(Entry::new(kind, data)?).await
+        self.recorder.record(entry(e)?).await
     }
+
+    /// Record one message without waiting: `then` gets its index once the ledger has it
+    /// (see [`Recorder::record_then`]), or why not.
+    pub fn record_then(
+        &self,
+        e: &MessageEvidence,
+        then: impl FnOnce(Result<u64, Error>) + Send + 'static,
+    ) {
+        match entry(e) {
+            Ok(entry) => self.recorder.record_then(entry, then),
+            Err(err) => then(Err(err)),
+        }
+    }
+}
+
+fn entry(e: &MessageEvidence) -> Result<Entry, Error> {
+    let kind: EntryKind = KIND.parse()?;
+    let data = serde_json::to_vec(e)
+        .map_err(|err| Error::new(xalo_core::ErrorCode::Internal, err.to_string()))?;
+    Entry::new(kind, data)
 }
 
 /// Messages sent again at most per pass of the catch-up.

@@ -335,6 +335,27 @@ impl MessageLog {
         }
     }
 
+    /// [`MessageLog::set_ledger_index`] without waiting, for a caller that cannot: kept
+    /// with the next batch, or by a task that waits for room when the writer is far behind.
+    pub fn note_ledger_index(&self, index: LedgerIndex) {
+        match self.queue.try_send(Job::LedgerIndex(index)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(job)) => {
+                let queue = self.queue.clone();
+                tokio::spawn(async move {
+                    if queue.send(job).await.is_err() {
+                        tracing::error!(
+                            "the message log writer has stopped; a ledger index was not kept"
+                        );
+                    }
+                });
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                tracing::error!("the message log writer has stopped; a ledger index was not kept")
+            }
+        }
+    }
+
     /// Returns once everything asked of the writer before is committed: the messages and
     /// the ledger indexes.
     pub async fn flush(&self) -> Result<(), Error> {

@@ -5,9 +5,10 @@
 //! busy gateway records every message without a request per message.
 
 use std::ops::Range;
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use xalo_core::error::ErrorBody;
 use xalo_core::{Error, ErrorCode};
 
@@ -194,39 +195,101 @@ fn unix_now() -> u64 {
 
 struct Pending {
     entry: Entry,
-    ack: oneshot::Sender<Result<u64, Error>>,
+    ack: Ack,
+}
+
+/// Where an entry's index goes once it is recorded (or why it was not).
+enum Ack {
+    /// To a caller awaiting [`Recorder::record`].
+    Wait(oneshot::Sender<Result<u64, Error>>),
+    /// To a function run by the recorder ([`Recorder::record_then`]).
+    Call(Box<dyn FnOnce(Result<u64, Error>) + Send>),
+}
+
+impl Ack {
+    fn send(self, result: Result<u64, Error>) {
+        match self {
+            // The caller may have stopped waiting; the entry is recorded all the same.
+            Ack::Wait(reply) => {
+                let _ = reply.send(result);
+            }
+            Ack::Call(then) => then(result),
+        }
+    }
 }
 
 /// Batches entries from many tasks into few requests.
 #[derive(Clone)]
 pub struct Recorder {
     queue: mpsc::Sender<Pending>,
+    /// Told when a whole batch is waiting, so it goes without lingering.
+    full: Arc<Notify>,
+    max: usize,
 }
 
 impl Recorder {
     /// Start a recorder that sends at most `max_batch` entries per request and waits at
     /// most `linger` for a batch to fill.
     pub fn start(client: LedgerClient, max_batch: usize, linger: Duration) -> Recorder {
-        let (queue, rx) = mpsc::channel(max_batch.max(1) * 4);
-        tokio::spawn(run_recorder(
-            client,
-            rx,
-            max_batch.clamp(1, MAX_ENTRIES_PER_REQUEST),
-            linger,
-        ));
-        Recorder { queue }
+        let max = max_batch.clamp(1, MAX_ENTRIES_PER_REQUEST);
+        let (queue, rx) = mpsc::channel(max * 4);
+        let full = Arc::new(Notify::new());
+        tokio::spawn(run_recorder(client, rx, max, linger, full.clone()));
+        Recorder { queue, full, max }
     }
 
     /// Record one entry; returns its index once it is durable in the ledger.
     pub async fn record(&self, entry: Entry) -> Result<u64, Error> {
-        let (ack, done) = oneshot::channel();
-        let stopped = || upstream("the ledger recorder has stopped");
+        let (reply, done) = oneshot::channel();
         self.queue
-            .send(Pending { entry, ack })
+            .send(Pending {
+                entry,
+                ack: Ack::Wait(reply),
+            })
             .await
             .map_err(|_| stopped())?;
+        self.told_if_full();
         done.await.map_err(|_| stopped())?
     }
+
+    /// Record one entry without waiting: `then` gets its index (or why it was not
+    /// recorded), run by the recorder once the ledger has the batch, so it must be quick.
+    /// For a caller with many entries to record and nothing to wait for: a task per entry
+    /// awaiting [`Recorder::record`] costs a spawn and a wake-up each. When the queue is
+    /// full, a task waits for room.
+    pub fn record_then(
+        &self,
+        entry: Entry,
+        then: impl FnOnce(Result<u64, Error>) + Send + 'static,
+    ) {
+        let pending = Pending {
+            entry,
+            ack: Ack::Call(Box::new(then)),
+        };
+        match self.queue.try_send(pending) {
+            Ok(()) => self.told_if_full(),
+            Err(mpsc::error::TrySendError::Closed(p)) => p.ack.send(Err(stopped())),
+            Err(mpsc::error::TrySendError::Full(p)) => {
+                let recorder = self.clone();
+                tokio::spawn(async move {
+                    match recorder.queue.send(p).await {
+                        Ok(()) => recorder.told_if_full(),
+                        Err(mpsc::error::SendError(p)) => p.ack.send(Err(stopped())),
+                    }
+                });
+            }
+        }
+    }
+
+    fn told_if_full(&self) {
+        if self.queue.max_capacity() - self.queue.capacity() >= self.max {
+            self.full.notify_one();
+        }
+    }
+}
+
+fn stopped() -> Error {
+    upstream("the ledger recorder has stopped")
 }
 
 async fn run_recorder(
@@ -234,26 +297,36 @@ async fn run_recorder(
     mut rx: mpsc::Receiver<Pending>,
     max: usize,
     linger: Duration,
+    full: Arc<Notify>,
 ) {
     while let Some(first) = rx.recv().await {
-        let mut batch = vec![first];
-        let deadline = tokio::time::Instant::now() + linger;
-        while batch.len() < max {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(p)) => batch.push(p),
-                _ => break,
+        // Linger once for the batch, not once per entry: a receive per entry wakes this
+        // task for each, as many wake-ups as entries on a busy gateway.
+        if rx.len() + 1 < max {
+            tokio::select! {
+                () = tokio::time::sleep(linger) => {}
+                () = full.notified() => {}
             }
         }
-        let entries: Vec<Entry> = batch.iter().map(|p| p.entry.clone()).collect();
+        let mut batch = vec![first];
+        while batch.len() < max {
+            match rx.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        let (entries, acks): (Vec<Entry>, Vec<Ack>) =
+            batch.into_iter().map(|p| (p.entry, p.ack)).unzip();
         match client.submit(&entries).await {
+            // `submit` checked that the range has an index for each entry.
             Ok(range) => {
-                for (p, index) in batch.into_iter().zip(range) {
-                    let _ = p.ack.send(Ok(index));
+                for (ack, index) in acks.into_iter().zip(range) {
+                    ack.send(Ok(index));
                 }
             }
             Err(e) => {
-                for p in batch {
-                    let _ = p.ack.send(Err(e.clone()));
+                for ack in acks {
+                    ack.send(Err(e.clone()));
                 }
             }
         }

@@ -227,6 +227,7 @@ fn the_exchange_benchmark_reports_the_gateways_memory_and_cpu() {
             "100",
             "--gateway-workers",
             "1",
+            "--ledger",
         ])
         .output()
         .unwrap();
@@ -258,6 +259,19 @@ fn the_exchange_benchmark_reports_the_gateways_memory_and_cpu() {
         .unwrap_or_else(|| panic!("no CPU line: {text}"));
     let us: f64 = cpu.split(' ').next().unwrap().parse().unwrap();
     assert!(us > 0.0, "{cpu}");
+    // The ledger, a process of its own too, holds both gateways' entry of every message,
+    // and its CPU at the offered rate is its own line's.
+    let entries = text
+        .lines()
+        .find_map(|l| l.strip_prefix("  ledger entries after the run: "))
+        .unwrap_or_else(|| panic!("no ledger line: {text}"));
+    let entries: u64 = entries.split(' ').next().unwrap().parse().unwrap();
+    assert!(entries >= 2 * 2000, "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("  CPU at this rate: ") && l.contains(", the ledger ")),
+        "{text}"
+    );
     let headline = text.lines().last().unwrap();
     assert!(headline.starts_with("exchange: "), "{text}");
     assert!(

@@ -186,6 +186,19 @@ async fn spawn_witness(
     )
 }
 
+/// The `ledger` role on `db`, checkpointing every 50 ms.
+fn ledger_config(dir: &std::path::Path, db: &TestDatabase) -> Config {
+    let mut config = Config {
+        data_dir: dir.to_path_buf(),
+        ..Config::default()
+    };
+    let role = config.roles.entry("ledger".into()).or_default();
+    role.database_url = Some(db.url().to_owned());
+    role.settings
+        .insert("checkpoint_interval_ms".into(), 50.into());
+    config
+}
+
 #[tokio::test]
 async fn ledger_and_witness_over_http() {
     let dir = tempfile::tempdir().unwrap();
@@ -193,15 +206,7 @@ async fn ledger_and_witness_over_http() {
     let witness_db = TestDatabase::new().await.unwrap();
 
     // Start the ledger once to learn its key, as an operator would before configuring a witness.
-    let mut config = Config {
-        data_dir: dir.path().to_path_buf(),
-        ..Config::default()
-    };
-    config
-        .roles
-        .entry("ledger".into())
-        .or_default()
-        .database_url = Some(ledger_db.url().to_owned());
+    let mut config = ledger_config(dir.path(), &ledger_db);
     let log_key = xalo_ledger::service::open_log(&config)
         .await
         .unwrap()
@@ -209,9 +214,6 @@ async fn ledger_and_witness_over_http() {
     let (witness, witness_key) = spawn_witness(&witness_db, &log_key).await;
 
     let settings = config.roles.entry("ledger".into()).or_default();
-    settings
-        .settings
-        .insert("checkpoint_interval_ms".into(), 50.into());
     settings.settings.insert(
         "witnesses".into(),
         serde_json::json!([{ "url": witness.url(), "key": witness_key }]),
@@ -565,5 +567,81 @@ async fn entries_are_found_by_leaf_hash_before_and_after_the_leaf_index_catches_
     assert_eq!(
         again.index_of(&entry(701).leaf_hash()).await.unwrap(),
         Some(701)
+    );
+}
+
+#[tokio::test]
+async fn a_recorder_sends_full_batches_at_once_and_answers_every_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger_db = TestDatabase::new().await.unwrap();
+    let config = ledger_config(dir.path(), &ledger_db);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ledger = xalo_ledger::service::serve(config, listener).await.unwrap();
+    let client = LedgerClient::new(&ledger.url()).unwrap();
+
+    // A recorder that would linger an hour for a batch to fill: two full batches go at
+    // once, and each entry's function is told its index.
+    let recorder = Recorder::start(client.clone(), 256, Duration::from_secs(3600));
+    let (told, mut answers) = tokio::sync::mpsc::unbounded_channel();
+    for i in 0..512u64 {
+        let told = told.clone();
+        recorder.record_then(entry(i), move |r| {
+            told.send((i, r)).unwrap();
+        });
+    }
+    let mut indexes = Vec::new();
+    while indexes.len() < 512 {
+        let (i, r) = tokio::time::timeout(Duration::from_secs(20), answers.recv())
+            .await
+            .expect("full batches go without lingering")
+            .unwrap();
+        indexes.push((i, r.unwrap()));
+    }
+    let mut seen: Vec<u64> = indexes.iter().map(|(_, index)| *index).collect();
+    seen.sort();
+    assert_eq!(seen, (0..512).collect::<Vec<_>>());
+    // Each entry is where its function was told it is.
+    let mut checkpoint = None;
+    for _ in 0..400 {
+        // Until the first is signed there is none (404).
+        if let Ok(note) = client.checkpoint_note().await
+            && let c = checkpoint_of_note(&note).unwrap()
+            && c.size == 512
+        {
+            checkpoint = Some(c);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let checkpoint = checkpoint.expect("a checkpoint of the 512 entries");
+    for (i, index) in indexes.iter().filter(|(i, _)| i % 97 == 0) {
+        assert_eq!(
+            client
+                .prove_included(&entry(*i), &checkpoint)
+                .await
+                .unwrap(),
+            *index,
+            "entry {i}"
+        );
+    }
+
+    // A ledger that is gone: each entry's function is told why, as are awaiting callers.
+    let gone = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    let recorder = Recorder::start(
+        LedgerClient::new(&gone).unwrap(),
+        256,
+        Duration::from_millis(5),
+    );
+    recorder.record_then(entry(1), move |r| {
+        told.send((1, r)).unwrap();
+    });
+    let (_, r) = answers.recv().await.unwrap();
+    assert_eq!(r.unwrap_err().code, ErrorCode::LedgerUpstream);
+    assert_eq!(
+        recorder.record(entry(2)).await.unwrap_err().code,
+        ErrorCode::LedgerUpstream
     );
 }
