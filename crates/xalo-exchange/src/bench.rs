@@ -598,29 +598,31 @@ pub async fn run(options: &BenchOptions) -> Result<BenchReport, Error> {
     nation_options.bystanders = options.members;
     if options.ledger {
         let mut config = nation_options.base.clone();
-        config
-            .roles
-            .entry("ledger".into())
-            .or_default()
-            .settings
+        let role = config.roles.entry("ledger".into()).or_default();
+        role.settings
             .insert("checkpoint_interval_ms".into(), serde_json::json!(200));
-        let listener =
-            xalo_core::server::bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+        // The run's own database, whatever the environment names.
+        role.database_url = Some(format!(
+            "sqlite://{}",
+            dir.path().join("ledger.db").display()
+        ));
         match &options.gateway_binary {
             // In a process of its own, as deployed: in this one its batches would hold up
             // the load generator's and the echo backend's tasks, and be counted as theirs.
             Some(binary) => {
-                let addr = listener.local_addr()?;
-                drop(listener);
-                config.roles.entry("ledger".into()).or_default().listen = Some(addr);
+                // On a port of its choosing, which it announces.
+                config.roles.entry("ledger".into()).or_default().listen =
+                    Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
                 let file = dir.path().join("ledger.toml");
                 std::fs::write(&file, config.to_toml()?)?;
-                let url = format!("http://{addr}");
-                let process = spawn_server(binary, None, "ledger", &file, &url).await?;
+                let (process, url) = spawn_server(binary, None, "ledger", &file, None).await?;
                 nation_options.ledger_url = Some(url.clone());
                 ledger = Some(Ledger::Process(process, url));
             }
             None => {
+                let listener =
+                    xalo_core::server::bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+                        .await?;
                 let handle = xalo_ledger::service::serve(config, listener).await?;
                 nation_options.ledger_url = Some(handle.url());
                 ledger = Some(Ledger::InProcess(handle));
@@ -957,30 +959,60 @@ async fn to_process(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    spawn_server(binary, workers, crate::gateway::ROLE, &file, &url).await
+    let (process, _) =
+        spawn_server(binary, workers, crate::gateway::ROLE, &file, Some(url)).await?;
+    Ok(process)
 }
 
-/// Run `xalo serve ROLE --config FILE` and wait until it answers on `url`.
+/// Run `xalo serve ROLE --config FILE` and wait until it answers on `url`, or (none) on
+/// the URL it announces; returns the process and its URL. The file is the whole
+/// configuration: `XALO_*` variables of this environment do not reach the process.
 async fn spawn_server(
     binary: &std::path::Path,
     workers: Option<u16>,
     role: &str,
     file: &std::path::Path,
-    url: &str,
-) -> Result<ServerProcess, Error> {
+    url: Option<String>,
+) -> Result<(ServerProcess, String), Error> {
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut command = std::process::Command::new(binary);
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("XALO_") {
+            command.env_remove(name);
+        }
+    }
     if let Some(n) = workers {
         command.arg(format!("--workers={n}"));
     }
     let child = command
         .args(["serve", role, "--config"])
         .arg(file)
-        .stdout(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
         .spawn()
         .map_err(|e| Error::new(ErrorCode::Internal, format!("{}: {e}", binary.display())))?;
     let mut process = ServerProcess(child);
-    let http = reqwest::Client::new();
+    let announced = process.0.stdout.take().map(announced_url);
+    let url = match (url, announced) {
+        (Some(url), _) => url,
+        (None, Some(announced)) => tokio::time::timeout_at(deadline.into(), announced)
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .flatten()
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorCode::Internal,
+                    format!("the {role} process did not say where it listens"),
+                )
+            })?,
+        (None, None) => {
+            return Err(Error::new(ErrorCode::Internal, "no output of the process"));
+        }
+    };
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(1))
+        .build()
+        .map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?;
     loop {
         if let Ok(r) = http.get(format!("{url}/healthz")).send().await
             && r.status().is_success()
@@ -1001,7 +1033,26 @@ async fn spawn_server(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    Ok(process)
+    Ok((process, url))
+}
+
+/// The URL in a server's `ROLE listening on URL` line, read on a thread that then reads the
+/// rest of its output (unread, a full pipe would stop the process).
+fn announced_url(
+    stdout: std::process::ChildStdout,
+) -> tokio::sync::oneshot::Receiver<Option<String>> {
+    use std::io::BufRead;
+    let (tell, told) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        let url = lines.by_ref().map_while(Result::ok).find_map(|l| {
+            l.split_once(" listening on ")
+                .map(|(_, url)| url.trim().to_owned())
+        });
+        let _ = tell.send(url);
+        lines.map_while(Result::ok).for_each(drop);
+    });
+    told
 }
 
 /// The ledger the gateways record evidence in.

@@ -489,8 +489,8 @@ fn pass_back(status: StatusCode, headers: &HeaderMap, body: Spooled) -> Response
     r
 }
 
-/// Log the message before it is answered, then record its evidence off the response
-/// path (the ledger batches; its index is added to the logged message when known). A
+/// Log the message before it is answered, then hand its evidence to the ledger's recorder,
+/// which batches (its index is added to the logged message when known). A
 /// message that cannot be logged is not answered: the caller gets the log's error, as a
 /// `DatabaseError` of its side, rather than an exchange without evidence.
 pub(crate) async fn record(
@@ -509,11 +509,11 @@ pub(crate) async fn record(
         ProtocolError::new(kind, format!("the message log: {}", e.message))
     })?;
     if let Some(ev) = &gw.evidence {
-        // Off the response path, without a task per message: the recorder hands the
-        // index to the log's writer once the ledger has the batch.
-        let log = gw.log.clone();
+        // Without a task per message: the recorder hands the index to the log's writer
+        // once the ledger has the batch.
+        let gw = gw.clone();
         ev.record_then(&evidence, move |recorded| match recorded {
-            Ok(index) => log.note_ledger_index(LedgerIndex {
+            Ok(index) => gw.log.note_ledger_index(LedgerIndex {
                 x_road_id,
                 side,
                 request_hash,

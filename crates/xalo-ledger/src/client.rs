@@ -198,23 +198,48 @@ struct Pending {
     ack: Ack,
 }
 
-/// Where an entry's index goes once it is recorded (or why it was not).
+/// Where an entry's index goes once it is recorded (or why it was not). Dropped unanswered
+/// (the recorder stopped with it queued), it answers that the recorder has stopped.
 enum Ack {
     /// To a caller awaiting [`Recorder::record`].
-    Wait(oneshot::Sender<Result<u64, Error>>),
-    /// To a function run by the recorder ([`Recorder::record_then`]).
-    Call(Box<dyn FnOnce(Result<u64, Error>) + Send>),
+    Wait(Option<oneshot::Sender<Result<u64, Error>>>),
+    /// To a function ([`Recorder::record_then`]).
+    Call(Option<Told>),
 }
 
+/// A function told an entry's index ([`Recorder::record_then`]).
+type Told = Box<dyn FnOnce(Result<u64, Error>) + Send>;
+
 impl Ack {
-    fn send(self, result: Result<u64, Error>) {
+    fn send(mut self, result: Result<u64, Error>) {
+        self.answer(result);
+    }
+
+    fn answer(&mut self, result: Result<u64, Error>) {
         match self {
             // The caller may have stopped waiting; the entry is recorded all the same.
             Ack::Wait(reply) => {
-                let _ = reply.send(result);
+                if let Some(reply) = reply.take() {
+                    let _ = reply.send(result);
+                }
             }
-            Ack::Call(then) => then(result),
+            Ack::Call(then) => {
+                if let Some(then) = then.take()
+                    && std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| then(result)))
+                        .is_err()
+                {
+                    // One caller's failing function must not stop the recorder, and with
+                    // it the answers of every other entry.
+                    tracing::error!("a function told a ledger index panicked");
+                }
+            }
         }
+    }
+}
+
+impl Drop for Ack {
+    fn drop(&mut self) {
+        self.answer(Err(stopped()));
     }
 }
 
@@ -244,7 +269,7 @@ impl Recorder {
         self.queue
             .send(Pending {
                 entry,
-                ack: Ack::Wait(reply),
+                ack: Ack::Wait(Some(reply)),
             })
             .await
             .map_err(|_| stopped())?;
@@ -253,8 +278,9 @@ impl Recorder {
     }
 
     /// Record one entry without waiting: `then` gets its index (or why it was not
-    /// recorded), run by the recorder once the ledger has the batch, so it must be quick.
-    /// For a caller with many entries to record and nothing to wait for: a task per entry
+    /// recorded), run by the recorder's task once the ledger has the batch, so it must be
+    /// quick; when the recorder has stopped, it runs at once, on the caller's stack. For a
+    /// caller with many entries to record and nothing to wait for: a task per entry
     /// awaiting [`Recorder::record`] costs a spawn and a wake-up each. When the queue is
     /// full, a task waits for room.
     pub fn record_then(
@@ -264,7 +290,7 @@ impl Recorder {
     ) {
         let pending = Pending {
             entry,
-            ack: Ack::Call(Box::new(then)),
+            ack: Ack::Call(Some(Box::new(then))),
         };
         match self.queue.try_send(pending) {
             Ok(()) => self.told_if_full(),
@@ -281,9 +307,11 @@ impl Recorder {
         }
     }
 
+    /// Wake a lingering recorder once a whole batch is there: the entry it holds and
+    /// `max - 1` queued.
     fn told_if_full(&self) {
-        if self.queue.max_capacity() - self.queue.capacity() >= self.max {
-            self.full.notify_one();
+        if self.queue.max_capacity() - self.queue.capacity() + 1 >= self.max {
+            self.full.notify_waiters();
         }
     }
 }
@@ -301,11 +329,20 @@ async fn run_recorder(
 ) {
     while let Some(first) = rx.recv().await {
         // Linger once for the batch, not once per entry: a receive per entry wakes this
-        // task for each, as many wake-ups as entries on a busy gateway.
-        if rx.len() + 1 < max {
+        // task for each, as many wake-ups as entries on a busy gateway. A wake-up is only
+        // a reason to look again (the waiter is registered before the look, so none is
+        // missed, and none is kept for a later batch).
+        let deadline = tokio::time::Instant::now() + linger;
+        loop {
+            let notified = full.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if rx.len() + 1 >= max {
+                break;
+            }
             tokio::select! {
-                () = tokio::time::sleep(linger) => {}
-                () = full.notified() => {}
+                () = tokio::time::sleep_until(deadline) => break,
+                () = &mut notified => {}
             }
         }
         let mut batch = vec![first];

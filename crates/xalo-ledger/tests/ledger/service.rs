@@ -579,24 +579,38 @@ async fn a_recorder_sends_full_batches_at_once_and_answers_every_entry() {
     let ledger = xalo_ledger::service::serve(config, listener).await.unwrap();
     let client = LedgerClient::new(&ledger.url()).unwrap();
 
-    // A recorder that would linger an hour for a batch to fill: two full batches go at
-    // once, and each entry's function is told its index.
+    // A recorder that would linger an hour for a batch to fill: a full batch goes at once,
+    // whether it fills while the recorder lingers or was queued before it looked, and each
+    // entry's function is told its index.
     let recorder = Recorder::start(client.clone(), 256, Duration::from_secs(3600));
     let (told, mut answers) = tokio::sync::mpsc::unbounded_channel();
-    for i in 0..512u64 {
+    let record = |i: u64| {
         let told = told.clone();
         recorder.record_then(entry(i), move |r| {
             told.send((i, r)).unwrap();
         });
-    }
+    };
     let mut indexes = Vec::new();
-    while indexes.len() < 512 {
-        let (i, r) = tokio::time::timeout(Duration::from_secs(20), answers.recv())
-            .await
-            .expect("full batches go without lingering")
-            .unwrap();
-        indexes.push((i, r.unwrap()));
+    let mut wait_for = async |n: usize, indexes: &mut Vec<(u64, u64)>| {
+        while indexes.len() < n {
+            let (i, r) = tokio::time::timeout(Duration::from_secs(20), answers.recv())
+                .await
+                .expect("a full batch goes without lingering")
+                .unwrap();
+            indexes.push((i, r.unwrap()));
+        }
+    };
+    record(0);
+    // The recorder holds the first entry and lingers; the rest of the batch wakes it.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    for i in 1..256 {
+        record(i);
     }
+    wait_for(256, &mut indexes).await;
+    for i in 256..512 {
+        record(i);
+    }
+    wait_for(512, &mut indexes).await;
     let mut seen: Vec<u64> = indexes.iter().map(|(_, index)| *index).collect();
     seen.sort();
     assert_eq!(seen, (0..512).collect::<Vec<_>>());
