@@ -740,10 +740,9 @@ pub async fn run(options: &BenchOptions) -> Result<BenchReport, Error> {
     let ticks_before = gateway_ticks();
     let exchange = measure(&http, options.concurrency, options.requests, via.clone()).await;
     let gateway_cpu_us = match (ticks_before, gateway_ticks()) {
-        (Some(a), Some(b)) if exchange.requests > 0 => Some(
-            b.saturating_sub(a) as f64 / xalo_core::cpu_time::TICKS_PER_SECOND * 1e6
-                / exchange.requests as f64,
-        ),
+        (Some(a), Some(b)) if exchange.requests > 0 => {
+            Some(per_request_us(b.saturating_sub(a), &exchange))
+        }
         _ => None,
     };
     let batches = batch_sizes(counted_before.as_deref(), counters().await.as_deref());

@@ -322,6 +322,18 @@ pub async fn serve(config: Config, listener: TcpListener) -> Result<ServerHandle
     serve_with(config, listener, tls_listener).await
 }
 
+/// What information systems call, on the plain listener and on the client TLS listener
+/// alike: the REST protocol's `/r1/…`, `listClients` and publishing.
+fn information_systems_router() -> Router<Arc<GatewayState>> {
+    Router::new()
+        .route("/r1/{*rest}", any(crate::client_proxy::handle))
+        .route("/r1", any(crate::client_proxy::handle))
+        .route("/r1/", any(crate::client_proxy::handle))
+        .route("/listClients", any(crate::metaservice::list_clients))
+        .route("/{first}/{*rest}", any(crate::client_proxy::other_path))
+        .route("/publish/{*topic}", post(crate::pubsub::publish))
+}
+
 /// Start a gateway on listeners bound already (tests, demo).
 pub async fn serve_with(
     config: Config,
@@ -451,13 +463,7 @@ pub async fn serve_with(
         tls_config,
         crate::server_proxy::router(state.clone()).merge(crate::pubsub::peer_router(state.clone())),
     );
-    let plain = Router::new()
-        .route("/r1/{*rest}", any(crate::client_proxy::handle))
-        .route("/r1", any(crate::client_proxy::handle))
-        .route("/r1/", any(crate::client_proxy::handle))
-        .route("/listClients", any(crate::metaservice::list_clients))
-        .route("/{first}/{*rest}", any(crate::client_proxy::other_path))
-        .route("/publish/{*topic}", post(crate::pubsub::publish))
+    let plain = information_systems_router()
         .merge(admin_router(state.clone()))
         .with_state(state.clone());
     let mut server = Server::new(ROLE, plain, &config.http)
@@ -496,14 +502,7 @@ pub async fn serve_with(
         ));
     }
     if let Some(listener) = client_tls_listener {
-        let router = Router::new()
-            .route("/r1/{*rest}", any(crate::client_proxy::handle))
-            .route("/r1", any(crate::client_proxy::handle))
-            .route("/r1/", any(crate::client_proxy::handle))
-            .route("/listClients", any(crate::metaservice::list_clients))
-            .route("/{first}/{*rest}", any(crate::client_proxy::other_path))
-            .route("/publish/{*topic}", post(crate::pubsub::publish))
-            .with_state(state.clone());
+        let router = information_systems_router().with_state(state.clone());
         handle.attach(tls::serve(listener, tls::server_config(stapled)?, router));
     }
     let poller = state.clone();

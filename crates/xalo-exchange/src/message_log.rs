@@ -331,7 +331,7 @@ impl MessageLog {
     /// batch; the message itself is already logged).
     pub async fn set_ledger_index(&self, index: LedgerIndex) {
         if self.queue.send(Job::LedgerIndex(index)).await.is_err() {
-            tracing::error!("the message log writer has stopped; a ledger index was not kept");
+            index_not_kept();
         }
     }
 
@@ -344,15 +344,11 @@ impl MessageLog {
                 let queue = self.queue.clone();
                 tokio::spawn(async move {
                     if queue.send(job).await.is_err() {
-                        tracing::error!(
-                            "the message log writer has stopped; a ledger index was not kept"
-                        );
+                        index_not_kept();
                     }
                 });
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                tracing::error!("the message log writer has stopped; a ledger index was not kept")
-            }
+            Err(mpsc::error::TrySendError::Closed(_)) => index_not_kept(),
         }
     }
 
@@ -575,6 +571,10 @@ pub(crate) fn retention_cutoff(days: u64) -> i64 {
             .unwrap_or(i64::MAX)
             .saturating_mul(86_400),
     )
+}
+
+fn index_not_kept() {
+    tracing::error!("the message log writer has stopped; a ledger index was not kept");
 }
 
 /// Turns of the scheduler the writer lets requests take before it cuts a batch.

@@ -80,15 +80,9 @@ fn list_clients_answer(
     if let Some(instance) = &query.x_road_instance {
         check_instance(&conf, instance)?;
     }
-    // XML unless JSON is named and weighs no less (PR-META 2: JSON when asked for).
+    // XML unless JSON is asked for (PR-META 2).
     let accepted = crate::protocol_error::Accepted::of(req.headers().get_all(header::ACCEPT));
-    let xml = accepted
-        .application_xml
-        .weight
-        .max(accepted.text_xml.weight);
-    let json =
-        accepted.json.specificity == 3 && accepted.json.weight > 0 && accepted.json.weight >= xml;
-    let mut r = if json {
+    let mut r = if accepted.asks_for_json() {
         clients_json(&conf)
     } else {
         clients_xml(&conf)

@@ -257,6 +257,13 @@ pub struct Weighed {
 }
 
 impl Accepted {
+    /// Whether JSON is named outright, with a weight no less than XML's: where XML is
+    /// the default (X-Road's `listClients`), `*/*` does not ask for JSON.
+    pub fn asks_for_json(&self) -> bool {
+        let xml = self.application_xml.weight.max(self.text_xml.weight);
+        self.json.specificity == 3 && self.json.weight > 0 && self.json.weight >= xml
+    }
+
     pub fn of<'a>(accept: impl IntoIterator<Item = &'a HeaderValue>) -> Accepted {
         let mut a = Accepted::default();
         for value in accept {
