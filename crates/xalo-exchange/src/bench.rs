@@ -215,6 +215,9 @@ pub struct Paced {
     pub cpu: Option<PacedCpu>,
     /// How many messages shared each batched piece of work at this rate.
     pub batches: Option<BatchSizes>,
+    /// The same load through two bare relays (see [`crate::relay`]) in processes of their
+    /// own, when the gateways run as processes: what the hops alone add on this machine.
+    pub relays: Option<Measurement>,
 }
 
 /// CPU time per request at a paced rate, in µs: what keeps the cores busy, and so how
@@ -230,6 +233,8 @@ pub struct PacedCpu {
     pub direct_us: f64,
     /// The ledger's process per round trip (its two entries), when it runs as one.
     pub ledger_us: Option<f64>,
+    /// Both bare relays together, per request through them.
+    pub relays_us: Option<f64>,
 }
 
 /// Memory of the gateways, in MiB.
@@ -345,6 +350,9 @@ impl std::fmt::Display for BenchReport {
             )?;
             line(f, "backend directly", &p.direct)?;
             line(f, "through both gateways", &p.exchange)?;
+            if let Some(r) = &p.relays {
+                line(f, "through two bare relays", r)?;
+            }
             // CPU time per request times the requests per second served: cores kept busy.
             let cores = |us: f64, m: &Measurement| us * m.per_second / 1e6;
             let mut busy = String::new();
@@ -377,8 +385,26 @@ impl std::fmt::Display for BenchReport {
             if let Some(b) = &p.batches {
                 writeln!(f, "  messages per batch at this rate: {b}")?;
             }
+            if let Some(r) = &p.relays {
+                writeln!(
+                    f,
+                    "  the bare relays (the gateways' HTTP, mutual TLS and pooled hops, no exchange work) add p50 +{:.2} ms, p99 +{:.2} ms{}: the part of the gateways' added latency at this rate that moving a message through two processes costs",
+                    r.p50_ms - p.direct.p50_ms,
+                    r.p99_ms - p.direct.p99_ms,
+                    p.cpu
+                        .as_ref()
+                        .and_then(|c| c.relays_us)
+                        .map_or(String::new(), |us| format!(
+                            ", with {us:.0} µs of CPU per request ({:.2} cores)",
+                            cores(us, r)
+                        )),
+                )?;
+            }
+            let relays = p.relays.as_ref().map_or(String::new(), |r| {
+                format!(", bare relays p50 +{:.2} ms", r.p50_ms - p.direct.p50_ms)
+            });
             paced = format!(
-                "; at {:.0}/s offered p50 +{:.2} ms, p99 +{:.2} ms{busy}",
+                "; at {:.0}/s offered p50 +{:.2} ms, p99 +{:.2} ms{busy}{relays}",
                 p.rate,
                 p.exchange.p50_ms - p.direct.p50_ms,
                 p.exchange.p99_ms - p.direct.p99_ms
@@ -693,6 +719,7 @@ pub async fn run(options: &BenchOptions) -> Result<BenchReport, Error> {
             .map_err(|e| Error::new(ErrorCode::Internal, format!("{name}: {e}")))?;
         headers.insert(name, value);
     }
+    let via_headers = headers.clone();
     let via = get_with(
         uri(format!(
             "{}/r1/{}/persons/VN022095001234",
@@ -797,16 +824,35 @@ pub async fn run(options: &BenchOptions) -> Result<BenchReport, Error> {
                     harness_us: per_request_us(c.saturating_sub(b), &exchange),
                     direct_us: per_request_us(b.saturating_sub(a), &direct),
                     ledger_us,
+                    relays_us: None,
                 }),
                 _ => None,
             };
             let batches = batch_sizes(counted_before.as_deref(), counters().await.as_deref());
+            let (relays, relays_us) = match &options.gateway_binary {
+                Some(binary) => {
+                    let (m, us) = measure_relays(
+                        binary,
+                        dir.path(),
+                        &backend,
+                        &via_headers,
+                        &http,
+                        options.concurrency,
+                        rate,
+                        total,
+                    )
+                    .await?;
+                    (Some(m), us)
+                }
+                None => (None, None),
+            };
             Some(Paced {
                 rate,
                 direct,
                 exchange,
-                cpu,
+                cpu: cpu.map(|c| PacedCpu { relays_us, ..c }),
                 batches,
+                relays,
             })
         }
         None => None,
@@ -858,6 +904,96 @@ pub async fn run(options: &BenchOptions) -> Result<BenchReport, Error> {
         paced,
         polls,
     })
+}
+
+/// The paced load through two bare relays, each a process of `binary`: plain HTTP into the
+/// first, mutual TLS between them with pinned certificates, plain HTTP to the backend, as
+/// a message travels between the gateways. Returns the measurement and both relays' CPU per
+/// request.
+#[allow(clippy::too_many_arguments)]
+async fn measure_relays(
+    binary: &std::path::Path,
+    dir: &std::path::Path,
+    backend: &std::net::SocketAddr,
+    headers: &axum::http::HeaderMap,
+    http: &LoadClient,
+    concurrency: usize,
+    rate: f64,
+    total: usize,
+) -> Result<(Measurement, Option<f64>), Error> {
+    let mut files = Vec::new();
+    for name in ["relay-client", "relay-provider"] {
+        let key = rcgen::generate_simple_self_signed(vec![format!("{name}.invalid")])
+            .map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?;
+        let (cert, pem) = (
+            dir.join(format!("{name}.pem")),
+            dir.join(format!("{name}.key")),
+        );
+        std::fs::write(&cert, key.cert.pem())?;
+        std::fs::write(&pem, key.signing_key.serialize_pem())?;
+        files.push((cert, pem));
+    }
+    let [(client_cert, client_key), (provider_cert, provider_key)] = &files[..] else {
+        return Err(Error::new(ErrorCode::Internal, "two relays' keys"));
+    };
+    let arg = |p: &std::path::Path| p.as_os_str().to_owned();
+    let (provider, provider_url) = spawn_process(
+        binary,
+        "relay",
+        &[
+            "relay".into(),
+            "--tls".into(),
+            "--to".into(),
+            format!("http://{backend}").into(),
+            "--cert".into(),
+            arg(provider_cert),
+            "--key".into(),
+            arg(provider_key),
+        ],
+        None,
+        false,
+    )
+    .await?;
+    let (client, client_url) = spawn_process(
+        binary,
+        "relay",
+        &[
+            "relay".into(),
+            "--to".into(),
+            provider_url.into(),
+            "--cert".into(),
+            arg(client_cert),
+            "--key".into(),
+            arg(client_key),
+            "--peer-cert".into(),
+            arg(provider_cert),
+        ],
+        None,
+        true,
+    )
+    .await?;
+    let target = format!("{client_url}/persons/VN022095001234");
+    let make = get_with(
+        target
+            .parse()
+            .map_err(|e| Error::new(ErrorCode::Internal, format!("{target}: {e}")))?,
+        headers.clone(),
+    );
+    let warm = (total / 10).max(concurrency);
+    measure(http, concurrency, warm, make.clone()).await;
+    let pids = [client.0.id(), provider.0.id()];
+    let ticks = || -> Option<u64> {
+        pids.iter()
+            .map(|p| xalo_core::cpu_time::of_process(*p))
+            .sum()
+    };
+    let before = ticks();
+    let measured = measure_paced(http, concurrency, rate, total, make).await;
+    let us = match (before, ticks()) {
+        (Some(a), Some(b)) => Some(per_request_us(b.saturating_sub(a), &measured)),
+        _ => None,
+    };
+    Ok((measured, us))
 }
 
 /// CPU `ticks` per request of `m`, in µs.
@@ -973,6 +1109,24 @@ async fn spawn_server(
     file: &std::path::Path,
     url: Option<String>,
 ) -> Result<(ServerProcess, String), Error> {
+    let mut args: Vec<std::ffi::OsString> = Vec::new();
+    if let Some(n) = workers {
+        args.push(format!("--workers={n}").into());
+    }
+    args.extend(["serve".into(), role.into(), "--config".into(), file.into()]);
+    spawn_process(binary, role, &args, url, true).await
+}
+
+/// Run `binary ARGS` and wait until it answers (`health`: on `/healthz`) at `url`, or
+/// (none) at the URL it announces; returns the process and its URL. `XALO_*` variables of
+/// this environment do not reach the process.
+async fn spawn_process(
+    binary: &std::path::Path,
+    role: &str,
+    args: &[std::ffi::OsString],
+    url: Option<String>,
+    health: bool,
+) -> Result<(ServerProcess, String), Error> {
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut command = std::process::Command::new(binary);
     for (name, _) in std::env::vars_os() {
@@ -980,12 +1134,8 @@ async fn spawn_server(
             command.env_remove(name);
         }
     }
-    if let Some(n) = workers {
-        command.arg(format!("--workers={n}"));
-    }
     let child = command
-        .args(["serve", role, "--config"])
-        .arg(file)
+        .args(args)
         .stdout(std::process::Stdio::piped())
         .spawn()
         .map_err(|e| Error::new(ErrorCode::Internal, format!("{}: {e}", binary.display())))?;
@@ -1008,6 +1158,10 @@ async fn spawn_server(
             return Err(Error::new(ErrorCode::Internal, "no output of the process"));
         }
     };
+    if !health {
+        // Announced once it listens.
+        return Ok((process, url));
+    }
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(1))
         .build()

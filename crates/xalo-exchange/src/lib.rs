@@ -32,6 +32,7 @@ pub mod protocol_error;
 pub mod pubsub;
 pub mod refusal;
 pub mod registry;
+pub mod relay;
 pub mod reload;
 pub mod replay;
 pub mod server_proxy;

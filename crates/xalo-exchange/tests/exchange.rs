@@ -12,6 +12,7 @@ mod exchange {
     mod protocol;
     mod pubsub;
     mod refusals;
+    mod relay;
     mod round_trip;
     mod streaming;
     mod support;

@@ -38,6 +38,28 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// A bare forwarder with the gateways' HTTP and TLS and none of their work, which
+    /// `xalo bench exchange` runs beside the gateways (see `xalo_exchange::relay`).
+    #[command(hide = true)]
+    Relay {
+        /// Where to forward: http://HOST:PORT, or https://HOST:PORT over mutual TLS.
+        #[arg(long)]
+        to: String,
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: std::net::SocketAddr,
+        /// Accept mutual TLS with --cert and --key instead of plain HTTP.
+        #[arg(long)]
+        tls: bool,
+        /// This relay's certificate (PEM).
+        #[arg(long, requires = "key")]
+        cert: Option<PathBuf>,
+        /// This relay's PKCS#8 private key (PEM).
+        #[arg(long, requires = "cert")]
+        key: Option<PathBuf>,
+        /// The only certificate (PEM) an https:// upstream may present.
+        #[arg(long)]
+        peer_cert: Option<PathBuf>,
+    },
     /// Configuration commands.
     Config {
         #[command(subcommand)]
@@ -634,6 +656,42 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
             println!("{} listening on {}", role.name, handle.url());
             xalo_core::server::shutdown_signal().await;
             handle.shutdown().await
+        }
+        Command::Relay {
+            to,
+            listen,
+            tls,
+            cert,
+            key,
+            peer_cert,
+        } => {
+            let identity = match (cert, key) {
+                (Some(c), Some(k)) => Some(xalo_exchange::tls::Identity::from_files(&c, &k)?),
+                _ => None,
+            };
+            let upstream_certificate = match peer_cert {
+                Some(p) => {
+                    let pem = std::fs::read(&p).map_err(|e| {
+                        Error::new(ErrorCode::ConfigInvalid, format!("{}: {e}", p.display()))
+                    })?;
+                    xalo_trust::authority::read_certificates(&pem)
+                        .map_err(|e| Error::new(ErrorCode::ConfigInvalid, e.message))?
+                        .into_iter()
+                        .next()
+                }
+                None => None,
+            };
+            let spec = xalo_exchange::relay::RelaySpec {
+                upstream: to,
+                upstream_certificate,
+                identity,
+                inbound_tls: tls,
+            };
+            let listener = xalo_core::server::bind(listen).await?;
+            let relay = xalo_exchange::relay::start(spec, listener).await?;
+            println!("relay listening on {}", relay.url());
+            xalo_core::server::shutdown_signal().await;
+            relay.shutdown().await
         }
         Command::Config {
             command: ConfigCommand::Show { config },

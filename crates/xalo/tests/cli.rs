@@ -272,6 +272,18 @@ fn the_exchange_benchmark_reports_the_gateways_memory_and_cpu() {
             .any(|l| l.starts_with("  CPU at this rate: ") && l.contains(", the ledger ")),
         "{text}"
     );
+    // The same paced load through two bare relays, each a process of this binary, all
+    // answered; their added latency is in the headline beside the gateways'.
+    let relays = text
+        .lines()
+        .find_map(|l| l.strip_prefix("  through two bare relays"))
+        .unwrap_or_else(|| panic!("no relays line: {text}"));
+    assert!(relays.ends_with(", 0 errors)"), "{relays}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("exchange: ") && l.contains(", bare relays p50 +")),
+        "{text}"
+    );
     let headline = text.lines().last().unwrap();
     assert!(headline.starts_with("exchange: "), "{text}");
     assert!(
@@ -279,9 +291,10 @@ fn the_exchange_benchmark_reports_the_gateways_memory_and_cpu() {
         "{text}"
     );
     assert!(headline.contains("; at 200/s offered p50 +"), "{text}");
-    // Saturation, then the offered rate: each the backend directly and through both.
+    // Saturation, then the offered rate: each the backend directly and through both; and
+    // through the bare relays at the offered rate.
     let measured: Vec<&str> = text.lines().filter(|l| l.ends_with(" errors)")).collect();
-    assert_eq!(measured.len(), 4, "{text}");
+    assert_eq!(measured.len(), 5, "{text}");
     assert!(
         measured.iter().all(|l| l.contains("(1000 requests, ")),
         "every scheduled request is sent and counted: {text}"
