@@ -150,11 +150,103 @@ const BATCHING_COUNTERS: [&str; 6] = [
     "xalo_exchange_logged_messages_total",
 ];
 
-/// Each gateway's batching counters, read from its `/metrics`.
+/// What a gateway's `/metrics` said at one time: its batching counters, and its stage
+/// histograms by (side, stage) as cumulative counts per upper bound.
+#[derive(Debug, Clone)]
+struct GatewayReading {
+    counters: BatchingCounters,
+    stages: StageBuckets,
+}
+
+/// A histogram's cumulative counts by upper bound (seconds; the last `+Inf`).
+type Buckets = Vec<(f64, u64)>;
+
+/// Each (side, stage)'s buckets.
+type StageBuckets = Vec<((String, String), Buckets)>;
+
+const STAGE_BUCKET: &str = "xalo_exchange_stage_duration_seconds_bucket{";
+
+/// The stage histograms' buckets in a `/metrics` text.
+fn stage_buckets(text: &str) -> StageBuckets {
+    let mut out: StageBuckets = Vec::new();
+    for line in text.lines() {
+        let Some((labels, count)) = line
+            .strip_prefix(STAGE_BUCKET)
+            .and_then(|rest| rest.split_once("} "))
+        else {
+            continue;
+        };
+        let label = |name: &str| {
+            labels.split(',').find_map(|l| {
+                l.strip_prefix(name)?
+                    .strip_prefix("=\"")?
+                    .strip_suffix('"')
+                    .map(str::to_owned)
+            })
+        };
+        let (Some(side), Some(stage), Some(le), Ok(count)) = (
+            label("side"),
+            label("stage"),
+            label("le"),
+            count.trim().parse::<f64>(),
+        ) else {
+            continue;
+        };
+        let bound = if le == "+Inf" {
+            f64::INFINITY
+        } else {
+            match le.parse::<f64>() {
+                Ok(b) => b,
+                Err(_) => continue,
+            }
+        };
+        let key = (side, stage);
+        match out.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, buckets)) => buckets.push((bound, count as u64)),
+            None => out.push((key, vec![(bound, count as u64)])),
+        }
+    }
+    out
+}
+
+/// The median, in ms, of the observations between two readings of a histogram's
+/// cumulative buckets, placed linearly within its bucket; `None` without observations.
+/// One in the last, unbounded bucket reads as the last finite bound.
+fn median_ms(before: &[(f64, u64)], after: &[(f64, u64)]) -> Option<f64> {
+    let counts: Vec<(f64, u64)> = after
+        .iter()
+        .map(|(bound, n)| {
+            let earlier = before
+                .iter()
+                .find(|(b, _)| b == bound)
+                .map_or(0, |(_, n)| *n);
+            (*bound, n.saturating_sub(earlier))
+        })
+        .collect();
+    let total = counts.last()?.1;
+    if total == 0 {
+        return None;
+    }
+    let half = total as f64 / 2.0;
+    let (mut low, mut below) = (0.0, 0u64);
+    for (bound, cumulative) in counts {
+        if cumulative as f64 >= half {
+            if bound.is_infinite() {
+                return Some(low * 1e3);
+            }
+            let within = (cumulative - below).max(1) as f64;
+            return Some((low + (bound - low) * (half - below as f64) / within) * 1e3);
+        }
+        (low, below) = (bound, cumulative);
+    }
+    None
+}
+
+/// Each gateway's batching counters and stage histograms, read from its `/metrics`.
 async fn batching_counters(
     http: &reqwest::Client,
     gateways: &[String],
-) -> Option<Vec<BatchingCounters>> {
+) -> Option<Vec<GatewayReading>> {
     let mut all = Vec::new();
     for url in gateways {
         let text = http
@@ -175,19 +267,23 @@ async fn batching_counters(
                     .ok()
             })? as u64;
         }
-        all.push(counters);
+        all.push(GatewayReading {
+            counters,
+            stages: stage_buckets(&text),
+        });
     }
     Some(all)
 }
 
 /// Messages per batch between two readings of both gateways' counters.
 fn batch_sizes(
-    before: Option<&[BatchingCounters]>,
-    after: Option<&[BatchingCounters]>,
+    before: Option<&[GatewayReading]>,
+    after: Option<&[GatewayReading]>,
 ) -> Option<BatchSizes> {
     let (Some([b0, b1]), Some([a0, a1])) = (before, after) else {
         return None;
     };
+    let (b0, b1, a0, a1) = (&b0.counters, &b1.counters, &a0.counters, &a1.counters);
     let per = |a: &BatchingCounters, b: &BatchingCounters, i: usize| {
         let batches = a[i].saturating_sub(b[i]);
         let items = a[i + 1].saturating_sub(b[i + 1]);
@@ -205,6 +301,55 @@ fn batch_sizes(
     })
 }
 
+/// The median time a message spent in a stage at a gateway, at the offered rate.
+#[derive(Debug, Clone, Serialize)]
+pub struct StageMedian {
+    /// `client` (at the client's gateway) or `provider`.
+    pub side: String,
+    /// A [`crate::metrics::Stage`]'s name.
+    pub stage: String,
+    pub p50_ms: f64,
+}
+
+/// The client's side's stages at the first gateway and the provider's at the second,
+/// between two readings, in the order a message meets them.
+fn stage_medians(
+    before: Option<&[GatewayReading]>,
+    after: Option<&[GatewayReading]>,
+) -> Vec<StageMedian> {
+    use crate::metrics::Stage;
+    let (Some([b0, b1]), Some([a0, a1])) = (before, after) else {
+        return Vec::new();
+    };
+    let order = [
+        ("client", Stage::Sign, b0, a0),
+        ("client", Stage::ProviderGateway, b0, a0),
+        ("provider", Stage::Backend, b1, a1),
+        ("provider", Stage::Sign, b1, a1),
+        ("provider", Stage::Log, b1, a1),
+        ("client", Stage::Log, b0, a0),
+    ];
+    let mut out = Vec::new();
+    for (side, stage, before, after) in order {
+        let key = (side.to_owned(), stage.name().to_owned());
+        let find = |r: &GatewayReading| {
+            r.stages
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, buckets)| buckets.clone())
+        };
+        let Some(after) = find(after) else { continue };
+        if let Some(p50_ms) = median_ms(&find(before).unwrap_or_default(), &after) {
+            out.push(StageMedian {
+                side: side.into(),
+                stage: stage.name().into(),
+                p50_ms,
+            });
+        }
+    }
+    out
+}
+
 /// Latency at a fixed offered rate: (backend directly, through both gateways).
 #[derive(Debug, Clone, Serialize)]
 pub struct Paced {
@@ -215,6 +360,8 @@ pub struct Paced {
     pub cpu: Option<PacedCpu>,
     /// How many messages shared each batched piece of work at this rate.
     pub batches: Option<BatchSizes>,
+    /// Where a message waited at each gateway at this rate, from their histograms.
+    pub stages: Vec<StageMedian>,
     /// The same load through two bare relays (see [`crate::relay`]) in processes of their
     /// own, when the gateways run as processes: what the hops alone add on this machine.
     pub relays: Option<Measurement>,
@@ -384,6 +531,18 @@ impl std::fmt::Display for BenchReport {
             }
             if let Some(b) = &p.batches {
                 writeln!(f, "  messages per batch at this rate: {b}")?;
+            }
+            if !p.stages.is_empty() {
+                let stages: Vec<String> = p
+                    .stages
+                    .iter()
+                    .map(|s| format!("{} {} {:.2} ms", s.side, s.stage, s.p50_ms))
+                    .collect();
+                writeln!(
+                    f,
+                    "  a message's p50 in each stage at this rate (the gateways' histograms, in the order it meets them): {}",
+                    stages.join(", ")
+                )?;
             }
             if let Some(r) = &p.relays {
                 writeln!(
@@ -828,7 +987,9 @@ pub async fn run(options: &BenchOptions) -> Result<BenchReport, Error> {
                 }),
                 _ => None,
             };
-            let batches = batch_sizes(counted_before.as_deref(), counters().await.as_deref());
+            let counted_after = counters().await;
+            let batches = batch_sizes(counted_before.as_deref(), counted_after.as_deref());
+            let stages = stage_medians(counted_before.as_deref(), counted_after.as_deref());
             let (relays, relays_us) = match &options.gateway_binary {
                 Some(binary) => {
                     let (m, us) = measure_relays(
@@ -852,6 +1013,7 @@ pub async fn run(options: &BenchOptions) -> Result<BenchReport, Error> {
                 exchange,
                 cpu: cpu.map(|c| PacedCpu { relays_us, ..c }),
                 batches,
+                stages,
                 relays,
             })
         }
@@ -1229,5 +1391,50 @@ impl Ledger {
             Ledger::Process(p, _) => Some(p.0.id()),
             Ledger::InProcess(_) => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stage_median_is_read_from_the_buckets_filled_between_two_readings() {
+        let text = |fast: u64, slow: u64| {
+            format!(
+                "# TYPE xalo_exchange_stage_duration_seconds histogram\n\
+                 xalo_exchange_stage_duration_seconds_sum{{side=\"client\",stage=\"log\"}} 1.0\n\
+                 xalo_exchange_stage_duration_seconds_bucket{{side=\"client\",stage=\"log\",le=\"0.0001\"}} {fast}\n\
+                 xalo_exchange_stage_duration_seconds_bucket{{side=\"client\",stage=\"log\",le=\"0.0005\"}} {}\n\
+                 xalo_exchange_stage_duration_seconds_bucket{{side=\"client\",stage=\"log\",le=\"+Inf\"}} {}\n\
+                 xalo_exchange_stage_duration_seconds_bucket{{side=\"provider\",stage=\"sign\",le=\"+Inf\"}} 3\n",
+                fast + slow,
+                fast + slow
+            )
+        };
+        let before = stage_buckets(&text(100, 0));
+        let after = stage_buckets(&text(100, 40));
+        assert_eq!(before.len(), 2, "{before:?}");
+        let log = |r: &StageBuckets| {
+            r.iter()
+                .find(|(k, _)| k == &("client".to_owned(), "log".to_owned()))
+                .map(|(_, b)| b.clone())
+                .unwrap()
+        };
+        assert_eq!(
+            log(&after),
+            vec![(0.0001, 100), (0.0005, 140), (f64::INFINITY, 140)]
+        );
+        // All 40 observed in between fell in (0.1 ms, 0.5 ms]: the median halfway there.
+        let p50 = median_ms(&log(&before), &log(&after)).unwrap();
+        assert!((p50 - 0.3).abs() < 1e-9, "{p50}");
+        // Over all 140 since the start: the 70th is in the first bucket.
+        let p50 = median_ms(&[], &log(&after)).unwrap();
+        assert!((p50 - 0.07).abs() < 1e-9, "{p50}");
+        // Nothing observed between two equal readings; one only in +Inf reads as the
+        // last finite bound.
+        assert_eq!(median_ms(&log(&after), &log(&after)), None);
+        let unbounded = [(0.001, 0), (f64::INFINITY, 5)];
+        assert_eq!(median_ms(&[], &unbounded), Some(1.0));
     }
 }

@@ -4,6 +4,7 @@
 //! X-Road-Request-Hash are checked before the answer is passed back.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
@@ -18,6 +19,7 @@ use crate::message::{
     self, X_ROAD_CLIENT, X_ROAD_ID, X_ROAD_ISSUE, X_ROAD_REQUEST_HASH, X_ROAD_USER_ID,
 };
 use crate::message_log::{LedgerIndex, LoggedMessage};
+use crate::metrics::Stage;
 use crate::protocol_error::{Kind, ProtocolError, X_ROAD_ERROR};
 use crate::signature::{BatchProof, Signed};
 use crate::spool::{SpoolError, Spooled, spool};
@@ -248,11 +250,13 @@ async fn outbound(gw: &Arc<GatewayState>, req: Request) -> Result<Response, Prot
         .map_or(path.as_str(), |p| p.as_str());
     let request_head = message::request_head(parts.method.as_str(), target, &headers);
     let request_hash = message::message_hash(&request_head, body.len, &body.sha512);
+    let signing = Instant::now();
     let signature = gw
         .batch
         .sign(&request_hash)
         .await
         .map_err(|e| ProtocolError::new(Kind::ClientInternalError, e.message))?;
+    gw.metrics.stage("client", Stage::Sign, signing.elapsed());
     let signed = signature_headers(
         &gw.encoded,
         gw.signer.certificate(),
@@ -267,6 +271,7 @@ async fn outbound(gw: &Arc<GatewayState>, req: Request) -> Result<Response, Prot
     let in_memory = body.bytes().cloned();
     let mut spooled = Some(body);
     let mut attempt = 0;
+    let sent_at = Instant::now();
     let response = loop {
         let peer = candidates[attempt];
         let http = gw
@@ -322,6 +327,8 @@ async fn outbound(gw: &Arc<GatewayState>, req: Request) -> Result<Response, Prot
             });
         }
     };
+    gw.metrics
+        .stage("client", Stage::ProviderGateway, sent_at.elapsed());
     let status = response.status;
     let response_headers = response.headers.clone();
     // An error of the provider's gateway travels back as it is.
@@ -500,7 +507,10 @@ pub(crate) async fn record(
 ) -> Result<(), ProtocolError> {
     let side = logged.side;
     let (x_road_id, request_hash) = (logged.x_road_id.clone(), logged.request_hash.clone());
-    gw.log.append(logged).await.map_err(|e| {
+    let logging = Instant::now();
+    let appended = gw.log.append(logged).await;
+    gw.metrics.stage(side, Stage::Log, logging.elapsed());
+    appended.map_err(|e| {
         let kind = if side == "provider" {
             Kind::server_side(&e)
         } else {

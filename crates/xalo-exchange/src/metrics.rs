@@ -49,6 +49,44 @@ struct ErrorLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StageLabels {
+    side: &'static str,
+    stage: &'static str,
+}
+
+/// A stage of a message at a gateway whose time is kept apart: where the answer waits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// The wait for the signature of the batch the message joined.
+    Sign,
+    /// At the client's gateway: from sending the request to the provider's gateway to the
+    /// head of its answer (that gateway's whole work included).
+    ProviderGateway,
+    /// At the provider's gateway: from calling the backend to the end of its answer.
+    Backend,
+    /// The wait for the commit of the message to the log.
+    Log,
+}
+
+impl Stage {
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Sign => "sign",
+            Stage::ProviderGateway => "provider_gateway",
+            Stage::Backend => "backend",
+            Stage::Log => "log",
+        }
+    }
+}
+
+/// Upper bounds of the stages' histogram, in seconds: fine below a millisecond, where an
+/// idle gateway's stages are.
+pub const STAGE_BUCKETS: [f64; 16] = [
+    0.000_05, 0.000_1, 0.000_2, 0.000_3, 0.000_5, 0.000_75, 0.001, 0.001_5, 0.002, 0.003, 0.005,
+    0.01, 0.025, 0.1, 1.0, 10.0,
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReloadLabels {
     result: &'static str,
 }
@@ -78,6 +116,7 @@ pub struct ExchangeMetrics {
     request_bytes: Family<MessageLabels, Counter>,
     response_bytes: Family<MessageLabels, Counter>,
     reloads: Family<ReloadLabels, Counter>,
+    stages: Family<StageLabels, Histogram>,
     seen: Arc<Mutex<HashSet<MessageLabels>>>,
     /// The metrics of a message, by its side and its client and service as sent: parsing
     /// them, checking them against the global configuration, formatting the labels and
@@ -121,6 +160,7 @@ impl Default for ExchangeMetrics {
             request_bytes: Family::default(),
             response_bytes: Family::default(),
             reloads: Family::default(),
+            stages: Family::new_with_constructor(|| Histogram::new(STAGE_BUCKETS)),
             seen: Arc::default(),
             at_hand: Arc::default(),
         }
@@ -160,6 +200,21 @@ impl ExchangeMetrics {
             "Configuration reloads, by result",
             self.reloads.clone(),
         );
+        registry.register(
+            "exchange_stage_duration_seconds",
+            "Time a message spent in a stage at this gateway, by side: sign (the wait for its batch's signature), provider_gateway (the client's side waiting for the provider's gateway's answer head), backend (the provider's side waiting for the backend's whole answer), log (the wait for its commit)",
+            self.stages.clone(),
+        );
+    }
+
+    /// A message of `side` spent `took` in `stage`.
+    pub fn stage(&self, side: &'static str, stage: Stage, took: std::time::Duration) {
+        self.stages
+            .get_or_create(&StageLabels {
+                side,
+                stage: stage.name(),
+            })
+            .observe(took.as_secs_f64());
     }
 
     /// Add the batching counters of the signer, the signature checks and the message log.

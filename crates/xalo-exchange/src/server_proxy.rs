@@ -21,6 +21,7 @@ use crate::gateway::GatewayState;
 use crate::global_conf::GlobalConf;
 use crate::message::{self, X_ROAD_CLIENT, X_ROAD_ID, X_ROAD_ISSUE, X_ROAD_USER_ID};
 use crate::message_log::LoggedMessage;
+use crate::metrics::Stage;
 use crate::protocol_error::{Kind, ProtocolError};
 use crate::spool::{SpoolError, Spooled, spool};
 use crate::tls::PeerCertificate;
@@ -318,11 +319,13 @@ async fn inbound(
                 format!("this member's signing certificate: {}", e.message),
             )
         })?;
+    let signing = std::time::Instant::now();
     let signed = gw
         .batch
         .sign(&response_hash)
         .await
         .map_err(|e| ProtocolError::new(Kind::ServerInternalError, e.message))?;
+    gw.metrics.stage("provider", Stage::Sign, signing.elapsed());
     let signature_text = b64().encode(signed.signature.as_slice());
     let proof_text = signed.proof.header();
     set(&mut headers, message::SIGNATURE, &signature_text);
@@ -453,14 +456,24 @@ async fn call_backend(
             format!("{service}: the backend's address {url}: {e}"),
         )
     })?;
-    let response = gw
-        .backend
-        .send(parts.method.clone(), uri, headers, body.into_axum_body())
-        .await
-        .map_err(|e| backend_failure(gw, service, &e))?;
-    let (status, headers) = (response.status, response.headers.clone());
-    let body = spool(response.into_stream(), &gw.spool())
-        .await
-        .map_err(|e| ProtocolError::new(Kind::ServerServiceFailed, format!("{service}: {e}")))?;
-    Ok((status, headers, body))
+    let calling = std::time::Instant::now();
+    let answered = async {
+        let response = gw
+            .backend
+            .send(parts.method.clone(), uri, headers, body.into_axum_body())
+            .await
+            .map_err(|e| backend_failure(gw, service, &e))?;
+        let (status, headers) = (response.status, response.headers.clone());
+        let body = spool(response.into_stream(), &gw.spool())
+            .await
+            .map_err(|e| {
+                ProtocolError::new(Kind::ServerServiceFailed, format!("{service}: {e}"))
+            })?;
+        Ok((status, headers, body))
+    }
+    .await;
+    // A backend that failed took its time too.
+    gw.metrics
+        .stage("provider", Stage::Backend, calling.elapsed());
+    answered
 }

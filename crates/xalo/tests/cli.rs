@@ -272,6 +272,21 @@ fn the_exchange_benchmark_reports_the_gateways_memory_and_cpu() {
             .any(|l| l.starts_with("  CPU at this rate: ") && l.contains(", the ledger ")),
         "{text}"
     );
+    // Where a message waited at each gateway, from their stage histograms: all six stages.
+    let stages = text
+        .lines()
+        .find_map(|l| l.strip_prefix("  a message's p50 in each stage at this rate"))
+        .unwrap_or_else(|| panic!("no stages line: {text}"));
+    for stage in [
+        "client sign ",
+        "client provider_gateway ",
+        "provider backend ",
+        "provider sign ",
+        "provider log ",
+        "client log ",
+    ] {
+        assert!(stages.contains(stage), "{stage}: {stages}");
+    }
     // The same paced load through two bare relays, each a process of this binary, all
     // answered; their added latency is in the headline beside the gateways'.
     let relays = text

@@ -201,6 +201,23 @@ async fn metrics_count_messages_errors_latency_and_bytes_per_client_and_service(
         )),
         "{provider}"
     );
+    // Where each message's time went: all three signed and answered by the provider's
+    // gateway, the two allowed logged; there, the two allowed called, signed and logged.
+    for (text, stage, count) in [
+        (&client, "side=\"client\",stage=\"sign\"", 3),
+        (&client, "side=\"client\",stage=\"provider_gateway\"", 3),
+        (&client, "side=\"client\",stage=\"log\"", 2),
+        (&provider, "side=\"provider\",stage=\"backend\"", 2),
+        (&provider, "side=\"provider\",stage=\"sign\"", 2),
+        (&provider, "side=\"provider\",stage=\"log\"", 2),
+    ] {
+        assert!(
+            text.contains(&format!(
+                "xalo_exchange_stage_duration_seconds_count{{{stage}}} {count}"
+            )),
+            "{stage}: {text}"
+        );
+    }
     // One message at a time: each signed, verified and committed alone.
     for (text, counted) in [
         (
