@@ -363,8 +363,9 @@ pub struct Paced {
     /// Where a message waited at each gateway at this rate, from their histograms.
     pub stages: Vec<StageMedian>,
     /// The same load through two bare relays (see [`crate::relay`]) in processes of their
-    /// own, when the gateways run as processes: what the hops alone add on this machine.
-    pub relays: Option<Measurement>,
+    /// own, when the gateways run as processes: what the hops alone add on this machine
+    /// (or why they could not be measured).
+    pub relays: Option<Result<Measurement, String>>,
 }
 
 /// CPU time per request at a paced rate, in µs: what keeps the cores busy, and so how
@@ -497,7 +498,7 @@ impl std::fmt::Display for BenchReport {
             )?;
             line(f, "backend directly", &p.direct)?;
             line(f, "through both gateways", &p.exchange)?;
-            if let Some(r) = &p.relays {
+            if let Some(Ok(r)) = &p.relays {
                 line(f, "through two bare relays", r)?;
             }
             // CPU time per request times the requests per second served: cores kept busy.
@@ -544,10 +545,13 @@ impl std::fmt::Display for BenchReport {
                     stages.join(", ")
                 )?;
             }
-            if let Some(r) = &p.relays {
+            if let Some(Err(e)) = &p.relays {
+                writeln!(f, "  the bare relays: not measured ({e})")?;
+            }
+            if let Some(Ok(r)) = &p.relays {
                 writeln!(
                     f,
-                    "  the bare relays (the gateways' HTTP, mutual TLS and pooled hops, no exchange work) add p50 +{:.2} ms, p99 +{:.2} ms{}: the part of the gateways' added latency at this rate that moving a message through two processes costs",
+                    "  the bare relays (the gateways' HTTP, mutual TLS and pooled hops; no exchange work, nor its signature, certificate and OCSP headers) add p50 +{:.2} ms, p99 +{:.2} ms{}: what passing a message through two more processes and a TLS hop costs at this rate, at the least",
                     r.p50_ms - p.direct.p50_ms,
                     r.p99_ms - p.direct.p99_ms,
                     p.cpu
@@ -559,9 +563,10 @@ impl std::fmt::Display for BenchReport {
                         )),
                 )?;
             }
-            let relays = p.relays.as_ref().map_or(String::new(), |r| {
-                format!(", bare relays p50 +{:.2} ms", r.p50_ms - p.direct.p50_ms)
-            });
+            let relays = match &p.relays {
+                Some(Ok(r)) => format!(", bare relays p50 +{:.2} ms", r.p50_ms - p.direct.p50_ms),
+                _ => String::new(),
+            };
             paced = format!(
                 "; at {:.0}/s offered p50 +{:.2} ms, p99 +{:.2} ms{busy}{relays}",
                 p.rate,
@@ -990,31 +995,14 @@ pub async fn run(options: &BenchOptions) -> Result<BenchReport, Error> {
             let counted_after = counters().await;
             let batches = batch_sizes(counted_before.as_deref(), counted_after.as_deref());
             let stages = stage_medians(counted_before.as_deref(), counted_after.as_deref());
-            let (relays, relays_us) = match &options.gateway_binary {
-                Some(binary) => {
-                    let (m, us) = measure_relays(
-                        binary,
-                        dir.path(),
-                        &backend,
-                        &via_headers,
-                        &http,
-                        options.concurrency,
-                        rate,
-                        total,
-                    )
-                    .await?;
-                    (Some(m), us)
-                }
-                None => (None, None),
-            };
             Some(Paced {
                 rate,
                 direct,
                 exchange,
-                cpu: cpu.map(|c| PacedCpu { relays_us, ..c }),
+                cpu,
                 batches,
                 stages,
-                relays,
+                relays: None,
             })
         }
         None => None,
@@ -1047,6 +1035,31 @@ pub async fn run(options: &BenchOptions) -> Result<BenchReport, Error> {
     if let Some(Ledger::InProcess(l)) = ledger {
         l.shutdown().await?;
     }
+    // The bare relays once the gateways (and the ledger) are gone, so that nothing of
+    // theirs runs beside them, on as many threads as the gateways had.
+    let mut paced = paced;
+    if let (Some(p), Some(binary)) = (paced.as_mut(), &options.gateway_binary) {
+        let load = RelayLoad {
+            headers: &via_headers,
+            http: &http,
+            concurrency: options.concurrency,
+            rate: p.rate,
+            total: p.exchange.requests,
+        };
+        p.relays = Some(
+            match measure_relays(binary, options.gateway_workers, dir.path(), &backend, load).await
+            {
+                Ok((m, us)) => {
+                    if let Some(c) = p.cpu.as_mut() {
+                        c.relays_us = us;
+                    }
+                    Ok(m)
+                }
+                // A measurement beside the gateways': its failure is told, the rest stands.
+                Err(e) => Err(e.to_string()),
+            },
+        );
+    }
     backend_task.abort();
     Ok(BenchReport {
         concurrency: options.concurrency,
@@ -1068,21 +1081,38 @@ pub async fn run(options: &BenchOptions) -> Result<BenchReport, Error> {
     })
 }
 
+/// The paced load the relays get: the gateways' (same headers, clients, rate and count).
+struct RelayLoad<'a> {
+    headers: &'a axum::http::HeaderMap,
+    http: &'a LoadClient,
+    concurrency: usize,
+    rate: f64,
+    total: usize,
+}
+
 /// The paced load through two bare relays, each a process of `binary`: plain HTTP into the
 /// first, mutual TLS between them with pinned certificates, plain HTTP to the backend, as
 /// a message travels between the gateways. Returns the measurement and both relays' CPU per
 /// request.
-#[allow(clippy::too_many_arguments)]
 async fn measure_relays(
     binary: &std::path::Path,
+    workers: Option<u16>,
     dir: &std::path::Path,
     backend: &std::net::SocketAddr,
-    headers: &axum::http::HeaderMap,
-    http: &LoadClient,
-    concurrency: usize,
-    rate: f64,
-    total: usize,
+    load: RelayLoad<'_>,
 ) -> Result<(Measurement, Option<f64>), Error> {
+    let RelayLoad {
+        headers,
+        http,
+        concurrency,
+        rate,
+        total,
+    } = load;
+    // The workers option comes before the subcommand.
+    let threads: Vec<std::ffi::OsString> = workers
+        .map(|n| format!("--workers={n}").into())
+        .into_iter()
+        .collect();
     let mut files = Vec::new();
     for name in ["relay-client", "relay-provider"] {
         let key = rcgen::generate_simple_self_signed(vec![format!("{name}.invalid")])
@@ -1103,15 +1133,19 @@ async fn measure_relays(
         binary,
         "relay",
         &[
-            "relay".into(),
-            "--tls".into(),
-            "--to".into(),
-            format!("http://{backend}").into(),
-            "--cert".into(),
-            arg(provider_cert),
-            "--key".into(),
-            arg(provider_key),
-        ],
+            threads.clone(),
+            vec![
+                "relay".into(),
+                "--tls".into(),
+                "--to".into(),
+                format!("http://{backend}").into(),
+                "--cert".into(),
+                arg(provider_cert),
+                "--key".into(),
+                arg(provider_key),
+            ],
+        ]
+        .concat(),
         None,
         false,
     )
@@ -1120,16 +1154,20 @@ async fn measure_relays(
         binary,
         "relay",
         &[
-            "relay".into(),
-            "--to".into(),
-            provider_url.into(),
-            "--cert".into(),
-            arg(client_cert),
-            "--key".into(),
-            arg(client_key),
-            "--peer-cert".into(),
-            arg(provider_cert),
-        ],
+            threads,
+            vec![
+                "relay".into(),
+                "--to".into(),
+                provider_url.into(),
+                "--cert".into(),
+                arg(client_cert),
+                "--key".into(),
+                arg(client_key),
+                "--peer-cert".into(),
+                arg(provider_cert),
+            ],
+        ]
+        .concat(),
         None,
         true,
     )
@@ -1400,40 +1438,47 @@ mod tests {
 
     #[test]
     fn a_stage_median_is_read_from_the_buckets_filled_between_two_readings() {
-        let text = |fast: u64, slow: u64| {
-            format!(
-                "# TYPE xalo_exchange_stage_duration_seconds histogram\n\
-                 xalo_exchange_stage_duration_seconds_sum{{side=\"client\",stage=\"log\"}} 1.0\n\
-                 xalo_exchange_stage_duration_seconds_bucket{{side=\"client\",stage=\"log\",le=\"0.0001\"}} {fast}\n\
-                 xalo_exchange_stage_duration_seconds_bucket{{side=\"client\",stage=\"log\",le=\"0.0005\"}} {}\n\
-                 xalo_exchange_stage_duration_seconds_bucket{{side=\"client\",stage=\"log\",le=\"+Inf\"}} {}\n\
-                 xalo_exchange_stage_duration_seconds_bucket{{side=\"provider\",stage=\"sign\",le=\"+Inf\"}} 3\n",
-                fast + slow,
-                fast + slow
-            )
+        use crate::metrics::{ExchangeMetrics, Stage};
+        // Read as a gateway serves them: its families in a registry prefixed as a server's.
+        let metrics = ExchangeMetrics::default();
+        let mut registry = prometheus_client::registry::Registry::with_prefix("xalo");
+        metrics.register(&mut registry);
+        let read = || {
+            let mut text = String::new();
+            prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+            stage_buckets(&text)
         };
-        let before = stage_buckets(&text(100, 0));
-        let after = stage_buckets(&text(100, 40));
-        assert_eq!(before.len(), 2, "{before:?}");
         let log = |r: &StageBuckets| {
             r.iter()
                 .find(|(k, _)| k == &("client".to_owned(), "log".to_owned()))
                 .map(|(_, b)| b.clone())
                 .unwrap()
         };
-        assert_eq!(
-            log(&after),
-            vec![(0.0001, 100), (0.0005, 140), (f64::INFINITY, 140)]
-        );
-        // All 40 observed in between fell in (0.1 ms, 0.5 ms]: the median halfway there.
-        let p50 = median_ms(&log(&before), &log(&after)).unwrap();
-        assert!((p50 - 0.3).abs() < 1e-9, "{p50}");
+        let observe = |n: usize, us: u64| {
+            for _ in 0..n {
+                metrics.stage("client", Stage::Log, Duration::from_micros(us));
+            }
+        };
+        observe(100, 40);
+        metrics.stage("provider", Stage::Sign, Duration::from_millis(1));
+        let before = read();
+        assert_eq!(before.len(), 2, "{before:?}");
+        observe(40, 250);
+        let after = read();
+        let buckets = log(&after);
+        assert_eq!(buckets.len(), crate::metrics::STAGE_BUCKETS.len() + 1);
+        assert_eq!(buckets[0], (0.000_05, 100));
+        assert_eq!(buckets[3], (0.000_3, 140));
+        assert_eq!(buckets.last(), Some(&(f64::INFINITY, 140)));
+        // All 40 observed in between fell in (0.2 ms, 0.3 ms]: the median halfway there.
+        let p50 = median_ms(&log(&before), &buckets).unwrap();
+        assert!((p50 - 0.25).abs() < 1e-9, "{p50}");
         // Over all 140 since the start: the 70th is in the first bucket.
-        let p50 = median_ms(&[], &log(&after)).unwrap();
-        assert!((p50 - 0.07).abs() < 1e-9, "{p50}");
+        let p50 = median_ms(&[], &buckets).unwrap();
+        assert!((p50 - 0.035).abs() < 1e-9, "{p50}");
         // Nothing observed between two equal readings; one only in +Inf reads as the
         // last finite bound.
-        assert_eq!(median_ms(&log(&after), &log(&after)), None);
+        assert_eq!(median_ms(&buckets, &buckets), None);
         let unbounded = [(0.001, 0), (f64::INFINITY, 5)];
         assert_eq!(median_ms(&[], &unbounded), Some(1.0));
     }

@@ -271,7 +271,9 @@ async fn outbound(gw: &Arc<GatewayState>, req: Request) -> Result<Response, Prot
     let in_memory = body.bytes().cloned();
     let mut spooled = Some(body);
     let mut attempt = 0;
-    let sent_at = Instant::now();
+    // Counted from the attempt that answered: time lost on an unreachable gateway is not
+    // the provider's gateway's.
+    let mut sent_at = Instant::now();
     let response = loop {
         let peer = candidates[attempt];
         let http = gw
@@ -297,6 +299,7 @@ async fn outbound(gw: &Arc<GatewayState>, req: Request) -> Result<Response, Prot
             {
                 tracing::warn!(gateway = %peer.address, error = %e, "provider gateway unreachable; trying the next");
                 attempt += 1;
+                sent_at = Instant::now();
             }
             Err(e) => break Err((peer, Some(e))),
         }
@@ -409,7 +412,10 @@ async fn outbound(gw: &Arc<GatewayState>, req: Request) -> Result<Response, Prot
         status: status.as_u16(),
         ledger_index: None,
     };
-    record(gw, evidence, logged).await?;
+    let logging = Instant::now();
+    let recorded = record(gw, evidence, logged).await;
+    gw.metrics.stage("client", Stage::Log, logging.elapsed());
+    recorded?;
     Ok(pass_back(status, &response_headers, response_body))
 }
 
@@ -507,10 +513,7 @@ pub(crate) async fn record(
 ) -> Result<(), ProtocolError> {
     let side = logged.side;
     let (x_road_id, request_hash) = (logged.x_road_id.clone(), logged.request_hash.clone());
-    let logging = Instant::now();
-    let appended = gw.log.append(logged).await;
-    gw.metrics.stage(side, Stage::Log, logging.elapsed());
-    appended.map_err(|e| {
+    gw.log.append(logged).await.map_err(|e| {
         let kind = if side == "provider" {
             Kind::server_side(&e)
         } else {

@@ -60,11 +60,14 @@ pub enum Stage {
     /// The wait for the signature of the batch the message joined.
     Sign,
     /// At the client's gateway: from sending the request to the provider's gateway to the
-    /// head of its answer (that gateway's whole work included).
+    /// head of its answer (that gateway's whole work included); a hop that failed is not
+    /// counted.
     ProviderGateway,
     /// At the provider's gateway: from calling the backend to the end of its answer.
     Backend,
-    /// The wait for the commit of the message to the log.
+    /// The wait for a request's and its answer's commit to the log (their bodies sealed
+    /// first when the log is encrypted, and any wait for room in the writer's queue);
+    /// publish/subscribe's messages are not counted.
     Log,
 }
 

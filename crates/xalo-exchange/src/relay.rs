@@ -96,6 +96,11 @@ pub async fn start(spec: RelaySpec, listener: TcpListener) -> Result<RelayHandle
             timeout,
         )
     } else if upstream.starts_with("http://") {
+        if spec.upstream_certificate.is_some() {
+            return Err(spec_error(
+                "a pinned certificate is for an https:// upstream, not http://",
+            ));
+        }
         HopClient::backend(timeout)?
     } else {
         return Err(spec_error(format!(

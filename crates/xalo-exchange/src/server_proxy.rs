@@ -369,7 +369,10 @@ async fn inbound(
         status: status.as_u16(),
         ledger_index: None,
     };
-    crate::client_proxy::record(gw, evidence, logged).await?;
+    let logging = std::time::Instant::now();
+    let recorded = crate::client_proxy::record(gw, evidence, logged).await;
+    gw.metrics.stage("provider", Stage::Log, logging.elapsed());
+    recorded?;
     let mut r = Response::new(response_body.into_axum_body());
     *r.status_mut() = status;
     *r.headers_mut() = headers;

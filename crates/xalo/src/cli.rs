@@ -671,16 +671,20 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
             };
             let upstream_certificate = match peer_cert {
                 Some(p) => {
-                    let pem = std::fs::read(&p).map_err(|e| {
-                        Error::new(ErrorCode::ConfigInvalid, format!("{}: {e}", p.display()))
-                    })?;
-                    xalo_trust::authority::read_certificates(&pem)
-                        .map_err(|e| Error::new(ErrorCode::ConfigInvalid, e.message))?
+                    let invalid = |m: String| {
+                        Error::new(ErrorCode::ConfigInvalid, format!("{}: {m}", p.display()))
+                    };
+                    let pem = std::fs::read(&p).map_err(|e| invalid(e.to_string()))?;
+                    let first = xalo_trust::authority::read_certificates(&pem)
+                        .map_err(|e| invalid(e.message))?
                         .into_iter()
-                        .next()
+                        .next();
+                    Some(first.ok_or_else(|| invalid("no certificate in it".into()))?)
                 }
                 None => None,
             };
+            let config = Config::load(None)?;
+            xalo_core::telemetry::init(&config.log)?;
             let spec = xalo_exchange::relay::RelaySpec {
                 upstream: to,
                 upstream_certificate,

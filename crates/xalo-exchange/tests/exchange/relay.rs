@@ -190,6 +190,15 @@ async fn a_relay_without_what_its_upstream_needs_does_not_start() {
             },
             "a TLS relay needs its identity",
         ),
+        (
+            RelaySpec {
+                upstream: "http://127.0.0.1:9".into(),
+                upstream_certificate: Some(identity("someone").certificate().to_vec()),
+                identity: None,
+                inbound_tls: false,
+            },
+            "a pinned certificate is for an https:// upstream",
+        ),
     ] {
         let e = match xalo_exchange::relay::start(spec, listener().await).await {
             Ok(_) => panic!("started without what it needs ({says})"),
