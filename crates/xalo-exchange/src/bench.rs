@@ -1081,6 +1081,22 @@ pub async fn run(options: &BenchOptions) -> Result<BenchReport, Error> {
     })
 }
 
+/// A self-signed certificate and key for a relay, as PEM files in `dir`.
+fn relay_key(
+    dir: &std::path::Path,
+    name: &str,
+) -> Result<(std::path::PathBuf, std::path::PathBuf), Error> {
+    let key = rcgen::generate_simple_self_signed(vec![format!("{name}.invalid")])
+        .map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?;
+    let (cert, pem) = (
+        dir.join(format!("{name}.pem")),
+        dir.join(format!("{name}.key")),
+    );
+    std::fs::write(&cert, key.cert.pem())?;
+    std::fs::write(&pem, key.signing_key.serialize_pem())?;
+    Ok((cert, pem))
+}
+
 /// The paced load the relays get: the gateways' (same headers, clients, rate and count).
 struct RelayLoad<'a> {
     headers: &'a axum::http::HeaderMap,
@@ -1108,66 +1124,42 @@ async fn measure_relays(
         rate,
         total,
     } = load;
-    // The workers option comes before the subcommand.
-    let threads: Vec<std::ffi::OsString> = workers
-        .map(|n| format!("--workers={n}").into())
-        .into_iter()
-        .collect();
-    let mut files = Vec::new();
-    for name in ["relay-client", "relay-provider"] {
-        let key = rcgen::generate_simple_self_signed(vec![format!("{name}.invalid")])
-            .map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?;
-        let (cert, pem) = (
-            dir.join(format!("{name}.pem")),
-            dir.join(format!("{name}.key")),
-        );
-        std::fs::write(&cert, key.cert.pem())?;
-        std::fs::write(&pem, key.signing_key.serialize_pem())?;
-        files.push((cert, pem));
-    }
-    let [(client_cert, client_key), (provider_cert, provider_key)] = &files[..] else {
-        return Err(Error::new(ErrorCode::Internal, "two relays' keys"));
-    };
+    let (client_cert, client_key) = relay_key(dir, "relay-client")?;
+    let (provider_cert, provider_key) = relay_key(dir, "relay-provider")?;
     let arg = |p: &std::path::Path| p.as_os_str().to_owned();
     let (provider, provider_url) = spawn_process(
         binary,
+        workers,
         "relay",
         &[
-            threads.clone(),
-            vec![
-                "relay".into(),
-                "--tls".into(),
-                "--to".into(),
-                format!("http://{backend}").into(),
-                "--cert".into(),
-                arg(provider_cert),
-                "--key".into(),
-                arg(provider_key),
-            ],
-        ]
-        .concat(),
+            "relay".into(),
+            "--tls".into(),
+            "--to".into(),
+            format!("http://{backend}").into(),
+            "--cert".into(),
+            arg(&provider_cert),
+            "--key".into(),
+            arg(&provider_key),
+        ],
         None,
         false,
     )
     .await?;
     let (client, client_url) = spawn_process(
         binary,
+        workers,
         "relay",
         &[
-            threads,
-            vec![
-                "relay".into(),
-                "--to".into(),
-                provider_url.into(),
-                "--cert".into(),
-                arg(client_cert),
-                "--key".into(),
-                arg(client_key),
-                "--peer-cert".into(),
-                arg(provider_cert),
-            ],
-        ]
-        .concat(),
+            "relay".into(),
+            "--to".into(),
+            provider_url.into(),
+            "--cert".into(),
+            arg(&client_cert),
+            "--key".into(),
+            arg(&client_key),
+            "--peer-cert".into(),
+            arg(&provider_cert),
+        ],
         None,
         true,
     )
@@ -1309,12 +1301,8 @@ async fn spawn_server(
     file: &std::path::Path,
     url: Option<String>,
 ) -> Result<(ServerProcess, String), Error> {
-    let mut args: Vec<std::ffi::OsString> = Vec::new();
-    if let Some(n) = workers {
-        args.push(format!("--workers={n}").into());
-    }
-    args.extend(["serve".into(), role.into(), "--config".into(), file.into()]);
-    spawn_process(binary, role, &args, url, true).await
+    let args = ["serve".into(), role.into(), "--config".into(), file.into()];
+    spawn_process(binary, workers, role, &args, url, true).await
 }
 
 /// Run `binary ARGS` and wait until it answers (`health`: on `/healthz`) at `url`, or
@@ -1322,6 +1310,7 @@ async fn spawn_server(
 /// this environment do not reach the process.
 async fn spawn_process(
     binary: &std::path::Path,
+    workers: Option<u16>,
     role: &str,
     args: &[std::ffi::OsString],
     url: Option<String>,
@@ -1333,6 +1322,10 @@ async fn spawn_process(
         if name.to_string_lossy().starts_with("XALO_") {
             command.env_remove(name);
         }
+    }
+    // The workers option comes before the subcommand.
+    if let Some(n) = workers {
+        command.arg(format!("--workers={n}"));
     }
     let child = command
         .args(args)

@@ -250,13 +250,11 @@ async fn outbound(gw: &Arc<GatewayState>, req: Request) -> Result<Response, Prot
         .map_or(path.as_str(), |p| p.as_str());
     let request_head = message::request_head(parts.method.as_str(), target, &headers);
     let request_hash = message::message_hash(&request_head, body.len, &body.sha512);
-    let signing = Instant::now();
     let signature = gw
-        .batch
-        .sign(&request_hash)
+        .metrics
+        .timed("client", Stage::Sign, gw.batch.sign(&request_hash))
         .await
         .map_err(|e| ProtocolError::new(Kind::ClientInternalError, e.message))?;
-    gw.metrics.stage("client", Stage::Sign, signing.elapsed());
     let signed = signature_headers(
         &gw.encoded,
         gw.signer.certificate(),
@@ -412,10 +410,9 @@ async fn outbound(gw: &Arc<GatewayState>, req: Request) -> Result<Response, Prot
         status: status.as_u16(),
         ledger_index: None,
     };
-    let logging = Instant::now();
-    let recorded = record(gw, evidence, logged).await;
-    gw.metrics.stage("client", Stage::Log, logging.elapsed());
-    recorded?;
+    gw.metrics
+        .timed("client", Stage::Log, record(gw, evidence, logged))
+        .await?;
     Ok(pass_back(status, &response_headers, response_body))
 }
 

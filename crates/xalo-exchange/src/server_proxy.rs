@@ -319,13 +319,11 @@ async fn inbound(
                 format!("this member's signing certificate: {}", e.message),
             )
         })?;
-    let signing = std::time::Instant::now();
     let signed = gw
-        .batch
-        .sign(&response_hash)
+        .metrics
+        .timed("provider", Stage::Sign, gw.batch.sign(&response_hash))
         .await
         .map_err(|e| ProtocolError::new(Kind::ServerInternalError, e.message))?;
-    gw.metrics.stage("provider", Stage::Sign, signing.elapsed());
     let signature_text = b64().encode(signed.signature.as_slice());
     let proof_text = signed.proof.header();
     set(&mut headers, message::SIGNATURE, &signature_text);
@@ -369,10 +367,8 @@ async fn inbound(
         status: status.as_u16(),
         ledger_index: None,
     };
-    let logging = std::time::Instant::now();
-    let recorded = crate::client_proxy::record(gw, evidence, logged).await;
-    gw.metrics.stage("provider", Stage::Log, logging.elapsed());
-    recorded?;
+    let recorded = crate::client_proxy::record(gw, evidence, logged);
+    gw.metrics.timed("provider", Stage::Log, recorded).await?;
     let mut r = Response::new(response_body.into_axum_body());
     *r.status_mut() = status;
     *r.headers_mut() = headers;
@@ -459,7 +455,7 @@ async fn call_backend(
             format!("{service}: the backend's address {url}: {e}"),
         )
     })?;
-    let calling = std::time::Instant::now();
+    // A backend that failed took its time too.
     let answered = async {
         let response = gw
             .backend
@@ -473,10 +469,6 @@ async fn call_backend(
                 ProtocolError::new(Kind::ServerServiceFailed, format!("{service}: {e}"))
             })?;
         Ok((status, headers, body))
-    }
-    .await;
-    // A backend that failed took its time too.
-    gw.metrics
-        .stage("provider", Stage::Backend, calling.elapsed());
-    answered
+    };
+    gw.metrics.timed("provider", Stage::Backend, answered).await
 }
