@@ -322,8 +322,10 @@ fn stage_medians(
         return Vec::new();
     };
     let order = [
+        ("client", Stage::Held, b0, a0),
         ("client", Stage::Sign, b0, a0),
         ("client", Stage::ProviderGateway, b0, a0),
+        ("provider", Stage::Held, b1, a1),
         ("provider", Stage::Backend, b1, a1),
         ("provider", Stage::Sign, b1, a1),
         ("provider", Stage::Log, b1, a1),

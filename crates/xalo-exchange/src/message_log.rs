@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use sha2::Digest;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use xalo_core::Error;
 use xalo_store::{Database, DbResultExt, Migration, Row};
 
@@ -164,15 +164,45 @@ pub struct LoggedMessage {
     pub ledger_index: Option<u64>,
 }
 
-/// What the writer is asked to do.
+/// Where the answer to a caller waiting for a commit goes.
+type Committed = oneshot::Sender<Result<(), Error>>;
+
+/// What waits for the next commit.
+#[derive(Debug, Default)]
+struct Waiting {
+    /// Messages, each with its caller's answer.
+    messages: Vec<(LoggedMessage, Committed)>,
+    /// Ledger entries of messages logged before their evidence was recorded.
+    indexes: Vec<LedgerIndex>,
+    /// Callers to answer once everything queued before them is committed.
+    flushes: Vec<Committed>,
+}
+
+/// What one commit takes from [`Waiting`].
+struct Batch {
+    messages: Vec<LoggedMessage>,
+    answers: Vec<Committed>,
+    indexes: Vec<LedgerIndex>,
+}
+
+/// What the log's handles share: what waits, and the turn to commit it.
 #[derive(Debug)]
-enum Job {
-    /// Log a message; the answer says when it is committed (or why not).
-    Message(Box<LoggedMessage>, oneshot::Sender<Result<(), Error>>),
-    /// Name the ledger entry of a message logged before its evidence was recorded.
-    LedgerIndex(LedgerIndex),
-    /// Answer once everything queued before is committed (or why not).
-    Flush(oneshot::Sender<Result<(), Error>>),
+struct Shared {
+    db: Database,
+    waiting: std::sync::Mutex<Waiting>,
+    /// Held by whoever commits a batch, until it is committed and answered.
+    turn: Arc<tokio::sync::Mutex<()>>,
+    /// The handle the log writes with, opened once: on SQLite a single held connection,
+    /// which what is written beside the log shares, so both queue in this process rather
+    /// than for the file's lock.
+    writer: tokio::sync::OnceCell<Database>,
+    /// Wakes the log's task to commit what no caller is committing: ledger indexes, and
+    /// the message of a caller that went away before its turn.
+    wake: tokio::sync::Notify,
+    /// The messages the gateway is working on, which may join a batch (unknown: gather).
+    in_flight: Option<xalo_core::batch::InFlight>,
+    /// Commits of messages, and the messages committed.
+    batching: crate::metrics::Batching,
 }
 
 /// Which logged message a ledger entry belongs to.
@@ -184,21 +214,15 @@ pub struct LedgerIndex {
     pub index: u64,
 }
 
-/// The writer's handle.
+/// The log's handle.
 #[derive(Clone, Debug)]
 pub struct MessageLog {
-    queue: mpsc::Sender<Job>,
+    shared: Arc<Shared>,
     db: Database,
     bodies: Arc<AtomicBool>,
     retention_days: Arc<AtomicU64>,
     /// The member's key that seals logged bodies (see [`crate::log_encryption`]).
     key: Arc<std::sync::RwLock<Option<Arc<crate::log_encryption::LogKey>>>>,
-    /// The writer's handle once it has opened it: on SQLite a single held connection,
-    /// which what is written beside the log shares, so both queue in this process rather
-    /// than for the file's lock.
-    writer: tokio::sync::watch::Receiver<Option<Database>>,
-    /// Commits of messages, and the messages committed.
-    batching: crate::metrics::Batching,
 }
 
 /// Messages per transaction at most.
@@ -207,44 +231,40 @@ const BATCH: usize = 256;
 impl MessageLog {
     /// Commits of messages and the messages in them.
     pub fn batching(&self) -> &crate::metrics::Batching {
-        &self.batching
+        &self.shared.batching
     }
 
-    /// Start the writer and the retention sweep; abort the returned task to stop both.
+    /// Start the log's task (it commits what no caller commits, and sweeps by the
+    /// retention); abort the returned task to stop it.
     pub fn start(db: Database, retention_days: u64) -> (MessageLog, tokio::task::AbortHandle) {
         Self::start_with(db, retention_days, None)
     }
 
-    /// [`MessageLog::start`] for a gateway whose messages under way are `in_flight`: the
-    /// writer gathers a batch only while more of them are under way than are queued.
+    /// [`MessageLog::start`] for a gateway whose messages under way are `in_flight`: a
+    /// batch is gathered only while more of them are under way than are waiting in it.
     pub fn start_with(
         db: Database,
         retention_days: u64,
         in_flight: Option<xalo_core::batch::InFlight>,
     ) -> (MessageLog, tokio::task::AbortHandle) {
-        let (queue, rx) = mpsc::channel(BATCH * 16);
         let retention_days = Arc::new(AtomicU64::new(retention_days));
-        let (opened, writer) = tokio::sync::watch::channel(None);
-        let batching = crate::metrics::Batching::default();
-        let task = tokio::spawn(run(
-            db.clone(),
-            rx,
-            retention_days.clone(),
+        let shared = Arc::new(Shared {
+            db: db.clone(),
+            waiting: Default::default(),
+            turn: Default::default(),
+            writer: Default::default(),
+            wake: Default::default(),
             in_flight,
-            opened,
-            batching.clone(),
-        ))
-        .abort_handle();
-        let bodies = Arc::new(AtomicBool::new(true));
+            batching: Default::default(),
+        });
+        let task = tokio::spawn(run(shared.clone(), retention_days.clone())).abort_handle();
         (
             MessageLog {
-                queue,
+                shared,
                 db,
-                bodies,
+                bodies: Arc::new(AtomicBool::new(true)),
                 retention_days,
                 key: Default::default(),
-                writer,
-                batching,
             },
             task,
         )
@@ -277,11 +297,9 @@ impl MessageLog {
         &self.db
     }
 
-    /// The handle the log writes with, once its writer has opened it (`None`: the writer
-    /// has stopped).
-    pub async fn writer(&self) -> Option<Database> {
-        let mut w = self.writer.clone();
-        w.wait_for(Option::is_some).await.ok()?.clone()
+    /// The handle the log writes with.
+    pub async fn writer(&self) -> Database {
+        self.shared.writer().await
     }
 
     /// The retention in days, shared with what is kept beside the log.
@@ -293,8 +311,7 @@ impl MessageLog {
         self.retention_days.store(days, Ordering::Relaxed);
     }
 
-    /// Log a message; returns once it is committed, so the caller may answer. Waits for
-    /// room when the writer is far behind (back-pressure).
+    /// Log a message; returns once it is committed, so the caller may answer.
     pub async fn append(&self, mut m: LoggedMessage) -> Result<(), Error> {
         if !self.bodies.load(Ordering::Relaxed) {
             m.request_body = None;
@@ -308,54 +325,62 @@ impl MessageLog {
             m.request_body = None;
             m.response_body = None;
         }
-        self.ask(|done| Job::Message(Box::new(m), done)).await
+        self.ask(|waiting, done| waiting.messages.push((m, done)))
+            .await
     }
 
-    /// Queue a job that is answered once it is committed (or why not).
-    async fn ask(
-        &self,
-        job: impl FnOnce(oneshot::Sender<Result<(), Error>>) -> Job,
-    ) -> Result<(), Error> {
-        let stopped = || {
-            Error::new(
-                xalo_core::ErrorCode::StoreUnavailable,
-                "the message log writer has stopped",
-            )
+    /// Queue what `push` adds, with the answer its caller waits for, and wait for the
+    /// commit that answers it. No task of its own: the caller that finds no commit under
+    /// way commits what waits, its own among it, and the others are answered as they wait
+    /// for their turn. An idle gateway thus commits a lone message where it is, with no
+    /// hand-off to another thread and back (two thread wake-ups on a request's critical
+    /// path, at each gateway).
+    async fn ask(&self, push: impl FnOnce(&mut Waiting, Committed)) -> Result<(), Error> {
+        let (done, mut committed) = oneshot::channel();
+        push(&mut *self.shared.waiting()?, done);
+        let mut asked = Asked {
+            shared: &self.shared,
+            answered: false,
         };
-        let (done, committed) = oneshot::channel();
-        self.queue.send(job(done)).await.map_err(|_| stopped())?;
-        committed.await.map_err(|_| stopped())?
+        loop {
+            let turn = tokio::select! {
+                biased;
+                answer = &mut committed => {
+                    asked.answered = true;
+                    return answer.map_err(|_| stopped())?;
+                }
+                turn = self.shared.turn.clone().lock_owned() => turn,
+            };
+            if let Ok(answer) = committed.try_recv() {
+                asked.answered = true;
+                return answer;
+            }
+            self.shared.commit_waiting(turn, true).await?;
+        }
     }
 
     /// Record which ledger entry holds a logged message's evidence (written with the next
-    /// batch; the message itself is already logged).
+    /// commit; the message itself is already logged).
     pub async fn set_ledger_index(&self, index: LedgerIndex) {
-        if self.queue.send(Job::LedgerIndex(index)).await.is_err() {
-            index_not_kept();
-        }
+        self.note_ledger_index(index);
     }
 
-    /// [`MessageLog::set_ledger_index`] without waiting, for a caller that cannot: kept
-    /// with the next batch, or by a task that waits for room when the writer is far behind.
+    /// [`MessageLog::set_ledger_index`] for a caller that cannot wait.
     pub fn note_ledger_index(&self, index: LedgerIndex) {
-        match self.queue.try_send(Job::LedgerIndex(index)) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(job)) => {
-                let queue = self.queue.clone();
-                tokio::spawn(async move {
-                    if queue.send(job).await.is_err() {
-                        index_not_kept();
-                    }
-                });
+        match self.shared.waiting() {
+            Ok(mut waiting) => waiting.indexes.push(index),
+            Err(e) => {
+                tracing::error!(error = %e, "a ledger index was not kept");
+                return;
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => index_not_kept(),
         }
+        self.shared.wake.notify_one();
     }
 
-    /// Returns once everything asked of the writer before is committed: the messages and
-    /// the ledger indexes.
+    /// Returns once everything queued before is committed: the messages and the ledger
+    /// indexes.
     pub async fn flush(&self) -> Result<(), Error> {
-        self.ask(Job::Flush).await
+        self.ask(|waiting, done| waiting.flushes.push(done)).await
     }
 
     /// How many messages with this X-Road-Id the log holds, and their ledger indexes.
@@ -573,88 +598,178 @@ pub(crate) fn retention_cutoff(days: u64) -> i64 {
     )
 }
 
-fn index_not_kept() {
-    tracing::error!("the message log writer has stopped; a ledger index was not kept");
+fn stopped() -> Error {
+    Error::new(
+        xalo_core::ErrorCode::StoreUnavailable,
+        "the message log stopped before committing",
+    )
 }
 
-/// Turns of the scheduler the writer lets requests take before it cuts a batch.
+/// A caller waiting for its commit; one that goes before it is answered leaves what it
+/// queued to the log's task.
+struct Asked<'a> {
+    shared: &'a Shared,
+    answered: bool,
+}
+
+impl Drop for Asked<'_> {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.shared.wake.notify_one();
+        }
+    }
+}
+
+/// Turns of the scheduler the committer lets requests take before it cuts a batch.
 const GATHER_TURNS: usize = 4;
 
-async fn run(
-    db: Database,
-    mut rx: mpsc::Receiver<Job>,
-    retention_days: Arc<AtomicU64>,
-    in_flight: Option<xalo_core::batch::InFlight>,
-    opened: tokio::sync::watch::Sender<Option<Database>>,
-    batching: crate::metrics::Batching,
-) {
-    let mut last_sweep = tokio::time::Instant::now();
-    let writer = db.single_writer_or_pool("the message log").await;
-    opened.send_replace(Some(writer.clone()));
-    while let Some(first) = rx.recv().await {
-        // Group commit without a fixed wait: take what has queued up meanwhile, after
-        // letting the requests ready on this thread add theirs. An idle writer commits a
-        // lone message at once; a busy one carries all that came in during the previous
-        // commit in the next.
-        let turns = xalo_core::batch::turns(in_flight.as_ref(), rx.len() + 1, GATHER_TURNS);
-        let _ = xalo_core::batch::gather::<()>(turns, BATCH, || Ok(rx.len())).await;
-        let mut jobs = vec![first];
-        while jobs.len() < BATCH {
-            match rx.try_recv() {
-                Ok(j) => jobs.push(j),
-                Err(_) => break,
-            }
+impl Shared {
+    fn waiting(&self) -> Result<std::sync::MutexGuard<'_, Waiting>, Error> {
+        self.waiting.lock().map_err(|_| {
+            Error::new(
+                xalo_core::ErrorCode::Internal,
+                "the message log's queue failed",
+            )
+        })
+    }
+
+    async fn writer(&self) -> Database {
+        self.writer
+            .get_or_init(|| self.db.single_writer_or_pool("the message log"))
+            .await
+            .clone()
+    }
+
+    /// Commit what waits, holding the `turn`: at most [`BATCH`] messages, with every
+    /// ledger index waiting, and the flushes once no message queued before them is left.
+    /// With `gather`, first let the requests ready on this thread add theirs: an idle
+    /// gateway commits a lone message at once, a busy one carries all that came in during
+    /// the previous commit in the next.
+    async fn commit_waiting(
+        self: &Arc<Self>,
+        turn: tokio::sync::OwnedMutexGuard<()>,
+        gather: bool,
+    ) -> Result<(), Error> {
+        if gather {
+            let queued = self.waiting()?.messages.len();
+            let turns = xalo_core::batch::turns(self.in_flight.as_ref(), queued, GATHER_TURNS);
+            xalo_core::batch::gather(turns, BATCH, || self.waiting().map(|w| w.messages.len()))
+                .await?;
         }
-        let mut messages = Vec::with_capacity(jobs.len());
-        let mut waiting = Vec::with_capacity(jobs.len());
-        let mut indexes = Vec::new();
-        for job in jobs {
-            match job {
-                Job::Message(m, done) => {
-                    messages.push(*m);
-                    waiting.push(done);
-                }
-                Job::LedgerIndex(i) => indexes.push(i),
-                Job::Flush(done) => waiting.push(done),
+        let batch = {
+            let mut waiting = self.waiting()?;
+            let n = waiting.messages.len().min(BATCH);
+            let (messages, mut answers): (Vec<_>, Vec<_>) = waiting.messages.drain(..n).unzip();
+            if waiting.messages.is_empty() {
+                answers.append(&mut waiting.flushes);
             }
+            Batch {
+                messages,
+                answers,
+                indexes: std::mem::take(&mut waiting.indexes),
+            }
+        };
+        if batch.answers.is_empty() && batch.indexes.is_empty() {
+            return Ok(());
         }
-        let count = messages.len();
-        let result = if messages.is_empty() && indexes.is_empty() {
+        // Taken from the queue, the batch is committed and answered even if this caller
+        // goes: the commit then runs on as a task of its own.
+        Finish(Some(Box::pin(self.clone().commit(batch, turn)))).await;
+        Ok(())
+    }
+
+    async fn commit(self: Arc<Self>, batch: Batch, _turn: tokio::sync::OwnedMutexGuard<()>) {
+        let writer = self.writer().await;
+        let count = batch.messages.len();
+        let result = if batch.messages.is_empty() && batch.indexes.is_empty() {
             Ok(())
         } else {
-            write(&writer, messages, &indexes).await
+            write(&writer, batch.messages, &batch.indexes).await
         };
         match &result {
             Err(e) => tracing::error!(error = %e, count, "writing the message log failed"),
-            Ok(()) if count > 0 => batching.record(count),
+            Ok(()) if count > 0 => self.batching.record(count),
             Ok(()) => {}
         }
-        for done in waiting {
+        for done in batch.answers {
             // The caller may have gone (its client hung up); the message is logged anyway.
             let _ = done.send(result.clone());
         }
-        if last_sweep.elapsed() > Duration::from_secs(3600) {
-            last_sweep = tokio::time::Instant::now();
-            let cutoff = retention_cutoff(retention_days.load(Ordering::Relaxed));
-            if let Err(e) = xalo_store::sqlx::query(
-                "DELETE FROM gateway_message_timestamp WHERE stamped_unix < $1",
-            )
+    }
+}
+
+/// A commit under way, which finishes as a task of its own if its caller is dropped.
+struct Finish(Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>>);
+
+impl std::future::Future for Finish {
+    type Output = ();
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        let this = self.get_mut();
+        if let Some(commit) = this.0.as_mut() {
+            std::task::ready!(commit.as_mut().poll(cx));
+            this.0 = None;
+        }
+        std::task::Poll::Ready(())
+    }
+}
+
+impl Drop for Finish {
+    fn drop(&mut self) {
+        if let Some(commit) = self.0.take() {
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => drop(runtime.spawn(commit)),
+                // Its callers are answered that the log stopped before committing.
+                Err(_) => tracing::error!("a message log commit was cut off by shutdown"),
+            }
+        }
+    }
+}
+
+/// The log's own task: commits what no caller is committing (ledger indexes, what a
+/// caller that went away queued), and sweeps the log by its retention once an hour.
+async fn run(shared: Arc<Shared>, retention_days: Arc<AtomicU64>) {
+    let db = shared.db.clone();
+    // Opened before the first message, which would otherwise wait for it.
+    shared.writer().await;
+    let hour = Duration::from_secs(3600);
+    let mut sweeps = tokio::time::interval_at(tokio::time::Instant::now() + hour, hour);
+    sweeps.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shared.wake.notified() => {
+                let turn = shared.turn.clone().lock_owned().await;
+                if let Err(e) = shared.commit_waiting(turn, false).await {
+                    tracing::error!(error = %e, "the message log's task failed to commit");
+                }
+            }
+            _ = sweeps.tick() => sweep(&db, retention_days.load(Ordering::Relaxed)).await,
+        }
+    }
+}
+
+async fn sweep(db: &Database, retention_days: u64) {
+    let cutoff = retention_cutoff(retention_days);
+    for (sql, what) in [
+        (
+            "DELETE FROM gateway_message_timestamp WHERE stamped_unix < $1",
+            "sweeping the message log time-stamps",
+        ),
+        (
+            "DELETE FROM gateway_message_log WHERE logged_unix < $1",
+            "sweeping the message log",
+        ),
+    ] {
+        if let Err(e) = xalo_store::sqlx::query(sql)
             .bind(cutoff)
             .execute(db.pool())
             .await
-            .db("sweeping the message log time-stamps")
-            {
-                tracing::warn!(error = %e, "message log retention sweep failed");
-            }
-            if let Err(e) =
-                xalo_store::sqlx::query("DELETE FROM gateway_message_log WHERE logged_unix < $1")
-                    .bind(cutoff)
-                    .execute(db.pool())
-                    .await
-                    .db("sweeping the message log")
-            {
-                tracing::warn!(error = %e, "message log retention sweep failed");
-            }
+            .db(what)
+        {
+            tracing::warn!(error = %e, "message log retention sweep failed");
         }
     }
 }

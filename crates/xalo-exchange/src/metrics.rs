@@ -57,6 +57,9 @@ struct StageLabels {
 /// A stage of a message at a gateway whose time is kept apart: where the answer waits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stage {
+    /// From a message's arrival at the gateway's handler to the head of its answer: the
+    /// whole of the gateway's own work and waits, of which the other stages are parts.
+    Held,
     /// The wait for the signature of the batch the message joined.
     Sign,
     /// At the client's gateway: from sending the request to the provider's gateway to the
@@ -66,14 +69,15 @@ pub enum Stage {
     /// At the provider's gateway: from calling the backend to the end of its answer.
     Backend,
     /// The wait for a request's and its answer's commit to the log (their bodies sealed
-    /// first when the log is encrypted, and any wait for room in the writer's queue);
-    /// publish/subscribe's messages are not counted.
+    /// first when the log is encrypted, and the commit itself when the message's own task
+    /// makes it); publish/subscribe's messages are not counted.
     Log,
 }
 
 impl Stage {
     pub fn name(self) -> &'static str {
         match self {
+            Stage::Held => "held",
             Stage::Sign => "sign",
             Stage::ProviderGateway => "provider_gateway",
             Stage::Backend => "backend",
@@ -83,7 +87,9 @@ impl Stage {
 }
 
 /// The (side, stage) pairs a message meets, whose histograms are kept at hand.
-const STAGES_AT_HAND: [(&str, Stage); 6] = [
+const STAGES_AT_HAND: [(&str, Stage); 8] = [
+    ("client", Stage::Held),
+    ("provider", Stage::Held),
     ("client", Stage::Sign),
     ("client", Stage::ProviderGateway),
     ("client", Stage::Log),
@@ -131,7 +137,7 @@ pub struct ExchangeMetrics {
     reloads: Family<ReloadLabels, Counter>,
     stages: Family<StageLabels, Histogram>,
     /// The family's histograms of the stages a message meets ([`STAGES_AT_HAND`]), each
-    /// taken from it once, when first observed: found by a look along six entries rather
+    /// taken from it once, when first observed: found by a look along eight entries rather
     /// than the family's locked, hashed lookup per message.
     stages_at_hand: Arc<[std::sync::OnceLock<Histogram>; STAGES_AT_HAND.len()]>,
     seen: Arc<Mutex<HashSet<MessageLabels>>>,
@@ -414,7 +420,9 @@ impl ExchangeMetrics {
         let req = req.map(|body| counted(body, metrics.request_bytes.clone()));
         let response = handle(req).await;
         metrics.messages.inc();
-        metrics.duration.observe(started.elapsed().as_secs_f64());
+        let held = started.elapsed();
+        metrics.duration.observe(held.as_secs_f64());
+        self.stage(side, Stage::Held, held);
         if let Some(kind) = response
             .headers()
             .get(X_ROAD_ERROR)

@@ -486,9 +486,7 @@ impl TokenBucket {
 }
 
 async fn write_loop(log: MessageLog, mut rx: mpsc::Receiver<Job>) {
-    let Some(writer) = log.writer().await else {
-        return;
-    };
+    let writer = log.writer().await;
     let mut sweeps = tokio::time::interval(SWEEP_EVERY);
     sweeps.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

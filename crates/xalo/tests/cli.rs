@@ -272,12 +272,14 @@ fn the_exchange_benchmark_reports_the_gateways_memory_and_cpu() {
             .any(|l| l.starts_with("  CPU at this rate: ") && l.contains(", the ledger ")),
         "{text}"
     );
-    // Where a message waited at each gateway, from their stage histograms: all six stages.
+    // Where a message waited at each gateway, from their stage histograms: all eight.
     let stages = text
         .lines()
         .find_map(|l| l.strip_prefix("  a message's p50 in each stage at this rate"))
         .unwrap_or_else(|| panic!("no stages line: {text}"));
     for stage in [
+        "client held ",
+        "provider held ",
         "client sign ",
         "client provider_gateway ",
         "provider backend ",

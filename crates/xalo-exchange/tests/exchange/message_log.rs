@@ -393,15 +393,9 @@ async fn refused_while_unlogged(env: &Env, log: &xalo_store::Database, id: &str,
     assert_eq!(count_logged(log, &again).await, 1);
 }
 
-/// Ledger indexes queued together are named in one statement; each message keeps the
-/// first index it was given.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ledger_indexes_are_named_in_batches_and_the_first_one_stays() {
-    use xalo_exchange::message_log::{LedgerIndex, LoggedMessage, MessageLog};
-    let env = env().await;
-    let db = log_db(&env, "gateway-000007").await;
-    let (log, _task) = MessageLog::start(db, 30);
-    let message = |id: &str| LoggedMessage {
+/// A message of the client's side, as a test logs it.
+fn logged_message(id: &str) -> xalo_exchange::message_log::LoggedMessage {
+    xalo_exchange::message_log::LoggedMessage {
         side: "client",
         x_road_id: id.to_owned(),
         client: CLIENT.to_owned(),
@@ -411,7 +405,18 @@ async fn ledger_indexes_are_named_in_batches_and_the_first_one_stays() {
         request_signature: "signature".to_owned(),
         status: 200,
         ..Default::default()
-    };
+    }
+}
+
+/// Ledger indexes queued together are named in one statement; each message keeps the
+/// first index it was given.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ledger_indexes_are_named_in_batches_and_the_first_one_stays() {
+    use xalo_exchange::message_log::{LedgerIndex, MessageLog};
+    let env = env().await;
+    let db = log_db(&env, "gateway-000007").await;
+    let (log, _task) = MessageLog::start(db, 30);
+    let message = logged_message;
     let index = |id: &str, index: u64| LedgerIndex {
         x_road_id: id.to_owned(),
         side: "client",
@@ -458,4 +463,54 @@ async fn ledger_indexes_are_named_in_batches_and_the_first_one_stays() {
         log.find(&ids[1]).await.unwrap(),
         vec![("client".to_owned(), Some(1001))]
     );
+}
+
+/// A caller that goes while its message waits for a commit (its client hung up) leaves
+/// the message logged: by the log's own task when nobody else commits, and by whoever
+/// commits next when others are waiting too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_whose_caller_goes_before_its_commit_is_logged_anyway() {
+    use std::future::Future;
+    use xalo_exchange::message_log::MessageLog;
+    let env = env().await;
+    let db = log_db(&env, "gateway-000007").await;
+    let (log, _task) = MessageLog::start(db, 30);
+    let message = logged_message;
+    // Polled once: queued, and gathering others' messages (the log does not know how
+    // many are under way, so it lets ready tasks run first); then dropped.
+    let poll_once = |f: &mut std::pin::Pin<Box<dyn Future<Output = _> + Send + '_>>| {
+        let waker = std::task::Waker::noop();
+        f.as_mut().poll(&mut std::task::Context::from_waker(waker))
+    };
+    let mut alone: std::pin::Pin<Box<dyn Future<Output = _> + Send>> =
+        Box::pin(log.append(message("alone")));
+    assert!(poll_once(&mut alone).is_pending());
+    drop(alone);
+    eventually("the message of a caller that went is logged", || async {
+        (!log.find("alone").await.unwrap().is_empty()).then_some(())
+    })
+    .await;
+
+    // The same with two others waiting behind it: the next to commit takes all three.
+    let mut first: std::pin::Pin<Box<dyn Future<Output = _> + Send>> =
+        Box::pin(log.append(message("first")));
+    assert!(poll_once(&mut first).is_pending());
+    let both = tokio::spawn({
+        let log = log.clone();
+        async move {
+            let (a, b) = tokio::join!(log.append(message("second")), log.append(message("third")));
+            a.and(b)
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    drop(first);
+    both.await.unwrap().unwrap();
+    log.flush().await.unwrap();
+    for id in ["alone", "first", "second", "third"] {
+        assert_eq!(
+            log.find(id).await.unwrap(),
+            vec![("client".to_owned(), None)],
+            "{id}"
+        );
+    }
 }

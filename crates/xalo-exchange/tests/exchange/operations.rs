@@ -201,9 +201,12 @@ async fn metrics_count_messages_errors_latency_and_bytes_per_client_and_service(
         )),
         "{provider}"
     );
-    // Where each message's time went: all three signed and answered by the provider's
-    // gateway, the two allowed logged; there, the two allowed called, signed and logged.
+    // Where each message's time went: all three held from arrival to answer at both
+    // gateways, signed and answered by the provider's gateway, the two allowed logged;
+    // there, the two allowed called, signed and logged.
     for (text, stage, count) in [
+        (&client, "side=\"client\",stage=\"held\"", 3),
+        (&provider, "side=\"provider\",stage=\"held\"", 3),
         (&client, "side=\"client\",stage=\"sign\"", 3),
         (&client, "side=\"client\",stage=\"provider_gateway\"", 3),
         (&client, "side=\"client\",stage=\"log\"", 2),
