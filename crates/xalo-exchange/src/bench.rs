@@ -385,6 +385,13 @@ pub struct PacedCpu {
     pub ledger_us: Option<f64>,
     /// Both bare relays together, per request through them.
     pub relays_us: Option<f64>,
+    /// How long the gateways' threads waited for a core, runnable while others ran, per
+    /// round trip (both together): the machine's share of the added latency.
+    pub gateways_wait_us: Option<f64>,
+    /// This process's threads' wait for a core per round trip through the gateways.
+    pub harness_wait_us: Option<f64>,
+    /// Both bare relays' threads' wait for a core per request through them.
+    pub relays_wait_us: Option<f64>,
 }
 
 /// Memory of the gateways, in MiB.
@@ -531,6 +538,17 @@ impl std::fmt::Display for BenchReport {
                     cores(c.harness_us, &p.exchange),
                     self.cores
                 );
+            }
+            if let Some(c) = &p.cpu
+                && let (Some(gateways), Some(harness)) = (c.gateways_wait_us, c.harness_wait_us)
+            {
+                writeln!(
+                    f,
+                    "  waiting for a core at this rate (threads ready to run while others ran, from the scheduler's accounts): the gateways' {gateways:.0} µs per round trip, the load generator's and echo backend's {harness:.0} µs{}",
+                    c.relays_wait_us.map_or(String::new(), |us| format!(
+                        "; the bare relays' {us:.0} µs per request"
+                    ))
+                )?;
             }
             if let Some(b) = &p.batches {
                 writeln!(f, "  messages per batch at this rate: {b}")?;
@@ -917,15 +935,10 @@ pub async fn run(options: &BenchOptions) -> Result<BenchReport, Error> {
             highest
         })
     };
-    let gateway_ticks = || -> Option<u64> {
-        (children.len() == 2)
-            .then(|| {
-                pids.iter()
-                    .map(|p| xalo_core::cpu_time::of_process(*p))
-                    .sum()
-            })
-            .flatten()
-    };
+    let of_gateways =
+        |read: fn(u32) -> Option<u64>| (children.len() == 2).then(|| summed(&pids, read)).flatten();
+    let gateway_ticks = || of_gateways(xalo_core::cpu_time::of_process);
+    let gateway_waits = || of_gateways(xalo_core::cpu_time::run_queue_wait_us);
     let metrics_http = reqwest::Client::new();
     let gateway_urls: Vec<String> = gateways.iter().map(|(url, _)| url.clone()).collect();
     let counters = || batching_counters(&metrics_http, &gateway_urls);
@@ -971,9 +984,19 @@ pub async fn run(options: &BenchOptions) -> Result<BenchReport, Error> {
                     .and_then(Ledger::pid)
                     .and_then(xalo_core::cpu_time::of_process)
             };
+            let own_waits = || xalo_core::cpu_time::run_queue_wait_us(std::process::id());
             let (own_between, gateways_before, ledger_before) =
                 (own(), gateway_ticks(), ledger_ticks());
+            let waits_before = (gateway_waits(), own_waits());
             let exchange = measure_paced(&http, options.concurrency, rate, total, via).await;
+            let per_round_trip = |before: Option<u64>, after: Option<u64>| match (before, after) {
+                (Some(a), Some(b)) => {
+                    Some(b.saturating_sub(a) as f64 / exchange.requests.max(1) as f64)
+                }
+                _ => None,
+            };
+            let gateways_wait_us = per_round_trip(waits_before.0, gateway_waits());
+            let harness_wait_us = per_round_trip(waits_before.1, own_waits());
             let ledger_us = match (ledger_before, ledger_ticks()) {
                 (Some(a), Some(b)) => Some(per_request_us(b.saturating_sub(a), &exchange)),
                 _ => None,
@@ -991,6 +1014,9 @@ pub async fn run(options: &BenchOptions) -> Result<BenchReport, Error> {
                     direct_us: per_request_us(b.saturating_sub(a), &direct),
                     ledger_us,
                     relays_us: None,
+                    gateways_wait_us,
+                    harness_wait_us,
+                    relays_wait_us: None,
                 }),
                 _ => None,
             };
@@ -1051,9 +1077,10 @@ pub async fn run(options: &BenchOptions) -> Result<BenchReport, Error> {
         p.relays = Some(
             match measure_relays(binary, options.gateway_workers, dir.path(), &backend, load).await
             {
-                Ok((m, us)) => {
+                Ok((m, us, wait_us)) => {
                     if let Some(c) = p.cpu.as_mut() {
                         c.relays_us = us;
+                        c.relays_wait_us = wait_us;
                     }
                     Ok(m)
                 }
@@ -1118,7 +1145,7 @@ async fn measure_relays(
     dir: &std::path::Path,
     backend: &std::net::SocketAddr,
     load: RelayLoad<'_>,
-) -> Result<(Measurement, Option<f64>), Error> {
+) -> Result<(Measurement, Option<f64>, Option<f64>), Error> {
     let RelayLoad {
         headers,
         http,
@@ -1176,18 +1203,24 @@ async fn measure_relays(
     let warm = (total / 10).max(concurrency);
     measure(http, concurrency, warm, make.clone()).await;
     let pids = [client.0.id(), provider.0.id()];
-    let ticks = || -> Option<u64> {
-        pids.iter()
-            .map(|p| xalo_core::cpu_time::of_process(*p))
-            .sum()
-    };
-    let before = ticks();
+    let ticks = || summed(&pids, xalo_core::cpu_time::of_process);
+    let waits = || summed(&pids, xalo_core::cpu_time::run_queue_wait_us);
+    let (before, waited_before) = (ticks(), waits());
     let measured = measure_paced(http, concurrency, rate, total, make).await;
     let us = match (before, ticks()) {
         (Some(a), Some(b)) => Some(per_request_us(b.saturating_sub(a), &measured)),
         _ => None,
     };
-    Ok((measured, us))
+    let wait_us = match (waited_before, waits()) {
+        (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64 / measured.requests.max(1) as f64),
+        _ => None,
+    };
+    Ok((measured, us, wait_us))
+}
+
+/// `read` of each process of `pids`, summed (`None` if one is unknown).
+fn summed(pids: &[u32], read: fn(u32) -> Option<u64>) -> Option<u64> {
+    pids.iter().map(|p| read(*p)).sum()
 }
 
 /// CPU `ticks` per request of `m`, in µs.

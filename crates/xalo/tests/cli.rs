@@ -272,6 +272,15 @@ fn the_exchange_benchmark_reports_the_gateways_memory_and_cpu() {
             .any(|l| l.starts_with("  CPU at this rate: ") && l.contains(", the ledger ")),
         "{text}"
     );
+    // How long the gateways', the harness's and the relays' threads waited for a core.
+    let waits = text
+        .lines()
+        .find_map(|l| l.strip_prefix("  waiting for a core at this rate"))
+        .unwrap_or_else(|| panic!("no waits line: {text}"));
+    assert!(
+        waits.contains("the gateways' ") && waits.contains("; the bare relays' "),
+        "{waits}"
+    );
     // Where a message waited at each gateway, from their stage histograms: all eight.
     let stages = text
         .lines()
