@@ -519,7 +519,7 @@ pub(crate) async fn record(
         ProtocolError::new(kind, format!("the message log: {}", e.message))
     })?;
     if let Some(ev) = &gw.evidence {
-        // Without a task per message: the recorder hands the index to the log's writer
+        // Without a task per message: the recorder hands the index to the log
         // once the ledger has the batch.
         let gw = gw.clone();
         ev.record_then(&evidence, move |recorded| match recorded {

@@ -180,7 +180,7 @@ pub struct GatewayState {
     pub(crate) reloading: Mutex<()>,
     pub grace: ShutdownGrace,
     pub metrics: crate::metrics::ExchangeMetrics,
-    /// The messages and event deliveries being worked on: the signer and the log's writer
+    /// The messages and event deliveries being worked on: the signer and the log
     /// gather a batch only while others are under way.
     pub in_flight: xalo_core::batch::InFlight,
     pub observed: crate::health::Observed,

@@ -174,14 +174,24 @@ struct Waiting {
     messages: Vec<(LoggedMessage, Committed)>,
     /// Ledger entries of messages logged before their evidence was recorded.
     indexes: Vec<LedgerIndex>,
-    /// Callers to answer once everything queued before them is committed.
-    flushes: Vec<Committed>,
+    /// Callers to answer once everything queued before them is committed, each with how
+    /// many messages had been queued by then and how many commits had failed.
+    flushes: Vec<(Committed, u64, u64)>,
+    /// Messages queued so far, and taken to be committed.
+    queued: u64,
+    taken: u64,
+    /// Commits that failed so far, and the last one's error: a flush after which one
+    /// failed is answered with it (what it waited for may be among what was lost).
+    failed: u64,
+    last_failure: Option<Error>,
 }
 
 /// What one commit takes from [`Waiting`].
 struct Batch {
     messages: Vec<LoggedMessage>,
     answers: Vec<Committed>,
+    /// The flushes this commit answers, each with the failures counted when it was asked.
+    flushes: Vec<(Committed, u64)>,
     indexes: Vec<LedgerIndex>,
 }
 
@@ -196,8 +206,7 @@ struct Shared {
     /// which what is written beside the log shares, so both queue in this process rather
     /// than for the file's lock.
     writer: tokio::sync::OnceCell<Database>,
-    /// Wakes the log's task to commit what no caller is committing: ledger indexes, and
-    /// the message of a caller that went away before its turn.
+    /// Wakes the log's task to commit the ledger indexes handed over without waiting.
     wake: tokio::sync::Notify,
     /// The messages the gateway is working on, which may join a batch (unknown: gather).
     in_flight: Option<xalo_core::batch::InFlight>,
@@ -223,6 +232,19 @@ pub struct MessageLog {
     retention_days: Arc<AtomicU64>,
     /// The member's key that seals logged bodies (see [`crate::log_encryption`]).
     key: Arc<std::sync::RwLock<Option<Arc<crate::log_encryption::LogKey>>>>,
+    /// Ends the log's task with the last handle (a gateway that failed to start drops its
+    /// handles without aborting the task).
+    _task: Arc<EndsTask>,
+}
+
+/// Aborts a task when dropped.
+#[derive(Debug)]
+struct EndsTask(tokio::task::AbortHandle);
+
+impl Drop for EndsTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Messages per transaction at most.
@@ -265,6 +287,7 @@ impl MessageLog {
                 bodies: Arc::new(AtomicBool::new(true)),
                 retention_days,
                 key: Default::default(),
+                _task: Arc::new(EndsTask(task.clone())),
             },
             task,
         )
@@ -325,8 +348,11 @@ impl MessageLog {
             m.request_body = None;
             m.response_body = None;
         }
-        self.ask(|waiting, done| waiting.messages.push((m, done)))
-            .await
+        self.ask(|waiting, done| {
+            waiting.messages.push((m, done));
+            waiting.queued += 1;
+        })
+        .await
     }
 
     /// Queue what `push` adds, with the answer its caller waits for, and wait for the
@@ -342,6 +368,8 @@ impl MessageLog {
             shared: &self.shared,
             answered: false,
         };
+        // Turns are taken in order (tokio's mutex is fair), and each taker commits what
+        // waits from the front: whoever waits is answered within a few turns.
         loop {
             let turn = tokio::select! {
                 biased;
@@ -378,9 +406,13 @@ impl MessageLog {
     }
 
     /// Returns once everything queued before is committed: the messages and the ledger
-    /// indexes.
+    /// indexes; an error if a commit failed since it was asked.
     pub async fn flush(&self) -> Result<(), Error> {
-        self.ask(|waiting, done| waiting.flushes.push(done)).await
+        self.ask(|waiting, done| {
+            let (queued, failed) = (waiting.queued, waiting.failed);
+            waiting.flushes.push((done, queued, failed));
+        })
+        .await
     }
 
     /// How many messages with this X-Road-Id the log holds, and their ledger indexes.
@@ -605,17 +637,29 @@ fn stopped() -> Error {
     )
 }
 
-/// A caller waiting for its commit; one that goes before it is answered leaves what it
-/// queued to the log's task.
+/// A caller waiting for its commit. One that goes before it is answered (its client hung
+/// up) leaves a task to commit what it queued, unless someone else does first: whether
+/// the log's own task still runs (a stopping gateway has ended it) does not matter.
 struct Asked<'a> {
-    shared: &'a Shared,
+    shared: &'a Arc<Shared>,
     answered: bool,
 }
 
 impl Drop for Asked<'_> {
     fn drop(&mut self) {
-        if !self.answered {
-            self.shared.wake.notify_one();
+        if self.answered {
+            return;
+        }
+        let shared = self.shared.clone();
+        let commit = async move {
+            let turn = shared.turn.clone().lock_owned().await;
+            if let Err(e) = shared.commit_waiting(turn, false).await {
+                tracing::error!(error = %e, "committing a departed caller's message failed");
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn(commit)),
+            Err(_) => tracing::error!("a message log caller went at shutdown, its message queued"),
         }
     }
 }
@@ -641,7 +685,8 @@ impl Shared {
     }
 
     /// Commit what waits, holding the `turn`: at most [`BATCH`] messages, with every
-    /// ledger index waiting, and the flushes once no message queued before them is left.
+    /// ledger index waiting, and the flushes whose messages queued before them are all
+    /// taken (this commit's or earlier ones, which have ended: the turn is held).
     /// With `gather`, first let the requests ready on this thread add theirs: an idle
     /// gateway commits a lone message at once, a busy one carries all that came in during
     /// the previous commit in the next.
@@ -659,17 +704,21 @@ impl Shared {
         let batch = {
             let mut waiting = self.waiting()?;
             let n = waiting.messages.len().min(BATCH);
-            let (messages, mut answers): (Vec<_>, Vec<_>) = waiting.messages.drain(..n).unzip();
-            if waiting.messages.is_empty() {
-                answers.append(&mut waiting.flushes);
-            }
+            let (messages, answers): (Vec<_>, Vec<_>) = waiting.messages.drain(..n).unzip();
+            waiting.taken += n as u64;
+            let taken = waiting.taken;
+            let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut waiting.flushes)
+                .into_iter()
+                .partition(|(_, queued, _)| *queued <= taken);
+            waiting.flushes = later;
             Batch {
                 messages,
                 answers,
+                flushes: due.into_iter().map(|(f, _, failed)| (f, failed)).collect(),
                 indexes: std::mem::take(&mut waiting.indexes),
             }
         };
-        if batch.answers.is_empty() && batch.indexes.is_empty() {
+        if batch.answers.is_empty() && batch.flushes.is_empty() && batch.indexes.is_empty() {
             return Ok(());
         }
         // Taken from the queue, the batch is committed and answered even if this caller
@@ -691,9 +740,27 @@ impl Shared {
             Ok(()) if count > 0 => self.batching.record(count),
             Ok(()) => {}
         }
+        let failures = match self.waiting() {
+            Ok(mut waiting) => {
+                if let Err(e) = &result {
+                    waiting.failed += 1;
+                    waiting.last_failure = Some(e.clone());
+                }
+                Ok((waiting.failed, waiting.last_failure.clone()))
+            }
+            Err(e) => Err(e),
+        };
         for done in batch.answers {
             // The caller may have gone (its client hung up); the message is logged anyway.
             let _ = done.send(result.clone());
+        }
+        for (done, failed_before) in batch.flushes {
+            let answer = match &failures {
+                Ok((failed, Some(e))) if *failed > failed_before => Err(e.clone()),
+                Ok(_) => Ok(()),
+                Err(e) => Err(e.clone()),
+            };
+            let _ = done.send(answer);
         }
     }
 }
@@ -729,8 +796,9 @@ impl Drop for Finish {
     }
 }
 
-/// The log's own task: commits what no caller is committing (ledger indexes, what a
-/// caller that went away queued), and sweeps the log by its retention once an hour.
+/// The log's own task: commits the ledger indexes handed over without waiting (with
+/// whatever else waits then), and sweeps the log by its retention once an hour, holding
+/// the turn so that no commit meets the sweep's lock on the file.
 async fn run(shared: Arc<Shared>, retention_days: Arc<AtomicU64>) {
     let db = shared.db.clone();
     // Opened before the first message, which would otherwise wait for it.
@@ -746,7 +814,10 @@ async fn run(shared: Arc<Shared>, retention_days: Arc<AtomicU64>) {
                     tracing::error!(error = %e, "the message log's task failed to commit");
                 }
             }
-            _ = sweeps.tick() => sweep(&db, retention_days.load(Ordering::Relaxed)).await,
+            _ = sweeps.tick() => {
+                let _turn = shared.turn.clone().lock_owned().await;
+                sweep(&db, retention_days.load(Ordering::Relaxed)).await;
+            }
         }
     }
 }

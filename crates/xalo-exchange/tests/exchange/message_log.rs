@@ -437,7 +437,8 @@ async fn ledger_indexes_are_named_in_batches_and_the_first_one_stays() {
         ..index(&ids[0], 5)
     })
     .await;
-    // Appending after them returns once they are written (the writer keeps queue order).
+    // Appending after them returns once they are written (each commit takes every index
+    // waiting, and commits follow one another).
     log.append(message("after")).await.unwrap();
     for (i, id) in ids.iter().enumerate() {
         assert_eq!(
@@ -507,6 +508,50 @@ async fn a_message_whose_caller_goes_before_its_commit_is_logged_anyway() {
     both.await.unwrap().unwrap();
     log.flush().await.unwrap();
     for id in ["alone", "first", "second", "third"] {
+        assert_eq!(
+            log.find(id).await.unwrap(),
+            vec![("client".to_owned(), None)],
+            "{id}"
+        );
+    }
+}
+
+/// A caller that goes while its batch is being committed (the database held by another
+/// writer) leaves the commit to finish as a task of its own: its message is logged, and
+/// so is the next caller's, after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_whose_caller_goes_midway_is_finished() {
+    use std::future::Future;
+    use xalo_exchange::message_log::MessageLog;
+    let env = env().await;
+    let db = log_db(&env, "gateway-000007").await;
+    // No message counted as under way: the first caller commits at once, without turns.
+    let in_flight = xalo_core::batch::InFlight::default();
+    let (log, _task) = MessageLog::start_with(db, 30, Some(in_flight));
+    let locker = log_db(&env, "gateway-000007").await;
+    let mut lock = locker.begin_write().await.unwrap();
+    if locker.backend() == xalo_store::Backend::Postgres {
+        xalo_store::sqlx::query("LOCK TABLE gateway_message_log IN EXCLUSIVE MODE")
+            .execute(&mut *lock)
+            .await
+            .unwrap();
+    }
+    let mut first: std::pin::Pin<Box<dyn Future<Output = _> + Send>> =
+        Box::pin(log.append(logged_message("midway")));
+    let waker = std::task::Waker::noop();
+    let polled = first
+        .as_mut()
+        .poll(&mut std::task::Context::from_waker(waker));
+    assert!(polled.is_pending(), "committed past another writer's lock");
+    drop(first);
+    let next = tokio::spawn({
+        let log = log.clone();
+        async move { log.append(logged_message("next")).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    lock.rollback().await.unwrap();
+    next.await.unwrap().unwrap();
+    for id in ["midway", "next"] {
         assert_eq!(
             log.find(id).await.unwrap(),
             vec![("client".to_owned(), None)],
