@@ -664,8 +664,12 @@ impl Drop for Asked<'_> {
     }
 }
 
-/// Turns of the scheduler the committer lets requests take before it cuts a batch.
-const GATHER_TURNS: usize = 4;
+/// Turns of the scheduler the committer lets requests take before it cuts a batch. At a
+/// busy gateway a turn waits for every task ready on the thread, so each costs the
+/// messages in the batch that much: two, with the signer's two, measured better at
+/// 5,000 round trips/s offered than four (added p50 lower in 12 of 16 pairs, medians
+/// +3.42 against +4.51 ms, the same CPU), and none leaves batches too small to keep up.
+const GATHER_TURNS: usize = 2;
 
 impl Shared {
     fn waiting(&self) -> Result<std::sync::MutexGuard<'_, Waiting>, Error> {

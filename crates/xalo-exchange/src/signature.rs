@@ -282,9 +282,9 @@ struct SignerInner {
 /// Most messages in one batch (the proof grows with its logarithm).
 const MAX_BATCH: usize = 256;
 
-/// Times the signer lets ready tasks run before it cuts a batch (each costs at most one
-/// turn of the scheduler, microseconds).
-const MAX_YIELDS: usize = 4;
+/// Times the signer lets ready tasks run before it cuts a batch (each costs a turn of the
+/// scheduler; see the message log's `GATHER_TURNS`, measured with this).
+const MAX_YIELDS: usize = 2;
 
 impl BatchSigner {
     pub fn new(signer: MessageSigner) -> BatchSigner {
