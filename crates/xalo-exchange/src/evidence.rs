@@ -178,15 +178,12 @@ async fn catch_up(
         let mut failure = None;
         for ((id, e, side), result) in rows.into_iter().zip(sent) {
             match result {
-                Ok(index) => {
-                    log.set_ledger_index(crate::message_log::LedgerIndex {
-                        x_road_id: e.x_road_id,
-                        side,
-                        request_hash: e.request_hash,
-                        index,
-                    })
-                    .await
-                }
+                Ok(index) => log.note_ledger_index(crate::message_log::LedgerIndex {
+                    x_road_id: e.x_road_id,
+                    side,
+                    request_hash: e.request_hash,
+                    index,
+                }),
                 Err(err) => {
                     (reached, failure) = (id - 1, Some(err));
                     break;

@@ -387,13 +387,8 @@ impl MessageLog {
         }
     }
 
-    /// Record which ledger entry holds a logged message's evidence (written with the next
-    /// commit; the message itself is already logged).
-    pub async fn set_ledger_index(&self, index: LedgerIndex) {
-        self.note_ledger_index(index);
-    }
-
-    /// [`MessageLog::set_ledger_index`] for a caller that cannot wait.
+    /// Record which ledger entry holds a logged message's evidence, without waiting:
+    /// written with the next commit (the message itself is already logged).
     pub fn note_ledger_index(&self, index: LedgerIndex) {
         match self.shared.waiting() {
             Ok(mut waiting) => waiting.indexes.push(index),
@@ -657,10 +652,10 @@ impl Drop for Asked<'_> {
                 tracing::error!(error = %e, "committing a departed caller's message failed");
             }
         };
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => drop(runtime.spawn(commit)),
-            Err(_) => tracing::error!("a message log caller went at shutdown, its message queued"),
-        }
+        spawn_or_tell(
+            commit,
+            "a message log caller went at shutdown, its message queued",
+        );
     }
 }
 
@@ -791,12 +786,18 @@ impl std::future::Future for Finish {
 impl Drop for Finish {
     fn drop(&mut self) {
         if let Some(commit) = self.0.take() {
-            match tokio::runtime::Handle::try_current() {
-                Ok(runtime) => drop(runtime.spawn(commit)),
-                // Its callers are answered that the log stopped before committing.
-                Err(_) => tracing::error!("a message log commit was cut off by shutdown"),
-            }
+            // Else its callers are answered that the log stopped before committing.
+            spawn_or_tell(commit, "a message log commit was cut off by shutdown");
         }
+    }
+}
+
+/// Run `work` as a task of its own from a `Drop`, where there may be no runtime left (then
+/// `lost` is logged instead: `tokio::spawn` would panic).
+fn spawn_or_tell(work: impl std::future::Future<Output = ()> + Send + 'static, lost: &str) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => drop(runtime.spawn(work)),
+        Err(_) => tracing::error!("{lost}"),
     }
 }
 

@@ -416,7 +416,6 @@ async fn ledger_indexes_are_named_in_batches_and_the_first_one_stays() {
     let env = env().await;
     let db = log_db(&env, "gateway-000007").await;
     let (log, _task) = MessageLog::start(db, 30);
-    let message = logged_message;
     let index = |id: &str, index: u64| LedgerIndex {
         x_road_id: id.to_owned(),
         side: "client",
@@ -425,21 +424,20 @@ async fn ledger_indexes_are_named_in_batches_and_the_first_one_stays() {
     };
     let ids: Vec<String> = (0..40).map(|i| format!("indexed-{i}")).collect();
     for id in &ids {
-        log.append(message(id)).await.unwrap();
+        log.append(logged_message(id)).await.unwrap();
     }
     // More indexes than one statement takes; a message's own row only (another side or
     // another hash under the same id is left alone).
     for (i, id) in ids.iter().enumerate() {
-        log.set_ledger_index(index(id, 1000 + i as u64)).await;
+        log.note_ledger_index(index(id, 1000 + i as u64));
     }
-    log.set_ledger_index(LedgerIndex {
+    log.note_ledger_index(LedgerIndex {
         side: "provider",
         ..index(&ids[0], 5)
-    })
-    .await;
+    });
     // Appending after them returns once they are written (each commit takes every index
     // waiting, and commits follow one another).
-    log.append(message("after")).await.unwrap();
+    log.append(logged_message("after")).await.unwrap();
     for (i, id) in ids.iter().enumerate() {
         assert_eq!(
             log.find(id).await.unwrap(),
@@ -453,8 +451,8 @@ async fn ledger_indexes_are_named_in_batches_and_the_first_one_stays() {
     );
     // A later index for a message that has one does not replace it; a flush returns once
     // what was queued before it is written.
-    log.set_ledger_index(index(&ids[1], 7)).await;
-    log.set_ledger_index(index("after", 9)).await;
+    log.note_ledger_index(index(&ids[1], 7));
+    log.note_ledger_index(index("after", 9));
     log.flush().await.unwrap();
     assert_eq!(
         log.find("after").await.unwrap(),
@@ -476,7 +474,6 @@ async fn a_message_whose_caller_goes_before_its_commit_is_logged_anyway() {
     let env = env().await;
     let db = log_db(&env, "gateway-000007").await;
     let (log, _task) = MessageLog::start(db, 30);
-    let message = logged_message;
     // Polled once: queued, and gathering others' messages (the log does not know how
     // many are under way, so it lets ready tasks run first); then dropped.
     let poll_once = |f: &mut std::pin::Pin<Box<dyn Future<Output = _> + Send + '_>>| {
@@ -484,7 +481,7 @@ async fn a_message_whose_caller_goes_before_its_commit_is_logged_anyway() {
         f.as_mut().poll(&mut std::task::Context::from_waker(waker))
     };
     let mut alone: std::pin::Pin<Box<dyn Future<Output = _> + Send>> =
-        Box::pin(log.append(message("alone")));
+        Box::pin(log.append(logged_message("alone")));
     assert!(poll_once(&mut alone).is_pending());
     drop(alone);
     eventually("the message of a caller that went is logged", || async {
@@ -494,12 +491,15 @@ async fn a_message_whose_caller_goes_before_its_commit_is_logged_anyway() {
 
     // The same with two others waiting behind it: the next to commit takes all three.
     let mut first: std::pin::Pin<Box<dyn Future<Output = _> + Send>> =
-        Box::pin(log.append(message("first")));
+        Box::pin(log.append(logged_message("first")));
     assert!(poll_once(&mut first).is_pending());
     let both = tokio::spawn({
         let log = log.clone();
         async move {
-            let (a, b) = tokio::join!(log.append(message("second")), log.append(message("third")));
+            let (a, b) = tokio::join!(
+                log.append(logged_message("second")),
+                log.append(logged_message("third"))
+            );
             a.and(b)
         }
     });
