@@ -4,6 +4,12 @@
 //! layers and its header merging were 8% of a busy gateway's CPU (perf, 64 clients), for
 //! features a hop does not use (a hop never follows a redirect; it passes it back).
 //!
+//! hyper-util runs each connection as a task of its own, and hands it the request and the
+//! caller the answer over channels. Connections driven by the caller's own task, in a pool
+//! of ours, measured no faster (at 5,000/s offered, three pairs in turns: p50 +3.23 to
+//! +6.50 ms against +3.31 to +5.16 ms, the same CPU), likely because tokio runs a task
+//! woken by another on its thread next, so those hand-offs wait for no turn.
+//!
 //! One deadline bounds the whole hop, the answer's body included, as reqwest's total
 //! timeout did.
 
