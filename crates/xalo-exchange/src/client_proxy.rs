@@ -188,6 +188,7 @@ async fn outbound(gw: &Arc<GatewayState>, req: Request) -> Result<Response, Prot
             )));
         }
     }
+    crate::health::refuse_unstamped(gw, Kind::ClientTimestamperFailed)?;
     let start = rand::random::<u32>() as usize % candidates.len();
     candidates.rotate_left(start);
     let tls_ocsp = gw

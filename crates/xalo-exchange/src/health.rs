@@ -18,6 +18,9 @@ use crate::unix_now;
 #[derive(Debug, Default)]
 pub struct Observed {
     inner: Mutex<Seen>,
+    /// While time-stamping fails, when the oldest message still unstamped was logged
+    /// (0: time-stamping is not failing), read by every message without the lock.
+    unstamped_since: std::sync::atomic::AtomicI64,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -109,6 +112,8 @@ impl Observed {
             s.stamp.oldest_unstamped_unix = oldest_unstamped_unix;
             s.stamp.error = None;
         });
+        self.unstamped_since
+            .store(0, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn stamp_failed(&self, error: String, oldest_unstamped_unix: Option<i64>) {
@@ -117,7 +122,23 @@ impl Observed {
             if oldest_unstamped_unix.is_some() {
                 s.stamp.oldest_unstamped_unix = oldest_unstamped_unix;
             }
+            if let Some(oldest) = s.stamp.oldest_unstamped_unix {
+                self.unstamped_since
+                    .store(oldest.max(1), std::sync::atomic::Ordering::Relaxed);
+            }
         });
+    }
+
+    /// How long the oldest message not yet time-stamped has waited, while time-stamping
+    /// fails; `None` while it succeeds.
+    pub fn unstamped_for_secs(&self, now_unix: i64) -> Option<i64> {
+        match self
+            .unstamped_since
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            0 => None,
+            since => Some(now_unix.saturating_sub(since)),
+        }
     }
 }
 
@@ -324,11 +345,11 @@ pub fn start_timestamper(gw: Arc<GatewayState>) -> tokio::task::AbortHandle {
             let Some(url) = gw.conf.latest().and_then(|c| tsa_url(&c)) else {
                 gw.observed.stamp_failed(
                     "the global configuration names no time-stamping authority".into(),
-                    None,
+                    gw.log.oldest_unstamped_unix().await.ok().flatten(),
                 );
                 continue;
             };
-            match gw.log.timestamp_pending(&http, &url).await {
+            match gw.log.timestamp_all(&http, &url).await {
                 Ok(run) => match run.error {
                     None => gw.observed.stamp_succeeded(run.stamped_unix, None),
                     Some(e) => {
@@ -339,10 +360,33 @@ pub fn start_timestamper(gw: Arc<GatewayState>) -> tokio::task::AbortHandle {
                 },
                 Err(e) => {
                     tracing::warn!(error = %e, "time-stamping the message log failed");
-                    gw.observed.stamp_failed(e.to_string(), None);
+                    let oldest = gw.log.oldest_unstamped_unix().await.ok().flatten();
+                    gw.observed.stamp_failed(e.to_string(), oldest);
                 }
             }
         }
     })
     .abort_handle()
+}
+
+/// Refuse a message while the message log has gone without a time-stamp for longer than
+/// the grace period (`timestamp_failure_secs`), as X-Road's acceptable time-stamp failure
+/// period: evidence that cannot be time-stamped is not evidence enough to go on.
+pub(crate) fn refuse_unstamped(
+    gw: &GatewayState,
+    kind: crate::protocol_error::Kind,
+) -> Result<(), crate::protocol_error::ProtocolError> {
+    let Some(age) = gw.observed.unstamped_for_secs(crate::unix_now()) else {
+        return Ok(());
+    };
+    let grace = gw.current().timestamp_failure_secs;
+    if age <= i64::try_from(grace).unwrap_or(i64::MAX) {
+        return Ok(());
+    }
+    Err(crate::protocol_error::ProtocolError::new(
+        kind,
+        format!(
+            "the message log has waited {age} s for a time-stamp, longer than the grace period of {grace} s: no message is exchanged until the time-stamping authority answers again"
+        ),
+    ))
 }

@@ -142,6 +142,10 @@ pub struct StampRun {
     /// When the oldest message the run left unstamped was logged.
     pub oldest_unstamped_unix: Option<i64>,
     pub error: Option<Error>,
+    /// Time-stamps stored.
+    pub tokens: usize,
+    /// The last batch was full: more messages may be waiting.
+    pub more: bool,
 }
 
 /// One exchanged message, as logged.
@@ -516,6 +520,64 @@ impl MessageLog {
         http: &reqwest::Client,
         tsa_url: &str,
     ) -> Result<StampRun, Error> {
+        self.timestamp_pending_up_to(http, tsa_url, STAMP_BATCH)
+            .await
+    }
+
+    /// When the oldest message not covered by a time-stamp was logged, if any.
+    pub async fn oldest_unstamped_unix(&self) -> Result<Option<i64>, Error> {
+        let what = "reading the message log";
+        let row = xalo_store::sqlx::query(
+            "SELECT MIN(logged_unix) FROM gateway_message_log WHERE id > \
+             (SELECT COALESCE(MAX(last_id), 0) FROM gateway_message_timestamp)",
+        )
+        .fetch_one(self.db.pool())
+        .await
+        .db(what)?;
+        row.try_get::<Option<i64>, _>(0).db(what)
+    }
+
+    /// Time-stamp everything logged since the last time-stamp, a batch of at most
+    /// `STAMP_BATCH` messages per token, until none is left or the TSA fails. One batch per
+    /// run fell behind for good above `STAMP_BATCH` messages per interval (166/s at the
+    /// default minute).
+    pub async fn timestamp_all(
+        &self,
+        http: &reqwest::Client,
+        tsa_url: &str,
+    ) -> Result<StampRun, Error> {
+        self.timestamp_all_up_to(http, tsa_url, STAMP_BATCH).await
+    }
+
+    /// [`MessageLog::timestamp_all`] with batches of at most `batch` messages.
+    pub async fn timestamp_all_up_to(
+        &self,
+        http: &reqwest::Client,
+        tsa_url: &str,
+        batch: i64,
+    ) -> Result<StampRun, Error> {
+        let mut total = StampRun::default();
+        loop {
+            let run = self.timestamp_pending_up_to(http, tsa_url, batch).await?;
+            total.tokens += run.tokens;
+            total.stamped_unix = run.stamped_unix.or(total.stamped_unix);
+            total.oldest_unstamped_unix = run.oldest_unstamped_unix;
+            total.more = run.more;
+            if run.error.is_some() || !run.more {
+                total.error = run.error;
+                return Ok(total);
+            }
+        }
+    }
+
+    /// One time-stamp over the first `batch` messages logged since the last one.
+    pub async fn timestamp_pending_up_to(
+        &self,
+        http: &reqwest::Client,
+        tsa_url: &str,
+        batch: i64,
+    ) -> Result<StampRun, Error> {
+        let batch = batch.max(1);
         let what = "time-stamping the message log";
         let last: i64 = xalo_store::sqlx::query(
             "SELECT COALESCE(MAX(last_id), 0) FROM gateway_message_timestamp",
@@ -531,12 +593,13 @@ impl MessageLog {
              FROM gateway_message_log WHERE id > $1 ORDER BY id LIMIT $2",
         )
         .bind(last)
-        .bind(STAMP_BATCH)
+        .bind(batch)
         .fetch(self.db.pool());
-        let (digest, first_id, last_id, oldest) = digest_rows(rows).await?;
+        let (digest, first_id, last_id, oldest, count) = digest_rows(rows).await?;
         if first_id > last_id {
             return Ok(StampRun::default());
         }
+        let more = count >= batch;
         let token = match xalo_trust::timestamp::request_token(http, tsa_url, &digest).await {
             Ok(t) => t,
             Err(e) => {
@@ -544,6 +607,8 @@ impl MessageLog {
                     stamped_unix: None,
                     oldest_unstamped_unix: Some(oldest),
                     error: Some(e),
+                    tokens: 0,
+                    more,
                 });
             }
         };
@@ -564,6 +629,8 @@ impl MessageLog {
             stamped_unix: Some(now),
             oldest_unstamped_unix: None,
             error: None,
+            tokens: 1,
+            more,
         })
     }
 }
@@ -576,12 +643,13 @@ async fn digest_rows(
     mut rows: impl futures_util::Stream<
         Item = Result<xalo_store::sqlx::any::AnyRow, xalo_store::sqlx::Error>,
     > + Unpin,
-) -> Result<([u8; 32], i64, i64, i64), Error> {
+) -> Result<([u8; 32], i64, i64, i64, i64), Error> {
     use futures_util::TryStreamExt;
     let what = "reading the message log";
     let mut h = sha2::Sha256::new();
-    let (mut first, mut last, mut oldest) = (i64::MAX, 0, i64::MAX);
+    let (mut first, mut last, mut oldest, mut count) = (i64::MAX, 0, i64::MAX, 0);
     while let Some(r) = rows.try_next().await.db(what)? {
+        count += 1;
         let id: i64 = r.try_get(0).db(what)?;
         let logged: i64 = r.try_get(1).db(what)?;
         first = first.min(id);
@@ -595,7 +663,7 @@ async fn digest_rows(
         }
         h.update(b"\n");
     }
-    Ok((h.finalize().into(), first, last, oldest))
+    Ok((h.finalize().into(), first, last, oldest, count))
 }
 
 /// Each `(request_signature, request_hash)` row `sql` selects for `$1 = unix`, row by row.

@@ -29,6 +29,10 @@ pub enum Kind {
     ClientCertValidation,
     ClientDatabaseError,
     ClientInternalError,
+    /// The message log has not been time-stamped for longer than the gateway's grace
+    /// period (`timestamp_failure_secs`): it takes no message until it is again (X-Road's
+    /// `timestamper_failed`).
+    ClientTimestamperFailed,
     ServerOutdatedGlobalConf,
     ServerSslAuthenticationFailed,
     ServerInvalidSignatureValue,
@@ -42,6 +46,8 @@ pub enum Kind {
     ServerNetworkError,
     ServerDatabaseError,
     ServerInternalError,
+    /// As [`Kind::ClientTimestamperFailed`], at the provider's gateway.
+    ServerTimestamperFailed,
 }
 
 impl Kind {
@@ -57,6 +63,7 @@ impl Kind {
             Kind::ClientCertValidation => "Server.ClientProxy.CertValidation",
             Kind::ClientDatabaseError => "Server.ClientProxy.DatabaseError",
             Kind::ClientInternalError => "Server.ClientProxy.InternalError",
+            Kind::ClientTimestamperFailed => "Server.ClientProxy.timestamper_failed",
             Kind::ServerOutdatedGlobalConf => "Server.ServerProxy.OutdatedGlobalConf",
             Kind::ServerSslAuthenticationFailed => "Server.ServerProxy.SslAuthenticationFailed",
             Kind::ServerInvalidSignatureValue => "Server.ServerProxy.InvalidSignatureValue",
@@ -68,6 +75,7 @@ impl Kind {
             Kind::ServerNetworkError => "Server.ServerProxy.NetworkError",
             Kind::ServerDatabaseError => "Server.ServerProxy.DatabaseError",
             Kind::ServerInternalError => "Server.ServerProxy.InternalError",
+            Kind::ServerTimestamperFailed => "Server.ServerProxy.timestamper_failed",
         }
     }
 

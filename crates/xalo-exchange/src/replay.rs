@@ -121,7 +121,7 @@ impl ReplayGuard {
             });
         }
         let key: [u8; 16] = {
-            let digest = sha2::Sha256::digest(signature);
+            let digest = sha2::Sha256::digest(signature_identity(signature));
             let mut k = [0u8; 16];
             k.copy_from_slice(&digest[..16]);
             k
@@ -166,6 +166,42 @@ impl ReplayGuard {
     }
 }
 
+/// What a batch signature is known by: for ECDSA (DER) its `r`, for a signature of two
+/// halves (`r‖s`, Ed25519's `R‖S`) its first half. An ECDSA signature still verifies with
+/// `s` replaced by `n − s`, so keyed on all its bytes, a request captured off the wire
+/// could be sent again under the changed signature as a new message; `r` comes from the
+/// signer's one-time nonce and is the same in both.
+fn signature_identity(signature: &[u8]) -> &[u8] {
+    if let Some(r) = der_r(signature) {
+        return r;
+    }
+    match signature.len() {
+        n if n > 0 && n % 2 == 0 => &signature[..n / 2],
+        _ => signature,
+    }
+}
+
+/// `r` of a DER `SEQUENCE { INTEGER r, INTEGER s }`, without leading zeros.
+fn der_r(signature: &[u8]) -> Option<&[u8]> {
+    let rest = signature.strip_prefix(&[0x30])?;
+    let (length, rest) = match *rest.first()? {
+        short if short < 0x80 => (usize::from(short), rest.get(1..)?),
+        0x81 => (usize::from(*rest.get(1)?), rest.get(2..)?),
+        _ => return None,
+    };
+    if rest.len() != length {
+        return None;
+    }
+    let rest = rest.strip_prefix(&[0x02])?;
+    let r_length = usize::from(*rest.first()?);
+    if r_length >= 0x80 {
+        return None;
+    }
+    let r = rest.get(1..1 + r_length)?;
+    let significant = r.iter().position(|&b| b != 0).unwrap_or(r.len());
+    Some(&r[significant..])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,6 +218,53 @@ mod tests {
     /// The hash of message `n` of a batch.
     fn hash(n: u8) -> [u8; 64] {
         [n; 64]
+    }
+
+    /// A DER ECDSA signature of `r` and `s`.
+    fn der(r: &[u8], s: &[u8]) -> Vec<u8> {
+        let mut body = vec![0x02, r.len() as u8];
+        body.extend_from_slice(r);
+        body.extend_from_slice(&[0x02, s.len() as u8]);
+        body.extend_from_slice(s);
+        let mut out = vec![0x30, body.len() as u8];
+        out.extend(body);
+        out
+    }
+
+    #[test]
+    fn a_signature_changed_in_its_s_is_the_same_signature() {
+        let guard = ReplayGuard::new(std::time::Duration::from_secs(60));
+        let now = 1_000_000_000;
+        let r = [0x5a; 32];
+        let captured = der(&r, &[0x11; 32]);
+        // s replaced (as n − s would be), and r padded with a zero byte.
+        let mut padded = vec![0];
+        padded.extend_from_slice(&r);
+        for changed in [der(&r, &[0x7f; 33]), der(&padded, &[0x22; 31])] {
+            assert_ne!(changed, captured);
+            assert_eq!(signature_identity(&changed), &r[..]);
+        }
+        assert_eq!(
+            guard.admit(&captured, &proof(0, now - 5), &hash(0), now),
+            Ok(())
+        );
+        assert_eq!(
+            guard.admit(&der(&r, &[0x7f; 33]), &proof(0, now - 5), &hash(0), now),
+            Err(Refusal::Replayed)
+        );
+        // Another nonce is another batch; a signature of two halves is known by its first.
+        assert_eq!(
+            guard.admit(
+                &der(&[0x5b; 32], &[0x11; 32]),
+                &proof(0, now - 5),
+                &hash(0),
+                now
+            ),
+            Ok(())
+        );
+        let raw: Vec<u8> = [[0x33; 32], [0x44; 32]].concat();
+        assert_eq!(signature_identity(&raw), &[0x33; 32][..]);
+        assert_eq!(signature_identity(b"odd"), b"odd");
     }
 
     #[test]

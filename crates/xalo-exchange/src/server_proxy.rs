@@ -268,6 +268,7 @@ async fn inbound(
             format!("{service} is not provided at this gateway"),
         ));
     }
+    crate::health::refuse_unstamped(gw, Kind::ServerTimestamperFailed)?;
     let request_body = body.bytes().map(|b| b.to_vec());
     let query = parts.uri.query();
     let (status, response_headers, response_body) =

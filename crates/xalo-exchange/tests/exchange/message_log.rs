@@ -123,16 +123,7 @@ async fn evidence_is_a_sealed_container_of_the_logged_exchange_with_bodies_seale
     );
 
     // Time-stamp the log as the gateway's timer would, with the configuration's TSA.
-    let health: serde_json::Value = reqwest::get(format!("{}/healthz", env.client_gateway().url))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let tsa = health["checks"]["message_log_timestamp"]["tsa_url"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let tsa = super::support::tsa_url(env.client_gateway()).await;
     let (log, _task) = xalo_exchange::message_log::MessageLog::start(db.clone(), 30);
     let run = log.timestamp_pending(&env.http, &tsa).await.unwrap();
     assert!(run.error.is_none(), "{:?}", run.error);
@@ -558,4 +549,39 @@ async fn a_commit_whose_caller_goes_midway_is_finished() {
             "{id}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn time_stamping_catches_up_with_more_messages_than_one_batch_holds() {
+    let env = env().await;
+    for i in 0..5 {
+        call(&env, &format!("backlog-{i}")).await;
+    }
+    let db = logged(&env, "gateway-000007", "backlog-4").await;
+    let tsa = super::support::tsa_url(env.client_gateway()).await;
+    let (log, _task) = xalo_exchange::message_log::MessageLog::start(db.clone(), 30);
+    assert!(log.oldest_unstamped_unix().await.unwrap().is_some());
+    // Batches of two: one run time-stamps all five messages, in three tokens.
+    let run = log.timestamp_all_up_to(&env.http, &tsa, 2).await.unwrap();
+    assert!(run.error.is_none(), "{:?}", run.error);
+    assert_eq!((run.tokens, run.more), (3, false));
+    let stamps = log.timestamps().await.unwrap();
+    assert_eq!(stamps.len(), 3);
+    let ids: Vec<i64> = xalo_store::sqlx::query("SELECT id FROM gateway_message_log ORDER BY id")
+        .fetch_all(db.pool())
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.try_get(0).unwrap())
+        .collect();
+    assert_eq!(ids.len(), 5);
+    // Contiguous, and every message covered once.
+    assert_eq!(stamps[0].first_id, ids[0]);
+    assert_eq!(stamps[2].last_id, ids[4]);
+    for pair in stamps.windows(2) {
+        assert_eq!(pair[1].first_id, pair[0].last_id + 1);
+    }
+    assert_eq!(log.oldest_unstamped_unix().await.unwrap(), None);
+    let again = log.timestamp_all_up_to(&env.http, &tsa, 2).await.unwrap();
+    assert_eq!((again.tokens, again.more), (0, false));
 }

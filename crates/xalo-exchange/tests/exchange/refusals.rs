@@ -537,3 +537,41 @@ async fn a_gateway_sends_one_client_or_is_refused() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_gateway_whose_log_goes_unstamped_past_the_grace_period_refuses_messages() {
+    let mut env = support::env().await;
+    support::restart_gateway(&mut env, 0, |config| {
+        let settings = &mut config.roles.get_mut("gateway").unwrap().settings;
+        settings.insert("timestamp_interval_secs".into(), 1.into());
+        settings.insert("timestamp_failure_secs".into(), 2.into());
+    })
+    .await;
+    let call = |env: &support::Env| {
+        env.call(Method::GET, &format!("{SERVICE}/persons/VN001203012345"))
+            .send()
+    };
+    assert_eq!(call(&env).await.unwrap().status(), 200);
+    // The time-stamping authority (the trust service) goes away; the gateway's OCSP
+    // answers are still fresh, so messages go on, logged but unstamped, for the grace
+    // period only.
+    env.nation.trust.take().unwrap().shutdown().await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let (status, message) = loop {
+        let r = call(&env).await.unwrap();
+        if r.status() != 200 {
+            let (status, kind, message) = support::error(r).await;
+            assert_eq!(kind, "Server.ClientProxy.timestamper_failed", "{message}");
+            break (status, message);
+        }
+        assert!(std::time::Instant::now() < deadline, "never refused");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert_eq!(status, 500);
+    assert!(message.contains("grace period of 2 s"), "{message}");
+    let health = super::support::health(env.client_gateway()).await;
+    assert_eq!(
+        health["checks"]["message_log_timestamp"]["status"], "unhealthy",
+        "{health}"
+    );
+}

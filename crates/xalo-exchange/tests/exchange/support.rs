@@ -573,3 +573,21 @@ pub async fn restart_gateway(
         },
     );
 }
+
+/// What a gateway's `/healthz` reports.
+pub async fn health(gateway: &xalo_exchange::nation::RunningGateway) -> serde_json::Value {
+    reqwest::get(format!("{}/healthz", gateway.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// The time-stamping authority a gateway's health names.
+pub async fn tsa_url(gateway: &xalo_exchange::nation::RunningGateway) -> String {
+    health(gateway).await["checks"]["message_log_timestamp"]["tsa_url"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
