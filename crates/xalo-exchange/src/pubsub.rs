@@ -1045,6 +1045,7 @@ pub(crate) fn admin_routes() -> Router<Arc<GatewayState>> {
             post(subscribe).get(list_subscriptions).delete(unsubscribe),
         )
         .route("/api/v1/deliveries", axum::routing::get(list_deliveries))
+        .route("/api/v1/deliveries/retry", post(retry_failed))
 }
 
 async fn add_topic(State(gw): State<Arc<GatewayState>>, body: Bytes) -> Result<Response, Error> {
@@ -1194,6 +1195,12 @@ async fn list_deliveries(State(gw): State<Arc<GatewayState>>) -> Result<Response
     Ok(axum::Json(gw.topics.deliveries(200).await?).into_response())
 }
 
+async fn retry_failed(State(gw): State<Arc<GatewayState>>) -> Result<Response, Error> {
+    let requeued = gw.topics.retry_failed().await?;
+    tracing::info!(requeued, "failed deliveries sent again");
+    Ok(axum::Json(serde_json::json!({"requeued": requeued})).into_response())
+}
+
 /// The administration API's topic and subscription calls.
 impl GatewayAdmin {
     /// Register a topic of one of the member's subsystems.
@@ -1282,6 +1289,20 @@ impl GatewayAdmin {
         )
         .await
         .map(|_| ())
+    }
+
+    /// Send this gateway's given-up deliveries again; how many.
+    pub async fn retry_failed_deliveries(&self) -> Result<u64, Error> {
+        let v = self
+            .send(
+                Method::POST,
+                "/api/v1/deliveries/retry",
+                &serde_json::json!({}),
+            )
+            .await?;
+        v["requeued"]
+            .as_u64()
+            .ok_or_else(|| Error::new(ErrorCode::ExchUpstream, format!("unexpected answer {v}")))
     }
 
     /// The latest deliveries of this gateway's outbox.

@@ -113,7 +113,8 @@ const MIGRATIONS: &[Migration] = &[Migration::per_backend(
 pub const PENDING: &str = "pending";
 /// Acknowledged by the subscriber's gateway (after its backend took the event).
 pub const DELIVERED: &str = "delivered";
-/// Given up after the configured number of attempts.
+/// Given up after the configured number of attempts: kept, whatever its age, until the
+/// administrator sends it again (`POST /api/v1/deliveries/retry`).
 pub const FAILED: &str = "failed";
 /// Dropped because the subscriber lost its access right or unsubscribed.
 pub const DROPPED: &str = "dropped";
@@ -612,13 +613,16 @@ impl TopicRegistry {
             )
             .bind(error.to_owned())
             .bind(at_ms),
+            // A delivery given up counts the attempt that failed last; a dropped one was
+            // not sent.
             Outcome::GiveUp { state, error } => xalo_store::sqlx::query(
-                "UPDATE pubsub_delivery SET state = $1, last_error = $2, done_ms = $3 \
-                 WHERE event_seq = $4 AND subscriber = $5",
+                "UPDATE pubsub_delivery SET state = $1, last_error = $2, done_ms = $3, \
+                 attempts = attempts + $4 WHERE event_seq = $5 AND subscriber = $6",
             )
             .bind(state)
             .bind(error.to_owned())
-            .bind(now),
+            .bind(now)
+            .bind(i64::from(state == FAILED)),
         };
         q.bind(c.event_seq)
             .bind(c.subscriber.to_string())
@@ -626,6 +630,22 @@ impl TopicRegistry {
             .await
             .db(what)?;
         Ok(())
+    }
+
+    /// Send the given-up deliveries again, from their first attempt; how many.
+    pub async fn retry_failed(&self) -> Result<u64, Error> {
+        let requeued = xalo_store::sqlx::query(
+            "UPDATE pubsub_delivery SET state = $1, attempts = 0, next_attempt_ms = $2, \
+             done_ms = NULL WHERE state = $3",
+        )
+        .bind(PENDING)
+        .bind(now_ms())
+        .bind(FAILED)
+        .execute(self.db.pool())
+        .await
+        .db("sending failed deliveries again")?;
+        self.wake();
+        Ok(requeued.rows_affected())
     }
 
     /// The latest deliveries (newest events first), for the administration API.
@@ -654,17 +674,21 @@ impl TopicRegistry {
         .collect()
     }
 
-    /// Remove finished deliveries and their events older than `cutoff_ms`; pending ones
-    /// stay whatever their age.
+    /// Remove delivered and dropped deliveries older than `cutoff_ms`, and events no
+    /// delivery needs; pending and failed ones stay whatever their age (an event its
+    /// publisher was told was taken is not deleted undelivered).
     pub async fn sweep(&self, cutoff_ms: i64) -> Result<(), Error> {
         let what = "sweeping the outbox";
         let mut tx = self.db.begin_write().await?;
-        xalo_store::sqlx::query("DELETE FROM pubsub_delivery WHERE state <> $1 AND done_ms < $2")
-            .bind(PENDING)
-            .bind(cutoff_ms)
-            .execute(&mut *tx)
-            .await
-            .db(what)?;
+        xalo_store::sqlx::query(
+            "DELETE FROM pubsub_delivery WHERE state IN ($1, $2) AND done_ms < $3",
+        )
+        .bind(DELIVERED)
+        .bind(DROPPED)
+        .bind(cutoff_ms)
+        .execute(&mut *tx)
+        .await
+        .db(what)?;
         xalo_store::sqlx::query(
             "DELETE FROM pubsub_event WHERE published_ms < $1 AND NOT EXISTS \
              (SELECT 1 FROM pubsub_delivery d WHERE d.event_seq = pubsub_event.seq)",

@@ -480,3 +480,36 @@ async fn events_survive_a_restart_of_the_provider_gateway() {
     restarted.shutdown().await.unwrap();
     inbox.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_delivery_given_up_is_kept_and_sent_again_when_asked() {
+    let env = env(PubSubSettings {
+        max_attempts: 2,
+        ..fast_retries()
+    })
+    .await;
+    let addr = unused_addr().await;
+    env.subscribe_insurance(&format!("http://{addr}/inbox/insurance"))
+        .await;
+    let event_id = env.published(serde_json::json!({"n": 1})).await;
+    let failed = wait_for_state(&env, &event_id, "failed").await;
+    assert_eq!(failed.attempts, 2, "{failed:?}");
+    // The outbox's sweep, at any age, keeps it: the publisher was told it was taken.
+    let topics = xalo_exchange::topic::TopicRegistry::open(env.database("gateway-000001").clone())
+        .await
+        .unwrap();
+    topics
+        .sweep(xalo_core::unix_now_ms() + 86_400_000)
+        .await
+        .unwrap();
+    assert_eq!(wait_for_state(&env, &event_id, "failed").await.attempts, 2);
+
+    let (inbox, _inbox_db) = inbox(Some(addr)).await;
+    let admin = &env.nation.gateways[PROVIDER].admin;
+    assert_eq!(admin.retry_failed_deliveries().await.unwrap(), 1);
+    let events = wait_for_events(&inbox.url(), "insurance", 1).await;
+    assert_eq!(events[0].idempotency_key, event_id);
+    wait_for_state(&env, &event_id, "delivered").await;
+    assert_eq!(admin.retry_failed_deliveries().await.unwrap(), 0);
+    inbox.shutdown().await.unwrap();
+}
