@@ -154,6 +154,7 @@ error_codes! {
     ExchUnknownMessage = "XALO-EXCH-022", 404, "no such message in the message log";
     ExchMessageLogKey = "XALO-EXCH-023", 500, "the message log's encryption key is missing, unusable or does not open a logged body";
     ExchArchiveChain = "XALO-EXCH-024", 422, "the message log archive's hash chain does not hold";
+    ExchEventIdReused = "XALO-EXCH-025", 422, "the event id was published on this topic before with a different body";
     WebSessionExpired = "XALO-WEB-001", 401, "the session has expired or does not exist";
     WebCsrf = "XALO-WEB-002", 403, "the form's anti-forgery token is missing or wrong";
     WebForm = "XALO-WEB-003", 400, "the form could not be read";

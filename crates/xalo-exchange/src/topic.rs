@@ -195,6 +195,30 @@ pub enum Outcome<'a> {
     GiveUp { state: &'static str, error: &'a str },
 }
 
+/// The answer to an event whose id the topic holds already: published (not again) when
+/// the body is the one stored, refused when it is another.
+fn seen_before(
+    topic: &ServiceId,
+    event_id: &str,
+    stored: &[u8],
+    body: &[u8],
+) -> Result<Published, Error> {
+    if stored != body {
+        return Err(Error::new(
+            ErrorCode::ExchEventIdReused,
+            format!(
+                "event {event_id} was published on {topic} before with a different body; an update is a new event, with an id of its own"
+            ),
+        ));
+    }
+    Ok(Published {
+        topic: topic.clone(),
+        event_id: event_id.to_owned(),
+        new: false,
+        deliveries: 0,
+    })
+}
+
 /// A delivery as the administration API lists it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DeliveryStatus {
@@ -436,7 +460,9 @@ impl TopicRegistry {
     }
 
     /// Accept an event: store it and queue one delivery per subscriber in `to`, in one
-    /// transaction. An event whose idempotency key the topic has seen is not stored again.
+    /// transaction. An event whose idempotency key the topic has seen is not stored again
+    /// (a publisher's retry); one whose key was taken by another body is refused, since
+    /// answering it as published would drop it unsent.
     pub async fn publish(
         &self,
         topic: &ServiceId,
@@ -450,21 +476,17 @@ impl TopicRegistry {
             .map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?;
         let mut tx = self.db.begin_write().await?;
         let seen = xalo_store::sqlx::query(
-            "SELECT seq FROM pubsub_event WHERE topic = $1 AND event_id = $2",
+            "SELECT body FROM pubsub_event WHERE topic = $1 AND event_id = $2",
         )
         .bind(topic.to_string())
         .bind(event_id)
         .fetch_optional(&mut *tx)
         .await
         .db(what)?;
-        if seen.is_some() {
+        if let Some(row) = seen {
             tx.rollback().await.db(what)?;
-            return Ok(Published {
-                topic: topic.clone(),
-                event_id: event_id.to_owned(),
-                new: false,
-                deliveries: 0,
-            });
+            let stored: Vec<u8> = row.try_get(0).db(what)?;
+            return seen_before(topic, event_id, &stored, body);
         }
         let now = now_ms();
         let inserted = xalo_store::sqlx::query(
@@ -483,12 +505,18 @@ impl TopicRegistry {
             Ok(row) => row.try_get(0).db(what)?,
             // The same key published at the same moment through another instance.
             Err(e) if e.code == ErrorCode::StoreConflict => {
-                return Ok(Published {
-                    topic: topic.clone(),
-                    event_id: event_id.to_owned(),
-                    new: false,
-                    deliveries: 0,
-                });
+                tx.rollback().await.db(what)?;
+                let stored: Vec<u8> = xalo_store::sqlx::query(
+                    "SELECT body FROM pubsub_event WHERE topic = $1 AND event_id = $2",
+                )
+                .bind(topic.to_string())
+                .bind(event_id)
+                .fetch_one(self.db.pool())
+                .await
+                .db(what)?
+                .try_get(0)
+                .db(what)?;
+                return seen_before(topic, event_id, &stored, body);
             }
             Err(e) => return Err(e),
         };

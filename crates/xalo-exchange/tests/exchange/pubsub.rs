@@ -227,6 +227,16 @@ async fn an_event_reaches_an_allowed_subscriber_once_signed_and_logged() {
     assert_eq!(again.status(), 200);
     let again: serde_json::Value = again.json().await.unwrap();
     assert_eq!(again["new"], false);
+    // The key with another body is refused, not acknowledged and dropped.
+    let other = env
+        .publish(serde_json::json!({"child": "someone else"}))
+        .header("Idempotency-Key", &event_id)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 422);
+    let refused: serde_json::Value = other.json().await.unwrap();
+    assert_eq!(refused["code"], "XALO-EXCH-025", "{refused}");
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(received(&inbox.url(), "insurance").await[0].copies, 1);
 
