@@ -22,7 +22,7 @@ use crate::message_log::{LedgerIndex, LoggedMessage};
 use crate::metrics::Stage;
 use crate::protocol_error::{Kind, ProtocolError, X_ROAD_ERROR};
 use crate::signature::{BatchProof, Signed};
-use crate::spool::{SpoolError, Spooled, spool};
+use crate::spool::{SpoolError, Spooled, spool_declared};
 
 pub async fn handle(State(gw): State<Arc<GatewayState>>, req: Request) -> Response {
     let _underway = gw.in_flight.enter();
@@ -241,7 +241,7 @@ async fn outbound(gw: &Arc<GatewayState>, req: Request) -> Result<Response, Prot
             HeaderValue::from_static("application/json"),
         );
     }
-    let body = spool(body.into_data_stream(), &gw.spool())
+    let body = spool_declared(body.into_data_stream(), &parts.headers, &gw.spool())
         .await
         .map_err(|e| spool_error(e, Kind::ClientInternalError))?;
     // Sent as received: the head signed is the request line the provider's gateway reads.
@@ -353,7 +353,7 @@ async fn outbound(gw: &Arc<GatewayState>, req: Request) -> Result<Response, Prot
         return Err(ProtocolError::passed_on(passed_on, message));
     }
     // The provider's answer breaking off (or too large to keep) is no fault of the client.
-    let response_body = spool(response.into_stream(), &gw.spool())
+    let response_body = spool_declared(response.into_stream(), &response_headers, &gw.spool())
         .await
         .map_err(|e| match e {
             SpoolError::Read(_) => ProtocolError::new(

@@ -23,7 +23,7 @@ use crate::message::{self, X_ROAD_CLIENT, X_ROAD_ID, X_ROAD_ISSUE, X_ROAD_USER_I
 use crate::message_log::LoggedMessage;
 use crate::metrics::Stage;
 use crate::protocol_error::{Kind, ProtocolError};
-use crate::spool::{SpoolError, Spooled, spool};
+use crate::spool::{SpoolError, Spooled, spool_declared};
 use crate::tls::PeerCertificate;
 
 pub fn router(gw: Arc<GatewayState>) -> Router {
@@ -229,7 +229,7 @@ async fn inbound(
                 format!("the client's signing certificate: {}", e.message),
             )
         })?;
-    let body = spool(body.into_data_stream(), &gw.spool())
+    let body = spool_declared(body.into_data_stream(), &parts.headers, &gw.spool())
         .await
         .map_err(|e| match e {
             SpoolError::Io(_) => ProtocolError::new(Kind::ServerInternalError, e.to_string()),
@@ -464,7 +464,7 @@ async fn call_backend(
             .await
             .map_err(|e| backend_failure(gw, service, &e))?;
         let (status, headers) = (response.status, response.headers.clone());
-        let body = spool(response.into_stream(), &gw.spool())
+        let body = spool_declared(response.into_stream(), &headers, &gw.spool())
             .await
             .map_err(|e| {
                 ProtocolError::new(Kind::ServerServiceFailed, format!("{service}: {e}"))

@@ -74,6 +74,28 @@ impl Default for SpoolLimits {
     }
 }
 
+/// [`spool`] a body whose `Content-Length` is in `headers`: one declared larger than the
+/// limit is refused before a byte of it is read (a caller need not send gigabytes to learn
+/// they were too many).
+pub async fn spool_declared<S, E>(
+    stream: S,
+    headers: &axum::http::HeaderMap,
+    limits: &SpoolLimits,
+) -> Result<Spooled, SpoolError>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limits.max) {
+        return Err(SpoolError::TooLarge { limit: limits.max });
+    }
+    spool(stream, limits).await
+}
+
 /// Read `stream` to its end within `limits`.
 pub async fn spool<S, E>(mut stream: S, limits: &SpoolLimits) -> Result<Spooled, SpoolError>
 where

@@ -463,6 +463,31 @@ async fn an_oversized_body_is_refused_on_either_side() {
         "4096",
     )
     .await;
+    // A body declared too large is refused from its head, before any of it is sent.
+    {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let addr = env
+            .client_gateway()
+            .url
+            .trim_start_matches("http://")
+            .to_owned();
+        let mut socket = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let head = format!(
+            "POST /r1/{SERVICE}/digest HTTP/1.1\r\nhost: {addr}\r\nx-road-client: {}\r\n\
+             x-xalo-client-key: {}\r\ncontent-length: 5000000000\r\n\r\n",
+            support::CLIENT,
+            env.key
+        );
+        socket.write_all(head.as_bytes()).await.unwrap();
+        let mut answer = vec![0u8; 4096];
+        let n = tokio::time::timeout(std::time::Duration::from_secs(20), socket.read(&mut answer))
+            .await
+            .expect("answered before the body")
+            .unwrap();
+        let answer = String::from_utf8_lossy(&answer[..n]);
+        assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+        assert!(answer.contains("Client.BadRequest"), "{answer}");
+    }
     // The provider's backend answers more than the provider's gateway takes.
     restart_with(&mut env, 1, &limit).await;
     let r = env
