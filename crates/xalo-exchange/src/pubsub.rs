@@ -1173,17 +1173,39 @@ struct Unsubscription {
 async fn unsubscribe(State(gw): State<Arc<GatewayState>>, body: Bytes) -> Result<Response, Error> {
     let u: Unsubscription = crate::central::json(&body)?;
     own_subsystem(&gw, &u.subscriber)?;
+    let unknown = || {
+        Error::new(
+            ErrorCode::ExchUnknownSubscription,
+            format!("{} has no subscription to {} here", u.subscriber, u.topic),
+        )
+    };
+    if gw
+        .topics
+        .delivery_url(&u.topic, &u.subscriber)
+        .await?
+        .is_none()
+    {
+        return Err(unknown());
+    }
+    // The provider first: were it told after the subscription was gone here, a provider
+    // out of reach would keep sending events nobody here can stop. A topic or right the
+    // provider no longer has leaves nothing there to stop.
+    match tell_provider(&gw, Method::DELETE, &u.topic, &u.subscriber).await {
+        Ok(()) => {}
+        Err(e)
+            if matches!(
+                e.code,
+                ErrorCode::ExchUnknownTopic | ErrorCode::ExchTopicAccessDenied
+            ) => {}
+        Err(e) => return Err(e),
+    }
     if !gw
         .topics
         .remove_subscription(&u.topic, &u.subscriber)
         .await?
     {
-        return Err(Error::new(
-            ErrorCode::ExchUnknownSubscription,
-            format!("{} has no subscription to {} here", u.subscriber, u.topic),
-        ));
+        return Err(unknown());
     }
-    tell_provider(&gw, Method::DELETE, &u.topic, &u.subscriber).await?;
     Ok(axum::Json(serde_json::json!({"status": "unsubscribed"})).into_response())
 }
 
@@ -1289,6 +1311,12 @@ impl GatewayAdmin {
         )
         .await
         .map(|_| ())
+    }
+
+    /// The subscriptions of this gateway's subsystems.
+    pub async fn subscriptions(&self) -> Result<Vec<crate::topic::NewSubscription>, Error> {
+        let v = self.get_json("/api/v1/subscriptions").await?;
+        serde_json::from_value(v).map_err(|e| Error::new(ErrorCode::ExchUpstream, e.to_string()))
     }
 
     /// Send this gateway's given-up deliveries again; how many.

@@ -523,3 +523,35 @@ async fn a_delivery_given_up_is_kept_and_sent_again_when_asked() {
     assert_eq!(admin.retry_failed_deliveries().await.unwrap(), 0);
     inbox.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn an_unsubscription_the_provider_did_not_hear_is_kept_to_be_sent_again() {
+    let mut env = env(fast_retries()).await;
+    env.subscribe_insurance("http://127.0.0.1:9/inbox/insurance")
+        .await;
+    let topic: ServiceId = TOPIC.parse().unwrap();
+    let insurance: SubsystemId = INSURANCE.parse().unwrap();
+    let subscriber = env.nation.gateways[SOCIAL_SECURITY].admin.clone();
+    // The provider's gateway is down: the subscription stays, here and there.
+    let old = env.nation.gateways.remove(PROVIDER);
+    old.handle.shutdown().await.unwrap();
+    let e = subscriber
+        .unsubscribe(&topic, &insurance)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::ExchUpstream, "{e}");
+    assert_eq!(subscriber.subscriptions().await.unwrap().len(), 1);
+    // Back on its database and address, it hears the unsubscription sent again.
+    let tls_listener = tokio::net::TcpListener::bind(old.tls_addr).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let restarted = xalo_exchange::gateway::serve_with(old.config.clone(), listener, tls_listener)
+        .await
+        .unwrap();
+    subscriber.unsubscribe(&topic, &insurance).await.unwrap();
+    assert!(subscriber.subscriptions().await.unwrap().is_empty());
+    let topics = xalo_exchange::topic::TopicRegistry::open(env.database("gateway-000001").clone())
+        .await
+        .unwrap();
+    assert!(topics.subscribers(&topic).await.unwrap().is_empty());
+    restarted.shutdown().await.unwrap();
+}
