@@ -512,18 +512,6 @@ impl MessageLog {
         .collect()
     }
 
-    /// Time-stamp the messages logged since the last time-stamp, if any, with a token
-    /// from the TSA at `tsa_url`. A TSA failure is reported in the run, not as `Err`,
-    /// with the age of what is left waiting.
-    pub async fn timestamp_pending(
-        &self,
-        http: &reqwest::Client,
-        tsa_url: &str,
-    ) -> Result<StampRun, Error> {
-        self.timestamp_pending_up_to(http, tsa_url, STAMP_BATCH)
-            .await
-    }
-
     /// When the oldest message not covered by a time-stamp was logged, if any.
     pub async fn oldest_unstamped_unix(&self) -> Result<Option<i64>, Error> {
         let what = "reading the message log";
@@ -537,10 +525,11 @@ impl MessageLog {
         row.try_get::<Option<i64>, _>(0).db(what)
     }
 
-    /// Time-stamp everything logged since the last time-stamp, a batch of at most
-    /// `STAMP_BATCH` messages per token, until none is left or the TSA fails. One batch per
-    /// run fell behind for good above `STAMP_BATCH` messages per interval (166/s at the
-    /// default minute).
+    /// Time-stamp everything logged since the last time-stamp with tokens from the TSA at
+    /// `tsa_url`, a batch of at most `STAMP_BATCH` messages per token, until none is left
+    /// or the TSA fails (reported in the run, not as `Err`, with the age of what is left
+    /// waiting). One batch per run fell behind for good above `STAMP_BATCH` messages per
+    /// interval (166/s at the default minute).
     pub async fn timestamp_all(
         &self,
         http: &reqwest::Client,
@@ -558,7 +547,7 @@ impl MessageLog {
     ) -> Result<StampRun, Error> {
         let mut total = StampRun::default();
         loop {
-            let run = self.timestamp_pending_up_to(http, tsa_url, batch).await?;
+            let run = self.timestamp_batch(http, tsa_url, batch).await?;
             total.tokens += run.tokens;
             total.stamped_unix = run.stamped_unix.or(total.stamped_unix);
             total.oldest_unstamped_unix = run.oldest_unstamped_unix;
@@ -571,7 +560,7 @@ impl MessageLog {
     }
 
     /// One time-stamp over the first `batch` messages logged since the last one.
-    pub async fn timestamp_pending_up_to(
+    async fn timestamp_batch(
         &self,
         http: &reqwest::Client,
         tsa_url: &str,

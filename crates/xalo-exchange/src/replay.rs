@@ -181,7 +181,9 @@ fn signature_identity(signature: &[u8]) -> &[u8] {
     }
 }
 
-/// `r` of a DER `SEQUENCE { INTEGER r, INTEGER s }`, without leading zeros.
+/// `r` of a DER `SEQUENCE { INTEGER r, INTEGER s }`, without leading zeros. Walked by
+/// hand rather than with the `der` crate, whose strict decoder refuses an `r` padded with
+/// zeros: the identity must not depend on how an `r` is encoded.
 fn der_r(signature: &[u8]) -> Option<&[u8]> {
     let rest = signature.strip_prefix(&[0x30])?;
     let (length, rest) = match *rest.first()? {

@@ -125,7 +125,7 @@ async fn evidence_is_a_sealed_container_of_the_logged_exchange_with_bodies_seale
     // Time-stamp the log as the gateway's timer would, with the configuration's TSA.
     let tsa = super::support::tsa_url(env.client_gateway()).await;
     let (log, _task) = xalo_exchange::message_log::MessageLog::start(db.clone(), 30);
-    let run = log.timestamp_pending(&env.http, &tsa).await.unwrap();
+    let run = log.timestamp_all(&env.http, &tsa).await.unwrap();
     assert!(run.error.is_none(), "{:?}", run.error);
 
     let admin = &env.client_gateway().admin;
