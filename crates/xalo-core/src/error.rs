@@ -155,6 +155,7 @@ error_codes! {
     ExchMessageLogKey = "XALO-EXCH-023", 500, "the message log's encryption key is missing, unusable or does not open a logged body";
     ExchArchiveChain = "XALO-EXCH-024", 422, "the message log archive's hash chain does not hold";
     ExchEventIdReused = "XALO-EXCH-025", 422, "the event id was published on this topic before with a different body";
+    ExchLogUnstamped = "XALO-EXCH-026", 503, "the message log has gone without a time-stamp past its grace period; nothing is exchanged until the time-stamping authority answers";
     WebSessionExpired = "XALO-WEB-001", 401, "the session has expired or does not exist";
     WebCsrf = "XALO-WEB-002", 403, "the form's anti-forgery token is missing or wrong";
     WebForm = "XALO-WEB-003", 400, "the form could not be read";

@@ -376,17 +376,20 @@ pub(crate) fn refuse_unstamped(
     gw: &GatewayState,
     kind: crate::protocol_error::Kind,
 ) -> Result<(), crate::protocol_error::ProtocolError> {
-    let Some(age) = gw.observed.unstamped_for_secs(crate::unix_now()) else {
-        return Ok(());
-    };
-    let grace = gw.current().timestamp_failure_secs;
-    if age <= i64::try_from(grace).unwrap_or(i64::MAX) {
-        return Ok(());
+    match unstamped_too_long(gw) {
+        None => Ok(()),
+        Some(why) => Err(crate::protocol_error::ProtocolError::new(kind, why)),
     }
-    Err(crate::protocol_error::ProtocolError::new(
-        kind,
+}
+
+/// Why no message may be exchanged now, when the log has waited for a time-stamp past
+/// the grace period (see [`refuse_unstamped`]).
+pub(crate) fn unstamped_too_long(gw: &GatewayState) -> Option<String> {
+    let age = gw.observed.unstamped_for_secs(crate::unix_now())?;
+    let grace = gw.current().timestamp_failure_secs;
+    (age > i64::try_from(grace).unwrap_or(i64::MAX)).then(|| {
         format!(
             "the message log has waited {age} s for a time-stamp, longer than the grace period of {grace} s: no message is exchanged until the time-stamping authority answers again"
-        ),
-    ))
+        )
+    })
 }

@@ -80,7 +80,9 @@ pub struct PubSubSettings {
     /// Deliveries in flight at once per gateway instance.
     pub concurrency: usize,
     /// Seconds a claimed delivery is held by the instance that claimed it; one that died
-    /// meanwhile leaves it to be taken again after this. Longer than `timeout_secs`.
+    /// meanwhile leaves it to be taken again after this. An attempt is given up after four
+    /// fifths of it, so keep it longer than `timeout_secs` for deliveries to wait as long
+    /// for an answer as requests do.
     pub lease_secs: u64,
 }
 
@@ -281,6 +283,9 @@ async fn send_signed(
     log: LogAs,
 ) -> Result<PeerAnswer, PeerError> {
     let _underway = gw.in_flight.enter();
+    if let Some(why) = crate::health::unstamped_too_long(gw) {
+        return Err(PeerError::Failed(why));
+    }
     let PeerRequest {
         method,
         target,
@@ -670,6 +675,7 @@ async fn peer_subscription(State(gw): State<Arc<GatewayState>>, req: Request) ->
     let _underway = gw.in_flight.enter();
     let seen = crate::refusal::RequestSeen::of(&req);
     let handled = async {
+        crate::health::refuse_unstamped(&gw, Kind::ServerTimestamperFailed)?;
         let m = inbound(&gw, req).await?;
         let client: ClientId = message::header_text(&m.headers, X_ROAD_CLIENT)
             .ok_or_else(|| bad("the X-Road-Client header is missing"))?
@@ -686,6 +692,13 @@ async fn peer_subscription(State(gw): State<Arc<GatewayState>>, req: Request) ->
                 Kind::ServerAccessDenied,
                 format!("client {client} is not registered"),
             ));
+        }
+        // Events are delivered to a subsystem's backend; a member's subscription would be
+        // kept only for every delivery to it to be dropped.
+        if m.method == Method::POST && !matches!(client, ClientId::Subsystem(_)) {
+            return Err(bad(format!(
+                "{client} is a member: only a subsystem subscribes to a topic"
+            )));
         }
         let b: SubscriptionBody =
             serde_json::from_slice(&m.body).map_err(|e| bad(format!("body: {e}")))?;
@@ -750,6 +763,7 @@ async fn peer_event(State(gw): State<Arc<GatewayState>>, req: Request) -> Respon
     let _underway = gw.in_flight.enter();
     let seen = crate::refusal::RequestSeen::of(&req);
     let handled = async {
+        crate::health::refuse_unstamped(&gw, Kind::ServerTimestamperFailed)?;
         let m = inbound(&gw, req).await?;
         let topic: ServiceId = message::header_text(&m.headers, message::X_ROAD_SERVICE)
             .ok_or_else(|| bad("the X-Road-Service header (the topic) is missing"))?
@@ -838,7 +852,14 @@ async fn deliver_loop(gw: Arc<GatewayState>) {
     let mut last_sweep = tokio::time::Instant::now();
     loop {
         while running.try_join_next().is_some() {}
-        let free = concurrency.saturating_sub(running.len());
+        // While the log waits for its time-stamp past the grace period nothing is sent,
+        // and no attempt is spent: the deliveries wait in the outbox.
+        let paused = crate::health::unstamped_too_long(&gw).is_some();
+        let free = if paused {
+            0
+        } else {
+            concurrency.saturating_sub(running.len())
+        };
         let mut claimed_all = false;
         if free > 0 {
             match gw.topics.claim_due(free as i64, lease_ms).await {
@@ -846,7 +867,7 @@ async fn deliver_loop(gw: Arc<GatewayState>) {
                     claimed_all = claimed.len() == free;
                     for c in claimed {
                         let gw = gw.clone();
-                        running.spawn(async move { deliver(&gw, &c).await });
+                        running.spawn(async move { deliver(&gw, &c, lease_ms).await });
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "reading the event outbox failed"),
@@ -858,6 +879,7 @@ async fn deliver_loop(gw: Arc<GatewayState>) {
             continue;
         }
         let wait = match gw.topics.next_due().await {
+            Ok(Some(_)) if paused => 1000,
             Ok(Some(at)) => (at - crate::topic::now_ms()).clamp(5, 1000),
             _ => 1000,
         };
@@ -886,12 +908,25 @@ fn backoff_ms(settings: &PubSubSettings, attempt: i64) -> i64 {
     capped + rand::random::<u32>() as i64 % (capped / 10 + 1)
 }
 
-async fn deliver(gw: &Arc<GatewayState>, c: &Claimed) {
-    let outcome = attempt(gw, c).await;
+/// Deliver one claimed event, within four fifths of the claim's lease: an attempt still
+/// under way when the lease ends would meet the same delivery claimed again by another
+/// instance (the timeouts of its hops bound it already, but not every step between).
+async fn deliver(gw: &Arc<GatewayState>, c: &Claimed, lease_ms: i64) {
+    let bound = Duration::from_millis(lease_ms.max(0) as u64 / 5 * 4);
+    let outcome = match tokio::time::timeout(bound, attempt(gw, c)).await {
+        Ok(outcome) => outcome,
+        Err(_) => Err((
+            "retry",
+            format!(
+                "no answer within {} ms, four fifths of the delivery's lease",
+                bound.as_millis()
+            ),
+        )),
+    };
     let attempts = c.attempts + 1;
     let result = match &outcome {
         Ok(()) => gw.topics.attempted(c, Outcome::Delivered).await,
-        Err((state, reason)) if *state == DROPPED => {
+        Err((state, reason)) if *state == DROPPED || *state == REFUSED => {
             tracing::warn!(subscriber = %c.subscriber, event = c.event_seq, reason, "delivery dropped");
             gw.topics
                 .attempted(
@@ -899,6 +934,7 @@ async fn deliver(gw: &Arc<GatewayState>, c: &Claimed) {
                     Outcome::GiveUp {
                         state: DROPPED,
                         error: reason,
+                        sent: *state == REFUSED,
                     },
                 )
                 .await
@@ -911,6 +947,7 @@ async fn deliver(gw: &Arc<GatewayState>, c: &Claimed) {
                     Outcome::GiveUp {
                         state: FAILED,
                         error: reason,
+                        sent: true,
                     },
                 )
                 .await
@@ -936,8 +973,20 @@ async fn deliver(gw: &Arc<GatewayState>, c: &Claimed) {
     }
 }
 
+/// Whether the subscriber's gateway refused a delivery with an error that no retry
+/// mends: it holds no such subscription, or will not take this topic's events from this
+/// gateway. Anything else (its backend failed, a certificate or configuration it has not
+/// caught up with, a log that waits for its time-stamp) may pass, so is tried again.
+fn refuses_for_good(kind: &str) -> bool {
+    kind == Kind::ServerUnknownService.as_str() || kind == Kind::ServerAccessDenied.as_str()
+}
+
+/// An attempt's outcome: the subscriber's gateway refused it for good (it is dropped).
+const REFUSED: &str = "refused";
+
 /// One attempt; `Err((state, reason))` where state is `DROPPED` when the delivery must stop
-/// and anything else when it may be retried.
+/// unsent, [`REFUSED`] when it was sent and refused for good, and anything else when it
+/// may be retried.
 async fn attempt(gw: &Arc<GatewayState>, c: &Claimed) -> Result<(), (&'static str, String)> {
     let retry = |m: String| ("retry", m);
     let event = gw
@@ -1009,7 +1058,10 @@ async fn attempt(gw: &Arc<GatewayState>, c: &Claimed) -> Result<(), (&'static st
         log,
     )
     .await
-    .map_err(|e| retry(e.to_string()))?;
+    .map_err(|e| match &e {
+        PeerError::Refused { kind, .. } if refuses_for_good(kind) => (REFUSED, e.to_string()),
+        _ => retry(e.to_string()),
+    })?;
     if !answer.status.is_success() {
         return Err(retry(format!(
             "the subscriber's gateway answered {}: {}",
@@ -1082,6 +1134,9 @@ async fn tell_provider(
     topic: &ServiceId,
     subscriber: &SubsystemId,
 ) -> Result<(), Error> {
+    if let Some(why) = crate::health::unstamped_too_long(gw) {
+        return Err(Error::new(ErrorCode::ExchLogUnstamped, why));
+    }
     let conf = gw.conf.get()?;
     if !conf.has_subsystem(topic.provider()) {
         return Err(Error::new(
@@ -1158,9 +1213,32 @@ async fn subscribe(State(gw): State<Arc<GatewayState>>, body: Bytes) -> Result<R
             format!("{}: expected http(s)://…", s.delivery_url),
         ));
     }
-    // The provider first: a subscription it refused is not kept here.
-    tell_provider(&gw, Method::POST, &s.topic, &s.subscriber).await?;
+    // Kept here before the provider is told, so that its first events, which may come
+    // before its answer does, find the subscription (they would be dropped as sent to
+    // nobody); undone when the provider refuses.
+    let before = gw.topics.delivery_url(&s.topic, &s.subscriber).await?;
     gw.topics.add_subscription(&s).await?;
+    if let Err(e) = tell_provider(&gw, Method::POST, &s.topic, &s.subscriber).await {
+        let undone = match before {
+            Some(delivery_url) => {
+                gw.topics
+                    .add_subscription(&NewSubscription {
+                        delivery_url,
+                        ..s.clone()
+                    })
+                    .await
+            }
+            None => gw
+                .topics
+                .remove_subscription(&s.topic, &s.subscriber)
+                .await
+                .map(drop),
+        };
+        if let Err(undo) = undone {
+            tracing::error!(error = %undo, topic = %s.topic, subscriber = %s.subscriber, "a subscription the provider refused is still kept here");
+        }
+        return Err(e);
+    }
     Ok((StatusCode::CREATED, axum::Json(s)).into_response())
 }
 

@@ -191,8 +191,13 @@ pub enum Outcome<'a> {
     Delivered,
     /// Try again at this time (ms since the epoch).
     Retry { error: &'a str, at_ms: i64 },
-    /// Stop: [`FAILED`] after too many attempts, [`DROPPED`] when no longer allowed.
-    GiveUp { state: &'static str, error: &'a str },
+    /// Stop: [`FAILED`] after too many attempts, [`DROPPED`] when no longer allowed or
+    /// refused for good; `sent` when this attempt reached the subscriber's gateway.
+    GiveUp {
+        state: &'static str,
+        error: &'a str,
+        sent: bool,
+    },
 }
 
 /// The answer to an event whose id the topic holds already: published (not again) when
@@ -641,16 +646,15 @@ impl TopicRegistry {
             )
             .bind(error.to_owned())
             .bind(at_ms),
-            // A delivery given up counts the attempt that failed last; a dropped one was
-            // not sent.
-            Outcome::GiveUp { state, error } => xalo_store::sqlx::query(
+            // A delivery given up counts the attempt that failed last, if it was sent.
+            Outcome::GiveUp { state, error, sent } => xalo_store::sqlx::query(
                 "UPDATE pubsub_delivery SET state = $1, last_error = $2, done_ms = $3, \
                  attempts = attempts + $4 WHERE event_seq = $5 AND subscriber = $6",
             )
             .bind(state)
             .bind(error.to_owned())
             .bind(now)
-            .bind(i64::from(state == FAILED)),
+            .bind(i64::from(sent)),
         };
         q.bind(c.event_seq)
             .bind(c.subscriber.to_string())

@@ -555,3 +555,119 @@ async fn an_unsubscription_the_provider_did_not_hear_is_kept_to_be_sent_again() 
     assert!(topics.subscribers(&topic).await.unwrap().is_empty());
     restarted.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_delivery_the_subscribers_gateway_refuses_for_good_is_dropped_at_once() {
+    let env = env(fast_retries()).await;
+    let (inbox, _inbox_db) = inbox(None).await;
+    env.subscribe_insurance(&format!("{}/inbox/insurance", inbox.url()))
+        .await;
+    // The subscriber's gateway forgets the subscription behind the provider's back: it
+    // answers every delivery that it has no such subscription, which no retry mends.
+    let topics = xalo_exchange::topic::TopicRegistry::open(env.database("gateway-000003").clone())
+        .await
+        .unwrap();
+    assert!(
+        topics
+            .remove_subscription(&TOPIC.parse().unwrap(), &INSURANCE.parse().unwrap())
+            .await
+            .unwrap()
+    );
+    let event_id = env.published(serde_json::json!({"n": 1})).await;
+    let dropped = wait_for_state(&env, &event_id, "dropped").await;
+    assert_eq!(dropped.attempts, 1, "{dropped:?}");
+    let error = dropped.last_error.unwrap_or_default();
+    assert!(
+        error.contains("Server.ServerProxy.UnknownService"),
+        "{error}"
+    );
+    assert!(received(&inbox.url(), "insurance").await.is_empty());
+
+    // A backend that fails is another matter: that delivery is tried again.
+    env.subscribe_insurance(&format!("http://{}/inbox/insurance", unused_addr().await))
+        .await;
+    let event_id = env.published(serde_json::json!({"n": 2})).await;
+    let mut retried = false;
+    for _ in 0..300 {
+        let d = env.deliveries().await;
+        let d = d.iter().find(|d| d.event_id == event_id);
+        assert_ne!(d.map(|d| d.state.as_str()), Some("dropped"), "{d:?}");
+        if d.is_some_and(|d| d.attempts >= 2) {
+            retried = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(retried, "{:?}", env.deliveries().await);
+    inbox.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn events_wait_while_the_providers_log_goes_unstamped_past_the_grace_period() {
+    let mut env = env(fast_retries()).await;
+    let (inbox, _inbox_db) = inbox(None).await;
+    env.subscribe_insurance(&format!("{}/inbox/insurance", inbox.url()))
+        .await;
+    let old = env.nation.gateways.remove(PROVIDER);
+    old.handle.shutdown().await.unwrap();
+    let mut config = old.config.clone();
+    let settings = &mut config.roles.get_mut("gateway").unwrap().settings;
+    settings.insert("timestamp_interval_secs".into(), 1.into());
+    settings.insert("timestamp_failure_secs".into(), 2.into());
+    let token = settings["admin_token"].as_str().unwrap().to_owned();
+    let tls_listener = tokio::net::TcpListener::bind(old.tls_addr).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let handle = xalo_exchange::gateway::serve_with(config, listener, tls_listener)
+        .await
+        .unwrap();
+    let url = handle.url();
+    env.nation.gateways.insert(
+        PROVIDER,
+        xalo_exchange::nation::RunningGateway {
+            admin: xalo_exchange::nation::GatewayAdmin::new(&url, &token).unwrap(),
+            handle,
+            url,
+            ..old
+        },
+    );
+    env.published(serde_json::json!({"n": 1})).await;
+    wait_for_events(&inbox.url(), "insurance", 1).await;
+
+    // The time-stamping authority goes away: past the grace period the provider's gateway
+    // sends no event and takes no subscription, and the outbox keeps what is published.
+    env.nation.trust.take().unwrap().shutdown().await.unwrap();
+    let finance = &env.nation.gateways[FINANCE].admin;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let refused = loop {
+        let e = finance
+            .subscribe(
+                &TOPIC.parse().unwrap(),
+                &TAX.parse().unwrap(),
+                "http://127.0.0.1:9/inbox/tax",
+            )
+            .await
+            .unwrap_err();
+        if e.message.contains("Server.ServerProxy.timestamper_failed") {
+            break e;
+        }
+        assert_eq!(e.code, ErrorCode::ExchTopicAccessDenied, "{e}");
+        assert!(std::time::Instant::now() < deadline, "never refused");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(refused.code, ErrorCode::ExchUpstream, "{refused}");
+    let event_id = env.published(serde_json::json!({"n": 2})).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let waiting = env
+        .deliveries()
+        .await
+        .into_iter()
+        .find(|d| d.event_id == event_id)
+        .unwrap();
+    assert_eq!(
+        (waiting.state.as_str(), waiting.attempts),
+        ("pending", 0),
+        "{waiting:?}"
+    );
+    assert_eq!(received(&inbox.url(), "insurance").await.len(), 1);
+    inbox.shutdown().await.unwrap();
+}
