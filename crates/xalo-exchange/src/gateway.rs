@@ -80,6 +80,10 @@ pub struct GatewaySettings {
     pub memory_body_bytes: usize,
     /// Largest body accepted.
     pub max_body_bytes: u64,
+    /// Where bodies larger than `memory_body_bytes` are spooled (unnamed files, gone with
+    /// the message): a disk with room for `max_body_bytes` times the messages under way.
+    /// The system's temporary directory when unset.
+    pub spool_dir: Option<PathBuf>,
     /// Seconds to wait for a provider's gateway or backend.
     pub timeout_secs: u64,
     /// A request signed longer ago than this (or this far ahead: clocks apart) is refused,
@@ -130,6 +134,7 @@ impl Default for GatewaySettings {
             message_log_retention_days: 30,
             memory_body_bytes: 256 * 1024,
             max_body_bytes: 4 * 1024 * 1024 * 1024,
+            spool_dir: None,
             timeout_secs: 60,
             replay_window_secs: 60,
             pubsub: Default::default(),
@@ -217,7 +222,7 @@ impl GatewayState {
             .unwrap_or_else(|_| SpoolLimits {
                 memory: self.settings.memory_body_bytes,
                 max: self.settings.max_body_bytes,
-                dir: None,
+                dir: self.settings.spool_dir.clone(),
             })
     }
 
@@ -345,6 +350,7 @@ pub async fn serve_with(
         .owner
         .clone()
         .ok_or_else(|| Error::new(ErrorCode::ConfigInvalid, "[roles.gateway] needs owner"))?;
+    let spool_dir = crate::spool::usable_dir(settings.spool_dir.as_deref())?;
     let anchor = Anchor::parse(&settings.central_anchor)?;
     let tls_identity = Identity::from_files(&settings.tls_certificate, &settings.tls_key)?;
     let read = |p: &PathBuf| {
@@ -436,7 +442,7 @@ pub async fn serve_with(
         spool: RwLock::new(SpoolLimits {
             memory: settings.memory_body_bytes,
             max: settings.max_body_bytes,
-            dir: None,
+            dir: spool_dir,
         }),
         backend,
         log,

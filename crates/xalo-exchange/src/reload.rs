@@ -25,6 +25,7 @@ pub const RELOADABLE: &[&str] = &[
     "message_log_bodies",
     "memory_body_bytes",
     "max_body_bytes",
+    "spool_dir",
     "timestamp_interval_secs",
     "timestamp_failure_secs",
     "certificate_warning_days",
@@ -123,11 +124,12 @@ fn apply(gw: &GatewayState) -> Result<Vec<String>, Error> {
     }
     // Check what can fail before changing anything.
     xalo_core::telemetry::parse_filter(&new.log.filter)?;
+    let spool_dir = crate::spool::usable_dir(settings.spool_dir.as_deref())?;
 
     gw.set_spool(SpoolLimits {
         memory: settings.memory_body_bytes,
         max: settings.max_body_bytes,
-        dir: None,
+        dir: spool_dir,
     });
     gw.status.set_limits(
         Duration::from_secs(settings.ocsp_reuse_secs),

@@ -74,6 +74,24 @@ impl Default for SpoolLimits {
     }
 }
 
+/// The spool directory, made if missing and checked by making a file in it: a gateway
+/// that cannot spool would refuse every large body, so it says so when it starts (or a
+/// reload is refused) rather than at the first one.
+pub fn usable_dir(dir: Option<&std::path::Path>) -> Result<Option<PathBuf>, xalo_core::Error> {
+    let Some(dir) = dir else {
+        return Ok(None);
+    };
+    let unusable = |e: std::io::Error| {
+        xalo_core::Error::new(
+            xalo_core::ErrorCode::ConfigInvalid,
+            format!("spool_dir {}: {e}", dir.display()),
+        )
+    };
+    std::fs::create_dir_all(dir).map_err(unusable)?;
+    tempfile::tempfile_in(dir).map_err(unusable)?;
+    Ok(Some(dir.to_path_buf()))
+}
+
 /// [`spool`] a body whose `Content-Length` is in `headers`: one declared larger than the
 /// limit is refused before a byte of it is read (a caller need not send gigabytes to learn
 /// they were too many).

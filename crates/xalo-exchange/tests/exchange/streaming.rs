@@ -90,3 +90,49 @@ async fn a_large_body_streams_through_in_bounded_memory() {
         "peak memory grew by {grown} bytes for a {SIZE}-byte body"
     );
 }
+
+#[tokio::test]
+async fn large_bodies_spool_in_the_directory_the_gateway_is_given() {
+    let mut env = support::env().await;
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    // A directory that cannot be made stops the gateway at its start, named.
+    let not_a_dir = dir.path().join("file");
+    std::fs::write(&not_a_dir, "").unwrap();
+    let mut config = env.client_gateway().config.clone();
+    config.roles.get_mut("gateway").unwrap().settings.insert(
+        "spool_dir".into(),
+        not_a_dir.join("spool").display().to_string().into(),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let tls_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let e = xalo_exchange::gateway::serve_with(config, listener, tls_listener)
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(e.code, xalo_core::ErrorCode::ConfigInvalid, "{e}");
+    assert!(e.message.contains("spool_dir"), "{e}");
+
+    let path = spool.display().to_string();
+    support::restart_gateway(&mut env, 0, |config| {
+        let settings = &mut config.roles.get_mut("gateway").unwrap().settings;
+        settings.insert("spool_dir".into(), path.into());
+    })
+    .await;
+    assert!(spool.is_dir(), "made at the start");
+    let body = support::pattern(1024 * 1024);
+    let digest = |body: Vec<u8>| {
+        env.call(Method::POST, &format!("{SERVICE}/digest"))
+            .body(body)
+            .send()
+    };
+    assert_eq!(digest(body.clone()).await.unwrap().status(), 200);
+    // Without its spool the gateway takes small bodies still, large ones no more: they
+    // went there.
+    std::fs::remove_dir_all(&spool).unwrap();
+    let r = digest(body).await.unwrap();
+    assert_eq!(r.status(), 500);
+    let (_, kind, message) = support::error(r).await;
+    assert!(kind.starts_with("Server.ClientProxy"), "{kind}: {message}");
+    assert_eq!(digest(b"x".to_vec()).await.unwrap().status(), 200);
+}
