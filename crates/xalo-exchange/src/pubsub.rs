@@ -15,6 +15,7 @@
 //!
 //! Delivery order is not guaranteed: a retried event may arrive after a later one.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -845,10 +846,61 @@ pub fn start_delivery(gw: Arc<GatewayState>) -> tokio::task::AbortHandle {
     tokio::spawn(deliver_loop(gw)).abort_handle()
 }
 
+/// Deliveries under way at this instance, by subscriber.
+#[derive(Default, Clone)]
+struct UnderWay(Arc<std::sync::Mutex<HashMap<String, usize>>>);
+
+/// One delivery under way; counted until dropped (also when its task ends otherwise).
+struct OneUnderWay {
+    of: UnderWay,
+    subscriber: String,
+}
+
+impl UnderWay {
+    fn start(&self, subscriber: String) -> OneUnderWay {
+        if let Ok(mut m) = self.0.lock() {
+            *m.entry(subscriber.clone()).or_default() += 1;
+        }
+        OneUnderWay {
+            of: self.clone(),
+            subscriber,
+        }
+    }
+
+    /// The subscribers with `at_most` deliveries under way already.
+    fn busy(&self, at_most: usize) -> Vec<String> {
+        self.0.lock().map_or_else(
+            |_| Vec::new(),
+            |m| {
+                m.iter()
+                    .filter(|(_, n)| **n >= at_most)
+                    .map(|(s, _)| s.clone())
+                    .collect()
+            },
+        )
+    }
+}
+
+impl Drop for OneUnderWay {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.of.0.lock()
+            && let Some(n) = m.get_mut(&self.subscriber)
+        {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                m.remove(&self.subscriber);
+            }
+        }
+    }
+}
+
 async fn deliver_loop(gw: Arc<GatewayState>) {
     let concurrency = gw.settings.pubsub.concurrency.max(1);
     let lease_ms = (gw.settings.pubsub.lease_secs.max(1) as i64).saturating_mul(1000);
     let mut running = tokio::task::JoinSet::new();
+    // A quarter of the slots per subscriber: one that hangs leaves the rest to the others.
+    let per_subscriber = (concurrency / 4).max(1);
+    let under_way = UnderWay::default();
     let mut last_sweep = tokio::time::Instant::now();
     loop {
         while running.try_join_next().is_some() {}
@@ -862,12 +914,21 @@ async fn deliver_loop(gw: Arc<GatewayState>) {
         };
         let mut claimed_all = false;
         if free > 0 {
-            match gw.topics.claim_due(free as i64, lease_ms).await {
+            let busy = under_way.busy(per_subscriber);
+            match gw
+                .topics
+                .claim_due(free as i64, lease_ms, per_subscriber as i64, &busy)
+                .await
+            {
                 Ok(claimed) => {
                     claimed_all = claimed.len() == free;
                     for c in claimed {
                         let gw = gw.clone();
-                        running.spawn(async move { deliver(&gw, &c, lease_ms).await });
+                        let one = under_way.start(c.subscriber.to_string());
+                        running.spawn(async move {
+                            deliver(&gw, &c, lease_ms).await;
+                            drop(one);
+                        });
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "reading the event outbox failed"),
@@ -880,6 +941,9 @@ async fn deliver_loop(gw: Arc<GatewayState>) {
         }
         let wait = match gw.topics.next_due().await {
             Ok(Some(_)) if paused => 1000,
+            // Due, but held back for subscribers with their share under way: one of those
+            // ending (or a new event) wakes the loop.
+            Ok(Some(at)) if at <= crate::topic::now_ms() && !running.is_empty() => 1000,
             Ok(Some(at)) => (at - crate::topic::now_ms()).clamp(5, 1000),
             _ => 1000,
         };

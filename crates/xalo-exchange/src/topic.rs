@@ -551,19 +551,49 @@ impl TopicRegistry {
     /// next attempt past the lease with a compare-and-set, so two instances of a gateway on
     /// one database never send the same delivery at once, and a claim whose instance died
     /// falls due again when the lease ends.
-    pub async fn claim_due(&self, limit: i64, lease_ms: i64) -> Result<Vec<Claimed>, Error> {
+    ///
+    /// At most `per_subscriber` of one subscriber's, and none of those in `busy` (the
+    /// subscribers this instance has that many under way for already): a subscriber whose
+    /// backend hangs holds a few of the slots until its attempts time out, never all of
+    /// them, and the others' events go on meanwhile.
+    pub async fn claim_due(
+        &self,
+        limit: i64,
+        lease_ms: i64,
+        per_subscriber: i64,
+        busy: &[String],
+    ) -> Result<Vec<Claimed>, Error> {
         let what = "claiming deliveries";
         let now = now_ms();
-        let rows = xalo_store::sqlx::query(sqlx_limit(
-            "SELECT event_seq, subscriber, attempts, next_attempt_ms FROM pubsub_delivery \
-             WHERE state = $1 AND next_attempt_ms <= $2 ORDER BY next_attempt_ms, event_seq",
-            limit,
-        ))
-        .bind(PENDING)
-        .bind(now)
-        .fetch_all(self.db.pool())
-        .await
-        .db(what)?;
+        // Parameters $4… name the busy subscribers (a few: the slots are few).
+        let busy_params = (0..busy.len())
+            .map(|i| format!("${}", i + 4))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let not_busy = if busy.is_empty() {
+            String::new()
+        } else {
+            format!(" AND subscriber NOT IN ({busy_params})")
+        };
+        let sql = format!(
+            "SELECT event_seq, subscriber, attempts, next_attempt_ms FROM (\
+             SELECT event_seq, subscriber, attempts, next_attempt_ms, ROW_NUMBER() OVER (\
+             PARTITION BY subscriber ORDER BY next_attempt_ms, event_seq) AS place \
+             FROM pubsub_delivery WHERE state = $1 AND next_attempt_ms <= $2{not_busy}) due \
+             WHERE place <= $3 ORDER BY next_attempt_ms, event_seq"
+        );
+        let rows = busy
+            .iter()
+            .fold(
+                xalo_store::sqlx::query(sqlx_limit(&sql, limit))
+                    .bind(PENDING)
+                    .bind(now)
+                    .bind(per_subscriber.max(1)),
+                |q, b| q.bind(b.clone()),
+            )
+            .fetch_all(self.db.pool())
+            .await
+            .db(what)?;
         let mut claimed = Vec::new();
         for r in rows {
             let event_seq: i64 = r.try_get(0).db(what)?;

@@ -671,3 +671,63 @@ async fn events_wait_while_the_providers_log_goes_unstamped_past_the_grace_perio
     assert_eq!(received(&inbox.url(), "insurance").await.len(), 1);
     inbox.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_subscriber_whose_backend_hangs_does_not_hold_up_the_others() {
+    // Attempts may last as long as the gateways' timeout (a minute), longer than the test
+    // waits for the other subscriber's events.
+    let env = env(PubSubSettings {
+        lease_secs: 120,
+        ..fast_retries()
+    })
+    .await;
+    // Social security's backend takes connections and never answers.
+    let hanging = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hanging_addr = hanging.local_addr().unwrap();
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = hanging.accept().await {
+            held.push(s);
+        }
+    });
+    env.subscribe_insurance(&format!("http://{hanging_addr}/inbox/insurance"))
+        .await;
+    let (inbox, _inbox_db) = inbox(None).await;
+    env.nation.gateways[PROVIDER]
+        .admin
+        .grant_topic(
+            &TOPIC.parse().unwrap(),
+            client_subject(&TAX.parse().unwrap()),
+        )
+        .await
+        .unwrap();
+    env.nation.gateways[FINANCE]
+        .admin
+        .subscribe(
+            &TOPIC.parse().unwrap(),
+            &TAX.parse().unwrap(),
+            &format!("{}/inbox/tax", inbox.url()),
+        )
+        .await
+        .unwrap();
+    const EVENTS: usize = 40;
+    for n in 0..EVENTS {
+        env.published(serde_json::json!({ "n": n })).await;
+    }
+    // Every event reaches the tax administration while social security's deliveries
+    // hang: they hold a quarter of the provider's sixteen slots at most.
+    let events = wait_for_events(&inbox.url(), "tax", EVENTS).await;
+    assert_eq!(events.len(), EVENTS);
+    let hung = env
+        .deliveries()
+        .await
+        .into_iter()
+        .filter(|d| d.subscriber == INSURANCE && d.state == "pending")
+        .count();
+    assert_eq!(
+        hung, EVENTS,
+        "none to social security's backend went through"
+    );
+    holder.abort();
+    inbox.shutdown().await.unwrap();
+}
