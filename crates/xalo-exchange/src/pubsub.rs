@@ -80,10 +80,13 @@ pub struct PubSubSettings {
     pub max_event_bytes: usize,
     /// Deliveries in flight at once per gateway instance.
     pub concurrency: usize,
+    /// Of those, to one subscriber at most: one whose backend hangs holds these slots
+    /// until its attempts time out, and the rest go on with the others' events.
+    pub per_subscriber: usize,
     /// Seconds a claimed delivery is held by the instance that claimed it; one that died
     /// meanwhile leaves it to be taken again after this. An attempt is given up after four
-    /// fifths of it, so keep it longer than `timeout_secs` for deliveries to wait as long
-    /// for an answer as requests do.
+    /// fifths of it, so keep it over 1.25 times `timeout_secs` for deliveries to wait as
+    /// long for an answer as requests do.
     pub lease_secs: u64,
 }
 
@@ -96,7 +99,9 @@ impl Default for PubSubSettings {
             max_attempts: 220,
             max_event_bytes: 1024 * 1024,
             concurrency: 16,
-            lease_secs: 75,
+            per_subscriber: 4,
+            // An attempt is cut off at four fifths of it: 72 s, past one hop's timeout.
+            lease_secs: 90,
         }
     }
 }
@@ -327,6 +332,7 @@ async fn send_signed(
     )
     .map_err(|e| failed(e.message))?;
     let mut last = String::new();
+    let mut unknown_to = None;
     for peer in &candidates {
         let http = gw.peer_client(peer).map_err(|e| failed(e.message))?;
         let uri: axum::http::Uri = format!("https://{}{target}", peer.address)
@@ -358,10 +364,17 @@ async fn send_signed(
             let message = serde_json::from_str::<ProtocolErrorBody>(&text)
                 .map(|b| b.message)
                 .unwrap_or(text);
-            return Err(PeerError::Refused {
+            let refusal = PeerError::Refused {
                 kind: kind.to_owned(),
                 message,
-            });
+            };
+            // Each of a member's gateways keeps its own topics and subscriptions: one
+            // that knows nothing of this one leaves the question to the next.
+            if kind == Kind::ServerUnknownService.as_str() {
+                unknown_to = Some(refusal);
+                continue;
+            }
+            return Err(refusal);
         }
         let answer = read_limited(response)
             .await
@@ -419,6 +432,12 @@ async fn send_signed(
             status,
             body: answer,
         });
+    }
+    // Unknown to every gateway that answered, and none out of reach (which might know it).
+    if last.is_empty()
+        && let Some(refusal) = unknown_to
+    {
+        return Err(refusal);
     }
     Err(failed(if last.is_empty() {
         format!("no gateway of {to} could be reached")
@@ -867,17 +886,9 @@ impl UnderWay {
         }
     }
 
-    /// The subscribers with `at_most` deliveries under way already.
-    fn busy(&self, at_most: usize) -> Vec<String> {
-        self.0.lock().map_or_else(
-            |_| Vec::new(),
-            |m| {
-                m.iter()
-                    .filter(|(_, n)| **n >= at_most)
-                    .map(|(s, _)| s.clone())
-                    .collect()
-            },
-        )
+    /// How many are under way, by subscriber.
+    fn counts(&self) -> HashMap<String, usize> {
+        self.0.lock().map(|m| m.clone()).unwrap_or_default()
     }
 }
 
@@ -898,8 +909,7 @@ async fn deliver_loop(gw: Arc<GatewayState>) {
     let concurrency = gw.settings.pubsub.concurrency.max(1);
     let lease_ms = (gw.settings.pubsub.lease_secs.max(1) as i64).saturating_mul(1000);
     let mut running = tokio::task::JoinSet::new();
-    // A quarter of the slots per subscriber: one that hangs leaves the rest to the others.
-    let per_subscriber = (concurrency / 4).max(1);
+    let per_subscriber = gw.settings.pubsub.per_subscriber.clamp(1, concurrency);
     let under_way = UnderWay::default();
     let mut last_sweep = tokio::time::Instant::now();
     loop {
@@ -914,10 +924,10 @@ async fn deliver_loop(gw: Arc<GatewayState>) {
         };
         let mut claimed_all = false;
         if free > 0 {
-            let busy = under_way.busy(per_subscriber);
+            let counts = under_way.counts();
             match gw
                 .topics
-                .claim_due(free as i64, lease_ms, per_subscriber as i64, &busy)
+                .claim_due(free as i64, lease_ms, per_subscriber, &counts)
                 .await
             {
                 Ok(claimed) => {
@@ -1280,9 +1290,21 @@ async fn subscribe(State(gw): State<Arc<GatewayState>>, body: Bytes) -> Result<R
     // Kept here before the provider is told, so that its first events, which may come
     // before its answer does, find the subscription (they would be dropped as sent to
     // nobody); undone when the provider refuses.
+    let _one_change = gw.topics.changing_subscriptions().await;
     let before = gw.topics.delivery_url(&s.topic, &s.subscriber).await?;
     gw.topics.add_subscription(&s).await?;
     if let Err(e) = tell_provider(&gw, Method::POST, &s.topic, &s.subscriber).await {
+        // Undone only when the provider surely did not take it: after a failure on the
+        // way back (no answer, one that does not verify) it may have, and its events must
+        // then find the subscription here. Kept here without one there, it is harmless.
+        if !matches!(
+            e.code,
+            ErrorCode::ExchUnknownTopic
+                | ErrorCode::ExchTopicAccessDenied
+                | ErrorCode::ExchLogUnstamped
+        ) {
+            return Err(e);
+        }
         let undone = match before {
             Some(delivery_url) => {
                 gw.topics
@@ -1315,6 +1337,7 @@ struct Unsubscription {
 async fn unsubscribe(State(gw): State<Arc<GatewayState>>, body: Bytes) -> Result<Response, Error> {
     let u: Unsubscription = crate::central::json(&body)?;
     own_subsystem(&gw, &u.subscriber)?;
+    let _one_change = gw.topics.changing_subscriptions().await;
     let unknown = || {
         Error::new(
             ErrorCode::ExchUnknownSubscription,

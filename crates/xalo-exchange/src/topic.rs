@@ -241,6 +241,8 @@ pub struct TopicRegistry {
     db: Database,
     /// Wakes this instance's delivery worker when an event is accepted.
     wake: std::sync::Arc<tokio::sync::Notify>,
+    /// See [`TopicRegistry::changing_subscriptions`].
+    changing: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 pub(crate) use xalo_core::unix_now_ms as now_ms;
@@ -251,7 +253,14 @@ impl TopicRegistry {
         Ok(TopicRegistry {
             db,
             wake: Default::default(),
+            changing: Default::default(),
         })
+    }
+
+    /// Held while a subscription of this gateway's is changed here and at the provider's
+    /// gateway, so that two changes of it never interleave (one undoing the other's).
+    pub async fn changing_subscriptions(&self) -> tokio::sync::OwnedMutexGuard<()> {
+        self.changing.clone().lock_owned().await
     }
 
     /// Tell the delivery worker that deliveries are due.
@@ -552,35 +561,41 @@ impl TopicRegistry {
     /// one database never send the same delivery at once, and a claim whose instance died
     /// falls due again when the lease ends.
     ///
-    /// At most `per_subscriber` of one subscriber's, and none of those in `busy` (the
-    /// subscribers this instance has that many under way for already): a subscriber whose
-    /// backend hangs holds a few of the slots until its attempts time out, never all of
-    /// them, and the others' events go on meanwhile.
+    /// At most `per_subscriber` under way per subscriber, counting those this instance has
+    /// `under_way` already (a subscriber whose backend hangs holds a few of the slots
+    /// until its attempts time out, never all of them, and the others' events go on).
     pub async fn claim_due(
         &self,
         limit: i64,
         lease_ms: i64,
-        per_subscriber: i64,
-        busy: &[String],
+        per_subscriber: usize,
+        under_way: &std::collections::HashMap<String, usize>,
     ) -> Result<Vec<Claimed>, Error> {
         let what = "claiming deliveries";
         let now = now_ms();
-        // Parameters $4… name the busy subscribers (a few: the slots are few).
-        let busy_params = (0..busy.len())
-            .map(|i| format!("${}", i + 4))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let per_subscriber = per_subscriber.max(1);
+        let busy: Vec<&String> = under_way
+            .iter()
+            .filter(|(_, n)| **n >= per_subscriber)
+            .map(|(s, _)| s)
+            .collect();
+        // Parameters $4… name the busy subscribers (a few: the slots are few), left out
+        // before the oldest due are taken, so that they do not crowd out the others.
         let not_busy = if busy.is_empty() {
             String::new()
         } else {
-            format!(" AND subscriber NOT IN ({busy_params})")
+            let params: Vec<String> = (0..busy.len()).map(|i| format!("${}", i + 4)).collect();
+            format!(" AND subscriber NOT IN ({})", params.join(", "))
         };
         let sql = format!(
             "SELECT event_seq, subscriber, attempts, next_attempt_ms FROM (\
              SELECT event_seq, subscriber, attempts, next_attempt_ms, ROW_NUMBER() OVER (\
-             PARTITION BY subscriber ORDER BY next_attempt_ms, event_seq) AS place \
-             FROM pubsub_delivery WHERE state = $1 AND next_attempt_ms <= $2{not_busy}) due \
-             WHERE place <= $3 ORDER BY next_attempt_ms, event_seq"
+             PARTITION BY subscriber ORDER BY next_attempt_ms, event_seq) AS place FROM (\
+             SELECT event_seq, subscriber, attempts, next_attempt_ms FROM pubsub_delivery \
+             WHERE state = $1 AND next_attempt_ms <= $2{not_busy} \
+             ORDER BY next_attempt_ms, event_seq LIMIT {}) oldest) due \
+             WHERE place <= $3 ORDER BY next_attempt_ms, event_seq",
+            limit.clamp(1, 1000) * 8
         );
         let rows = busy
             .iter()
@@ -588,18 +603,24 @@ impl TopicRegistry {
                 xalo_store::sqlx::query(sqlx_limit(&sql, limit))
                     .bind(PENDING)
                     .bind(now)
-                    .bind(per_subscriber.max(1)),
-                |q, b| q.bind(b.clone()),
+                    .bind(per_subscriber as i64),
+                |q, b| q.bind((*b).clone()),
             )
             .fetch_all(self.db.pool())
             .await
             .db(what)?;
+        let mut taken: std::collections::HashMap<String, usize> = Default::default();
         let mut claimed = Vec::new();
         for r in rows {
             let event_seq: i64 = r.try_get(0).db(what)?;
             let subscriber: String = r.try_get(1).db(what)?;
             let attempts: i64 = r.try_get(2).db(what)?;
             let due: i64 = r.try_get(3).db(what)?;
+            let now_under_way = under_way.get(&subscriber).copied().unwrap_or(0)
+                + taken.get(&subscriber).copied().unwrap_or(0);
+            if now_under_way >= per_subscriber {
+                continue;
+            }
             let done = xalo_store::sqlx::query(
                 "UPDATE pubsub_delivery SET next_attempt_ms = $1 \
                  WHERE event_seq = $2 AND subscriber = $3 AND state = $4 AND next_attempt_ms = $5",
@@ -613,6 +634,7 @@ impl TopicRegistry {
             .await
             .db(what)?;
             if done.rows_affected() == 1 {
+                *taken.entry(subscriber.clone()).or_default() += 1;
                 claimed.push(Claimed {
                     event_seq,
                     subscriber: subscriber.parse()?,

@@ -684,9 +684,12 @@ async fn a_subscriber_whose_backend_hangs_does_not_hold_up_the_others() {
     // Social security's backend takes connections and never answers.
     let hanging = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let hanging_addr = hanging.local_addr().unwrap();
+    let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = connections.clone();
     let holder = tokio::spawn(async move {
         let mut held = Vec::new();
         while let Ok((s, _)) = hanging.accept().await {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             held.push(s);
         }
     });
@@ -715,7 +718,7 @@ async fn a_subscriber_whose_backend_hangs_does_not_hold_up_the_others() {
         env.published(serde_json::json!({ "n": n })).await;
     }
     // Every event reaches the tax administration while social security's deliveries
-    // hang: they hold a quarter of the provider's sixteen slots at most.
+    // hang: they hold four of the provider's sixteen slots at most.
     let events = wait_for_events(&inbox.url(), "tax", EVENTS).await;
     assert_eq!(events.len(), EVENTS);
     let hung = env
@@ -727,6 +730,12 @@ async fn a_subscriber_whose_backend_hangs_does_not_hold_up_the_others() {
     assert_eq!(
         hung, EVENTS,
         "none to social security's backend went through"
+    );
+    // Each delivery under way there holds a connection of its own to the backend.
+    let held = connections.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        (1..=4).contains(&held),
+        "{held} deliveries under way at once"
     );
     holder.abort();
     inbox.shutdown().await.unwrap();
