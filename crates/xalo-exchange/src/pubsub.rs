@@ -86,7 +86,8 @@ pub struct PubSubSettings {
     /// Seconds a claimed delivery is held by the instance that claimed it; one that died
     /// meanwhile leaves it to be taken again after this. An attempt is given up after four
     /// fifths of it, so keep it over 1.25 times `timeout_secs` for deliveries to wait as
-    /// long for an answer as requests do.
+    /// long for an answer as requests do (an attempt that asks several of a member's
+    /// gateways in turn may still be cut off: it is tried again).
     pub lease_secs: u64,
 }
 
@@ -244,15 +245,17 @@ struct PeerAnswer {
 enum PeerError {
     /// The peer refused it with an X-Road error.
     Refused { kind: String, message: String },
-    /// It could not be sent, or the answer did not verify.
+    /// It was sent (or may have been) but got no answer, or one that did not verify.
     Failed(String),
+    /// It never left: nothing to send it to, or none of the peer's gateways reachable.
+    NotSent(String),
 }
 
 impl std::fmt::Display for PeerError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             PeerError::Refused { kind, message } => write!(f, "{kind}: {message}"),
-            PeerError::Failed(m) => f.write_str(m),
+            PeerError::Failed(m) | PeerError::NotSent(m) => f.write_str(m),
         }
     }
 }
@@ -290,7 +293,7 @@ async fn send_signed(
 ) -> Result<PeerAnswer, PeerError> {
     let _underway = gw.in_flight.enter();
     if let Some(why) = crate::health::unstamped_too_long(gw) {
-        return Err(PeerError::Failed(why));
+        return Err(PeerError::NotSent(why));
     }
     let PeerRequest {
         method,
@@ -299,20 +302,21 @@ async fn send_signed(
         body,
     } = request;
     let failed = |m: String| PeerError::Failed(m);
+    let not_sent = |m: String| PeerError::NotSent(m);
     let candidates = conf.gateways_of(to);
     if candidates.is_empty() {
-        return Err(failed(format!("{to} has no registered gateway")));
+        return Err(not_sent(format!("{to} has no registered gateway")));
     }
     let tls_ocsp = gw
         .status
         .good_answer(gw.tls.certificate(), conf)
         .await
-        .map_err(|e| failed(format!("this gateway's TLS certificate: {}", e.message)))?;
+        .map_err(|e| not_sent(format!("this gateway's TLS certificate: {}", e.message)))?;
     let signer_ocsp = gw
         .status
         .good_answer(gw.signer.certificate(), conf)
         .await
-        .map_err(|e| failed(format!("the member's signing certificate: {}", e.message)))?;
+        .map_err(|e| not_sent(format!("the member's signing certificate: {}", e.message)))?;
     // Sent explicitly, so the header the HTTP client would add is in the signed head.
     headers.insert(axum::http::header::ACCEPT, HeaderValue::from_static("*/*"));
     let body_sha: [u8; 64] = Sha512::digest(&body).into();
@@ -322,7 +326,7 @@ async fn send_signed(
         .batch
         .sign(&request_hash)
         .await
-        .map_err(|e| failed(e.message))?;
+        .map_err(|e| not_sent(e.message))?;
     let signature_headers = crate::client_proxy::signature_headers(
         &gw.encoded,
         gw.signer.certificate(),
@@ -330,14 +334,14 @@ async fn send_signed(
         &signer_ocsp,
         &tls_ocsp,
     )
-    .map_err(|e| failed(e.message))?;
+    .map_err(|e| not_sent(e.message))?;
     let mut last = String::new();
     let mut unknown_to = None;
     for peer in &candidates {
-        let http = gw.peer_client(peer).map_err(|e| failed(e.message))?;
+        let http = gw.peer_client(peer).map_err(|e| not_sent(e.message))?;
         let uri: axum::http::Uri = format!("https://{}{target}", peer.address)
             .parse()
-            .map_err(|e| failed(format!("{}{target}: {e}", peer.address)))?;
+            .map_err(|e| not_sent(format!("{}{target}: {e}", peer.address)))?;
         let mut all = headers.clone();
         all.extend(signature_headers.clone());
         let sent = http
@@ -439,7 +443,7 @@ async fn send_signed(
     {
         return Err(refusal);
     }
-    Err(failed(if last.is_empty() {
+    Err(not_sent(if last.is_empty() {
         format!("no gateway of {to} could be reached")
     } else {
         last
@@ -1207,35 +1211,44 @@ async fn tell_provider(
     method: Method,
     topic: &ServiceId,
     subscriber: &SubsystemId,
-) -> Result<(), Error> {
-    if let Some(why) = crate::health::unstamped_too_long(gw) {
-        return Err(Error::new(ErrorCode::ExchLogUnstamped, why));
-    }
-    let conf = gw.conf.get()?;
-    if !conf.has_subsystem(topic.provider()) {
-        return Err(Error::new(
-            ErrorCode::ExchUnknownTopic,
-            format!(
-                "the topic's provider {} is not registered",
-                topic.provider()
-            ),
-        ));
-    }
-    let x_road_id = message::new_uuid();
-    let mut headers = HeaderMap::new();
-    headers.insert("content-type", HeaderValue::from_static("application/json"));
-    headers.insert(X_ROAD_CLIENT, header_value(&subscriber.to_string())?);
-    headers.insert(X_ROAD_ID, header_value(&x_road_id)?);
-    let body = serde_json::to_vec(&SubscriptionBody {
-        topic: topic.clone(),
-    })
-    .map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?;
-    let log = LogAs {
-        side: "client",
-        x_road_id,
-        client: subscriber.to_string(),
-        topic: topic.to_string(),
+) -> Result<(), Untold> {
+    let untold = |error: Error| Untold {
+        error,
+        surely_not_taken: true,
     };
+    // Nothing below has left this gateway.
+    let prepared = || -> Result<_, Error> {
+        if let Some(why) = crate::health::unstamped_too_long(gw) {
+            return Err(Error::new(ErrorCode::ExchLogUnstamped, why));
+        }
+        let conf = gw.conf.get()?;
+        if !conf.has_subsystem(topic.provider()) {
+            return Err(Error::new(
+                ErrorCode::ExchUnknownTopic,
+                format!(
+                    "the topic's provider {} is not registered",
+                    topic.provider()
+                ),
+            ));
+        }
+        let x_road_id = message::new_uuid();
+        let mut headers = HeaderMap::new();
+        headers.insert("content-type", HeaderValue::from_static("application/json"));
+        headers.insert(X_ROAD_CLIENT, header_value(&subscriber.to_string())?);
+        headers.insert(X_ROAD_ID, header_value(&x_road_id)?);
+        let body = serde_json::to_vec(&SubscriptionBody {
+            topic: topic.clone(),
+        })
+        .map_err(|e| Error::new(ErrorCode::Internal, e.to_string()))?;
+        let log = LogAs {
+            side: "client",
+            x_road_id,
+            client: subscriber.to_string(),
+            topic: topic.to_string(),
+        };
+        Ok((conf, headers, body, log))
+    };
+    let (conf, headers, body, log) = prepared().map_err(untold)?;
     send_signed(
         gw,
         &conf,
@@ -1257,20 +1270,61 @@ async fn tell_provider(
                 "Server.ServerProxy.AccessDenied" => ErrorCode::ExchTopicAccessDenied,
                 _ => ErrorCode::ExchUpstream,
             };
-            Error::new(
-                code,
-                format!(
-                    "the gateway of {} refused ({kind}): {message}",
-                    topic.provider().member()
+            Untold {
+                error: Error::new(
+                    code,
+                    format!(
+                        "the gateway of {} refused ({kind}): {message}",
+                        topic.provider().member()
+                    ),
                 ),
-            )
+                surely_not_taken: REFUSED_BEFORE_TAKING.contains(&kind.as_str()),
+            }
         }
-        PeerError::Failed(m) => Error::new(
-            ErrorCode::ExchUpstream,
-            format!("the gateway of {}: {m}", topic.provider().member()),
-        ),
+        PeerError::NotSent(m) => Untold {
+            error: Error::new(
+                ErrorCode::ExchUpstream,
+                format!("the gateway of {}: {m}", topic.provider().member()),
+            ),
+            surely_not_taken: true,
+        },
+        PeerError::Failed(m) => Untold {
+            error: Error::new(
+                ErrorCode::ExchUpstream,
+                format!("the gateway of {}: {m}", topic.provider().member()),
+            ),
+            surely_not_taken: false,
+        },
     })
 }
+
+/// A change of subscription the provider's gateway was not told of, or whose answer did
+/// not come back.
+struct Untold {
+    error: Error,
+    /// The provider's gateway cannot have applied it.
+    surely_not_taken: bool,
+}
+
+impl From<Untold> for Error {
+    fn from(u: Untold) -> Error {
+        u.error
+    }
+}
+
+/// What a provider's gateway refuses a subscription with before it takes it (in
+/// `peer_subscription`, and the checks of every signed message before that); any other
+/// refusal may come after it was taken (its signed answer failed).
+const REFUSED_BEFORE_TAKING: &[&str] = &[
+    "Client.BadRequest",
+    "Server.ServerProxy.UnknownService",
+    "Server.ServerProxy.AccessDenied",
+    "Server.ServerProxy.SslAuthenticationFailed",
+    "Server.ServerProxy.InvalidSignatureValue",
+    "Server.ServerProxy.CertValidation",
+    "Server.ServerProxy.ReplayedMessage",
+    "Server.ServerProxy.timestamper_failed",
+];
 
 async fn subscribe(State(gw): State<Arc<GatewayState>>, body: Bytes) -> Result<Response, Error> {
     let s: NewSubscription = crate::central::json(&body)?;
@@ -1290,21 +1344,20 @@ async fn subscribe(State(gw): State<Arc<GatewayState>>, body: Bytes) -> Result<R
     // Kept here before the provider is told, so that its first events, which may come
     // before its answer does, find the subscription (they would be dropped as sent to
     // nobody); undone when the provider refuses.
-    let _one_change = gw.topics.changing_subscriptions().await;
+    let _one_change = gw
+        .topics
+        .changing_subscription(&s.topic, &s.subscriber)
+        .await;
     let before = gw.topics.delivery_url(&s.topic, &s.subscriber).await?;
     gw.topics.add_subscription(&s).await?;
-    if let Err(e) = tell_provider(&gw, Method::POST, &s.topic, &s.subscriber).await {
+    if let Err(untold) = tell_provider(&gw, Method::POST, &s.topic, &s.subscriber).await {
         // Undone only when the provider surely did not take it: after a failure on the
         // way back (no answer, one that does not verify) it may have, and its events must
         // then find the subscription here. Kept here without one there, it is harmless.
-        if !matches!(
-            e.code,
-            ErrorCode::ExchUnknownTopic
-                | ErrorCode::ExchTopicAccessDenied
-                | ErrorCode::ExchLogUnstamped
-        ) {
-            return Err(e);
+        if !untold.surely_not_taken {
+            return Err(untold.error);
         }
+        let e = untold.error;
         let undone = match before {
             Some(delivery_url) => {
                 gw.topics
@@ -1337,7 +1390,10 @@ struct Unsubscription {
 async fn unsubscribe(State(gw): State<Arc<GatewayState>>, body: Bytes) -> Result<Response, Error> {
     let u: Unsubscription = crate::central::json(&body)?;
     own_subsystem(&gw, &u.subscriber)?;
-    let _one_change = gw.topics.changing_subscriptions().await;
+    let _one_change = gw
+        .topics
+        .changing_subscription(&u.topic, &u.subscriber)
+        .await;
     let unknown = || {
         Error::new(
             ErrorCode::ExchUnknownSubscription,
@@ -1357,12 +1413,12 @@ async fn unsubscribe(State(gw): State<Arc<GatewayState>>, body: Bytes) -> Result
     // provider no longer has leaves nothing there to stop.
     match tell_provider(&gw, Method::DELETE, &u.topic, &u.subscriber).await {
         Ok(()) => {}
-        Err(e)
+        Err(untold)
             if matches!(
-                e.code,
+                untold.error.code,
                 ErrorCode::ExchUnknownTopic | ErrorCode::ExchTopicAccessDenied
             ) => {}
-        Err(e) => return Err(e),
+        Err(untold) => return Err(untold.error),
     }
     if !gw
         .topics

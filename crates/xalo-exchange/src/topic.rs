@@ -235,14 +235,18 @@ pub struct DeliveryStatus {
     pub last_error: Option<String>,
 }
 
+type SubscriptionLocks =
+    std::collections::HashMap<(String, String), std::sync::Arc<tokio::sync::Mutex<()>>>;
+
 /// The pub/sub tables of one gateway.
 #[derive(Clone, Debug)]
 pub struct TopicRegistry {
     db: Database,
     /// Wakes this instance's delivery worker when an event is accepted.
     wake: std::sync::Arc<tokio::sync::Notify>,
-    /// See [`TopicRegistry::changing_subscriptions`].
-    changing: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// See [`TopicRegistry::changing_subscription`]: one lock per (topic, subscriber),
+    /// as few as the subscriptions this gateway's member makes.
+    changing: std::sync::Arc<std::sync::Mutex<SubscriptionLocks>>,
 }
 
 pub(crate) use xalo_core::unix_now_ms as now_ms;
@@ -258,9 +262,21 @@ impl TopicRegistry {
     }
 
     /// Held while a subscription of this gateway's is changed here and at the provider's
-    /// gateway, so that two changes of it never interleave (one undoing the other's).
-    pub async fn changing_subscriptions(&self) -> tokio::sync::OwnedMutexGuard<()> {
-        self.changing.clone().lock_owned().await
+    /// gateway, so that two changes of it at this instance never interleave (one undoing
+    /// the other's); changes of other subscriptions do not wait for it.
+    pub async fn changing_subscription(
+        &self,
+        topic: &ServiceId,
+        subscriber: &SubsystemId,
+    ) -> tokio::sync::OwnedMutexGuard<()> {
+        let key = (topic.to_string(), subscriber.to_string());
+        let lock = match self.changing.lock() {
+            Ok(mut locks) => locks.entry(key).or_default().clone(),
+            // Poisoned (a panic elsewhere): a lock of its own still orders nothing, but
+            // the change goes on as it did before this guard.
+            Err(_) => Default::default(),
+        };
+        lock.lock_owned().await
     }
 
     /// Tell the delivery worker that deliveries are due.
@@ -574,6 +590,10 @@ impl TopicRegistry {
         let what = "claiming deliveries";
         let now = now_ms();
         let per_subscriber = per_subscriber.max(1);
+        let skippable: i64 = under_way
+            .values()
+            .map(|n| (*n).min(per_subscriber) as i64)
+            .sum();
         let busy: Vec<&String> = under_way
             .iter()
             .filter(|(_, n)| **n >= per_subscriber)
@@ -600,7 +620,9 @@ impl TopicRegistry {
         let rows = busy
             .iter()
             .fold(
-                xalo_store::sqlx::query(sqlx_limit(&sql, limit))
+                // Rows of subscribers with some under way may be passed over below, at
+                // most that many each: asked for on top, so that `limit` can be claimed.
+                xalo_store::sqlx::query(sqlx_limit(&sql, limit.saturating_add(skippable)))
                     .bind(PENDING)
                     .bind(now)
                     .bind(per_subscriber as i64),
@@ -616,6 +638,9 @@ impl TopicRegistry {
             let subscriber: String = r.try_get(1).db(what)?;
             let attempts: i64 = r.try_get(2).db(what)?;
             let due: i64 = r.try_get(3).db(what)?;
+            if claimed.len() as i64 >= limit {
+                break;
+            }
             let now_under_way = under_way.get(&subscriber).copied().unwrap_or(0)
                 + taken.get(&subscriber).copied().unwrap_or(0);
             if now_under_way >= per_subscriber {

@@ -541,6 +541,18 @@ async fn an_unsubscription_the_provider_did_not_hear_is_kept_to_be_sent_again() 
         .unwrap_err();
     assert_eq!(e.code, ErrorCode::ExchUpstream, "{e}");
     assert_eq!(subscriber.subscriptions().await.unwrap().len(), 1);
+    // A subscription that never reached the provider is not kept where it was asked.
+    let finance = env.nation.gateways[FINANCE - 1].admin.clone();
+    let e = finance
+        .subscribe(
+            &topic,
+            &TAX.parse().unwrap(),
+            "http://127.0.0.1:9/inbox/tax",
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::ExchUpstream, "{e}");
+    assert!(finance.subscriptions().await.unwrap().is_empty());
     // Back on its database and address, it hears the unsubscription sent again.
     let tls_listener = tokio::net::TcpListener::bind(old.tls_addr).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
