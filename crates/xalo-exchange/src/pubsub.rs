@@ -953,11 +953,18 @@ async fn deliver_loop(gw: Arc<GatewayState>) {
             let _ = running.join_next().await;
             continue;
         }
-        let wait = match gw.topics.next_due().await {
+        // Subscribers with their share under way wait for one of theirs to end (which
+        // wakes the loop), not for the time their next delivery falls due.
+        let busy: Vec<String> = under_way
+            .counts()
+            .into_iter()
+            .filter(|(_, n)| *n >= per_subscriber)
+            .map(|(s, _)| s)
+            .collect();
+        let wait = match gw.topics.next_due(&busy).await {
             Ok(Some(_)) if paused => 1000,
-            // Due, but held back for subscribers with their share under way: one of those
-            // ending (or a new event) wakes the loop.
-            Ok(Some(at)) if at <= crate::topic::now_ms() && !running.is_empty() => 1000,
+            // Every slot taken: one ending wakes the loop.
+            Ok(Some(_)) if running.len() >= concurrency => 1000,
             Ok(Some(at)) => (at - crate::topic::now_ms()).clamp(5, 1000),
             _ => 1000,
         };

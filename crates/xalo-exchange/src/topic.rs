@@ -601,12 +601,7 @@ impl TopicRegistry {
             .collect();
         // Parameters $4… name the busy subscribers (a few: the slots are few), left out
         // before the oldest due are taken, so that they do not crowd out the others.
-        let not_busy = if busy.is_empty() {
-            String::new()
-        } else {
-            let params: Vec<String> = (0..busy.len()).map(|i| format!("${}", i + 4)).collect();
-            format!(" AND subscriber NOT IN ({})", params.join(", "))
-        };
+        let not_busy = subscriber_not_in(4, busy.len());
         let sql = format!(
             "SELECT event_seq, subscriber, attempts, next_attempt_ms FROM (\
              SELECT event_seq, subscriber, attempts, next_attempt_ms, ROW_NUMBER() OVER (\
@@ -670,15 +665,22 @@ impl TopicRegistry {
         Ok(claimed)
     }
 
-    /// When the next delivery falls due (ms since the epoch), if any is pending.
-    pub async fn next_due(&self) -> Result<Option<i64>, Error> {
-        let row = xalo_store::sqlx::query(
-            "SELECT MIN(next_attempt_ms) FROM pubsub_delivery WHERE state = $1",
-        )
-        .bind(PENDING)
-        .fetch_one(self.db.pool())
-        .await
-        .db("reading the outbox")?;
+    /// When the next delivery falls due (ms since the epoch), if any is pending, but for
+    /// the subscribers in `busy` (those with their share under way: theirs wait for a
+    /// slot, not for a time).
+    pub async fn next_due(&self, busy: &[String]) -> Result<Option<i64>, Error> {
+        let not_busy = subscriber_not_in(2, busy.len());
+        let sql =
+            format!("SELECT MIN(next_attempt_ms) FROM pubsub_delivery WHERE state = $1{not_busy}");
+        let row = busy
+            .iter()
+            .fold(
+                xalo_store::sqlx::query(xalo_store::sqlx::AssertSqlSafe(sql)).bind(PENDING),
+                |q, b| q.bind(b.clone()),
+            )
+            .fetch_one(self.db.pool())
+            .await
+            .db("reading the outbox")?;
         row.try_get::<Option<i64>, _>(0).db("reading the outbox")
     }
 
@@ -891,6 +893,16 @@ impl TopicRegistry {
 }
 
 /// A query with a numeric LIMIT (clamped; never from input as text).
+/// ` AND subscriber NOT IN ($first, …)` for `count` subscribers bound from parameter
+/// `first` on (nothing for none).
+fn subscriber_not_in(first: usize, count: usize) -> String {
+    if count == 0 {
+        return String::new();
+    }
+    let params: Vec<String> = (first..first + count).map(|i| format!("${i}")).collect();
+    format!(" AND subscriber NOT IN ({})", params.join(", "))
+}
+
 fn sqlx_limit(sql: &str, limit: i64) -> xalo_store::sqlx::AssertSqlSafe<String> {
     xalo_store::sqlx::AssertSqlSafe(format!("{sql} LIMIT {}", limit.clamp(1, 1000)))
 }
