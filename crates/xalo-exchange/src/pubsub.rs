@@ -526,6 +526,7 @@ fn bad(m: impl Into<String>) -> ProtocolError {
 /// Authenticate the sending gateway and check the message's signature, as the server
 /// proxy does for service calls.
 async fn inbound(gw: &Arc<GatewayState>, req: Request) -> Result<Inbound, ProtocolError> {
+    crate::health::refuse_unstamped(gw, Kind::ServerTimestamperFailed)?;
     let arrived_ms = xalo_core::unix_now_ms();
     let (parts, body) = req.into_parts();
     let conf = gw.conf.get().map_err(|e| ProtocolError::server(&e))?;
@@ -699,7 +700,6 @@ async fn peer_subscription(State(gw): State<Arc<GatewayState>>, req: Request) ->
     let _underway = gw.in_flight.enter();
     let seen = crate::refusal::RequestSeen::of(&req);
     let handled = async {
-        crate::health::refuse_unstamped(&gw, Kind::ServerTimestamperFailed)?;
         let m = inbound(&gw, req).await?;
         let client: ClientId = message::header_text(&m.headers, X_ROAD_CLIENT)
             .ok_or_else(|| bad("the X-Road-Client header is missing"))?
@@ -787,7 +787,6 @@ async fn peer_event(State(gw): State<Arc<GatewayState>>, req: Request) -> Respon
     let _underway = gw.in_flight.enter();
     let seen = crate::refusal::RequestSeen::of(&req);
     let handled = async {
-        crate::health::refuse_unstamped(&gw, Kind::ServerTimestamperFailed)?;
         let m = inbound(&gw, req).await?;
         let topic: ServiceId = message::header_text(&m.headers, message::X_ROAD_SERVICE)
             .ok_or_else(|| bad("the X-Road-Service header (the topic) is missing"))?
@@ -955,12 +954,8 @@ async fn deliver_loop(gw: Arc<GatewayState>) {
         }
         // Subscribers with their share under way wait for one of theirs to end (which
         // wakes the loop), not for the time their next delivery falls due.
-        let busy: Vec<String> = under_way
-            .counts()
-            .into_iter()
-            .filter(|(_, n)| *n >= per_subscriber)
-            .map(|(s, _)| s)
-            .collect();
+        let counts = under_way.counts();
+        let busy = crate::topic::at_their_share(&counts, per_subscriber);
         let wait = match gw.topics.next_due(&busy).await {
             Ok(Some(_)) if paused => 1000,
             // Every slot taken: one ending wakes the loop.
@@ -1285,7 +1280,7 @@ async fn tell_provider(
                         topic.provider().member()
                     ),
                 ),
-                surely_not_taken: REFUSED_BEFORE_TAKING.contains(&kind.as_str()),
+                surely_not_taken: REFUSED_BEFORE_TAKING.iter().any(|k| k.as_str() == kind),
             }
         }
         PeerError::NotSent(m) => Untold {
@@ -1322,15 +1317,15 @@ impl From<Untold> for Error {
 /// What a provider's gateway refuses a subscription with before it takes it (in
 /// `peer_subscription`, and the checks of every signed message before that); any other
 /// refusal may come after it was taken (its signed answer failed).
-const REFUSED_BEFORE_TAKING: &[&str] = &[
-    "Client.BadRequest",
-    "Server.ServerProxy.UnknownService",
-    "Server.ServerProxy.AccessDenied",
-    "Server.ServerProxy.SslAuthenticationFailed",
-    "Server.ServerProxy.InvalidSignatureValue",
-    "Server.ServerProxy.CertValidation",
-    "Server.ServerProxy.ReplayedMessage",
-    "Server.ServerProxy.timestamper_failed",
+const REFUSED_BEFORE_TAKING: &[Kind] = &[
+    Kind::BadRequest,
+    Kind::ServerUnknownService,
+    Kind::ServerAccessDenied,
+    Kind::ServerSslAuthenticationFailed,
+    Kind::ServerInvalidSignatureValue,
+    Kind::ServerCertValidation,
+    Kind::ServerReplayedMessage,
+    Kind::ServerTimestamperFailed,
 ];
 
 async fn subscribe(State(gw): State<Arc<GatewayState>>, body: Bytes) -> Result<Response, Error> {

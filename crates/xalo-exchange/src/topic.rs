@@ -594,11 +594,7 @@ impl TopicRegistry {
             .values()
             .map(|n| (*n).min(per_subscriber) as i64)
             .sum();
-        let busy: Vec<&String> = under_way
-            .iter()
-            .filter(|(_, n)| **n >= per_subscriber)
-            .map(|(s, _)| s)
-            .collect();
+        let busy = at_their_share(under_way, per_subscriber);
         // Parameters $4… name the busy subscribers (a few: the slots are few), left out
         // before the oldest due are taken, so that they do not crowd out the others.
         let not_busy = subscriber_not_in(4, busy.len());
@@ -621,7 +617,7 @@ impl TopicRegistry {
                     .bind(PENDING)
                     .bind(now)
                     .bind(per_subscriber as i64),
-                |q, b| q.bind((*b).clone()),
+                |q, b| q.bind(b.clone()),
             )
             .fetch_all(self.db.pool())
             .await
@@ -893,6 +889,19 @@ impl TopicRegistry {
 }
 
 /// A query with a numeric LIMIT (clamped; never from input as text).
+/// The subscribers with `per_subscriber` deliveries under way already, whom a claim
+/// passes over.
+pub(crate) fn at_their_share(
+    under_way: &std::collections::HashMap<String, usize>,
+    per_subscriber: usize,
+) -> Vec<String> {
+    under_way
+        .iter()
+        .filter(|(_, n)| **n >= per_subscriber.max(1))
+        .map(|(s, _)| s.clone())
+        .collect()
+}
+
 /// ` AND subscriber NOT IN ($first, …)` for `count` subscribers bound from parameter
 /// `first` on (nothing for none).
 fn subscriber_not_in(first: usize, count: usize) -> String {
